@@ -1,0 +1,24 @@
+"""autoprompt: automatic prompt search over frozen language models.
+
+The public API a strategy or a user needs::
+
+    from autoprompt import load_task, load_model, Evaluator, Prompt
+    data = load_task("sst2", shots=16, data_seed=13)
+    lm = load_model("smollm2-135m")
+    result = Evaluator(lm, data.task).score(data.task.default_prompt, data.dev)
+"""
+
+from autoprompt.errors import AutopromptError, BudgetExhausted
+from autoprompt.evaluator import Budget, EvalResult, Evaluator
+from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
+from autoprompt.models import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
+from autoprompt.prompts import Prompt, Template, Verbalizer
+from autoprompt.tasks import Example, Task, TaskData, custom_task, load_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL", "AutopromptError", "Budget", "BudgetExhausted", "CausalLM", "Encoded", "EvalResult",
+    "Evaluator", "Example", "FrozenLM", "LanguageModel", "MaskedLM", "Prompt", "Task", "TaskData",
+    "Template", "Verbalizer", "custom_task", "load_model", "load_task", "provision",
+]

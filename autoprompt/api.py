@@ -1,0 +1,138 @@
+"""The Python API behind every CLI command: load, score, report as plain JSON-able values."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from autoprompt.errors import AutopromptError
+from autoprompt.evaluator import Evaluator
+from autoprompt.model_store import DEFAULT_MODEL, load_model
+from autoprompt.models import FrozenLM
+from autoprompt.prompts import Prompt, Template, Verbalizer
+from autoprompt.tasks import TaskData, lama_relations, load_task, resolve_data_dir
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that change results."""
+    out = {"python": platform.python_version()}
+    for pkg in ("autoprompt", "torch", "transformers", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def build_prompt(data: TaskData, template: str | None = None, verbalizer: str | Mapping | None = None,
+                 prompt: str | Path | Prompt | None = None) -> Prompt:
+    """The prompt to score: a prompt file, else the task's default with ``template``/``verbalizer`` overrides."""
+    if prompt is not None:
+        if template is not None or verbalizer is not None:
+            raise AutopromptError("give either --prompt or --template/--verbalizer, not both")
+        return prompt if isinstance(prompt, Prompt) else Prompt.load(prompt)
+    base = data.task.default_prompt
+    tpl = Template(template) if template is not None else base.template
+    if verbalizer is None:
+        verb = base.verbalizer
+    else:
+        verb = Verbalizer.parse(verbalizer) if isinstance(verbalizer, str) else Verbalizer(verbalizer)
+    return Prompt(tpl, verb)
+
+
+def evaluate(
+    task: str | Path,
+    *,
+    template: str | None = None,
+    verbalizer: str | Mapping | None = None,
+    prompt: str | Path | Prompt | None = None,
+    model: str | FrozenLM = DEFAULT_MODEL,
+    split: str = "test",
+    shots: int | None = None,
+    data_seed: int = 13,
+    limit: int | None = None,
+    batch_size: int = 32,
+    data_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score one prompt on one split of a task.
+
+    Args:
+        task: task name (``sst2``, ``lama:P19``, ``lama`` for all relations) or a task TOML path.
+        template: a template overriding the task's default.
+        verbalizer: label words (JSON text or a mapping) overriding the default.
+        prompt: a ``prompt.json`` (or `Prompt`) to score instead.
+        model: model name, or an already loaded backend.
+        split: ``train``, ``dev`` or ``test``.
+        shots: k-shot protocol (16: LM-BFF), None for the full data.
+        data_seed: which k-shot split.
+        limit: score only the first ``limit`` examples.
+        batch_size: examples per forward.
+        data_dir: the local data folder (default ``AUTOPROMPT_DATA_DIR``).
+        progress: show a progress bar.
+
+    Returns:
+        A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, per-class
+        counts, LAMA extras, protocol, wall time and versions. For ``lama``: one entry per relation
+        plus their mean.
+    """
+    if limit is not None and limit < 1:
+        raise AutopromptError(f"--limit {limit} leaves nothing to score; give a positive number")
+    if str(task).lower() == "lama":
+        return _evaluate_lama_suite(template=template, verbalizer=verbalizer, prompt=prompt, model=model,
+                                    split=split, limit=limit, batch_size=batch_size, data_dir=data_dir,
+                                    progress=progress)
+    started = time.perf_counter()
+    data = load_task(task, data_dir, shots, data_seed)
+    chosen = build_prompt(data, template, verbalizer, prompt)
+    examples = data.split(split)[:limit]
+    lm = load_model(model) if isinstance(model, str) else model
+    evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"))
+    result = evaluator.score(chosen, examples, progress=progress)
+    return {
+        "task": data.task.name, "split": split, "model": lm.name, "n": result.n, "metric": result.metric,
+        "score": result.score, **({"lama": result.extra} if result.extra else {}),
+        "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
+        "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,
+        "per_class": result.per_class(data.task.labels) if result.metric != "lama" else None,
+        "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
+        "protocol": data.protocol, "limit": limit,
+        "wall_s": round(time.perf_counter() - started, 3), "versions": versions(),
+    }
+
+
+def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, model: str | FrozenLM, split: str,
+                         limit: int | None, batch_size: int, data_dir: Any, progress: bool) -> dict[str, Any]:
+    if template is not None or verbalizer is not None or prompt is not None:
+        raise AutopromptError("`lama` runs each relation's own template; pick one relation (lama:P19) to override it")
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        raise AutopromptError("LAMA needs the local data folder; set AUTOPROMPT_DATA_DIR or --data-dir")
+    lm = load_model(model) if isinstance(model, str) else model
+    started = time.perf_counter()
+    rows = [evaluate(f"lama:{rel}", model=lm, split=split, limit=limit, batch_size=batch_size,
+                     data_dir=root, progress=progress) for rel in lama_relations(root)]
+    mean = sum(r["score"] for r in rows) / len(rows)
+    return {"task": "lama", "split": split, "model": lm.name, "n": sum(r["n"] for r in rows), "metric": "lama",
+            "score": mean, "relations": rows, "limit": limit,
+            "wall_s": round(time.perf_counter() - started, 3), "versions": versions()}
+
+
+def describe_tasks(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per built-in task (plus the LAMA relations found locally)."""
+    from autoprompt.tasks import BUILTIN  # noqa: PLC0415
+
+    rows = [{"task": name, "labels": list(e.task.labels), "metric": e.task.metric, "shots": list(e.shots),
+             "description": e.task.description, "data": e.task.availability, "template": e.task.template}
+            for name, e in BUILTIN.items()]
+    root = resolve_data_dir(data_dir)
+    relations: Sequence[str] = lama_relations(root) if root is not None else ()
+    rows.append({"task": "lama:<relation>", "labels": [], "metric": "lama", "shots": [],
+                 "description": "LAMA T-REx fact retrieval; `lama` runs all relations",
+                 "data": f"{len(relations)} relations: {' '.join(relations)}" if relations else "needs local data",
+                 "template": "{subject} was born in [P] (per relation)"})
+    return rows

@@ -1,0 +1,245 @@
+"""The one batched scorer every strategy uses, and the `Budget` it charges.
+
+`Evaluator.score_many` takes several prompts and one list of examples, encodes every
+(prompt, example) pair, sorts the pairs by length into buckets (so a batch pads only to its own
+longest row), runs each bucket through the frozen backend under ``torch.inference_mode()``, and
+scatters the class log-probs back. Results are cached by (prompt fingerprint, examples hash);
+a cached result costs no budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from autoprompt import metrics
+from autoprompt.errors import AutopromptError, BudgetExhausted
+from autoprompt.models import Encoded, FrozenLM, WordTable
+from autoprompt.prompts import Prompt
+from autoprompt.tasks.base import Example, Task, examples_fingerprint
+
+
+class Budget:
+    """Compute spent by a search, in example-forwards (a backward counts as two).
+
+    Args:
+        max_forwards: the limit in example-forwards, or None for no limit.
+        max_seconds: an optional wall-clock limit.
+    """
+
+    def __init__(self, max_forwards: int | None = None, max_seconds: float | None = None) -> None:
+        self.max_forwards = max_forwards
+        self.max_seconds = max_seconds
+        self.forwards = 0
+        self.backwards = 0
+        self.started = time.monotonic()
+
+    @property
+    def used(self) -> int:
+        return self.forwards + 2 * self.backwards
+
+    @property
+    def remaining(self) -> float:
+        return float("inf") if self.max_forwards is None else self.max_forwards - self.used
+
+    @property
+    def exhausted(self) -> bool:
+        late = self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds
+        return self.remaining <= 0 or late
+
+    def require(self, forwards: int = 0, backwards: int = 0) -> None:
+        """Raise `BudgetExhausted` unless this much work still fits."""
+        if forwards + 2 * backwards > self.remaining or self.exhausted:
+            raise BudgetExhausted(f"budget spent: {self.used} of {self.max_forwards} example-forwards")
+
+    def charge(self, forwards: int = 0, backwards: int = 0) -> None:
+        self.forwards += forwards
+        self.backwards += backwards
+
+    def to_json(self) -> dict[str, Any]:
+        return {"forwards": self.forwards, "backwards": self.backwards, "used": self.used,
+                "limit": self.max_forwards, "max_seconds": self.max_seconds}
+
+
+@dataclass
+class EvalResult:
+    """Scores of one prompt on one list of examples.
+
+    Attributes:
+        score: the task metric (accuracy, F1, macro-F1; P@1 for LAMA).
+        logprobs: ``[N, C]`` class log-probs, in example order.
+        extra: LAMA's ``p@10``, ``mrr``, ``majority_p@1``, ``vocab_p@1`` (and its ``vocab_n``).
+    """
+
+    metric: str
+    score: float
+    logprobs: Tensor
+    labels: Tensor
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def preds(self) -> Tensor:
+        return self.logprobs.argmax(-1)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    def per_class(self, label_names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per label: gold count, predicted count, correct count."""
+        gold, pred = Counter(self.labels.tolist()), Counter(self.preds.tolist())
+        correct = Counter(self.labels[self.preds == self.labels].tolist())
+        return {name: {"gold": gold[i], "predicted": pred[i], "correct": correct[i]}
+                for i, name in enumerate(label_names) if gold[i] or pred[i]}
+
+
+@dataclass
+class _Job:
+    prompt: int
+    example: int
+    encoded: Encoded
+
+
+class Evaluator:
+    """Scores prompts of one task on a frozen LM.
+
+    Args:
+        lm: the frozen backend.
+        task: the task (labels and metric).
+        batch_size: most examples per forward.
+        max_tokens: most padded tokens per forward (bounds memory on long inputs).
+        budget: charged one example-forward per (prompt, example) scored; None: not counted.
+        cache: reuse results of prompts already scored on the same examples.
+        majority_label: LAMA's "always the most common object" baseline class.
+    """
+
+    def __init__(self, lm: FrozenLM, task: Task, batch_size: int = 32, max_tokens: int = 8192,
+                 budget: Budget | None = None, cache: bool = True, majority_label: int | None = None) -> None:
+        self.lm = lm
+        self.task = task
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.budget = budget
+        self.majority_label = majority_label
+        self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
+        self.stats = Counter()  # real/padded tokens and batches, for benchmarks
+
+    def score(self, prompt: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
+        """Score one prompt (see `score_many`)."""
+        return self.score_many([prompt], examples, progress)[0]
+
+    def score_many(self, prompts: Sequence[Prompt], examples: Sequence[Example],
+                   progress: bool = False) -> list[EvalResult]:
+        """Score several prompts on the same examples as one batched job.
+
+        Raises:
+            AutopromptError: no examples, or a prompt that does not fit the task or model.
+            BudgetExhausted: the budget cannot pay for the uncached prompts.
+        """
+        if not examples:
+            raise AutopromptError("nothing to score: the example list is empty (check --limit and the split)")
+        data_key = examples_fingerprint(examples)
+        results: list[EvalResult | None] = [None] * len(prompts)
+        todo = []
+        for i, prompt in enumerate(prompts):
+            hit = self._cache.get((prompt.fingerprint, data_key)) if self._cache is not None else None
+            if hit is not None:
+                results[i] = hit
+            else:
+                todo.append(i)
+        if todo:
+            if self.budget is not None:
+                self.budget.require(forwards=len(todo) * len(examples))
+            logprobs = self._run([prompts[i] for i in todo], examples, progress)
+            labels = torch.tensor([ex.label for ex in examples])
+            for k, i in enumerate(todo):
+                result = self._result(prompts[i], logprobs[k], labels)
+                results[i] = result
+                if self._cache is not None:
+                    self._cache[(prompts[i].fingerprint, data_key)] = result
+            if self.budget is not None:
+                self.budget.charge(forwards=len(todo) * len(examples))
+        return results  # type: ignore[return-value]
+
+    def plan(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Encoded]]:
+        """The batches `score` would run for one prompt (for benchmarks and debugging)."""
+        return [[j.encoded for j in batch]
+                for batch in self._buckets([_Job(0, e, self.lm.encode(prompt, ex)) for e, ex in enumerate(examples)])]
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _run(self, prompts: Sequence[Prompt], examples: Sequence[Example],
+             progress: bool) -> list[tuple[Tensor, Tensor]]:
+        """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt."""
+        labels = self.task.labels
+        tables: list[WordTable] = []
+        groups: dict[tuple, list[_Job]] = {}
+        for p, prompt in enumerate(prompts):
+            prompt.template.check_fields(self.task.fields)
+            table = self.lm.word_table(prompt, labels)
+            tables.append(table)
+            key = tuple(tuple(ws) for ws in table)
+            for e, ex in enumerate(examples):
+                groups.setdefault(key, []).append(_Job(p, e, self.lm.encode(prompt, ex)))
+        n_classes = len(labels)
+        out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
+               for _ in prompts]
+        total = sum(len(jobs) for jobs in groups.values())
+        bar = tqdm(total=total, desc="scoring", unit="ex", disable=not progress, leave=False, dynamic_ncols=True)
+        for jobs in groups.values():
+            table = tables[jobs[0].prompt]
+            for batch in self._buckets(jobs):
+                gold = [examples[j.example].label for j in batch] if self.task.metric == "lama" else None
+                scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold)
+                logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
+                for row, job in enumerate(batch):
+                    out[job.prompt][0][job.example] = logprobs[row]
+                    out[job.prompt][1][job.example] = top[row]
+                bar.update(len(batch))
+        bar.close()
+        return out
+
+    def _buckets(self, jobs: list[_Job]) -> list[list[_Job]]:
+        """Length-sorted batches, each capped by ``batch_size`` and ``max_tokens`` (padded)."""
+        ordered = sorted(jobs, key=lambda j: len(j.encoded))
+        batches, current = [], []
+        for job in ordered:
+            width = len(job.encoded)
+            if current and (len(current) >= self.batch_size or (len(current) + 1) * width > self.max_tokens):
+                batches.append(current)
+                current = []
+            current.append(job)
+        if current:
+            batches.append(current)
+        for batch in batches:
+            width = max(len(j.encoded) for j in batch)
+            real = sum(len(j.encoded) for j in batch)
+            self.stats["real_tokens"] += real
+            self.stats["padded_tokens"] += width * len(batch) - real
+            self.stats["batches"] += 1
+        return batches
+
+    def _result(self, prompt: Prompt, scored: tuple[Tensor, Tensor], labels: Tensor) -> EvalResult:
+        logprobs, top = scored
+        metric = self.task.metric
+        result = EvalResult(metric, metrics.score(metric, logprobs, labels), logprobs, labels)
+        if metric == "lama":
+            result.extra.update(metrics.ranking(logprobs, labels))
+            if self.majority_label is not None:
+                result.extra["majority_p@1"] = float((labels == self.majority_label).float().mean())
+            # classic LAMA P@1 over the full vocabulary, on facts whose object is one token
+            table = self.lm.word_table(prompt, self.task.labels)
+            single = torch.tensor([len(table[y][0]) == 1 for y in labels.tolist()])
+            if single.any():
+                gold_tok = torch.tensor([table[y][0][0] for y in labels.tolist()])
+                hits = (top == gold_tok) & single
+                result.extra["vocab_p@1"] = float(hits.sum() / single.sum())
+                result.extra["vocab_n"] = int(single.sum())
+        return result

@@ -1,0 +1,426 @@
+"""Frozen language-model backends behind one protocol: masked LMs and causal LMs.
+
+A backend turns (prompt, example) into token ids (`encode`) and scores label words at the
+prediction slot (`label_logprobs`). The weights are frozen on construction (``eval()``,
+``requires_grad_(False)``) and never written.
+
+Scoring rules:
+
+* **masked LM** — ``[P]`` becomes ``n`` mask tokens, anywhere in the template; a label word of
+  ``n`` tokens scores the sum of the log-probs of its tokens at the ``n`` masks, all predicted in
+  one pass (PET's parallel decoding). Words of different lengths get one pass per length.
+* **causal LM** — ``[P]`` must end the template; a word's score is the sum of the log-probs of its
+  tokens after the prefix (teacher-forced), optionally divided by its token count
+  (``length_norm``). The prefix runs once; multi-token words continue from its key/value cache.
+
+A class with several words scores the log of their total probability (log-sum-exp).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from autoprompt.errors import AutopromptError
+from autoprompt.prompts import Prompt
+from autoprompt.tasks.base import Example
+
+Kind = Literal["masked", "causal"]
+WordTable = list[list[tuple[int, ...]]]  # per class, per word: token ids
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example under one prompt, as token ids.
+
+    Attributes:
+        ids: token ids; for a masked LM ``[P]`` is one mask token at ``predict_at`` (widened to the
+            word length when scoring); for a causal LM ``ids`` is the prefix and
+            ``predict_at == len(ids)``.
+        predict_at: index of the prediction slot.
+        trigger_at: indices of the ``[T]`` tokens.
+        soft_at: indices of the ``[S]`` placeholders.
+    """
+
+    ids: tuple[int, ...]
+    predict_at: int
+    trigger_at: tuple[int, ...] = ()
+    soft_at: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Scores:
+    """Backend output for one batch.
+
+    Attributes:
+        logprobs: ``[B, C]`` class log-probs.
+        top_token: ``[B]`` the most likely vocabulary token at the (first) prediction position.
+    """
+
+    logprobs: Tensor
+    top_token: Tensor
+
+
+class LanguageModel(Protocol):
+    """What the evaluator and searchers need from a frozen LM."""
+
+    kind: Kind
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+
+    def encode(self, prompt: Prompt, example: Example) -> Encoded: ...
+
+    def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable: ...
+
+    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
+                       gold: Sequence[int] | None = None) -> Scores: ...
+
+    def embedding_matrix(self) -> Tensor: ...
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class FrozenLM:
+    """Shared part of both backends: tokenization of templates, words and truncation.
+
+    Args:
+        model: a ``transformers`` model with an LM head (frozen here).
+        tokenizer: its tokenizer.
+        name: the name recorded in results.
+        device: ``cuda``/``cpu``/None (auto: CUDA when present).
+        max_length: inputs longer than this are truncated, longest field first.
+        length_norm: divide a word's log-prob by its token count (causal only).
+    """
+
+    kind: Kind
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "model",
+                 device: str | torch.device | None = None, max_length: int = 512,
+                 length_norm: bool = False) -> None:
+        self.device = _resolve_device(device)
+        self.model = _freeze(model).to(self.device)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_length = max_length
+        self.length_norm = length_norm
+        self.pad_id = self._pad_id()
+        self.prefix_special, self.suffix_special = self._special_frame()
+        # bf16 autocast on GPU (activations only; the weights stay as they are)
+        self.autocast = self.device.type == "cuda"
+
+    # ---- tokenization -------------------------------------------------------------------------
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        for cand in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, 0):
+            if cand is not None:
+                return int(cand)
+        return 0
+
+    def _special_frame(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The special tokens the tokenizer puts before and after a text (CLS/SEP, BOS)."""
+        bare = self.tokenizer("hello", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("hello")["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return tuple(full[:start]), tuple(full[start + len(bare):])
+        return (), ()
+
+    @functools.lru_cache(maxsize=200_000)  # noqa: B019 - backends live as long as the process
+    def tokenize(self, text: str) -> tuple[int, ...]:
+        """Token ids of ``text`` without special tokens (memoised: search re-encodes often)."""
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable:
+        """Token ids of every label word, as the model sees it at ``[P]`` (with its leading space)."""
+        space = next(s.space for s in prompt.template.segments if s.kind == "predict")
+        table = []
+        for label, words in zip(labels, prompt.verbalizer.for_labels(labels)):
+            ids = []
+            for word in words:
+                toks = self.tokenize(space + word) if space else self.tokenize(word)
+                unk = self.tokenizer.unk_token_id
+                if not toks or (unk is not None and unk in toks and word != self.tokenizer.unk_token):
+                    raise AutopromptError(
+                        f"label word {word!r} (label {label!r}) cannot be represented by the tokenizer "
+                        f"of {self.name} (tokens {list(toks)}); choose another word"
+                    )
+                ids.append(toks)
+            table.append(ids)
+        return table
+
+    def encode(self, prompt: Prompt, example: Example) -> Encoded:
+        """Token ids of the prompt filled with ``example`` (fields truncated to ``max_length``)."""
+        template = prompt.template
+        if self.kind == "causal" and not template.predict_is_last:
+            raise AutopromptError(
+                f"template {template.source!r}: a causal LM scores label words after the prompt, so "
+                "[P] must be the last slot; move [P] to the end"
+            )
+        pieces: list[tuple[str, list[int]]] = []
+        triggers = iter(prompt.trigger_ids)
+        for seg in template.segments:
+            if seg.kind == "text":
+                if self.kind == "causal" and pieces and pieces[-1][0] == "predict":
+                    continue  # trailing whitespace after [P]
+                pieces.append(("text", list(self.tokenize(seg.value))))
+            elif seg.kind == "field":
+                try:
+                    value = example.fields[seg.value]
+                except KeyError:
+                    raise AutopromptError(
+                        f"template field {{{seg.value}}} is not in the example (fields: {list(example.fields)})"
+                    ) from None
+                pieces.append(("field", list(self.tokenize(seg.space + value))))
+            elif seg.kind == "trigger":
+                pieces.append(("trigger", [next(triggers)]))
+            elif seg.kind == "soft":
+                pieces.append(("soft", [self.pad_id]))
+            else:
+                pieces.append(("predict", [self._mask_id()] if self.kind == "masked" else []))
+        self._truncate(pieces)
+        ids: list[int] = list(self.prefix_special)
+        predict_at, trigger_at, soft_at = -1, [], []
+        for kind, toks in pieces:
+            if kind == "predict":
+                predict_at = len(ids)
+            elif kind == "trigger":
+                trigger_at.append(len(ids))
+            elif kind == "soft":
+                soft_at.append(len(ids))
+            ids.extend(toks)
+        if self.kind == "masked":
+            ids.extend(self.suffix_special)
+        return Encoded(tuple(ids), predict_at, tuple(trigger_at), tuple(soft_at))
+
+    def _mask_id(self) -> int:
+        raise NotImplementedError
+
+    def _truncate(self, pieces: list[tuple[str, list[int]]]) -> None:
+        """Cut the longest field from its end until the sequence fits ``max_length``."""
+        frame = len(self.prefix_special) + (len(self.suffix_special) if self.kind == "masked" else 0)
+        reserve = 8  # room for multi-token label words (extra masks / continuation)
+        excess = frame + reserve + sum(len(t) for _, t in pieces) - self.max_length
+        while excess > 0:
+            longest = max((p for p in pieces if p[0] == "field"), key=lambda p: len(p[1]), default=None)
+            if longest is None or not longest[1]:
+                raise AutopromptError(
+                    f"the template alone is longer than max_length={self.max_length} tokens; shorten it"
+                )
+            cut = min(excess, len(longest[1]) - 1) or 1
+            del longest[1][-cut:]
+            excess -= cut
+
+    # ---- shared tensor helpers ----------------------------------------------------------------
+
+    def embedding_matrix(self) -> Tensor:
+        """The input embedding matrix ``[V, H]`` (a view of the frozen weights)."""
+        return self.model.get_input_embeddings().weight
+
+    def pad(self, rows: Sequence[Sequence[int]], left: bool = False) -> tuple[Tensor, Tensor]:
+        """Pad token rows into ``(ids [B, L], attention_mask [B, L])`` on the model's device."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            sl = slice(width - len(r), width) if left else slice(0, len(r))
+            ids[i, sl] = torch.tensor(r, dtype=torch.long)
+            mask[i, sl] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+
+
+def _logsumexp_classes(word_scores: Tensor, words: WordTable) -> Tensor:
+    """``[B, W]`` scores of all words (flattened in table order) → ``[B, C]`` class scores."""
+    out, k = [], 0
+    for class_words in words:
+        out.append(torch.logsumexp(word_scores[:, k : k + len(class_words)], dim=-1))
+        k += len(class_words)
+    return torch.stack(out, dim=-1)
+
+
+class MaskedLM(FrozenLM):
+    """A masked LM backend (BERT, RoBERTa, ...): ``[P]`` anywhere, one mask per word token."""
+
+    kind: Kind = "masked"
+
+    def _mask_id(self) -> int:
+        mask = self.tokenizer.mask_token_id
+        if mask is None:
+            raise AutopromptError(f"{self.name} has no mask token; it is not a masked LM")
+        return int(mask)
+
+    def _forward_logits(self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
+        with self._autocast():
+            if inputs_embeds is not None:
+                return self.model(inputs_embeds=inputs_embeds, attention_mask=mask).logits.float()
+            return self.model(input_ids=ids, attention_mask=mask).logits.float()
+
+    @torch.inference_mode()
+    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
+                       gold: Sequence[int] | None = None) -> Scores:
+        """Class log-probs ``[B, C]`` (``gold`` is accepted for the protocol; all words are exact)."""
+        flat = [w for class_words in words for w in class_words]
+        word_scores = torch.empty(len(batch), len(flat), device=self.device)
+        top = torch.zeros(len(batch), dtype=torch.long, device=self.device)
+        mask_id = self._mask_id()
+        for n in sorted({len(w) for w in flat}):
+            rows = [e.ids[: e.predict_at] + (mask_id,) * n + e.ids[e.predict_at + 1 :] for e in batch]
+            ids, attn = self.pad(rows)
+            logits = self._forward_logits(ids, attn)                          # [B, L, V]
+            at = torch.tensor([e.predict_at for e in batch], device=self.device)
+            pos = at[:, None] + torch.arange(n, device=self.device)          # [B, n]
+            slots = logits.gather(1, pos[:, :, None].expand(-1, -1, logits.shape[-1]))  # [B, n, V]
+            logp_slots = slots.log_softmax(-1)
+            if n == 1:
+                top = logp_slots[:, 0].argmax(-1)
+            for j, w in enumerate(flat):
+                if len(w) == n:
+                    tok = torch.tensor(w, device=self.device)
+                    word_scores[:, j] = logp_slots[:, torch.arange(n), tok].sum(-1)
+        return Scores(_logsumexp_classes(word_scores, words), top)
+
+
+def _cache_layers(cache) -> list[tuple[Tensor, Tensor]]:
+    """Key/value tensors per layer from a ``transformers`` cache (new or legacy format)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [(k, v) for k, v in cache]
+
+
+def _make_cache(layers: list[tuple[Tensor, Tensor]]):
+    from transformers import DynamicCache  # noqa: PLC0415 - heavy import, only when needed
+
+    try:
+        return DynamicCache(ddp_cache_data=layers)
+    except TypeError:  # transformers < 4.5x
+        return DynamicCache.from_legacy_cache(tuple(layers))
+
+
+class CausalLM(FrozenLM):
+    """A causal LM backend (GPT-2, Llama, SmolLM2, ...): ``[P]`` last, words scored as a suffix.
+
+    Args:
+        padding_side: ``right`` or ``left``; results do not depend on it (positions are passed
+            explicitly), it is a knob for tests and for models that prefer one.
+        max_rows: cap on (example, word) rows per continuation pass, to bound memory.
+        (others as in `FrozenLM`)
+    """
+
+    kind: Kind = "causal"
+
+    def __init__(self, *args, padding_side: str = "left", max_rows: int = 512, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if padding_side not in ("left", "right"):
+            raise AutopromptError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        self.left = padding_side == "left"
+        self.max_rows = max_rows
+        # with left padding every row ends at the last column: the LM head runs on it alone
+        params = inspect.signature(self.model.forward).parameters
+        self.keep_last = self.left and "logits_to_keep" in params
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+
+    def forward_prefix(self, ids: Tensor, attn: Tensor, use_cache: bool, inputs_embeds: Tensor | None = None):
+        """Run the padded prefixes; returns (log-probs at each row's last token ``[B, V]``, cache)."""
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        extra = {"logits_to_keep": 1} if self.keep_last else {}
+        with self._autocast():
+            out = self.model(
+                input_ids=None if inputs_embeds is not None else ids, inputs_embeds=inputs_embeds,
+                attention_mask=attn, position_ids=positions, use_cache=use_cache, **extra,
+            )
+        if self.left:
+            logits = out.logits[:, -1]
+        else:
+            last = attn.sum(-1) - 1
+            logits = out.logits[torch.arange(ids.shape[0], device=ids.device), last]
+        cache = (out["cache"] if "cache" in out else out["past_key_values"]) if use_cache else None
+        return logits.float().log_softmax(-1), cache
+
+    def continuation_logprobs(self, cache, attn: Tensor, pairs: Sequence[tuple[int, Sequence[int]]]) -> Tensor:
+        """Log-prob of word tokens ``1..n-1`` after a prefix, for each (prefix row, word) pair: ``[P]``.
+
+        The word's first token is scored by the caller from the prefix logits; here tokens
+        ``0..n-2`` are fed on top of the prefix's key/value cache (rows gathered per pair).
+        """
+        out = torch.zeros(len(pairs), device=self.device)
+        layers = _cache_layers(cache)
+        lengths = attn.sum(-1)
+        for start in range(0, len(pairs), self.max_rows):
+            chunk = pairs[start : start + self.max_rows]
+            rows = torch.tensor([b for b, _ in chunk], device=self.device)
+            inp, inp_mask = self.pad([w[:-1] for _, w in chunk])                # [k, m]
+            tgt, _ = self.pad([w[1:] for _, w in chunk])                         # [k, m]
+            gathered = _make_cache([(k.index_select(0, rows), v.index_select(0, rows)) for k, v in layers])
+            full_mask = torch.cat([attn.index_select(0, rows), inp_mask], dim=1)
+            pos = lengths.index_select(0, rows)[:, None] + torch.arange(inp.shape[1], device=self.device)
+            with self._autocast():
+                logits = self.model(input_ids=inp, attention_mask=full_mask, position_ids=pos,
+                                    use_cache=True, **{self.cache_arg: gathered}).logits.float()  # [k, m, V]
+            logp = logits.log_softmax(-1).gather(-1, tgt[:, :, None])[..., 0]      # [k, m]
+            out[start : start + len(chunk)] = (logp * inp_mask).sum(-1)
+        return out
+
+    @torch.inference_mode()
+    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
+                       gold: Sequence[int] | None = None) -> Scores:
+        """Class log-probs ``[B, C]``.
+
+        With ``gold`` (one word per class, no length norm), multi-token words that cannot outrank
+        the gold class are not continued: a word's first-token log-prob bounds its full score
+        from above, so a word whose bound is below the gold's exact score keeps the bound. The
+        gold's rank, the argmax, P@k and MRR stay exact; LAMA's hundreds of candidates need this
+        on a CPU.
+        """
+        flat = [w for class_words in words for w in class_words]
+        multi = [j for j, w in enumerate(flat) if len(w) > 1]
+        ids, attn = self.pad([e.ids for e in batch], left=self.left)
+        logp_first, cache = self.forward_prefix(ids, attn, use_cache=bool(multi))   # [B, V]
+        first = torch.tensor([w[0] for w in flat], device=self.device)
+        word_scores = logp_first[:, first].clone()                                    # [B, W]
+        prune = gold is not None and not self.length_norm and len(flat) == len(words)
+        if multi and prune:
+            gold_pairs = [(b, j) for b, j in enumerate(gold) if len(flat[j]) > 1]
+            self._continue(word_scores, cache, attn, flat, gold_pairs)
+            bar = word_scores[torch.arange(len(batch)), torch.tensor(list(gold))]      # [B]
+            rest = [(b, j) for b in range(len(batch)) for j in multi
+                    if j != gold[b] and word_scores[b, j] >= bar[b]]
+            self._continue(word_scores, cache, attn, flat, rest)
+        elif multi:
+            self._continue(word_scores, cache, attn, flat, [(b, j) for b in range(len(batch)) for j in multi])
+        if self.length_norm:
+            word_scores = word_scores / torch.tensor([len(w) for w in flat], device=self.device)
+        return Scores(_logsumexp_classes(word_scores, words), logp_first.argmax(-1))
+
+    def _continue(self, word_scores: Tensor, cache, attn: Tensor, flat: list[tuple[int, ...]],
+                  pairs: list[tuple[int, int]]) -> None:
+        if pairs:
+            pairs = sorted(pairs, key=lambda p: len(flat[p[1]]))  # chunks of similar length pad less
+            extra = self.continuation_logprobs(cache, attn, [(b, flat[j]) for b, j in pairs])
+            rows, cols = zip(*pairs)
+            word_scores[list(rows), list(cols)] += extra

@@ -1,0 +1,316 @@
+"""Prompts as immutable values: `Template`, `Verbalizer` and `Prompt`.
+
+A template is text with slots:
+
+* ``{field}`` — an input field of the task (``{sentence}``, ``{premise}``);
+* ``[T]`` — a trigger token, filled by discrete search (AutoPrompt);
+* ``[P]`` — the prediction slot, where label words are scored (exactly one);
+* ``[S]`` — a soft token, a trainable embedding for continuous prompts.
+
+Whitespace in front of a slot belongs to the slot: in ``"{sentence} It was [P]"`` the label word
+is scored as ``" great"``, which is what a BPE model sees in running text. ``{{``, ``}}`` and
+``[[`` escape a literal brace or bracket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from autoprompt.errors import AutopromptError
+
+SlotKind = Literal["text", "field", "trigger", "predict", "soft"]
+_BRACKET_SLOTS: dict[str, SlotKind] = {"[T]": "trigger", "[P]": "predict", "[S]": "soft"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of a parsed template.
+
+    Attributes:
+        kind: ``text``, ``field``, ``trigger``, ``predict`` or ``soft``.
+        value: the literal text for ``text``, the field name for ``field``, else ``""``.
+        space: whitespace that stood in front of a slot (always ``""`` for ``text``).
+    """
+
+    kind: SlotKind
+    value: str = ""
+    space: str = ""
+
+
+def _parse(source: str) -> tuple[Segment, ...]:
+    """Split template text into segments; errors name the character position."""
+    segments: list[Segment] = []
+    text: list[str] = []
+
+    def push_slot(kind: SlotKind, value: str = "") -> None:
+        literal = "".join(text)
+        stripped = literal.rstrip(" \t")
+        if stripped:
+            segments.append(Segment("text", stripped))
+        segments.append(Segment(kind, value, literal[len(stripped):]))
+        text.clear()
+
+    i = 0
+    while i < len(source):
+        ch = source[i]
+        if source.startswith(("{{", "}}", "[["), i):
+            text.append(ch)
+            i += 2
+        elif ch == "{":
+            end = source.find("}", i)
+            if end < 0:
+                raise AutopromptError(f"template {source!r}: '{{' at position {i} is never closed")
+            name = source[i + 1 : end]
+            if not name.isidentifier():
+                raise AutopromptError(
+                    f"template {source!r}: field name {name!r} at position {i} is not an "
+                    "identifier; write fields as {sentence}"
+                )
+            push_slot("field", name)
+            i = end + 1
+        elif ch == "[":
+            token = source[i : i + 3]
+            if token not in _BRACKET_SLOTS:
+                raise AutopromptError(
+                    f"template {source!r}: unknown slot at position {i} ({source[i:i + 5]!r}); "
+                    "slots are {field}, [T], [P], [S] (write [[ for a literal '[')"
+                )
+            push_slot(_BRACKET_SLOTS[token])
+            i += 3
+        elif ch == "}":
+            raise AutopromptError(
+                f"template {source!r}: stray '}}' at position {i}; write }}}} for a literal brace"
+            )
+        else:
+            text.append(ch)
+            i += 1
+    if text:
+        segments.append(Segment("text", "".join(text)))
+    n_predict = sum(s.kind == "predict" for s in segments)
+    if n_predict != 1:
+        raise AutopromptError(
+            f"template {source!r} has {n_predict} [P] slots; it needs exactly one prediction slot"
+        )
+    return tuple(segments)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed template such as ``"{sentence} [T] [T] It was [P] ."``.
+
+    Args:
+        source: the template text.
+    """
+
+    source: str
+    segments: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", _parse(self.source))
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Input field names, in order of first appearance."""
+        return tuple(dict.fromkeys(s.value for s in self.segments if s.kind == "field"))
+
+    @property
+    def num_triggers(self) -> int:
+        return sum(s.kind == "trigger" for s in self.segments)
+
+    @property
+    def num_soft(self) -> int:
+        return sum(s.kind == "soft" for s in self.segments)
+
+    @property
+    def predict_is_last(self) -> bool:
+        """Whether nothing but whitespace follows ``[P]`` (a causal LM scores it as a suffix)."""
+        tail = self.segments[-1]
+        if tail.kind == "text" and not tail.value.strip():
+            tail = self.segments[-2]
+        return tail.kind == "predict"
+
+    def check_fields(self, available: Sequence[str]) -> None:
+        """Raise if the template uses a field the task does not have."""
+        missing = [f for f in self.fields if f not in available]
+        if missing:
+            raise AutopromptError(
+                f"template {self.source!r} uses unknown field(s) {missing}; this task has "
+                f"{list(available)}"
+            )
+
+    def render(self, values: Mapping[str, str], trigger: str = "[T]", predict: str = "[P]") -> str:
+        """Human-readable text of the template filled with ``values`` (for display only)."""
+        out = []
+        for seg in self.segments:
+            if seg.kind == "text":
+                out.append(seg.value)
+            elif seg.kind == "field":
+                out.append(seg.space + values.get(seg.value, "{" + seg.value + "}"))
+            elif seg.kind == "trigger":
+                out.append(seg.space + trigger)
+            elif seg.kind == "predict":
+                out.append(seg.space + predict)
+            else:
+                out.append(seg.space + "[S]")
+        return "".join(out)
+
+    def __str__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Label → label words. A label may have several words, a word several tokens.
+
+    A class's score is the log of the total probability of its words (log-sum-exp over words).
+
+    Args:
+        words: mapping from label name to one word or a list of words.
+    """
+
+    words: Mapping[str, tuple[str, ...]]
+
+    def __init__(self, words: Mapping[str, str | Sequence[str]]) -> None:
+        normal: dict[str, tuple[str, ...]] = {}
+        for label, ws in words.items():
+            ws = (ws,) if isinstance(ws, str) else tuple(ws)
+            if not ws or any(not isinstance(w, str) or not w.strip() for w in ws):
+                raise AutopromptError(
+                    f"verbalizer: label {label!r} needs at least one non-empty word, got {list(ws)}"
+                )
+            normal[str(label)] = ws
+        if not normal:
+            raise AutopromptError("verbalizer is empty; give label words as {\"label\": [\"word\"]}")
+        object.__setattr__(self, "words", normal)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.words)
+
+    def for_labels(self, labels: Sequence[str]) -> list[tuple[str, ...]]:
+        """Words per class in the task's label order; raise on a missing or extra label."""
+        missing = [lab for lab in labels if lab not in self.words]
+        extra = [lab for lab in self.words if lab not in labels]
+        if missing or extra:
+            raise AutopromptError(
+                f"verbalizer labels {list(self.words)} do not match the task's labels "
+                f"{list(labels)} (missing {missing}, unknown {extra})"
+            )
+        return [self.words[lab] for lab in labels]
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.words.items()}
+
+    @classmethod
+    def parse(cls, text: str) -> Verbalizer:
+        """Read a verbalizer from JSON text such as ``{"0": ["terrible"], "1": "great"}``."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise AutopromptError(
+                f"verbalizer is not valid JSON ({err.msg} at position {err.pos}); "
+                'write it as {"label": ["word", ...]}'
+            ) from None
+        if not isinstance(data, dict):
+            raise AutopromptError('verbalizer must be a JSON object {"label": ["word", ...]}')
+        return cls(data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.words.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verbalizer) and dict(self.words) == dict(other.words)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A complete prompt: template, verbalizer, trigger token ids and optional soft prompt.
+
+    Immutable; `to_json`/`from_json` round-trip; `fingerprint` is stable across processes.
+
+    Args:
+        template: the template (or its text).
+        verbalizer: the label words (or a mapping).
+        trigger_ids: one vocabulary id per ``[T]`` slot, in order.
+        soft: path of a safetensors file with the soft-prompt parameters, if any (relative
+            paths are resolved against the prompt file's folder).
+        meta: free-form provenance (strategy, model, scores); not part of the fingerprint.
+    """
+
+    template: Template
+    verbalizer: Verbalizer
+    trigger_ids: tuple[int, ...] = ()
+    soft: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.template, str):
+            object.__setattr__(self, "template", Template(self.template))
+        if not isinstance(self.verbalizer, Verbalizer):
+            object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer))
+        ids = tuple(int(i) for i in self.trigger_ids)
+        object.__setattr__(self, "trigger_ids", ids)
+        if self.template.num_triggers and len(ids) != self.template.num_triggers:
+            raise AutopromptError(
+                f"template {self.template.source!r} has {self.template.num_triggers} [T] slots "
+                f"but {len(ids)} trigger ids were given; give one id per [T]"
+            )
+        if not self.template.num_triggers and ids:
+            raise AutopromptError(
+                f"{len(ids)} trigger ids given but template {self.template.source!r} has no [T]"
+            )
+
+    def with_triggers(self, trigger_ids: Sequence[int]) -> Prompt:
+        return Prompt(self.template, self.verbalizer, tuple(trigger_ids), self.soft, self.meta)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "template": self.template.source,
+            "verbalizer": self.verbalizer.to_json(),
+            "trigger_ids": list(self.trigger_ids),
+            "soft": self.soft,
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Prompt:
+        try:
+            return cls(
+                Template(data["template"]),
+                Verbalizer(data["verbalizer"]),
+                tuple(data.get("trigger_ids", ())),
+                data.get("soft"),
+                dict(data.get("meta", {})),
+            )
+        except KeyError as err:
+            raise AutopromptError(f"prompt JSON lacks the key {err.args[0]!r}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Prompt:
+        """Read a ``prompt.json`` artifact."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AutopromptError(f"prompt file {path} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise AutopromptError(f"prompt file {path} is not valid JSON ({err.msg})") from None
+        prompt = cls.from_json(data)
+        if prompt.soft and not Path(prompt.soft).is_absolute():
+            prompt = Prompt(
+                prompt.template, prompt.verbalizer, prompt.trigger_ids,
+                str(path.parent / prompt.soft), prompt.meta,
+            )
+        return prompt
+
+    @property
+    def fingerprint(self) -> str:
+        """A short stable hash of everything that changes the prompt's scores."""
+        key = {k: v for k, v in self.to_json().items() if k != "meta"}
+        blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

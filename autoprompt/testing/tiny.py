@@ -1,0 +1,113 @@
+"""Tiny random-weight models with small trained tokenizers, built in-process in about a second.
+
+They exercise the real ``transformers`` code paths (Llama/GPT-2 causal, BERT masked) without a
+download, so tests of scoring, batching and search run fast and offline.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from autoprompt.models import CausalLM, MaskedLM
+from autoprompt.tasks.base import Example, Task, TaskData
+
+POSITIVE = ["good", "great", "fine", "nice", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "terrible", "weak"]
+NOUNS = ["movie", "film", "plot", "cast", "story", "music", "ending", "script"]
+
+
+def _corpus(seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(400):
+        lines.append(f"the {rng.choice(NOUNS)} was {rng.choice(POSITIVE + NEGATIVE)} .")
+    lines += ["Review: it was great. Sentiment (positive or negative): positive",
+              "Question: is it true? Answer: yes no maybe neither", "It was terrible . It was great ."]
+    return lines
+
+
+def _bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<s>", eos_token="</s>")
+
+
+def _wordpiece_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, show_progress=False,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(_corpus(), trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_causal_lm(arch: str = "llama", seed: int = 0, **kwargs) -> CausalLM:
+    """A 2-layer causal LM (``llama`` or ``gpt2``) with a byte-level BPE tokenizer, CPU, frozen."""
+    tokenizer = _bpe_tokenizer()
+    torch.manual_seed(seed)
+    vocab = len(tokenizer)
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+        model = LlamaForCausalLM(config)
+    elif arch == "gpt2":
+        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=256,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        model = GPT2LMHeadModel(config)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}")
+    return CausalLM(model, tokenizer, name=f"tiny-{arch}", device="cpu", max_length=128, **kwargs)
+
+
+def tiny_masked_lm(seed: int = 0, **kwargs) -> MaskedLM:
+    """A 2-layer BERT masked LM with a WordPiece tokenizer, CPU, frozen."""
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    return MaskedLM(BertForMaskedLM(config), tokenizer, name="tiny-bert", device="cpu", max_length=128, **kwargs)
+
+
+def tiny_task(n: int = 24, seed: int = 0) -> TaskData:
+    """A binary sentiment task on generated sentences (label = polarity of its adjective)."""
+    rng = random.Random(seed)
+
+    def make(k: int) -> list[Example]:
+        out = []
+        for i in range(k):
+            label = i % 2
+            adj = rng.choice(POSITIVE if label else NEGATIVE)
+            filler = " ".join(rng.choice(NOUNS) for _ in range(rng.randint(0, 6)))
+            out.append(Example({"sentence": f"the {rng.choice(NOUNS)} was {adj} {filler}".strip()}, label))
+        return out
+
+    splits = {"train": make(n), "dev": make(n // 2), "test": make(n // 2)}
+    task = Task("tiny", ("sentence",), ("negative", "positive"), "{sentence} It was [P]",
+                {"negative": ["bad"], "positive": ["good"]}, "accuracy", "tiny generated sentiment")
+    return TaskData(task, {"shots": None, "data_seed": seed, "sources": {"generated": "tiny_task"}},
+                    {s: (lambda s=s: splits[s]) for s in splits})

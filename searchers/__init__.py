@@ -1,0 +1,1 @@
+"""Search strategies, one module each; they import only autoprompt's public API."""

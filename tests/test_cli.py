@@ -1,0 +1,97 @@
+"""CLI: bad input gives one line naming the problem, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from autoprompt.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], text
+
+
+def test_help_explains_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("tasks", "models", "evaluate"):
+        assert command in result.output
+    assert "--verbalizer" in run("evaluate", "--help").output
+
+
+def test_tasks_lists_availability(data_dir):
+    result = run("tasks", "--data-dir", str(data_dir), "--json")
+    rows = {r["task"]: r for r in json.loads(result.output)}
+    assert "no full train" in rows["qnli"]["data"]
+    assert "41 relations" in rows["lama:<relation>"]["data"]
+
+
+def test_models_lists_default():
+    rows = json.loads(run("models", "--json").output)
+    assert rows[0]["alias"] == "smollm2-135m"
+
+
+def test_evaluate_json(data_dir, tiny_model_dir):
+    result = run("evaluate", "--task", "sst2", "--model", str(tiny_model_dir), "--limit", "10",
+                 "--data-dir", str(data_dir), "--template", "{sentence} It was [P]",
+                 "--verbalizer", '{"negative": ["bad"], "positive": ["good"]}', "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    for key in ("task", "split", "model", "n", "metric", "score", "template", "verbalizer", "per_class"):
+        assert key in out
+    assert out["n"] == 10 and out["split"] == "test"
+    assert sum(c["gold"] for c in out["per_class"].values()) == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--task", "nope"), "unknown task 'nope'"),
+        (("--task", "sst2", "--template", "{sentence} [X] [P]"), "unknown slot at position 11"),
+        (("--task", "sst2", "--template", "{sentence} [P] is it"), "[P] must be the last slot"),
+        (("--task", "sst2", "--limit", "0"), "--limit 0"),
+        (("--task", "sst2", "--verbalizer", '{"negative": ["bad"]}'), "do not match"),
+        (("--task", "mnli", "--shots", "16"), "use --split dev"),
+        (("--task", "sst2", "--split", "validation"), "unknown split"),
+    ],
+)
+def test_bad_input(args, fragment, data_dir, tiny_model_dir):
+    assert_one_line_error(run("evaluate", *args, "--model", str(tiny_model_dir), "--data-dir", str(data_dir)), fragment)
+
+
+def test_missing_data_dir(tmp_path, tiny_model_dir):
+    result = run("evaluate", "--task", "sst2", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "no"))
+    assert_one_line_error(result, "AUTOPROMPT_DATA_DIR")
+
+
+def test_label_word_without_tokens(data_dir, tiny_masked_dir):
+    # the tiny WordPiece vocabulary cannot spell a snowman
+    result = run("evaluate", "--task", "sst2", "--model", str(tiny_masked_dir), "--data-dir", str(data_dir),
+                 "--template", "{sentence} it was [P] .", "--verbalizer", '{"negative": ["☃"], "positive": ["good"]}')
+    assert_one_line_error(result, "cannot be represented")
+
+
+def test_empty_split(tmp_path, tiny_model_dir):
+    (tmp_path / "test.csv").write_text("text,label\n")
+    spec = tmp_path / "t.toml"
+    spec.write_text('fields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\ntemplate = "{text} [P]"\n'
+                    '[files]\ntest = "test.csv"\n[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    assert_one_line_error(run("evaluate", "--task", str(spec), "--model", str(tiny_model_dir)), "is empty")
+
+
+def test_unknown_model_is_one_line(data_dir, tmp_path):
+    result = run("evaluate", "--task", "sst2", "--model", str(tmp_path / "no-such-model"), "--data-dir", str(data_dir))
+    assert_one_line_error(result, "cannot load model")

@@ -1,0 +1,170 @@
+"""The evaluator against a hand-written, unbatched computation with raw `transformers` calls."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+import torch
+
+from autoprompt import Budget, BudgetExhausted, Evaluator, Example, Prompt, Task
+from autoprompt.metrics import macro_f1, ranking
+from autoprompt.testing import tiny_causal_lm
+
+MULTI = {"negative": ["bad", "awful thing", "terrible"], "positive": ["good", "superb film"]}
+
+
+def reference_causal(lm, prompt, examples, labels, length_norm=False):
+    """One example, one word at a time: sum of log-probs of the word's tokens after the prefix."""
+    table = lm.word_table(prompt, labels)
+    rows = []
+    for ex in examples:
+        prefix = list(lm.encode(prompt, ex).ids)
+        classes = []
+        for words in table:
+            scores = []
+            for w in words:
+                ids = torch.tensor([prefix + list(w)])
+                with torch.no_grad():
+                    logp = lm.model(input_ids=ids).logits[0].log_softmax(-1)
+                s = sum(float(logp[len(prefix) - 1 + k, tok]) for k, tok in enumerate(w))
+                scores.append(s / len(w) if length_norm else s)
+            classes.append(torch.logsumexp(torch.tensor(scores), 0))
+        rows.append(torch.stack(classes))
+    return torch.stack(rows)
+
+
+def reference_masked(lm, prompt, examples, labels):
+    """One example, one word at a time: n masks for an n-token word, sum of log-probs at the masks."""
+    table = lm.word_table(prompt, labels)
+    mask = lm.tokenizer.mask_token_id
+    rows = []
+    for ex in examples:
+        enc = lm.encode(prompt, ex)
+        classes = []
+        for words in table:
+            scores = []
+            for w in words:
+                ids = list(enc.ids[: enc.predict_at]) + [mask] * len(w) + list(enc.ids[enc.predict_at + 1 :])
+                with torch.no_grad():
+                    logp = lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+                scores.append(sum(float(logp[enc.predict_at + k, tok]) for k, tok in enumerate(w)))
+            classes.append(torch.logsumexp(torch.tensor(scores), 0))
+        rows.append(torch.stack(classes))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_causal_matches_reference(arch, padding_side, task):
+    lm = tiny_causal_lm(arch, padding_side=padding_side)
+    prompt = Prompt("{sentence} It was [P]", MULTI)
+    examples = task.task and task.test
+    expected = reference_causal(lm, prompt, examples, task.task.labels)
+    for batch_size in (1, 3, 32):
+        got = Evaluator(lm, task.task, batch_size=batch_size).score(prompt, examples).logprobs
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_causal_length_norm_matches_reference(task):
+    lm = tiny_causal_lm("llama", length_norm=True)
+    prompt = Prompt("{sentence} It was [P]", MULTI)
+    expected = reference_causal(lm, prompt, task.test, task.task.labels, length_norm=True)
+    got = Evaluator(lm, task.task).score(prompt, task.test).logprobs
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_masked_matches_reference(masked, task):
+    # [P] in the middle: the masked LM scores anywhere; multi-token words use several masks
+    words = {"negative": ["bad", "plots"], "positive": ["good", "endings", "goodbad"]}
+    prompt = Prompt("{sentence} . it was [P] , the end .", words)
+    expected = reference_masked(masked, prompt, task.test, task.task.labels)
+    assert any(len(w) > 1 for ws in masked.word_table(prompt, task.task.labels) for w in ws)
+    for batch_size in (1, 4, 32):
+        got = Evaluator(masked, task.task, batch_size=batch_size).score(prompt, task.test).logprobs
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_independent_of_bucket_order(causal, task):
+    prompt = Prompt("{sentence} It was [P]", MULTI)
+    examples = task.train
+    base = Evaluator(causal, task.task, batch_size=5).score(prompt, examples).logprobs
+    order = list(range(len(examples)))
+    random.Random(1).shuffle(order)
+    shuffled = Evaluator(causal, task.task, batch_size=5).score(prompt, [examples[i] for i in order]).logprobs
+    torch.testing.assert_close(shuffled, base[order], atol=1e-5, rtol=0)
+
+
+def test_score_many_equals_score_one_by_one(causal, task):
+    prompts = [Prompt("{sentence} It was [P]", MULTI), Prompt("{sentence} Overall [P]", MULTI),
+               Prompt("Text: {sentence} Sentiment: [P]", {"negative": ["bad"], "positive": ["good"]})]
+    together = Evaluator(causal, task.task, batch_size=7).score_many(prompts, task.dev)
+    for prompt, result in zip(prompts, together):
+        alone = Evaluator(causal, task.task).score(prompt, task.dev)
+        torch.testing.assert_close(result.logprobs, alone.logprobs, atol=1e-5, rtol=0)
+
+
+def _checksum(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("which", ["causal", "masked"])
+def test_model_unchanged_by_scoring(which, request, task):
+    lm = request.getfixturevalue(which)
+    before = _checksum(lm.model)
+    assert not any(p.requires_grad for p in lm.model.parameters())
+    assert not lm.model.training
+    Evaluator(lm, task.task).score_many([task.task.default_prompt, Prompt("{sentence} [P]", MULTI)], task.train)
+    assert _checksum(lm.model) == before
+
+
+def _lama_like_task(lm, n_classes=40, n=12):
+    rng = random.Random(0)
+    words = ["good", "bad", "superb film", "awful thing", "the plot", "music", "nice cast", "story ending"]
+    labels = [f"{rng.choice(words)} {i}" if i >= len(words) else words[i] for i in range(n_classes)]
+    examples = [Example({"subject": rng.choice(["the movie", "the film", "a story"])}, rng.randrange(n_classes))
+                for _ in range(n)]
+    task = Task("lama:test", ("subject",), tuple(labels), "{subject} was [P]", {lab: [lab] for lab in labels}, "lama")
+    return task, examples
+
+
+def test_lama_pruning_keeps_rank_metrics_exact(causal):
+    task, examples = _lama_like_task(causal)
+    pruned = Evaluator(causal, task).score(task.default_prompt, examples)
+    exact = reference_causal(causal, task.default_prompt, examples, task.labels)
+    labels = torch.tensor([e.label for e in examples])
+    assert torch.equal(pruned.preds, exact.argmax(-1))
+    assert pruned.extra["p@1"] == ranking(exact, labels)["p@1"]
+    assert pruned.extra["p@10"] == ranking(exact, labels)["p@10"]
+    assert pruned.extra["mrr"] == pytest.approx(ranking(exact, labels)["mrr"], abs=1e-6)
+    # a pruned entry holds an upper bound of its exact score
+    assert bool((pruned.logprobs >= exact - 1e-5).all())
+
+
+def test_budget_and_cache(causal, task):
+    budget = Budget(max_forwards=len(task.dev) * 2)
+    ev = Evaluator(causal, task.task, budget=budget)
+    p1, p2, p3 = (Prompt(t, MULTI) for t in ("{sentence} A [P]", "{sentence} B [P]", "{sentence} C [P]"))
+    ev.score(p1, task.dev)
+    ev.score(p1, task.dev)  # cached: free
+    assert budget.forwards == len(task.dev)
+    ev.score(p2, task.dev)
+    assert budget.exhausted
+    with pytest.raises(BudgetExhausted):
+        ev.score(p3, task.dev)
+    assert budget.used == 2 * len(task.dev)
+
+
+def test_metrics_by_hand():
+    preds = torch.tensor([0, 1, 2, 2, 1])
+    labels = torch.tensor([0, 1, 1, 2, 2])
+    # class 0: f1 1; class 1: tp1 fp1 fn1 -> .5; class 2: tp1 fp1 fn1 -> .5
+    assert macro_f1(preds, labels, 3) == pytest.approx((1 + 0.5 + 0.5) / 3)
+    logprobs = torch.tensor([[0.0, -1.0, -2.0], [-3.0, -1.0, 0.0]])
+    r = ranking(logprobs, torch.tensor([1, 0]))
+    assert r["p@1"] == 0 and r["mrr"] == pytest.approx((1 / 2 + 1 / 3) / 2)

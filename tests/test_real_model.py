@@ -1,0 +1,36 @@
+"""Real-model checks on smollm2-135m and the real data (marked; they run in CI)."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoprompt import Evaluator, load_model, load_task
+from autoprompt.model_store import is_cached
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_model("smollm2-135m")
+
+
+def test_provisioned_offline(smollm2):
+    assert is_cached("smollm2-135m")
+    assert smollm2.kind == "causal" and smollm2.model.config.model_type == "llama"
+    assert not any(p.requires_grad for p in smollm2.model.parameters())
+
+
+def test_sst2_manual_prompt_well_above_chance(smollm2, data_dir):
+    data = load_task("sst2", data_dir)
+    result = Evaluator(smollm2, data.task).score(data.task.default_prompt, data.test[:200])
+    assert result.score > 0.6, result.score
+
+
+def test_lama_ranking_metrics(smollm2, data_dir):
+    data = load_task("lama:P19", data_dir)
+    ev = Evaluator(smollm2, data.task, majority_label=data.protocol["majority_label"])
+    result = ev.score(data.task.default_prompt, data.test[:8])
+    assert 0 <= result.extra["p@1"] <= result.extra["p@10"] <= 1
+    assert result.extra["mrr"] >= result.extra["p@1"]
+    assert "majority_p@1" in result.extra and "vocab_p@1" in result.extra

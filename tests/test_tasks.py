@@ -1,0 +1,129 @@
+"""Every built-in task loads from the real data folder with the documented row counts and labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoprompt import AutopromptError, load_task
+from autoprompt.tasks import BUILTIN, lama_relations
+
+# task, shots -> (train, dev, test) rows; None = the split does not exist locally
+EXPECTED = {
+    ("sst2", None): (66349, 1000, 872), ("sst2", 16): (32, 32, 872),
+    ("sst5", None): (8544, 1101, 2210), ("sst5", 16): (80, 80, 2210),
+    ("mr", None): (7866, 874, 2000), ("mr", 16): (32, 32, 2000),
+    ("cr", None): (1598, 177, 2000), ("cr", 16): (32, 32, 2000),
+    ("trec", None): (4907, 545, 500), ("trec", 16): (96, 96, 500),
+    ("rte", None): (2241, 249, 277), ("rte", 16): (32, 32, 277), ("rte", 32): (32, 32, 277),
+    ("cb", None): (225, 25, 56), ("cb", 32): (32, 32, 56),
+    ("boolq", None): (32, 32, 3270), ("boolq", 32): (32, 32, 3270),
+    ("mrpc", None): (3302, 366, 408), ("mrpc", 16): (32, 32, 408),
+    ("qnli", None): (None, None, 5463), ("qnli", 16): (32, 32, 5463),
+    ("mnli", 16): (48, 48, None), ("qqp", 16): (32, 32, None),
+    ("agnews", None): (None, None, 7600), ("agnews", 16): (64, 64, 7600),
+}
+
+
+@pytest.mark.parametrize(("name", "shots"), sorted(EXPECTED, key=str))
+def test_builtin_rows_and_labels(name, shots, data_dir):
+    data = load_task(name, data_dir, shots=shots, data_seed=13)
+    for split, expected in zip(("train", "dev", "test"), EXPECTED[(name, shots)]):
+        if expected is None:
+            with pytest.raises(AutopromptError, match=r"not available|no full training|no training"):
+                data.split(split)
+            continue
+        examples = data.split(split)
+        assert len(examples) == expected, split
+        assert {e.label for e in examples} <= set(range(len(data.task.labels)))
+        assert all(set(e.fields) == set(data.task.fields) for e in examples)
+        # real data: CR holds a few empty reviews (custrev.all has 4), nothing else is empty
+        assert sum(not v for e in examples for v in e.fields.values()) <= (4 if name == "cr" else 0)
+    if shots == 16:  # LM-BFF k-shot: 16 per class in train and dev
+        counts = [sum(e.label == c for e in data.train) for c in range(len(data.task.labels))]
+        assert counts == [16] * len(data.task.labels)
+
+
+def test_every_builtin_is_covered():
+    assert {name for name, _ in EXPECTED} == set(BUILTIN)
+
+
+def test_label_sets_match_official_counts(data_dir):
+    test = load_task("sst2", data_dir).test
+    assert sum(e.label for e in test) == 444  # GLUE dev: 428 negative / 444 positive
+    cb = load_task("cb", data_dir).test
+    assert [sum(e.label == c for e in cb) for c in range(3)] == [23, 28, 5]
+    trec = load_task("trec", data_dir).test
+    assert [sum(e.label == c for e in trec) for c in range(6)] == [138, 94, 9, 65, 81, 113]
+
+
+def test_glue_quotes_are_literal(data_dir):
+    # RTE has rows starting with '"': QUOTE_NONE must keep them intact (2,490 train rows in all)
+    data = load_task("rte", data_dir)
+    assert len(data.train) + len(data.dev) == 2490
+    assert any(e.fields["premise"].startswith('"') for e in data.train + data.dev)
+
+
+def test_dev_slice_is_seeded(data_dir):
+    a = load_task("rte", data_dir, data_seed=1).dev
+    b = load_task("rte", data_dir, data_seed=1).dev
+    c = load_task("rte", data_dir, data_seed=2).dev
+    assert a == b and a != c
+
+
+def test_kshot_seeds_differ_and_bad_seed(data_dir):
+    assert load_task("sst2", data_dir, 16, 13).train != load_task("sst2", data_dir, 16, 21).train
+    with pytest.raises(AutopromptError, match="no LM-BFF split"):
+        load_task("sst2", data_dir, 16, 7).train  # noqa: B018
+    with pytest.raises(AutopromptError, match="not available for cb"):
+        load_task("cb", data_dir, 16)
+
+
+def test_lama_relation(data_dir):
+    assert len(lama_relations(data_dir)) == 41
+    data = load_task("lama:P19", data_dir)
+    assert (len(data.train), len(data.dev), len(data.test)) == (800, 200, 944)
+    assert len(data.task.labels) == 899 and data.task.metric == "lama"
+    assert data.task.template == "{subject} was born in [P]"
+    assert load_task("lama:P37", data_dir).protocol["sources"]["test"].endswith("pararel_trex_lms_vocab/P37.jsonl")
+    assert load_task("lama:P27", data_dir).task.template.endswith("[P]")
+    with pytest.raises(AutopromptError, match="unknown LAMA relation"):
+        load_task("lama:P99999", data_dir)
+
+
+def test_unknown_task_and_missing_dir(tmp_path):
+    with pytest.raises(AutopromptError, match="unknown task 'nope'"):
+        load_task("nope", tmp_path)
+    with pytest.raises(AutopromptError, match="AUTOPROMPT_DATA_DIR"):
+        load_task("sst2", tmp_path / "missing")
+    with pytest.raises(AutopromptError, match=r"data file .* is missing"):
+        load_task("sst2", tmp_path).test  # noqa: B018
+
+
+def test_offline_hub_error_names_env(monkeypatch):
+    monkeypatch.delenv("AUTOPROMPT_DATA_DIR", raising=False)
+    with pytest.raises(AutopromptError, match="AUTOPROMPT_DATA_DIR"):
+        load_task("sst2")
+    with pytest.raises(AutopromptError, match="AUTOPROMPT_DATA_DIR"):
+        load_task("trec")
+
+
+def test_custom_task_toml(tmp_path):
+    (tmp_path / "train.csv").write_text("review,label\ngreat film,pos\nawful film,neg\nfine,pos\nbad,neg\n")
+    (tmp_path / "test.jsonl").write_text('{"review": "lovely", "label": "pos"}\n{"review": "dull", "label": "neg"}\n')
+    spec = tmp_path / "task.toml"
+    spec.write_text(
+        'name = "reviews"\nfields = {text = "review"}\nlabel_column = "label"\nlabels = ["neg", "pos"]\n'
+        'template = "{text} It was [P]"\n[files]\ntrain = "train.csv"\ntest = "test.jsonl"\n'
+        '[verbalizer]\nneg = ["bad"]\npos = ["good"]\n'
+    )
+    data = load_task(str(spec))
+    assert data.task.name == "reviews" and data.task.fields == ("text",)
+    assert len(data.train) + len(data.dev) == 4
+    assert [e.label for e in data.test] == [1, 0]
+    (tmp_path / "empty.csv").write_text("review,label\n")
+    spec.write_text(spec.read_text().replace('test = "test.jsonl"', 'test = "empty.csv"'))
+    with pytest.raises(AutopromptError, match="split 'test' of task reviews is empty"):
+        load_task(str(spec)).test  # noqa: B018
+    spec.write_text(spec.read_text().replace("{text} It was [P]", "{review} It was [P]"))
+    with pytest.raises(AutopromptError, match="unknown field"):
+        load_task(str(spec))
