@@ -130,6 +130,91 @@ def evaluate(
     return None
 
 
+@app.command()
+@friendly
+def strategies(as_json: AsJson = False) -> None:
+    """List search strategies: what each does and its parameters with defaults."""
+    from autoprompt.search import available, describe_params  # noqa: PLC0415
+
+    rows = [{"strategy": name, "summary": cls.summary, "default_budget": cls.default_budget,
+             "params": describe_params(cls)} for name, cls in available().items()]
+    if as_json:
+        return _print_json(rows)
+    table = Table("strategy", "what it does", "default budget", "parameters (--param k=v)", show_lines=True)
+    for r in rows:
+        table.add_row(r["strategy"], r["summary"], str(r["default_budget"]), r["params"])
+    out.print(table)
+    return None
+
+
+@app.command()
+@friendly
+def search(
+    task: Annotated[str | None, typer.Option(help="Task name (sst2, rte, lama:P19) or a task .toml file.")] = None,
+    strategy: Annotated[str, typer.Option(help="Search strategy (see `autoprompt strategies`).")] = "gradient",
+    model: Model = "smollm2-135m",
+    shots: Shots = None,
+    data_seed: DataSeed = 13,
+    seed: Annotated[int, typer.Option(help="Search seed: the same seed gives the same result.")] = 0,
+    budget: Annotated[int | None, typer.Option(
+        help="Example-forwards the search may spend (a backward counts as two); default: the strategy's.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Optional wall-clock limit for the search.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter k=v (repeatable).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for run artifacts.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its folder.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the budget and a time estimate; search nothing.")] = False,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Search for a prompt, then score it and the manual baseline on dev and test.
+
+    Writes runs/<task>/<strategy>/<run-id>/ with spec.json, trace.jsonl, prompt.json, result.json.
+    """
+    from autoprompt.search import SearchSpec, estimate, run_search  # noqa: PLC0415
+
+    if task is None and resume is None:
+        raise AutopromptError("give --task (or --resume a run folder)")
+    spec = SearchSpec(task=task or "", strategy=strategy, params=dict(_pairs(param or [])), model=model, shots=shots,
+                      data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out_dir),
+                      data_dir=str(data_dir) if data_dir else None)
+    if dry_run:
+        plan = estimate(spec)
+        return _print_json(plan) if as_json else out.print(
+            f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards, train {plan['train']}, "
+            f"dev {plan['dev']}; about {plan['estimated_search_s']:.0f} s of search "
+            f"({plan['seconds_per_forward'] * 1000:.1f} ms per example-forward measured here)", highlight=False)
+    try:
+        result = run_search(spec, resume=resume, progress=True)
+    except KeyboardInterrupt:
+        err.print("interrupted: the last step is checkpointed; continue with --resume <run folder> "
+                  f"(under {out_dir})")
+        raise typer.Exit(130) from None
+    if as_json:
+        return _print_json(result)
+    table = Table("prompt", f"dev {result['metric']}", f"test {result['metric']}")
+    table.add_row("manual baseline", f"{result['baseline']['dev']:.4f}", f"{result['baseline']['test']:.4f}")
+    table.add_row(f"found ({result['strategy']})", f"{result['scores']['dev']:.4f}", f"{result['scores']['test']:.4f}")
+    out.print(table)
+    out.print(f"prompt: {result['prompt_text']!r}", highlight=False)
+    if result["triggers"]:
+        out.print(f"triggers: {result['triggers']}", highlight=False)
+    spent = result["budget"]
+    out.print(f"budget: {spent['used']} of {spent['limit']} example-forwards ({spent['forwards']} forwards, "
+              f"{spent['backwards']} backwards), {result['steps']} steps, {result['wall_s']:.0f} s", highlight=False)
+    out.print(f"artifacts: {result['run_dir']}", highlight=False)
+    return None
+
+
+def _pairs(items: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise AutopromptError(f"--param {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

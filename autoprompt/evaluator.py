@@ -118,17 +118,24 @@ class Evaluator:
         budget: charged one example-forward per (prompt, example) scored; None: not counted.
         cache: reuse results of prompts already scored on the same examples.
         majority_label: LAMA's "always the most common object" baseline class.
+        shared_prefix: on causal LMs, run the part of an input that several prompts share once
+            and only the rest per prompt (trigger candidates differ after the input text).
     """
 
     def __init__(self, lm: FrozenLM, task: Task, batch_size: int = 32, max_tokens: int = 8192,
-                 budget: Budget | None = None, cache: bool = True, majority_label: int | None = None) -> None:
+                 budget: Budget | None = None, cache: bool = True, majority_label: int | None = None,
+                 shared_prefix: bool = True) -> None:
         self.lm = lm
         self.task = task
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.budget = budget
         self.majority_label = majority_label
+        self.shared_prefix = shared_prefix and hasattr(lm, "label_logprobs_shared")
         self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
+        # (prompt, examples) keys already charged to the budget: a resumed search restores this
+        # set, so recomputing what the cache lost costs nothing, as it did before the interruption
+        self.paid: set[tuple[str, str]] = set()
         self.stats = Counter()  # real/padded tokens and batches, for benchmarks
 
     def score(self, prompt: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
@@ -155,8 +162,9 @@ class Evaluator:
             else:
                 todo.append(i)
         if todo:
+            unpaid = [i for i in todo if (prompts[i].fingerprint, data_key) not in self.paid]
             if self.budget is not None:
-                self.budget.require(forwards=len(todo) * len(examples))
+                self.budget.require(forwards=len(unpaid) * len(examples))
             logprobs = self._run([prompts[i] for i in todo], examples, progress)
             labels = torch.tensor([ex.label for ex in examples])
             for k, i in enumerate(todo):
@@ -165,7 +173,8 @@ class Evaluator:
                 if self._cache is not None:
                     self._cache[(prompts[i].fingerprint, data_key)] = result
             if self.budget is not None:
-                self.budget.charge(forwards=len(todo) * len(examples))
+                self.budget.charge(forwards=len(unpaid) * len(examples))
+            self.paid.update((prompts[i].fingerprint, data_key) for i in unpaid)
         return results  # type: ignore[return-value]
 
     def plan(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Encoded]]:
@@ -195,6 +204,10 @@ class Evaluator:
         bar = tqdm(total=total, desc="scoring", unit="ex", disable=not progress, leave=False, dynamic_ncols=True)
         for jobs in groups.values():
             table = tables[jobs[0].prompt]
+            n_prompts = len({j.prompt for j in jobs})
+            if self.shared_prefix and n_prompts > 1:
+                self._run_shared(jobs, n_prompts, table, examples, out, bar)
+                continue
             for batch in self._buckets(jobs):
                 gold = [examples[j.example].label for j in batch] if self.task.metric == "lama" else None
                 scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold)
@@ -205,6 +218,48 @@ class Evaluator:
                 bar.update(len(batch))
         bar.close()
         return out
+
+    def _run_shared(self, jobs: list[_Job], k: int, table: WordTable, examples: Sequence[Example],
+                    out: list[tuple[Tensor, Tensor]], bar: tqdm) -> None:
+        """Score K prompts per example with the shared part of each input run once."""
+        per_example: dict[int, list[_Job]] = {}
+        for job in jobs:
+            per_example.setdefault(job.example, []).append(job)
+        items = []
+        for e, group in per_example.items():
+            seqs = [j.encoded.ids for j in group]
+            shared = min(len(s) for s in seqs) - 1  # every prompt keeps at least one token of its own
+            for s in seqs[1:]:
+                shared = min(shared, next((i for i, (a, b) in enumerate(zip(seqs[0], s)) if a != b), shared))
+            items.append((shared, e, group))
+        items.sort(key=lambda item: (item[0], item[1]))
+        batch: list = []
+        for item in items:
+            suffix_len = max(len(j.encoded) for j in item[2]) - item[0]
+            if batch and (len(batch) >= self.batch_size or
+                          (len(batch) + 1) * k * (item[0] + suffix_len) > 4 * self.max_tokens):
+                self._score_shared(batch, table, examples, out)
+                bar.update(len(batch) * k)
+                batch = []
+            batch.append(item)
+        if batch:
+            self._score_shared(batch, table, examples, out)
+            bar.update(len(batch) * k)
+
+    def _score_shared(self, batch: list, table: WordTable, examples: Sequence[Example],
+                      out: list[tuple[Tensor, Tensor]]) -> None:
+        prefixes = [group[0].encoded.ids[:shared] for shared, _, group in batch]
+        suffixes = [[j.encoded.ids[shared:] for j in group] for shared, _, group in batch]
+        gold = [examples[e].label for _, e, _ in batch] if self.task.metric == "lama" else None
+        scores = self.lm.label_logprobs_shared(prefixes, suffixes, table, gold=gold)
+        logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
+        row = 0
+        for _, e, group in batch:
+            for job in group:
+                out[job.prompt][0][e] = logprobs[row]
+                out[job.prompt][1][e] = top[row]
+                row += 1
+            self.stats["real_tokens"] += sum(len(j.encoded) for j in group)
 
     def _buckets(self, jobs: list[_Job]) -> list[list[_Job]]:
         """Length-sorted batches, each capped by ``batch_size`` and ``max_tokens`` (padded)."""

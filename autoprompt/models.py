@@ -22,7 +22,7 @@ import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -217,6 +217,31 @@ class FrozenLM:
     def _mask_id(self) -> int:
         raise NotImplementedError
 
+    def word_start_tokens(self) -> Tensor:
+        """``[V]`` bool: tokens that begin a whole alphabetic word (``Ġgreat``, ``great``; not ``##s``).
+
+        Used to keep trigger and label-word candidates to real words, as AutoPrompt does.
+        """
+        if getattr(self, "_word_start", None) is None:
+            vocab = self.embedding_matrix().shape[0]
+            keep = torch.zeros(vocab, dtype=torch.bool)
+            tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(self.tokenizer)))))
+            special = set(self.tokenizer.all_special_ids)
+            for i, tok in enumerate(tokens):
+                if tok is None or i in special:
+                    continue
+                if tok[:1] in ("Ġ", "▁"):  # byte-level BPE / sentencepiece word start
+                    word = tok[1:]
+                elif tok.startswith("##"):
+                    continue
+                else:  # WordPiece word start; in BPE vocabularies a bare piece continues a word
+                    if any(t.startswith("Ġ") for t in tokens[:200] if t):
+                        continue
+                    word = tok
+                keep[i] = len(word) >= 2 and word.isalpha()
+            self._word_start = keep
+        return self._word_start
+
     def _truncate(self, pieces: list[tuple[str, list[int]]]) -> None:
         """Cut the longest field from its end until the sequence fits ``max_length``."""
         frame = len(self.prefix_special) + (len(self.suffix_special) if self.kind == "masked" else 0)
@@ -238,10 +263,10 @@ class FrozenLM:
         """The input embedding matrix ``[V, H]`` (a view of the frozen weights)."""
         return self.model.get_input_embeddings().weight
 
-    def pad(self, rows: Sequence[Sequence[int]], left: bool = False) -> tuple[Tensor, Tensor]:
+    def pad(self, rows: Sequence[Sequence[int]], left: bool = False, fill: int | None = None) -> tuple[Tensor, Tensor]:
         """Pad token rows into ``(ids [B, L], attention_mask [B, L])`` on the model's device."""
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        ids = torch.full((len(rows), width), self.pad_id if fill is None else fill, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
             sl = slice(width - len(r), width) if left else slice(0, len(r))
@@ -251,6 +276,56 @@ class FrozenLM:
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+
+    def _embed(self, ids: Tensor, slots: Tensor, vectors: Tensor) -> Tensor:
+        """Input embeddings ``[B, L, H]`` with ``vectors[k]`` wherever ``slots == k`` (else -1)."""
+        embeds = self.model.get_input_embeddings()(ids)
+        picked = vectors.to(embeds.dtype)[slots.clamp(min=0)]                    # [B, L, H]
+        return torch.where((slots >= 0)[..., None], picked, embeds)
+
+    @staticmethod
+    def _slot_row(enc: Encoded) -> list[int]:
+        row = [-1] * len(enc.ids)
+        for k, pos in enumerate(enc.trigger_at):
+            row[pos] = k
+        return row
+
+    @torch.inference_mode()
+    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
+                       gold: Sequence[int] | None = None) -> Scores:
+        """Class log-probs ``[B, C]`` of a batch encoded under one prompt.
+
+        Args:
+            batch: encoded examples.
+            words: token ids of each class's words (`word_table`).
+            gold: gold classes; lets a causal LM skip words that cannot outrank the gold
+                (see `CausalLM._scores`); metrics that only need the gold's rank stay exact.
+        """
+        return self._scores(batch, words, gold)
+
+    def trigger_gradient(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int]) -> tuple[Tensor, float]:
+        """Gradient of the mean gold-label loss (−log p(label word)) w.r.t. the trigger embeddings.
+
+        Returns ``(grad [T, H], loss)``. The weights stay frozen: only a copy of the trigger
+        embeddings requires a gradient.
+        """
+        enc = batch[0]
+        trigger_ids = torch.tensor([enc.ids[i] for i in enc.trigger_at], device=self.device)
+        vectors = self.embedding_matrix()[trigger_ids].detach().clone().requires_grad_(True)   # [T, H]
+        with torch.enable_grad():
+            scores = self._scores(batch, words, None, vectors).logprobs                       # [B, C]
+            loss = -scores[torch.arange(len(batch)), torch.tensor(list(gold), device=self.device)].mean()
+            loss.backward()
+        return vectors.grad.detach(), float(loss.detach())
+
+    def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
+                vectors: Tensor | None = None) -> Scores:
+        raise NotImplementedError
+
+
+def _upcast(t: Tensor) -> Tensor:
+    """bf16/fp16 logits to float32 for the log-softmax; float64 stays float64."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _logsumexp_classes(word_scores: Tensor, words: WordTable) -> Tensor:
@@ -273,35 +348,31 @@ class MaskedLM(FrozenLM):
             raise AutopromptError(f"{self.name} has no mask token; it is not a masked LM")
         return int(mask)
 
-    def _forward_logits(self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
-        with self._autocast():
-            if inputs_embeds is not None:
-                return self.model(inputs_embeds=inputs_embeds, attention_mask=mask).logits.float()
-            return self.model(input_ids=ids, attention_mask=mask).logits.float()
-
-    @torch.inference_mode()
-    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
-                       gold: Sequence[int] | None = None) -> Scores:
-        """Class log-probs ``[B, C]`` (``gold`` is accepted for the protocol; all words are exact)."""
+    def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
+                vectors: Tensor | None = None) -> Scores:
         flat = [w for class_words in words for w in class_words]
-        word_scores = torch.empty(len(batch), len(flat), device=self.device)
+        columns: list[Tensor | None] = [None] * len(flat)
         top = torch.zeros(len(batch), dtype=torch.long, device=self.device)
         mask_id = self._mask_id()
+        at = torch.tensor([e.predict_at for e in batch], device=self.device)
         for n in sorted({len(w) for w in flat}):
-            rows = [e.ids[: e.predict_at] + (mask_id,) * n + e.ids[e.predict_at + 1 :] for e in batch]
-            ids, attn = self.pad(rows)
-            logits = self._forward_logits(ids, attn)                          # [B, L, V]
-            at = torch.tensor([e.predict_at for e in batch], device=self.device)
-            pos = at[:, None] + torch.arange(n, device=self.device)          # [B, n]
-            slots = logits.gather(1, pos[:, :, None].expand(-1, -1, logits.shape[-1]))  # [B, n, V]
-            logp_slots = slots.log_softmax(-1)
+            widen = lambda row, p, fill, n=n: row[:p] + [fill] * n + row[p + 1 :]
+            ids, attn = self.pad([widen(list(e.ids), e.predict_at, mask_id) for e in batch])
+            with self._autocast():
+                if vectors is None:
+                    logits = self.model(input_ids=ids, attention_mask=attn).logits
+                else:
+                    slots, _ = self.pad([widen(self._slot_row(e), e.predict_at, -1) for e in batch], fill=-1)
+                    logits = self.model(inputs_embeds=self._embed(ids, slots, vectors), attention_mask=attn).logits
+            pos = at[:, None] + torch.arange(n, device=self.device)                        # [B, n]
+            slot_logits = _upcast(logits).gather(1, pos[:, :, None].expand(-1, -1, logits.shape[-1]))
+            logp = slot_logits.log_softmax(-1)                                              # [B, n, V]
             if n == 1:
-                top = logp_slots[:, 0].argmax(-1)
+                top = logp[:, 0].argmax(-1)
             for j, w in enumerate(flat):
                 if len(w) == n:
-                    tok = torch.tensor(w, device=self.device)
-                    word_scores[:, j] = logp_slots[:, torch.arange(n), tok].sum(-1)
-        return Scores(_logsumexp_classes(word_scores, words), top)
+                    columns[j] = logp[:, torch.arange(n), torch.tensor(w, device=self.device)].sum(-1)
+        return Scores(_logsumexp_classes(torch.stack(columns, dim=-1), words), top)
 
 
 def _cache_layers(cache) -> list[tuple[Tensor, Tensor]]:
@@ -318,16 +389,20 @@ def _make_cache(layers: list[tuple[Tensor, Tensor]]):
 
     try:
         return DynamicCache(ddp_cache_data=layers)
-    except TypeError:  # transformers < 4.5x
+    except TypeError:  # older transformers
         return DynamicCache.from_legacy_cache(tuple(layers))
+
+
+def _select_rows(cache, rows: Tensor):
+    return _make_cache([(k.index_select(0, rows), v.index_select(0, rows)) for k, v in _cache_layers(cache)])
 
 
 class CausalLM(FrozenLM):
     """A causal LM backend (GPT-2, Llama, SmolLM2, ...): ``[P]`` last, words scored as a suffix.
 
     Args:
-        padding_side: ``right`` or ``left``; results do not depend on it (positions are passed
-            explicitly), it is a knob for tests and for models that prefer one.
+        padding_side: ``left`` or ``right``; results do not depend on it (positions are passed
+            explicitly). Left lets the LM head run on the last column only.
         max_rows: cap on (example, word) rows per continuation pass, to bound memory.
         (others as in `FrozenLM`)
     """
@@ -340,56 +415,75 @@ class CausalLM(FrozenLM):
             raise AutopromptError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         self.left = padding_side == "left"
         self.max_rows = max_rows
-        # with left padding every row ends at the last column: the LM head runs on it alone
         params = inspect.signature(self.model.forward).parameters
-        self.keep_last = self.left and "logits_to_keep" in params
+        self.keep_arg = "logits_to_keep" in params
         self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
 
-    def forward_prefix(self, ids: Tensor, attn: Tensor, use_cache: bool, inputs_embeds: Tensor | None = None):
-        """Run the padded prefixes; returns (log-probs at each row's last token ``[B, V]``, cache)."""
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        extra = {"logits_to_keep": 1} if self.keep_last else {}
+    def _forward(self, ids: Tensor | None, attn: Tensor, positions: Tensor, cache=None, keep=None,
+                 inputs_embeds: Tensor | None = None):
+        """One forward with explicit positions; ``keep`` = sequence indices whose logits are needed."""
+        extra: dict[str, Any] = {}
+        if keep is not None and self.keep_arg:
+            extra["logits_to_keep"] = keep
+        if cache is not None:
+            extra[self.cache_arg] = cache
         with self._autocast():
-            out = self.model(
-                input_ids=None if inputs_embeds is not None else ids, inputs_embeds=inputs_embeds,
-                attention_mask=attn, position_ids=positions, use_cache=use_cache, **extra,
-            )
-        if self.left:
-            logits = out.logits[:, -1]
-        else:
-            last = attn.sum(-1) - 1
-            logits = out.logits[torch.arange(ids.shape[0], device=ids.device), last]
-        cache = (out["cache"] if "cache" in out else out["past_key_values"]) if use_cache else None
-        return logits.float().log_softmax(-1), cache
+            out = self.model(input_ids=ids if inputs_embeds is None else None, inputs_embeds=inputs_embeds,
+                             attention_mask=attn, position_ids=positions, use_cache=True, **extra)
+        logits = out.logits
+        if keep is not None and not self.keep_arg:
+            logits = logits[:, keep] if isinstance(keep, Tensor) else logits[:, -keep:]
+        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return _upcast(logits), new_cache
+
+    def _last_logprobs(self, ids, attn, positions, cache=None, inputs_embeds=None):
+        """Log-probs after each row's last real token ``[B, V]`` and the updated cache."""
+        if self.left and cache is None:
+            logits, cache = self._forward(ids, attn, positions, keep=1, inputs_embeds=inputs_embeds)
+            return logits[:, -1].log_softmax(-1), cache
+        # right padding (or a suffix after a cache): keep only the distinct last positions
+        width = attn.shape[1] if cache is None else ids.shape[1]
+        real = attn.sum(-1) if cache is None else attn[:, -width:].sum(-1)
+        last = real - 1                                                              # [B]
+        keep = torch.unique(last)
+        logits, cache = self._forward(ids, attn, positions, cache=cache, keep=keep, inputs_embeds=inputs_embeds)
+        column = torch.searchsorted(keep, last)
+        return logits[torch.arange(len(last), device=self.device), column].log_softmax(-1), cache
 
     def continuation_logprobs(self, cache, attn: Tensor, pairs: Sequence[tuple[int, Sequence[int]]]) -> Tensor:
         """Log-prob of word tokens ``1..n-1`` after a prefix, for each (prefix row, word) pair: ``[P]``.
 
-        The word's first token is scored by the caller from the prefix logits; here tokens
-        ``0..n-2`` are fed on top of the prefix's key/value cache (rows gathered per pair).
+        The word's first token is scored from the prefix logits; here tokens ``0..n-2`` are fed on
+        top of the prefix's key/value cache (rows gathered per pair).
         """
         out = torch.zeros(len(pairs), device=self.device)
-        layers = _cache_layers(cache)
         lengths = attn.sum(-1)
         for start in range(0, len(pairs), self.max_rows):
             chunk = pairs[start : start + self.max_rows]
             rows = torch.tensor([b for b, _ in chunk], device=self.device)
-            inp, inp_mask = self.pad([w[:-1] for _, w in chunk])                # [k, m]
-            tgt, _ = self.pad([w[1:] for _, w in chunk])                         # [k, m]
-            gathered = _make_cache([(k.index_select(0, rows), v.index_select(0, rows)) for k, v in layers])
+            inp, inp_mask = self.pad([w[:-1] for _, w in chunk])                 # [k, m]
+            tgt, _ = self.pad([w[1:] for _, w in chunk])                          # [k, m]
             full_mask = torch.cat([attn.index_select(0, rows), inp_mask], dim=1)
             pos = lengths.index_select(0, rows)[:, None] + torch.arange(inp.shape[1], device=self.device)
-            with self._autocast():
-                logits = self.model(input_ids=inp, attention_mask=full_mask, position_ids=pos,
-                                    use_cache=True, **{self.cache_arg: gathered}).logits.float()  # [k, m, V]
+            logits, _ = self._forward(inp, full_mask, pos, cache=_select_rows(cache, rows))  # [k, m, V]
             logp = logits.log_softmax(-1).gather(-1, tgt[:, :, None])[..., 0]      # [k, m]
             out[start : start + len(chunk)] = (logp * inp_mask).sum(-1)
         return out
 
-    @torch.inference_mode()
-    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
-                       gold: Sequence[int] | None = None) -> Scores:
-        """Class log-probs ``[B, C]``.
+    def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
+                vectors: Tensor | None = None) -> Scores:
+        ids, attn = self.pad([e.ids for e in batch], left=self.left)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        embeds = None
+        if vectors is not None:
+            slots, _ = self.pad([self._slot_row(e) for e in batch], left=self.left, fill=-1)
+            embeds = self._embed(ids, slots, vectors)
+        logp_first, cache = self._last_logprobs(ids, attn, positions, inputs_embeds=embeds)   # [B, V]
+        return self._word_scores(logp_first, cache, attn, words, gold)
+
+    def _word_scores(self, logp_first: Tensor, cache, attn: Tensor, words: WordTable,
+                     gold: Sequence[int] | None) -> Scores:
+        """Class scores from the next-token log-probs and, for multi-token words, the cache.
 
         With ``gold`` (one word per class, no length norm), multi-token words that cannot outrank
         the gold class are not continued: a word's first-token log-prob bounds its full score
@@ -399,28 +493,57 @@ class CausalLM(FrozenLM):
         """
         flat = [w for class_words in words for w in class_words]
         multi = [j for j, w in enumerate(flat) if len(w) > 1]
-        ids, attn = self.pad([e.ids for e in batch], left=self.left)
-        logp_first, cache = self.forward_prefix(ids, attn, use_cache=bool(multi))   # [B, V]
         first = torch.tensor([w[0] for w in flat], device=self.device)
-        word_scores = logp_first[:, first].clone()                                    # [B, W]
-        prune = gold is not None and not self.length_norm and len(flat) == len(words)
-        if multi and prune:
-            gold_pairs = [(b, j) for b, j in enumerate(gold) if len(flat[j]) > 1]
-            self._continue(word_scores, cache, attn, flat, gold_pairs)
-            bar = word_scores[torch.arange(len(batch)), torch.tensor(list(gold))]      # [B]
-            rest = [(b, j) for b in range(len(batch)) for j in multi
-                    if j != gold[b] and word_scores[b, j] >= bar[b]]
-            self._continue(word_scores, cache, attn, flat, rest)
+        word_scores = logp_first[:, first]                                          # [B, W]
+        rows = range(logp_first.shape[0])
+        if multi and gold is not None and not self.length_norm and len(flat) == len(words):
+            word_scores = word_scores + self._continue(word_scores, cache, attn, flat,
+                                                       [(b, j) for b, j in zip(rows, gold) if len(flat[j]) > 1])
+            bar = word_scores[torch.arange(len(gold)), torch.tensor(list(gold), device=self.device)]
+            rest = [(b, j) for b in rows for j in multi if j != gold[b] and word_scores[b, j] >= bar[b]]
+            word_scores = word_scores + self._continue(word_scores, cache, attn, flat, rest)
         elif multi:
-            self._continue(word_scores, cache, attn, flat, [(b, j) for b in range(len(batch)) for j in multi])
+            word_scores = word_scores + self._continue(word_scores, cache, attn, flat,
+                                                       [(b, j) for b in rows for j in multi])
         if self.length_norm:
             word_scores = word_scores / torch.tensor([len(w) for w in flat], device=self.device)
         return Scores(_logsumexp_classes(word_scores, words), logp_first.argmax(-1))
 
-    def _continue(self, word_scores: Tensor, cache, attn: Tensor, flat: list[tuple[int, ...]],
-                  pairs: list[tuple[int, int]]) -> None:
+    def _continue(self, like: Tensor, cache, attn: Tensor, flat: list[tuple[int, ...]],
+                  pairs: list[tuple[int, int]]) -> Tensor:
+        """A ``[B, W]`` tensor of continuation log-probs at ``pairs`` (zeros elsewhere)."""
+        extra = torch.zeros_like(like)
         if pairs:
             pairs = sorted(pairs, key=lambda p: len(flat[p[1]]))  # chunks of similar length pad less
-            extra = self.continuation_logprobs(cache, attn, [(b, flat[j]) for b, j in pairs])
+            values = self.continuation_logprobs(cache, attn, [(b, flat[j]) for b, j in pairs])
             rows, cols = zip(*pairs)
-            word_scores[list(rows), list(cols)] += extra
+            extra = extra.index_put((torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)),
+                                    values)
+        return extra
+
+    @torch.inference_mode()
+    def label_logprobs_shared(self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
+                              words: WordTable, gold: Sequence[int] | None = None) -> Scores:
+        """Score K prompts that share each example's prefix: ``[B * K, C]`` in (example, prompt) order.
+
+        The prefix (typically the input text) runs once per example; its key/value cache is
+        copied to the K prompts and only their suffixes (triggers, template text) run. This is
+        what makes re-scoring many trigger candidates cheap.
+
+        Args:
+            prefixes: per example, the token ids all K prompts share.
+            suffixes: per example, K non-empty suffixes (the rest of each prompt).
+            words: the word table (shared by the K prompts).
+            gold: per example, the gold class (repeated for its K rows), see `_word_scores`.
+        """
+        k = len(suffixes[0])
+        ids, attn = self.pad(prefixes, left=True)
+        _, cache = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
+        rows = torch.arange(len(prefixes), device=self.device).repeat_interleave(k)
+        cache = _select_rows(cache, rows)
+        suf_ids, suf_mask = self.pad([s for per_example in suffixes for s in per_example])
+        full_mask = torch.cat([attn.index_select(0, rows), suf_mask], dim=1)
+        positions = attn.sum(-1).index_select(0, rows)[:, None] + torch.arange(suf_ids.shape[1], device=self.device)
+        logp_first, cache = self._last_logprobs(suf_ids, full_mask, positions, cache=cache)
+        rep_gold = [g for g in gold for _ in range(k)] if gold is not None else None
+        return self._word_scores(logp_first, cache, full_mask, words, rep_gold)

@@ -10,7 +10,7 @@ import torch
 
 from autoprompt import Budget, BudgetExhausted, Evaluator, Example, Prompt, Task
 from autoprompt.metrics import macro_f1, ranking
-from autoprompt.testing import tiny_causal_lm
+from autoprompt.testing import tiny_causal_lm, tiny_masked_lm
 
 MULTI = {"negative": ["bad", "awful thing", "terrible"], "positive": ["good", "superb film"]}
 
@@ -168,3 +168,45 @@ def test_metrics_by_hand():
     logprobs = torch.tensor([[0.0, -1.0, -2.0], [-3.0, -1.0, 0.0]])
     r = ranking(logprobs, torch.tensor([1, 0]))
     assert r["p@1"] == 0 and r["mrr"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prefix_scoring_equals_separate(arch, task):
+    lm = tiny_causal_lm(arch)
+    ids = [lm.tokenize(" movie")[0], lm.tokenize(" the")[0], lm.tokenize(" plot")[0]]
+    prompts = [Prompt("{sentence} [T] [T] It was [P]", MULTI, (a, b)) for a in ids for b in ids]
+    prompts.append(Prompt("{sentence} It is [P]", MULTI))  # a different suffix length
+    shared = Evaluator(lm, task.task, batch_size=4).score_many(prompts, task.train)
+    separate = Evaluator(lm, task.task, batch_size=4, shared_prefix=False).score_many(prompts, task.train)
+    for a, b in zip(shared, separate):
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def test_trigger_gradient_matches_finite_difference(task):
+    # float64 weights, so that central differences are exact enough to compare with
+    causal, masked = tiny_causal_lm("llama"), tiny_masked_lm()
+    causal.model.double()
+    masked.model.double()
+    for lm, template in ((causal, "{sentence} [T] [T] It was [P]"), (masked, "{sentence} [T] [T] it was [P] .")):
+        prompt = Prompt(template, {"negative": ["bad"], "positive": ["good"]},
+                        (lm.tokenize(" the")[-1], lm.tokenize(" plot")[-1]))
+        batch = [lm.encode(prompt, ex) for ex in task.train[:6]]
+        words = lm.word_table(prompt, task.task.labels)
+        gold = [ex.label for ex in task.train[:6]]
+        grad, _ = lm.trigger_gradient(batch, words, gold)
+        assert grad.shape == (2, lm.embedding_matrix().shape[1])
+        # directional derivative along a random direction at trigger 1, by central differences
+        direction = torch.randn(grad.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        base = lm.embedding_matrix()[prompt.trigger_ids[1]].detach()
+        eps = 1e-3
+
+        def loss_at(vec, lm=lm, prompt=prompt, batch=batch, words=words, gold=gold):
+            vectors = torch.stack([lm.embedding_matrix()[prompt.trigger_ids[0]].detach(), vec])
+            with torch.no_grad():
+                scores = lm._scores(batch, words, None, vectors).logprobs
+            return float(-scores[torch.arange(6), torch.tensor(gold)].mean())
+
+        numeric = (loss_at(base + eps * direction) - loss_at(base - eps * direction)) / (2 * eps)
+        assert float(grad[1] @ direction) == pytest.approx(numeric, rel=5e-3, abs=1e-6)  # rotary tables stay float32
+        assert float(grad[1].abs().sum()) > 0
+        assert not any(p.requires_grad for p in lm.model.parameters())

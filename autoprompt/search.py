@@ -1,0 +1,493 @@
+"""Search framework: the `Searcher` interface, its registry, `SearchContext` and the run loop.
+
+A strategy is a dataclass whose fields are its hyper-parameters, with three methods::
+
+    @dataclass
+    class Random(Searcher):
+        name = "random"; summary = "random trigger tokens"; default_budget = 2000
+        num_candidates: int = 8
+
+        def start(self, ctx) -> dict: ...          # the initial state (JSON-able)
+        def step(self, ctx, state) -> dict: ...    # one step: returns the new state
+        def best(self, ctx, state) -> Prompt: ...  # the prompt to report
+
+The run loop (`run_search`) owns everything that must be fair and shared: the frozen model, the
+splits (a strategy sees ``train`` and ``dev``, never ``test``), the `Budget`, checkpoints after
+every step (so ``--resume`` ends exactly where an uninterrupted run would), the trace, the
+progress bar, and the final scores on ``dev`` and ``test`` next to the manual baseline.
+
+A step draws its randomness from ``ctx.rng(step)``, seeded by (seed, step): a resumed run needs
+no saved generator state to repeat the same draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from tqdm.auto import tqdm
+
+from autoprompt.errors import AutopromptError, BudgetExhausted
+from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.io import atomic_write_json, read_json
+from autoprompt.models import FrozenLM
+from autoprompt.prompts import Prompt, Template, Verbalizer
+from autoprompt.tasks.base import Example, Task, TaskData
+
+ENTRY_POINT_GROUP = "autoprompt.searchers"
+
+
+# ---- the strategy interface ---------------------------------------------------------------------
+
+class Searcher(ABC):
+    """Base class of strategies: subclasses are dataclasses whose fields are hyper-parameters."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    #: example-forwards that keep a 16-shot SST-2 search under 15 minutes on 2 CPU cores
+    default_budget: ClassVar[int] = 3000
+
+    @abstractmethod
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        """The initial state (JSON-able: it is checkpointed after every step)."""
+
+    @abstractmethod
+    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        """One search step; return the new state. Set ``state["done"] = True`` to stop early."""
+
+    @abstractmethod
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
+        """The prompt this search reports (chosen on ``dev``)."""
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+# ---- registry -----------------------------------------------------------------------------------
+
+def available() -> dict[str, type[Searcher]]:
+    """Strategies registered under the ``autoprompt.searchers`` entry-point group, by name."""
+    found: dict[str, type[Searcher]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        found[ep.name] = cls
+    return dict(sorted(found.items()))
+
+
+def get_strategy(name: str) -> type[Searcher]:
+    strategies = available()
+    if name not in strategies:
+        raise AutopromptError(f"unknown strategy {name!r}; choose one of {', '.join(strategies) or '(none installed)'}")
+    return strategies[name]
+
+
+def param_types(cls: type[Searcher]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "|".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def describe_params(cls: type[Searcher]) -> str:
+    """``name: type = default`` for every parameter (for errors and ``autoprompt strategies``)."""
+    types_ = param_types(cls)
+    return ", ".join(f"{f.name}: {_type_name(types_[f.name])} = {f.default!r}"
+                     for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+
+def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ValueError
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value in (None, "none", "None") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, cls)
+            except (ValueError, TypeError):
+                continue
+        raise ValueError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    if tp is float:
+        return float(value)
+    if tp is str:
+        return str(value)
+    raise TypeError(f"parameter {key} of {cls.name} has an unsupported type {tp}")
+
+
+def create(name: str, params: Mapping[str, Any] | Sequence[str] = ()) -> Searcher:
+    """Instantiate a strategy from ``{"k": v}`` or ``["k=v", ...]``; one-line errors otherwise."""
+    cls = get_strategy(name)
+    if not isinstance(params, Mapping):
+        items = {}
+        for item in params:
+            if "=" not in item:
+                raise AutopromptError(f"--param {item!r} is not key=value; {name} takes: {describe_params(cls)}")
+            key, value = item.split("=", 1)
+            items[key.strip()] = value.strip()
+        params = items
+    types_ = param_types(cls)
+    converted = {}
+    for key, value in params.items():
+        if key not in types_:
+            raise AutopromptError(f"{name} has no parameter {key!r}; valid: {describe_params(cls)}")
+        try:
+            converted[key] = _convert(value, types_[key], key, cls)
+        except ValueError:
+            raise AutopromptError(f"{name} parameter {key}={value!r} is not a valid "
+                                  f"{_type_name(types_[key])}; valid: {describe_params(cls)}") from None
+    try:
+        return cls(**converted)
+    except AutopromptError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise AutopromptError(f"{name}: {err}") from None
+
+
+# ---- what a strategy sees -----------------------------------------------------------------------
+
+@dataclass
+class SearchContext:
+    """Everything a strategy may use. There is no ``test`` here, by design.
+
+    Attributes:
+        lm: the frozen model (never write its weights).
+        task: labels, metric and the default manual prompt.
+        train: examples to search on.
+        dev: examples to select on.
+        evaluator: the shared scorer; it charges ``budget``.
+        budget: example-forwards (and backwards) left.
+        seed: the search seed.
+        report: call with a dict to add fields to the current step's trace line.
+    """
+
+    lm: FrozenLM
+    task: Task
+    train: list[Example]
+    dev: list[Example]
+    evaluator: Evaluator
+    budget: Budget
+    seed: int
+    report: Callable[[dict[str, Any]], None] = lambda info: None
+    step_index: int = 0
+
+    def rng(self, step: int | None = None) -> random.Random:
+        """A generator seeded by (seed, step): the same draws after a resume."""
+        step = self.step_index if step is None else step
+        return random.Random(f"{self.seed}:{step}")
+
+    def torch_rng(self, step: int | None = None) -> torch.Generator:
+        step = self.step_index if step is None else step
+        digest = hashlib.sha256(f"{self.seed}:{step}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+    def sample(self, examples: Sequence[Example], k: int, salt: str = "") -> list[Example]:
+        """``k`` examples drawn without replacement (all of them if ``k`` >= their number)."""
+        if k >= len(examples):
+            return list(examples)
+        return random.Random(f"{self.seed}:{self.step_index}:{salt}").sample(list(examples), k)
+
+
+# ---- run specification, artifacts, loop ---------------------------------------------------------
+
+@dataclass
+class SearchSpec:
+    """Everything needed to rerun a search (written to ``spec.json``)."""
+
+    task: str
+    strategy: str
+    params: dict[str, Any] = field(default_factory=dict)
+    model: str = "smollm2-135m"
+    shots: int | None = None
+    data_seed: int = 13
+    seed: int = 0
+    budget: int | None = None
+    max_seconds: float | None = None
+    out: str = "runs"
+    data_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SearchSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _run_id(spec: SearchSpec) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:6]
+    return f"{stamp}-s{spec.seed}-{digest}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class _Trace:
+    """``trace.jsonl``: one line per step; on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep: int | None) -> None:
+        self.path = path
+        if keep is not None and path.exists():
+            lines = path.read_text().splitlines()[:keep]
+            path.write_text("".join(line + "\n" for line in lines))
+        elif keep is None:
+            path.write_text("")
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+def with_triggers(template: Template, num_triggers: int) -> Template:
+    """The template itself if it has ``[T]`` slots, else ``num_triggers`` of them after the last field.
+
+    AutoPrompt's templates put the triggers between the input and the prediction slot
+    (``{sentence} [T] [T] [T] [P]``); after the last field keeps any instruction text intact.
+    """
+    if template.num_triggers:
+        return template
+    last_field = max(i for i, s in enumerate(template.segments) if s.kind == "field") if template.fields else -1
+    parts = []
+    for i, seg in enumerate(template.segments):
+        if seg.kind == "text":
+            parts.append(seg.value.replace("{", "{{").replace("}", "}}").replace("[", "[["))
+        elif seg.kind == "field":
+            parts.append(seg.space + "{" + seg.value + "}")
+        else:
+            parts.append(seg.space + {"trigger": "[T]", "predict": "[P]", "soft": "[S]"}[seg.kind])
+        if i == last_field or (last_field < 0 and i == 0):
+            parts.append(" [T]" * num_triggers)
+    return Template("".join(parts))
+
+
+def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer: str | None = None,
+                    num_triggers: int = 0, init: str = "the") -> Prompt:
+    """The prompt a strategy starts from: the task's manual prompt, with overrides.
+
+    Args:
+        ctx: the search context.
+        template: a template instead of the task's manual one.
+        verbalizer: label words as JSON, or the path of a ``prompt.json`` whose verbalizer to
+            use (so a verbalizer search can feed a trigger search).
+        num_triggers: add this many ``[T]`` after the last field if the template has none.
+        init: the initial trigger word (repeated), or one word per trigger.
+    """
+    manual = ctx.task.default_prompt
+    tpl = Template(template) if template else manual.template
+    tpl.check_fields(ctx.task.fields)
+    if num_triggers:
+        tpl = with_triggers(tpl, num_triggers)
+    if verbalizer is None:
+        verb = manual.verbalizer
+    elif Path(verbalizer).suffix == ".json" and Path(verbalizer).is_file():
+        verb = Prompt.load(verbalizer).verbalizer
+    else:
+        verb = Verbalizer.parse(verbalizer)
+    ids: tuple[int, ...] = ()
+    if tpl.num_triggers:
+        words = init.split()
+        if len(words) not in (1, tpl.num_triggers):
+            raise AutopromptError(f"init {init!r} has {len(words)} words; give one word or one per trigger "
+                                  f"({tpl.num_triggers})")
+        words = words * tpl.num_triggers if len(words) == 1 else words
+        ids = tuple(_one_token(ctx.lm, w) for w in words)
+    return Prompt(tpl, verb, ids)
+
+
+def _one_token(lm: FrozenLM, word: str) -> int:
+    """The token for ``word`` as it stands after a space (its first piece if it has several)."""
+    spaced = lm.tokenize(" " + word)
+    if len(spaced) == 1:
+        return spaced[0]
+    bare = lm.tokenize(word)
+    return bare[0] if len(bare) == 1 else spaced[0]
+
+
+def gold_loglik(logprobs: torch.Tensor, examples: Sequence[Example]) -> float:
+    """Mean log-probability of the gold class (AutoPrompt's re-scoring objective)."""
+    gold = torch.tensor([ex.label for ex in examples])
+    return float(logprobs[torch.arange(len(examples)), gold].mean())
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    lm: FrozenLM | None = None,
+    data: TaskData | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a search and write its artifacts; returns ``result.json``'s content.
+
+    Args:
+        spec: what to run.
+        lm: an already loaded backend (default: load ``spec.model``).
+        data: already loaded splits (default: load ``spec.task``).
+        resume: a run folder to continue from its last checkpoint.
+        progress: show a progress bar.
+        stop_after: stop after this many steps of this call (for tests of interruption).
+    """
+    from autoprompt.api import versions  # noqa: PLC0415 - api imports this module
+    from autoprompt.model_store import load_model  # noqa: PLC0415
+    from autoprompt.tasks import load_task  # noqa: PLC0415
+
+    started = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "spec.json").is_file():
+            raise AutopromptError(f"{run_dir} is not a run folder (no spec.json); give the folder of one run")
+        spec = SearchSpec.from_json(read_json(run_dir / "spec.json"))
+        if (run_dir / "result.json").is_file():
+            return read_json(run_dir / "result.json")
+    searcher = create(spec.strategy, spec.params)
+    spec.params = searcher.params()
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    lm = lm or load_model(spec.model)
+    if resume is None:
+        run_dir = Path(spec.out) / _safe(data.task.name) / spec.strategy / _run_id(spec)
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write_json(run_dir / "spec.json", spec.to_json())
+
+    budget = Budget(spec.budget if spec.budget is not None else searcher.default_budget, spec.max_seconds)
+    evaluator = Evaluator(lm, data.task, budget=budget)
+    train, dev = data.train, data.dev
+    ctx = SearchContext(lm, data.task, train, dev, evaluator, budget, spec.seed)
+
+    checkpoint_path = run_dir / "checkpoint.json"
+    if resume is not None and checkpoint_path.is_file():
+        try:
+            ckpt = read_json(checkpoint_path)
+            state, step = ckpt["state"], ckpt["step"]
+            budget.forwards, budget.backwards = ckpt["budget"]["forwards"], ckpt["budget"]["backwards"]
+            evaluator.paid.update(tuple(k) for k in ckpt["paid"])
+            elapsed = ckpt["elapsed_s"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise AutopromptError(f"checkpoint {checkpoint_path} is corrupt ({type(err).__name__}); "
+                                  "start a new run instead of --resume") from None
+    else:
+        state, step, elapsed = searcher.start(ctx), 0, 0.0
+    trace = _Trace(run_dir / "trace.jsonl", keep=step if resume is not None else None)
+
+    bar = tqdm(total=budget.max_forwards, desc=f"{spec.strategy} on {data.task.name}", unit="fwd",
+               disable=not progress, dynamic_ncols=True, initial=budget.used)
+    step_started = time.perf_counter() - elapsed
+    done_here = 0
+    try:
+        while not state.get("done") and not budget.exhausted and (stop_after is None or done_here < stop_after):
+            info: dict[str, Any] = {}
+            ctx.step_index, ctx.report = step, info.update
+            try:
+                state = searcher.step(ctx, state)
+            except BudgetExhausted:
+                break
+            step += 1
+            done_here += 1
+            trace.append({"step": step, **info, "best_dev": state.get("best_dev"), "budget": budget.used,
+                          "forwards": budget.forwards, "backwards": budget.backwards,
+                          "time_s": round(time.perf_counter() - step_started, 3)})
+            atomic_write_json(checkpoint_path, {
+                "step": step, "state": state, "budget": budget.to_json(),
+                "paid": sorted(evaluator.paid), "elapsed_s": time.perf_counter() - step_started})
+            bar.update(budget.used - bar.n)
+            bar.set_postfix(step=step, best_dev=f"{state.get('best_dev', float('nan')):.3f}")
+    finally:
+        bar.close()
+    if stop_after is not None and done_here >= stop_after and not state.get("done") and not budget.exhausted:
+        return {"interrupted": True, "run_dir": str(run_dir), "step": step}
+
+    best = searcher.best(ctx, state)
+    best = Prompt(best.template, best.verbalizer, best.trigger_ids, best.soft,
+                  {**best.meta, "strategy": spec.strategy, "task": data.task.name, "model": lm.name,
+                   "seed": spec.seed, "params": spec.params})
+    atomic_write_json(run_dir / "prompt.json", best.to_json())
+    # core scores the found prompt and the manual baseline on dev and test, outside the budget
+    final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
+    test = data.test
+    found_dev, found_test = (final.score(best, dev), final.score(best, test))
+    manual = data.task.default_prompt
+    base_dev, base_test = final.score(manual, dev), final.score(manual, test)
+    result = {
+        "task": data.task.name, "strategy": spec.strategy, "model": lm.name, "seed": spec.seed,
+        "shots": spec.shots, "data_seed": spec.data_seed, "params": spec.params, "metric": data.task.metric,
+        "prompt": best.to_json(), "prompt_fingerprint": best.fingerprint,
+        "prompt_text": best.template.render({f: "{" + f + "}" for f in data.task.fields},
+                                            trigger="{T}").replace("{T}", "[T]"),
+        "triggers": lm.tokenizer.convert_ids_to_tokens(list(best.trigger_ids)) if best.trigger_ids else [],
+        "scores": {"dev": found_dev.score, "test": found_test.score},
+        "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source},
+        "budget": budget.to_json(), "steps": step,
+        "wall_s": round(time.perf_counter() - started + elapsed, 2),
+        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
+        "protocol": data.protocol, "versions": versions(), "run_dir": str(run_dir),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if found_test.extra:
+        result["lama"] = {"found": found_test.extra, "baseline": base_test.extra}
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+    """What a search would cost: budget, split sizes, and seconds from timing a few forwards."""
+    from autoprompt.model_store import load_model  # noqa: PLC0415
+    from autoprompt.tasks import load_task  # noqa: PLC0415
+
+    searcher = create(spec.strategy, spec.params)
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    lm = lm or load_model(spec.model)
+    budget = spec.budget if spec.budget is not None else searcher.default_budget
+    sample = data.dev[:16]
+    ev = Evaluator(lm, data.task, cache=False)
+    ev.score(data.task.default_prompt, sample[:2])  # warm-up
+    start = time.perf_counter()
+    ev.score(data.task.default_prompt, sample)
+    per_forward = (time.perf_counter() - start) / len(sample)
+    return {"task": data.task.name, "strategy": spec.strategy, "params": searcher.params(), "budget": budget,
+            "train": len(data.train), "dev": len(data.dev), "seconds_per_forward": round(per_forward, 4),
+            "estimated_search_s": round(budget * per_forward, 1),
+            "note": "a backward counts as two forwards; test and baseline scoring come on top"}
+
+
+def iter_runs(root: str | Path) -> Iterable[Path]:
+    """Run folders (those with a ``result.json``) under ``root``."""
+    return sorted(p.parent for p in Path(root).glob("**/result.json"))

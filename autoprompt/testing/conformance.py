@@ -1,0 +1,94 @@
+"""The conformance checks every registered strategy must pass (use them for your own strategies).
+
+    from autoprompt.testing.conformance import check_strategy
+    check_strategy("gradient", {"num_candidates": 4}, budget=400)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from typing import Any
+
+import torch
+
+from autoprompt.errors import BudgetExhausted
+from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.models import FrozenLM
+from autoprompt.prompts import Prompt
+from autoprompt.search import SearchContext, SearchSpec, create, run_search
+from autoprompt.tasks.base import TaskData
+from autoprompt.testing.tiny import tiny_causal_lm, tiny_task
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _with_test_sentinel(data: TaskData) -> tuple[TaskData, dict[str, int]]:
+    """A copy of ``data`` whose test loader counts how often it is read."""
+    seen = {"test": 0}
+    real = data.loaders["test"]
+
+    def load_test():
+        seen["test"] += 1
+        return real()
+
+    return TaskData(data.task, data.protocol, {**data.loaders, "test": load_test}), seen
+
+
+def run_without_test(name: str, params: dict[str, Any], lm: FrozenLM, data: TaskData, budget: int,
+                     seed: int = 0) -> tuple[Prompt, Budget]:
+    """Drive a strategy by hand, exactly as the run loop does, but with no way to reach ``test``."""
+    searcher = create(name, params)
+    limit = Budget(budget)
+    ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=limit), limit, seed)
+    state = searcher.start(ctx)
+    step = 0
+    while not state.get("done") and not limit.exhausted:
+        ctx.step_index = step
+        try:
+            state = searcher.step(ctx, state)
+        except BudgetExhausted:
+            break
+        step += 1
+    return searcher.best(ctx, state), limit
+
+
+def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int = 300,
+                   lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+    """Assert the contract of a strategy; returns the first run's result.
+
+    * returns a valid prompt that survives a JSON round trip;
+    * the same seed gives the same prompt and scores;
+    * the budget is respected;
+    * the model's weights are unchanged and do not require gradients;
+    * ``test`` is never read during the search (a sentinel counts reads).
+    """
+    params = params or {}
+    lm = lm or tiny_causal_lm()
+    data = data or tiny_task()
+    before = weights_checksum(lm.model)
+
+    sentinel, seen = _with_test_sentinel(data)
+    prompt, spent = run_without_test(name, params, lm, sentinel, budget)
+    assert seen["test"] == 0, f"{name} read the test split during search"
+    assert spent.used <= budget, f"{name} spent {spent.used} > budget {budget}"
+    assert Prompt.from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
+
+    results = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as out:
+            spec = SearchSpec(task=data.task.name, strategy=name, params=dict(params), budget=budget, seed=3, out=out)
+            results.append(run_search(spec, lm=lm, data=data))
+    first, second = results
+    assert first["prompt_fingerprint"] == second["prompt_fingerprint"], f"{name} is not reproducible from its seed"
+    assert first["scores"] == second["scores"]
+    assert first["budget"]["used"] <= budget
+    assert weights_checksum(lm.model) == before, f"{name} changed the model's weights"
+    assert not any(p.requires_grad for p in lm.model.parameters())
+    return first

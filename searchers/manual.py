@@ -1,0 +1,36 @@
+"""``manual``: no search. The task's manual prompt (or the one given) through the same run path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autoprompt import Prompt
+from autoprompt.search import SearchContext, Searcher, starting_prompt
+
+
+@dataclass
+class Manual(Searcher):
+    """Score a fixed prompt: the baseline row of every comparison.
+
+    Args:
+        template: a template to use instead of the task's manual one.
+        verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
+    """
+
+    name = "manual"
+    summary = "no search: the task's manual prompt (or --param template=...), scored like any other"
+    default_budget = 1000
+
+    template: str | None = None
+    verbalizer: str | None = None
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        prompt = starting_prompt(ctx, self.template, self.verbalizer)
+        return {"prompt": prompt.to_json(), "best_dev": ctx.evaluator.score(prompt, ctx.dev).score}
+
+    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "done": True}
+
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
+        return Prompt.from_json(state["prompt"])

@@ -1,0 +1,168 @@
+"""Search framework: registry, parameters, conformance, the gradient step, resume, import direction."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoprompt import AutopromptError, Budget, Evaluator
+from autoprompt.prompts import Template
+from autoprompt.search import SearchContext, SearchSpec, available, create, run_search, with_triggers
+from autoprompt.testing.conformance import check_strategy
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"manual": {}, "random": {"num_candidates": 3, "batch_size": 6},
+         "gradient": {"num_candidates": 4, "batch_size": 6}}
+
+
+def test_registry_has_the_strategies():
+    assert {"manual", "random", "gradient"} <= set(available())
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_conformance(name, causal, task):
+    check_strategy(name, SMALL.get(name, {}), budget=250, lm=causal, data=task)
+
+
+def test_conformance_gcg_and_masked(masked, task):
+    check_strategy("gradient", {"positions": "all", "num_candidates": 4, "batch_size": 6}, budget=250, data=task)
+    check_strategy("gradient", {"num_candidates": 3, "batch_size": 6, "template": "{sentence} [T] [T] it was [P] ."},
+                   budget=200, lm=masked, data=task)
+
+
+def test_core_never_imports_searchers():
+    for path in (REPO / "autoprompt").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n == "searchers" or n.startswith("searchers.") for n in names), path
+
+
+def test_searchers_import_only_public_api():
+    public = {"autoprompt", "autoprompt.search"}
+    for path in (REPO / "searchers").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoprompt"):
+                assert node.module in public, f"{path.name} imports {node.module}"
+
+
+def test_params_are_validated():
+    g = create("gradient", ["num_candidates=20", "positions=all", "filter_proper_nouns=true"])
+    assert (g.num_candidates, g.positions, g.filter_proper_nouns) == (20, "all", True)
+    with pytest.raises(AutopromptError, match=r"no parameter 'nope'.*num_candidates: int = 10"):
+        create("gradient", ["nope=1"])
+    with pytest.raises(AutopromptError, match="num_candidates='ten' is not a valid int"):
+        create("gradient", ["num_candidates=ten"])
+    with pytest.raises(AutopromptError, match="positions='some' is not a valid random\\|all"):
+        create("gradient", ["positions=some"])
+    with pytest.raises(AutopromptError, match="must be at least 1"):
+        create("gradient", {"num_candidates": 0})
+    with pytest.raises(AutopromptError, match="unknown strategy 'nope'"):
+        create("nope")
+    with pytest.raises(AutopromptError, match="not key=value"):
+        create("gradient", ["num_candidates"])
+
+
+def test_triggers_go_after_the_last_field():
+    t = with_triggers(Template("Review: {sentence}\nSentiment (positive or negative): [P]"), 3)
+    assert t.source == "Review: {sentence} [T] [T] [T]\nSentiment (positive or negative): [P]"
+    assert with_triggers(Template("{a} x [T] [P]"), 5).num_triggers == 1
+
+
+def test_gradient_candidates_equal_brute_force(causal, task):
+    """The HotFlip candidates are the top −E·g tokens among allowed ones, checked token by token."""
+    g = create("gradient", {"num_candidates": 5, "batch_size": 8})
+    budget = Budget()
+    ctx = SearchContext(causal, task.task, task.train, task.dev, Evaluator(causal, task.task, budget=budget),
+                        budget, seed=0)
+    from autoprompt import Prompt  # noqa: PLC0415
+
+    state = g.start(ctx)
+    prompt = Prompt.from_json(state["prompt"])
+    batch = task.train[:8]
+    grad, _ = causal.trigger_gradient([causal.encode(prompt, ex) for ex in batch],
+                                      causal.word_table(prompt, task.task.labels), [ex.label for ex in batch])
+    cands = g.candidates(ctx, prompt, grad)
+    pos = next(i for i in range(len(prompt.trigger_ids)) if cands[0][i] != prompt.trigger_ids[i])
+    allowed = g.allowed_tokens(ctx, prompt)
+    emb = causal.embedding_matrix().detach()
+    brute = {}
+    for tok in range(emb.shape[0]):
+        if allowed[tok]:
+            brute[tok] = -float(sum(emb[tok, h] * grad[pos, h] for h in range(emb.shape[1])))
+    expected = sorted(brute, key=lambda t: -brute[t])[:5]
+    assert [c[pos] for c in cands] == [t for t in expected if t != prompt.trigger_ids[pos]][: len(cands)]
+    label_tokens = {t for ws in causal.word_table(prompt, task.task.labels) for w in ws for t in w}
+    assert not label_tokens & {c[pos] for c in cands}
+
+
+def test_resume_equals_uninterrupted(causal, task, tmp_path):
+    params = {"num_candidates": 4, "batch_size": 6}
+    spec = SearchSpec(task="tiny", strategy="gradient", params=params, budget=400, seed=5, out=str(tmp_path / "a"))
+    full = run_search(spec, lm=causal, data=task)
+    spec_b = SearchSpec(task="tiny", strategy="gradient", params=params, budget=400, seed=5, out=str(tmp_path / "b"))
+    part = run_search(spec_b, lm=causal, data=task, stop_after=1)
+    assert part["interrupted"] and part["step"] == 1
+    # a half-written line after the checkpoint (killed mid-append) is dropped on resume
+    with open(Path(part["run_dir"]) / "trace.jsonl", "a") as f:
+        f.write('{"step": 2, "bro')
+    resumed = run_search(spec_b, lm=causal, data=task, resume=part["run_dir"])
+    assert resumed["prompt_fingerprint"] == full["prompt_fingerprint"]
+    assert resumed["scores"] == full["scores"] and resumed["budget"] == full["budget"]
+    assert resumed["steps"] == full["steps"]
+    trace = [json.loads(line) for line in (Path(part["run_dir"]) / "trace.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in trace] == list(range(1, full["steps"] + 1))
+
+
+def test_run_artifacts(causal, task, tmp_path):
+    spec = SearchSpec(task="tiny", strategy="gradient", params={"num_candidates": 3, "batch_size": 6}, budget=300,
+                      out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    run_dir = Path(result["run_dir"])
+    for name in ("spec.json", "trace.jsonl", "prompt.json", "result.json", "checkpoint.json"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "result.json").read_text())
+    for key in ("task", "strategy", "model", "seed", "shots", "data_seed", "params", "metric", "prompt", "scores",
+                "baseline", "budget", "wall_s", "versions", "run_dir"):
+        assert key in saved, key
+    assert set(saved["scores"]) == {"dev", "test"} and set(saved["budget"]) >= {"forwards", "backwards"}
+    assert SearchSpec.from_json(json.loads((run_dir / "spec.json").read_text())).params["num_candidates"] == 3
+    # the prompt artifact scores the same through the evaluator
+    from autoprompt import Prompt  # noqa: PLC0415
+
+    again = Evaluator(causal, task.task).score(Prompt.load(run_dir / "prompt.json"), task.test).score
+    assert again == pytest.approx(saved["scores"]["test"])
+
+
+def test_corrupt_checkpoint_is_one_line(causal, task, tmp_path):
+    spec = SearchSpec(task="tiny", strategy="gradient", params={"num_candidates": 3, "batch_size": 6}, budget=300,
+                      out=str(tmp_path))
+    part = run_search(spec, lm=causal, data=task, stop_after=1)
+    (Path(part["run_dir"]) / "checkpoint.json").write_text("{not json")
+    with pytest.raises(AutopromptError, match="corrupt"):
+        run_search(spec, lm=causal, data=task, resume=part["run_dir"])
+
+
+def test_budget_counts_backwards_double(causal, task):
+    spent = check_strategy("gradient", {"num_candidates": 2, "batch_size": 4, "accumulation_steps": 2},
+                           budget=120, lm=causal, data=task)["budget"]
+    assert spent["used"] == spent["forwards"] + 2 * spent["backwards"] and spent["backwards"] > 0
+
+
+def test_model_untouched_by_gradient_search(causal, task, tmp_path):
+    from autoprompt.testing.conformance import weights_checksum  # noqa: PLC0415
+
+    before = weights_checksum(causal.model)
+    run_search(SearchSpec(task="tiny", strategy="gradient", params={"num_candidates": 3, "batch_size": 6},
+                          budget=300, out=str(tmp_path)), lm=causal, data=task)
+    assert weights_checksum(causal.model) == before
+    assert all(p.grad is None for p in causal.model.parameters())
+    assert torch.is_grad_enabled()
