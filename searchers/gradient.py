@@ -10,7 +10,9 @@ Each step:
 3. the current triggers and all candidates re-scored together on a fresh train batch, by label
    log-likelihood (the paper) or accuracy (the original code); the best candidate is kept only
    if it is strictly better;
-4. an accepted prompt is scored on ``dev``; the best on ``dev`` is the result.
+4. an accepted prompt is scored on ``dev``; the best on ``dev`` is the result. The starting
+   prompt without triggers (the manual one) competes too, so a search that finds nothing better
+   on ``dev`` says so instead of reporting a worse prompt.
 
 Candidates are restricted to whole-word tokens that are not special tokens or label-word
 tokens (optionally no capitalised words, AutoPrompt's proper-noun filter).
@@ -24,7 +26,7 @@ from typing import Any, Literal
 import torch
 
 from autoprompt import AutopromptError, Prompt
-from autoprompt.search import SearchContext, Searcher, gold_loglik, starting_prompt
+from autoprompt.search import SearchContext, Searcher, best_of_start, gold_loglik, starting_prompt
 
 
 @dataclass
@@ -68,9 +70,8 @@ class Gradient(Searcher):
         prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers, self.init)
         if not prompt.template.num_triggers:
             raise AutopromptError("gradient search needs [T] slots; give num_triggers >= 1 or a template with [T]")
-        dev = ctx.evaluator.score(prompt, ctx.dev).score
-        return {"prompt": prompt.to_json(), "triggers": list(prompt.trigger_ids),
-                "best_triggers": list(prompt.trigger_ids), "best_dev": dev, "accepted": 0}
+        return {"prompt": prompt.to_json(), "triggers": list(prompt.trigger_ids), "accepted": 0,
+                **best_of_start(ctx, prompt, self.template, self.verbalizer)}
 
     def allowed_tokens(self, ctx: SearchContext, prompt: Prompt) -> torch.Tensor:
         """``[V]`` bool: whole words, not special, not label-word tokens (optionally not capitalised)."""
@@ -133,13 +134,14 @@ class Gradient(Searcher):
         if accepted:
             state["triggers"] = list(candidates[best - 1])
             state["accepted"] += 1
-            dev = ctx.evaluator.score(base.with_triggers(state["triggers"]), ctx.dev).score
+            accepted_prompt = base.with_triggers(state["triggers"])
+            dev = ctx.evaluator.score(accepted_prompt, ctx.dev).score
             if dev > state["best_dev"]:
-                state["best_dev"], state["best_triggers"] = dev, list(state["triggers"])
+                state["best_dev"], state["best_prompt"] = dev, accepted_prompt.to_json()
         ctx.report({"loss": round(loss, 4), "candidates": len(candidates),
                     "train_score": scores[best if accepted else 0], "accepted": accepted,
                     "triggers": ctx.lm.tokenizer.convert_ids_to_tokens(state["triggers"])})
         return state
 
     def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        return Prompt.from_json(state["prompt"]).with_triggers(state["best_triggers"])
+        return Prompt.from_json(state["best_prompt"])

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoprompt import AutopromptError, Prompt
-from autoprompt.search import SearchContext, Searcher, gold_loglik, starting_prompt
+from autoprompt.search import SearchContext, Searcher, best_of_start, gold_loglik, starting_prompt
 
 
 @dataclass
 class RandomTriggers(Searcher):
     """Each step draws ``num_candidates`` random trigger sequences, keeps the best on a train
-    batch, and scores it on ``dev``; the best on ``dev`` is the result.
+    batch, and scores it on ``dev``; the best on ``dev`` (the starting prompt without triggers
+    included) is the result.
 
     Args:
         num_triggers: ``[T]`` slots added after the input when the template has none.
@@ -38,8 +39,7 @@ class RandomTriggers(Searcher):
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers)
-        return {"prompt": prompt.to_json(), "best_triggers": list(prompt.trigger_ids),
-                "best_dev": ctx.evaluator.score(prompt, ctx.dev).score}
+        return {"prompt": prompt.to_json(), **best_of_start(ctx, prompt, self.template, self.verbalizer)}
 
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         base = Prompt.from_json(state["prompt"])
@@ -52,9 +52,9 @@ class RandomTriggers(Searcher):
         dev = ctx.evaluator.score(candidates[pick], ctx.dev).score
         state = dict(state)
         if dev > state["best_dev"]:
-            state["best_dev"], state["best_triggers"] = dev, list(candidates[pick].trigger_ids)
+            state["best_dev"], state["best_prompt"] = dev, candidates[pick].to_json()
         ctx.report({"dev": dev, "triggers": ctx.lm.tokenizer.convert_ids_to_tokens(list(candidates[pick].trigger_ids))})
         return state
 
     def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        return Prompt.from_json(state["prompt"]).with_triggers(state["best_triggers"])
+        return Prompt.from_json(state["best_prompt"])

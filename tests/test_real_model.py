@@ -34,3 +34,18 @@ def test_lama_ranking_metrics(smollm2, data_dir):
     assert 0 <= result.extra["p@1"] <= result.extra["p@10"] <= 1
     assert result.extra["mrr"] >= result.extra["p@1"]
     assert "majority_p@1" in result.extra and "vocab_p@1" in result.extra
+
+
+def test_gradient_search_on_sst2_16shot(smollm2, data_dir, tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    data = load_task("sst2", data_dir, shots=16, data_seed=13)
+    spec = SearchSpec(task="sst2", strategy="gradient", params={"batch_size": 8, "num_candidates": 6},
+                      shots=16, data_seed=13, budget=500, seed=0, out=str(tmp_path))
+    result = run_search(spec, lm=smollm2, data=data)
+    assert result["scores"]["dev"] >= result["baseline"]["dev"]
+    assert result["budget"]["used"] <= 500 and result["steps"] >= 1
+    run_dir = tmp_path / "sst2" / "gradient"
+    (folder,) = list(run_dir.iterdir())
+    for name in ("spec.json", "trace.jsonl", "prompt.json", "result.json"):
+        assert (folder / name).is_file()
