@@ -322,6 +322,28 @@ class FrozenLM:
                 vectors: Tensor | None = None) -> Scores:
         raise NotImplementedError
 
+    @torch.inference_mode()
+    def slot_features(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        """What the LM head sees and says at the prediction slot (first token of a word).
+
+        Returns ``(hidden [B, H], logprobs [B, V])``: the input of the output-embedding layer
+        (so ``hidden @ E_out.T`` are the logits) and the log-softmax over the vocabulary.
+        """
+        captured: dict[str, Tensor] = {}
+        head = self.model.get_output_embeddings()
+        handle = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("h", inputs[0]))
+        try:
+            logits, rows = self._slot_forward(batch)
+        finally:
+            handle.remove()
+        hidden = captured["h"]
+        index = torch.arange(len(batch), device=self.device)
+        return _upcast(hidden[index, rows]), _upcast(logits[index, rows]).log_softmax(-1)
+
+    def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        """Logits ``[B, L', V]`` of one forward and, per row, the column of the prediction slot."""
+        raise NotImplementedError
+
 
 def _upcast(t: Tensor) -> Tensor:
     """bf16/fp16 logits to float32 for the log-softmax; float64 stays float64."""
@@ -373,6 +395,13 @@ class MaskedLM(FrozenLM):
                 if len(w) == n:
                     columns[j] = logp[:, torch.arange(n), torch.tensor(w, device=self.device)].sum(-1)
         return Scores(_logsumexp_classes(torch.stack(columns, dim=-1), words), top)
+
+
+    def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        ids, attn = self.pad([e.ids for e in batch])
+        with self._autocast():
+            logits = self.model(input_ids=ids, attention_mask=attn).logits
+        return logits, torch.tensor([e.predict_at for e in batch], device=self.device)
 
 
 def _cache_layers(cache) -> list[tuple[Tensor, Tensor]]:
@@ -449,6 +478,11 @@ class CausalLM(FrozenLM):
         logits, cache = self._forward(ids, attn, positions, cache=cache, keep=keep, inputs_embeds=inputs_embeds)
         column = torch.searchsorted(keep, last)
         return logits[torch.arange(len(last), device=self.device), column].log_softmax(-1), cache
+
+    def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        ids, attn = self.pad([e.ids for e in batch], left=True)
+        logits, _ = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
+        return logits, torch.full((len(batch),), logits.shape[1] - 1, device=self.device)
 
     def continuation_logprobs(self, cache, attn: Tensor, pairs: Sequence[tuple[int, Sequence[int]]]) -> Tensor:
         """Log-prob of word tokens ``1..n-1`` after a prefix, for each (prefix row, word) pair: ``[P]``.

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from autoprompt import Evaluator, load_model, load_task
+from autoprompt import Evaluator, TaskData, load_model, load_task
 from autoprompt.model_store import is_cached
 
 pytestmark = pytest.mark.real_model
+
+
+def first_of_test(data: TaskData, n: int = 200) -> TaskData:
+    """The same splits with only the first ``n`` test examples: a search test checks dev, and the
+    final test scoring of the full split would double its run time on a CPU."""
+    return TaskData(data.task, data.protocol, {**data.loaders, "test": lambda: data.loaders["test"]()[:n]})
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,7 @@ def test_lama_ranking_metrics(smollm2, data_dir):
 def test_gradient_search_on_sst2_16shot(smollm2, data_dir, tmp_path):
     from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
 
-    data = load_task("sst2", data_dir, shots=16, data_seed=13)
+    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
     spec = SearchSpec(task="sst2", strategy="gradient", params={"batch_size": 8, "num_candidates": 6},
                       shots=16, data_seed=13, budget=500, seed=0, out=str(tmp_path))
     result = run_search(spec, lm=smollm2, data=data)
@@ -49,3 +55,15 @@ def test_gradient_search_on_sst2_16shot(smollm2, data_dir, tmp_path):
     (folder,) = list(run_dir.iterdir())
     for name in ("spec.json", "trace.jsonl", "prompt.json", "result.json"):
         assert (folder / name).is_file()
+
+
+def test_verbalizer_likelihood_on_sst2_16shot(smollm2, data_dir, tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
+    spec = SearchSpec(task="sst2", strategy="verbalizer", params={"method": "likelihood", "k": 8, "n_pairs": 8},
+                      shots=16, data_seed=13, seed=0, out=str(tmp_path))
+    result = run_search(spec, lm=smollm2, data=data)
+    words = result["prompt"]["verbalizer"]
+    assert all(len(ws) == 1 for ws in words.values())
+    assert result["scores"]["dev"] >= result["baseline"]["dev"]

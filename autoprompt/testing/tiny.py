@@ -64,8 +64,11 @@ def _wordpiece_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def tiny_causal_lm(arch: str = "llama", seed: int = 0, **kwargs) -> CausalLM:
-    """A 2-layer causal LM (``llama`` or ``gpt2``) with a byte-level BPE tokenizer, CPU, frozen."""
+def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, **kwargs) -> CausalLM:
+    """A 2-layer causal LM (``llama`` or ``gpt2``) with a byte-level BPE tokenizer, CPU, frozen.
+
+    ``tie=False`` gives the LM head its own weights (tests that plant a signal there).
+    """
     tokenizer = _bpe_tokenizer()
     torch.manual_seed(seed)
     vocab = len(tokenizer)
@@ -73,23 +76,25 @@ def tiny_causal_lm(arch: str = "llama", seed: int = 0, **kwargs) -> CausalLM:
         config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie)
         model = LlamaForCausalLM(config)
     elif arch == "gpt2":
         config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=256,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            tie_word_embeddings=tie)
         model = GPT2LMHeadModel(config)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
     return CausalLM(model, tokenizer, name=f"tiny-{arch}", device="cpu", max_length=128, **kwargs)
 
 
-def tiny_masked_lm(seed: int = 0, **kwargs) -> MaskedLM:
+def tiny_masked_lm(seed: int = 0, tie: bool = True, **kwargs) -> MaskedLM:
     """A 2-layer BERT masked LM with a WordPiece tokenizer, CPU, frozen."""
     tokenizer = _wordpiece_tokenizer()
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+                        num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+                        tie_word_embeddings=tie)
     return MaskedLM(BertForMaskedLM(config), tokenizer, name="tiny-bert", device="cpu", max_length=128, **kwargs)
 
 

@@ -1,0 +1,51 @@
+"""The gradient strategy on 16-shot SST-2 over LM-BFF's five data seeds, default budget.
+
+Prints and writes (``benchmarks/results/gradient_sst2.json``) the test accuracy of the manual
+prompt vs the found prompt, the triggers, budget and wall time of each run.
+
+    python benchmarks/gradient_sst2.py [--seeds 13,21,42,87,100] [--strategy gradient] [--param k=v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from autoprompt import load_model
+from autoprompt.search import SearchSpec, run_search
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="13,21,42,87,100")
+    parser.add_argument("--strategy", default="gradient")
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--param", action="append", default=[])
+    parser.add_argument("--budget", type=int, default=None)
+    parser.add_argument("--out", default="runs-benchmark")
+    args = parser.parse_args()
+    lm = load_model("smollm2-135m")
+    params = dict(p.split("=", 1) for p in args.param)
+    rows = []
+    for data_seed in map(int, args.seeds.split(",")):
+        spec = SearchSpec(task=args.task, strategy=args.strategy, params=params, shots=16, data_seed=data_seed,
+                          seed=0, budget=args.budget, out=args.out)
+        r = run_search(spec, lm=lm)
+        rows.append({"data_seed": data_seed, "manual_test": r["baseline"]["test"], "found_test": r["scores"]["test"],
+                     "manual_dev": r["baseline"]["dev"], "found_dev": r["scores"]["dev"], "prompt": r["prompt_text"],
+                     "triggers": r["triggers"], "budget": r["budget"]["used"], "steps": r["steps"],
+                     "wall_s": r["wall_s"], "run_dir": r["run_dir"]})
+        print(json.dumps(rows[-1]), flush=True)
+    summary = {key: round(statistics.mean(r[key] for r in rows), 4) for key in ("manual_test", "found_test", "wall_s")}
+    summary["found_test_std"] = round(statistics.pstdev(r["found_test"] for r in rows), 4)
+    report = {"task": f"{args.task} 16-shot", "strategy": args.strategy, "params": params, "model": "smollm2-135m",
+              "runs": rows, "mean": summary}
+    print(json.dumps(summary))
+    out = Path(__file__).parent / "results" / f"{args.strategy}_{args.task}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""``verbalizer``: label-word search — AutoPrompt's probe, LM-BFF's auto-L and PETAL in one strategy.
+
+The template stays fixed; what changes is which words stand for each label. Every method
+ranks candidate words per class from statistics at the prediction slot over train examples:
+
+* ``probe`` (AutoPrompt's label search): a logistic-regression probe on the hidden state the LM
+  head sees at ``[P]``; each vocabulary word scores ``softmax_c(w_c · e_word + b_c)``, its output
+  embedding against the probe's weights and bias;
+* ``likelihood`` (LM-BFF auto-L): per class, the mean log-probability of the word over that
+  class's train examples;
+* ``petal`` (Schick et al., 2020): the balanced likelihood ratio, log of the word's mean
+  probability on the class's examples over its mean probability on the other classes' examples
+  (each class weighted equally).
+
+Then selection, shared by all methods: with ``words_per_class=1``, every assignment of one of
+the top-``k`` words to each class is scored by train accuracy (from the same statistics: a
+class's score is its word's log-prob, exactly what the evaluator computes), the best
+``n_pairs`` are scored on ``dev`` through the evaluator and the best wins; with more words per
+class, the top words per class form one verbalizer. The starting verbalizer competes on
+``dev`` too. Candidates are whole words (word-initial tokens); with ``max_word_tokens > 1``,
+frequent words of the train inputs that take up to that many tokens join them, scored exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from autoprompt import AutopromptError, Prompt, Verbalizer
+from autoprompt.search import SearchContext, Searcher, starting_prompt
+
+
+@dataclass
+class VerbalizerSearch(Searcher):
+    """Label-word search.
+
+    Args:
+        method: ``probe``, ``likelihood`` or ``petal``.
+        k: candidate words kept per class.
+        n_pairs: assignments (one word per class) scored on dev, best by train accuracy first.
+        words_per_class: words per label in the result (1: assignment search).
+        max_word_tokens: longest candidate word in tokens (>1 adds multi-token words).
+        max_examples: train examples used for the statistics.
+        probe_c: inverse regularisation strength of the probe.
+        prompt: a ``prompt.json`` to start from (its template and triggers; e.g. a gradient run's).
+        template: a template instead of the task's manual one.
+    """
+
+    name = "verbalizer"
+    summary = "label words: AutoPrompt probe, LM-BFF auto-L (likelihood) or PETAL likelihood ratio"
+    default_budget = 3000
+
+    method: Literal["probe", "likelihood", "petal"] = "likelihood"
+    k: int = 10
+    n_pairs: int = 20
+    words_per_class: int = 1
+    max_word_tokens: int = 1
+    max_examples: int = 256
+    probe_c: float = 1.0
+    prompt: str | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("k", "n_pairs", "words_per_class", "max_word_tokens", "max_examples"):
+            if getattr(self, key) < 1:
+                raise AutopromptError(f"verbalizer: {key} must be at least 1, got {getattr(self, key)}")
+
+    # ---- statistics -------------------------------------------------------------------------
+
+    def _start_prompt(self, ctx: SearchContext) -> Prompt:
+        if self.prompt:
+            if not Path(self.prompt).is_file():
+                raise AutopromptError(f"verbalizer: prompt file {self.prompt} does not exist")
+            return Prompt.load(self.prompt)
+        return starting_prompt(ctx, self.template)
+
+    def candidates(self, ctx: SearchContext, prompt: Prompt, examples: list) -> list[tuple[str, tuple[int, ...]]]:
+        """(word, token ids) for whole words that tokenize back to themselves after ``[P]``."""
+        lm = ctx.lm
+        ids = lm.word_start_tokens().nonzero()[:, 0].tolist()
+        out, seen = [], set()
+        for tok, text in zip(ids, lm.tokenizer.convert_ids_to_tokens(ids), strict=True):
+            word = lm.tokenizer.convert_tokens_to_string([text]).strip()
+            if word and word not in seen and self._tokens(ctx, prompt, word) == (tok,):
+                out.append((word, (tok,)))
+                seen.add(word)
+        if self.max_word_tokens > 1:
+            counts = Counter(w.strip(".,!?;:'\"()").lower() for ex in examples for v in ex.fields.values()
+                             for w in v.split())
+            for word, _ in counts.most_common(2000):
+                if word.isalpha() and word not in seen:
+                    toks = self._tokens(ctx, prompt, word)
+                    if 1 < len(toks) <= self.max_word_tokens:
+                        out.append((word, toks))
+                        seen.add(word)
+        return out
+
+    @staticmethod
+    def _tokens(ctx: SearchContext, prompt: Prompt, word: str) -> tuple[int, ...]:
+        """The word's token ids at ``[P]``, as `FrozenLM.word_table` tokenizes a label word."""
+        space = next(s.space for s in prompt.template.segments if s.kind == "predict")
+        return ctx.lm.tokenize(space + word)
+
+    def word_logprobs(self, ctx: SearchContext, prompt: Prompt, examples: list,
+                      words: list[tuple[str, tuple[int, ...]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(word | example) [N, W], hidden at the slot [N, H])``; charges the budget."""
+        lm = ctx.lm
+        encoded = [lm.encode(prompt, ex) for ex in examples]
+        hidden, first = [], []
+        for start in range(0, len(encoded), 32):
+            ctx.budget.require(forwards=len(encoded[start : start + 32]))
+            h, logp = lm.slot_features(encoded[start : start + 32])
+            ctx.budget.charge(forwards=len(encoded[start : start + 32]))
+            hidden.append(h.cpu())
+            first.append(logp.cpu())
+        logp_first = torch.cat(first)
+        scores = logp_first[:, [toks[0] for _, toks in words]].clone()
+        multi = [j for j, (_, toks) in enumerate(words) if len(toks) > 1]
+        for start in range(0, len(multi), 64):  # multi-token words: exact scores, one "class" per word
+            chunk = multi[start : start + 64]
+            table = [[words[j][1]] for j in chunk]
+            ctx.budget.require(forwards=len(encoded))
+            for b in range(0, len(encoded), 32):
+                exact = lm.label_logprobs(encoded[b : b + 32], table).logprobs.cpu()
+                scores[b : b + 32, chunk] = exact
+            ctx.budget.charge(forwards=len(encoded))
+        return scores, torch.cat(hidden)
+
+    def rank(self, ctx: SearchContext, scores: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor,
+             words: list[tuple[str, tuple[int, ...]]]) -> torch.Tensor:
+        """``[C, W]`` method score of every candidate word for every class (higher is better)."""
+        n_classes = len(ctx.task.labels)
+        present = [c for c in range(n_classes) if (labels == c).any()]
+        if len(present) < n_classes:
+            raise AutopromptError(f"verbalizer search needs train examples of every class; missing "
+                                  f"{[ctx.task.labels[c] for c in range(n_classes) if c not in present]}")
+        if self.method == "likelihood":
+            return torch.stack([scores[labels == c].mean(0) for c in range(n_classes)])
+        if self.method == "petal":
+            # log of the mean probability within the class, per class, then a balanced ratio
+            per_class = torch.stack([torch.logsumexp(scores[labels == c], 0) - torch.log(torch.tensor(
+                float((labels == c).sum()))) for c in range(n_classes)])                            # [C, W]
+            others = torch.stack([torch.logsumexp(torch.cat([per_class[:c], per_class[c + 1:]]), 0)
+                                  - torch.log(torch.tensor(float(n_classes - 1))) for c in range(n_classes)])
+            return per_class - others
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - optional heavy import
+
+        probe = LogisticRegression(C=self.probe_c, max_iter=2000)
+        probe.fit(hidden.double().numpy(), labels.numpy())
+        weight = torch.tensor(probe.coef_, dtype=torch.float32)
+        bias = torch.tensor(probe.intercept_, dtype=torch.float32)
+        if n_classes == 2:  # sklearn keeps one row for two classes: class 1 vs class 0
+            weight, bias = torch.cat([-weight, weight]) / 2, torch.cat([-bias, bias]) / 2
+        out_emb = ctx.lm.model.get_output_embeddings().weight.detach().float().cpu()
+        first = torch.tensor([toks[0] for _, toks in words])
+        return (weight @ out_emb[first].T + bias[:, None]).softmax(0)                             # [C, W]
+
+    # ---- the strategy -------------------------------------------------------------------------
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        prompt = self._start_prompt(ctx)
+        prompt.verbalizer.for_labels(ctx.task.labels)
+        dev = ctx.evaluator.score(prompt, ctx.dev).score
+        return {"prompt": prompt.to_json(), "best_prompt": prompt.to_json(), "best_dev": dev, "phase": "rank"}
+
+    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        prompt = Prompt.from_json(state["prompt"])
+        state = dict(state)
+        if state["phase"] == "rank":
+            examples = ctx.sample(ctx.train, self.max_examples, salt="stats")
+            words = self.candidates(ctx, prompt, examples)
+            scores, hidden = self.word_logprobs(ctx, prompt, examples, words)
+            labels = torch.tensor([ex.label for ex in examples])
+            ranking = self.rank(ctx, scores, hidden, labels, words)
+            top = ranking.topk(min(self.k, ranking.shape[1]), dim=1).indices                       # [C, k]
+            state["ranked"] = [[words[j][0] for j in row] for row in top.tolist()]
+            state["pairs"] = self._assignments(scores, labels, top) if self.words_per_class == 1 else \
+                [[row[: self.words_per_class] for row in state["ranked"]]]
+            if self.words_per_class == 1:
+                state["pairs"] = [[[state["ranked"][c][i]] for c, i in enumerate(pair)] for pair in state["pairs"]]
+            state["phase"] = "select"
+            ctx.report({"phase": "rank", "candidates": len(words), "ranked": state["ranked"]})
+            return state
+        verbalizers = [Verbalizer(dict(zip(ctx.task.labels, pair, strict=True))) for pair in state["pairs"]]
+        found = [Prompt(prompt.template, v, prompt.trigger_ids) for v in verbalizers]
+        results = ctx.evaluator.score_many(found, ctx.dev)
+        best = max(range(len(found)), key=lambda i: results[i].score)
+        if results[best].score > state["best_dev"]:
+            state["best_dev"], state["best_prompt"] = results[best].score, found[best].to_json()
+        ctx.report({"phase": "select", "dev": [round(r.score, 4) for r in results],
+                    "best": found[best].verbalizer.to_json()})
+        return {**state, "done": True}
+
+    def _assignments(self, scores: torch.Tensor, labels: torch.Tensor, top: torch.Tensor) -> list[tuple[int, ...]]:
+        """The ``n_pairs`` assignments (index into each class's top-k) with the best train accuracy.
+
+        Exhaustive when there are at most 200,000 assignments, else a beam over classes (beam
+        width ``50 * n_pairs``) scored on the classes assigned so far.
+        """
+        n_classes, k = top.shape
+        cols = scores[:, top.reshape(-1)].view(len(labels), n_classes, k)                           # [N, C, k]
+
+        def accuracy(assignments: torch.Tensor) -> torch.Tensor:                                   # [A, c] -> [A]
+            c = assignments.shape[1]
+            picked = cols[:, torch.arange(c)[None, :], assignments]                                # [N, A, c]
+            keep = labels < c
+            pred = picked.argmax(-1)[keep]
+            # ties are broken by the lower class index, as argmax does in the evaluator
+            return (pred == labels[keep][:, None]).float().mean(0) if keep.any() else torch.zeros(len(assignments))
+
+        def distinct(assignments: torch.Tensor) -> torch.Tensor:  # one class may not take another's word
+            chosen = top[torch.arange(assignments.shape[1])[None, :], assignments].sort(-1).values
+            return assignments[(chosen[:, 1:] != chosen[:, :-1]).all(-1)]
+
+        if k ** n_classes <= 200_000:
+            every = distinct(torch.tensor(list(itertools.product(range(k), repeat=n_classes))))
+            acc = accuracy(every)
+            order = acc.argsort(descending=True, stable=True)[: self.n_pairs]
+            return [tuple(every[i].tolist()) for i in order]
+        beam = torch.zeros(1, 0, dtype=torch.long)
+        for _ in range(n_classes):
+            grown = distinct(torch.cat([beam.repeat_interleave(k, 0), torch.arange(k).repeat(len(beam))[:, None]], 1))
+            acc = accuracy(grown)
+            beam = grown[acc.argsort(descending=True, stable=True)[: 50 * self.n_pairs]]
+        return [tuple(a) for a in beam[: self.n_pairs].tolist()]
+
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
+        return Prompt.from_json(state["best_prompt"])

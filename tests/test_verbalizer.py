@@ -1,0 +1,64 @@
+"""Verbalizer search: conformance, and recovery of planted label words by every method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprompt import Prompt, Task, TaskData
+from autoprompt.search import SearchSpec, run_search
+from autoprompt.testing import tiny_causal_lm, tiny_masked_lm, tiny_task
+from autoprompt.testing.conformance import check_strategy
+
+METHODS = ["likelihood", "probe", "petal"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_conformance(method, causal, task):
+    check_strategy("verbalizer", {"method": method, "k": 4, "n_pairs": 5}, budget=200, lm=causal, data=task)
+
+
+def test_conformance_masked_multi_token(masked, task):
+    check_strategy("verbalizer", {"k": 4, "max_word_tokens": 3, "template": "{sentence} it was [P] ."},
+                   budget=200, lm=masked, data=task)
+
+
+def planted_task(lm, template: str, positive: str, negative: str) -> TaskData:
+    """Relabel the tiny sentences by the side of a random direction ``u`` their slot state falls on,
+    and make the LM head say ``positive`` along ``u`` and ``negative`` against it."""
+    base = tiny_task(n=96, seed=1)
+    prompt = Prompt(template, {"negative": [negative], "positive": [positive]})
+    examples = base.train + base.dev + base.test
+    hidden, _ = lm.slot_features([lm.encode(prompt, ex) for ex in examples])
+    # a random direction orthogonal to the mean state: the classes split near zero, balanced
+    mean = torch.nn.functional.normalize(hidden.mean(0), dim=0)
+    u = torch.randn(hidden.shape[1], generator=torch.Generator().manual_seed(0))
+    u = torch.nn.functional.normalize(u - (u @ mean) * mean, dim=0)
+    proj = (hidden @ u).tolist()
+    assert 0.3 < sum(p > 0 for p in proj) / len(proj) < 0.7
+    relabelled = [type(ex)(ex.fields, int(p > 0)) for ex, p in zip(examples, proj, strict=True)]
+    table = lm.word_table(prompt, ("negative", "positive"))
+    head = lm.model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[table[1][0][0]] = 10 * u
+        head[table[0][0][0]] = -10 * u
+    n = len(base.train)
+    dev_end = n + len(base.dev)
+    splits = {"train": relabelled[:n], "dev": relabelled[n:dev_end], "test": relabelled[dev_end:]}
+    task = Task("planted", ("sentence",), ("negative", "positive"), template,
+                {"negative": ["movie"], "positive": ["film"]})  # a manual verbalizer with no signal
+    return TaskData(task, {"shots": None, "data_seed": 0}, {s: (lambda s=s: splits[s]) for s in splits})
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["causal", "masked"])
+def test_recovers_planted_words(method, kind, tmp_path):
+    if kind == "causal":
+        lm, template = tiny_causal_lm(tie=False), "{sentence} It was [P]"
+    else:
+        lm, template = tiny_masked_lm(tie=False), "{sentence} it was [P] ."
+    data = planted_task(lm, template, positive="good", negative="bad")
+    result = run_search(SearchSpec(task="planted", strategy="verbalizer", params={"method": method, "k": 5},
+                                   budget=2000, out=str(tmp_path)), lm=lm, data=data)
+    assert result["prompt"]["verbalizer"] == {"negative": ["bad"], "positive": ["good"]}
+    assert result["scores"]["dev"] > result["baseline"]["dev"]
