@@ -227,18 +227,18 @@ class FrozenLM:
             keep = torch.zeros(vocab, dtype=torch.bool)
             tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(self.tokenizer)))))
             special = set(self.tokenizer.all_special_ids)
+            # WordPiece marks continuations with ##; BPE/sentencepiece mark word starts with a space
+            # (a BPE vocabulary holds a few "##..." tokens of its own, e.g. Markdown headings)
+            wordpiece = sum(bool(t) and t.startswith("##") for t in tokens) > 0.05 * len(tokens)
             for i, tok in enumerate(tokens):
-                if tok is None or i in special:
+                if tok is None or i in special or (wordpiece and tok.startswith("##")):
                     continue
-                if tok[:1] in ("Ġ", "▁"):  # byte-level BPE / sentencepiece word start
-                    word = tok[1:]
-                elif tok.startswith("##"):
-                    continue
-                else:  # WordPiece word start; in BPE vocabularies a bare piece continues a word
-                    if any(t.startswith("Ġ") for t in tokens[:200] if t):
+                text = self.tokenizer.convert_tokens_to_string([tok])  # bytes → text for byte-level BPE
+                if not wordpiece:
+                    if not text.startswith(" "):
                         continue
-                    word = tok
-                keep[i] = len(word) >= 2 and word.isalpha()
+                    text = text[1:]
+                keep[i] = len(text) >= 2 and text.isascii() and text.isalpha()
             self._word_start = keep
         return self._word_start
 

@@ -166,3 +166,10 @@ def test_model_untouched_by_gradient_search(causal, task, tmp_path):
     assert weights_checksum(causal.model) == before
     assert all(p.grad is None for p in causal.model.parameters())
     assert torch.is_grad_enabled()
+
+
+def test_word_start_tokens(causal, masked):
+    bpe = causal.tokenizer.convert_ids_to_tokens(causal.word_start_tokens().nonzero()[:, 0].tolist())
+    assert bpe and all(t.startswith("Ġ") and t[1:].isalpha() for t in bpe)
+    wp = masked.tokenizer.convert_ids_to_tokens(masked.word_start_tokens().nonzero()[:, 0].tolist())
+    assert wp and not any(t.startswith("##") or t.startswith("[") for t in wp)
