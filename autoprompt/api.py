@@ -13,7 +13,7 @@ from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model
 from autoprompt.models import FrozenLM
-from autoprompt.prompts import Prompt, Template, Verbalizer
+from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.tasks import TaskData, lama_relations, load_task, resolve_data_dir
 
 
@@ -29,12 +29,12 @@ def versions() -> dict[str, str]:
 
 
 def build_prompt(data: TaskData, template: str | None = None, verbalizer: str | Mapping | None = None,
-                 prompt: str | Path | Prompt | None = None) -> Prompt:
+                 prompt: str | Path | AnyPrompt | None = None) -> AnyPrompt:
     """The prompt to score: a prompt file, else the task's default with ``template``/``verbalizer`` overrides."""
     if prompt is not None:
         if template is not None or verbalizer is not None:
             raise AutopromptError("give either --prompt or --template/--verbalizer, not both")
-        return prompt if isinstance(prompt, Prompt) else Prompt.load(prompt)
+        return prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
     base = data.task.default_prompt
     tpl = Template(template) if template is not None else base.template
     if verbalizer is None:
@@ -49,7 +49,7 @@ def evaluate(
     *,
     template: str | None = None,
     verbalizer: str | Mapping | None = None,
-    prompt: str | Path | Prompt | None = None,
+    prompt: str | Path | AnyPrompt | None = None,
     model: str | FrozenLM = DEFAULT_MODEL,
     split: str = "test",
     shots: int | None = None,

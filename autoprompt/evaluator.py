@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from autoprompt import metrics
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.models import Encoded, FrozenLM, WordTable
-from autoprompt.prompts import Prompt
+from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
 
@@ -55,8 +55,9 @@ class Budget:
         return self.remaining <= 0 or late
 
     def require(self, forwards: int = 0, backwards: int = 0) -> None:
-        """Raise `BudgetExhausted` unless this much work still fits."""
-        if forwards + 2 * backwards > self.remaining or self.exhausted:
+        """Raise `BudgetExhausted` unless this much work still fits (free work always fits)."""
+        cost = forwards + 2 * backwards
+        if cost and (cost > self.remaining or self.exhausted):
             raise BudgetExhausted(f"budget spent: {self.used} of {self.max_forwards} example-forwards")
 
     def charge(self, forwards: int = 0, backwards: int = 0) -> None:
@@ -83,6 +84,7 @@ class EvalResult:
     logprobs: Tensor
     labels: Tensor
     extra: dict[str, float] = field(default_factory=dict)
+    top_token: Tensor | None = field(default=None, repr=False)
 
     @property
     def preds(self) -> Tensor:
@@ -138,18 +140,39 @@ class Evaluator:
         self.paid: set[tuple[str, str]] = set()
         self.stats = Counter()  # real/padded tokens and batches, for benchmarks
 
-    def score(self, prompt: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
-        """Score one prompt (see `score_many`)."""
+    def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
+        """Score one prompt or ensemble (see `score_many`)."""
         return self.score_many([prompt], examples, progress)[0]
 
-    def score_many(self, prompts: Sequence[Prompt], examples: Sequence[Example],
+    def score_many(self, prompts: Sequence[AnyPrompt], examples: Sequence[Example],
                    progress: bool = False) -> list[EvalResult]:
-        """Score several prompts on the same examples as one batched job.
+        """Score several prompts (or ensembles) on the same examples as one batched job.
+
+        An ensemble's members are scored like any prompt (and charged once each); its class
+        log-probs are their weighted mean.
 
         Raises:
             AutopromptError: no examples, or a prompt that does not fit the task or model.
             BudgetExhausted: the budget cannot pay for the uncached prompts.
         """
+        singles = list({p.fingerprint: p for q in prompts
+                        for p in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+        scored = dict(zip([p.fingerprint for p in singles], self._score_singles(singles, examples, progress),
+                          strict=True))
+        labels = torch.tensor([ex.label for ex in examples])
+        out = []
+        for q in prompts:
+            if isinstance(q, Ensemble):
+                members = [scored[m.fingerprint] for m in q.members]
+                logprobs = sum(w * r.logprobs for w, r in zip(q.weights, members, strict=True))
+                heaviest = members[max(range(len(q.weights)), key=q.weights.__getitem__)]
+                out.append(self._result(q, (logprobs, heaviest.top_token), labels))
+            else:
+                out.append(scored[q.fingerprint])
+        return out
+
+    def _score_singles(self, prompts: Sequence[Prompt], examples: Sequence[Example],
+                       progress: bool) -> list[EvalResult]:
         if not examples:
             raise AutopromptError("nothing to score: the example list is empty (check --limit and the split)")
         data_key = examples_fingerprint(examples)
@@ -281,10 +304,10 @@ class Evaluator:
             self.stats["batches"] += 1
         return batches
 
-    def _result(self, prompt: Prompt, scored: tuple[Tensor, Tensor], labels: Tensor) -> EvalResult:
+    def _result(self, prompt: AnyPrompt, scored: tuple[Tensor, Tensor], labels: Tensor) -> EvalResult:
         logprobs, top = scored
         metric = self.task.metric
-        result = EvalResult(metric, metrics.score(metric, logprobs, labels), logprobs, labels)
+        result = EvalResult(metric, metrics.score(metric, logprobs, labels), logprobs, labels, top_token=top)
         if metric == "lama":
             result.extra.update(metrics.ranking(logprobs, labels))
             if self.majority_label is not None:

@@ -268,6 +268,10 @@ class Prompt:
     def with_triggers(self, trigger_ids: Sequence[int]) -> Prompt:
         return Prompt(self.template, self.verbalizer, tuple(trigger_ids), self.soft, self.meta)
 
+    def with_meta(self, meta: Mapping[str, Any]) -> Prompt:
+        """The same prompt with ``meta`` merged into its provenance."""
+        return Prompt(self.template, self.verbalizer, self.trigger_ids, self.soft, {**self.meta, **meta})
+
     def to_json(self) -> dict[str, Any]:
         return {
             "template": self.template.source,
@@ -293,13 +297,10 @@ class Prompt:
     @classmethod
     def load(cls, path: str | Path) -> Prompt:
         """Read a ``prompt.json`` artifact."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise AutopromptError(f"prompt file {path} does not exist") from None
-        except json.JSONDecodeError as err:
-            raise AutopromptError(f"prompt file {path} is not valid JSON ({err.msg})") from None
+        return cls._from_file(_read_json(Path(path)), Path(path))
+
+    @classmethod
+    def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
         prompt = cls.from_json(data)
         if prompt.soft and not Path(prompt.soft).is_absolute():
             prompt = Prompt(
@@ -314,3 +315,95 @@ class Prompt:
         key = {k: v for k, v in self.to_json().items() if k != "meta"}
         blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Weighted prompts scored as one: the class log-probs are the weighted mean of the members'.
+
+    This is LPAQA's ensemble (Jiang et al., 2020): ``topk`` gives equal weights, ``optimized``
+    learns them. The weights are normalised to sum to one.
+
+    Args:
+        members: the prompts (they must share the task's labels).
+        weights: one non-negative weight per member.
+        meta: provenance, not part of the fingerprint.
+    """
+
+    members: tuple[Prompt, ...]
+    weights: tuple[float, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        members, weights = tuple(self.members), tuple(float(w) for w in self.weights)
+        if not members or len(members) != len(weights):
+            raise AutopromptError(f"an ensemble needs one weight per member; got {len(members)} members "
+                                  f"and {len(weights)} weights")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise AutopromptError(f"ensemble weights must be non-negative with a positive sum, got {list(weights)}")
+        total = sum(weights)
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "weights", tuple(w / total for w in weights))
+
+    @property
+    def template(self) -> Template:
+        """The heaviest member's template (for display)."""
+        return self.members[max(range(len(self.weights)), key=self.weights.__getitem__)].template
+
+    @property
+    def verbalizer(self) -> Verbalizer:
+        return self.members[0].verbalizer
+
+    @property
+    def trigger_ids(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def soft(self) -> None:
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ensemble": [m.to_json() for m in self.members], "weights": list(self.weights),
+                "meta": dict(self.meta)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Ensemble:
+        try:
+            return cls(tuple(Prompt.from_json(m) for m in data["ensemble"]), tuple(data["weights"]),
+                       dict(data.get("meta", {})))
+        except KeyError as err:
+            raise AutopromptError(f"ensemble JSON lacks the key {err.args[0]!r}") from None
+
+    @property
+    def fingerprint(self) -> str:
+        key = [[m.fingerprint for m in self.members], [round(w, 12) for w in self.weights]]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def with_meta(self, meta: Mapping[str, Any]) -> Ensemble:
+        return Ensemble(self.members, self.weights, {**self.meta, **meta})
+
+
+AnyPrompt = Prompt | Ensemble
+
+
+def prompt_from_json(data: Mapping[str, Any]) -> AnyPrompt:
+    """A `Prompt` or an `Ensemble`, whichever the JSON holds."""
+    return Ensemble.from_json(data) if "ensemble" in data else Prompt.from_json(data)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AutopromptError(f"prompt file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise AutopromptError(f"prompt file {path} is not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise AutopromptError(f"prompt file {path} does not hold a JSON object")
+    return data
+
+
+def load_prompt(path: str | Path) -> AnyPrompt:
+    """Read a ``prompt.json`` artifact: a single prompt or an ensemble."""
+    data = _read_json(Path(path))
+    return Ensemble.from_json(data) if "ensemble" in data else Prompt._from_file(data, Path(path))

@@ -30,7 +30,7 @@ import time
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -217,11 +217,15 @@ class SearchContext:
         digest = hashlib.sha256(f"{self.seed}:{step}".encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
-    def sample(self, examples: Sequence[Example], k: int, salt: str = "") -> list[Example]:
-        """``k`` examples drawn without replacement (all of them if ``k`` >= their number)."""
+    def sample(self, examples: Sequence[Example], k: int, salt: str = "", fixed: bool = False) -> list[Example]:
+        """``k`` examples drawn without replacement (all of them if ``k`` >= their number).
+
+        A new draw each step, or with ``fixed`` the same draw in every step of the run.
+        """
         if k >= len(examples):
             return list(examples)
-        return random.Random(f"{self.seed}:{self.step_index}:{salt}").sample(list(examples), k)
+        step = "fixed" if fixed else self.step_index
+        return random.Random(f"{self.seed}:{step}:{salt}").sample(list(examples), k)
 
 
 # ---- run specification, artifacts, loop ---------------------------------------------------------
@@ -450,9 +454,8 @@ def run_search(
         return {"interrupted": True, "run_dir": str(run_dir), "step": step}
 
     best = searcher.best(ctx, state)
-    best = Prompt(best.template, best.verbalizer, best.trigger_ids, best.soft,
-                  {**best.meta, "strategy": spec.strategy, "task": data.task.name, "model": lm.name,
-                   "seed": spec.seed, "params": spec.params})
+    best = best.with_meta({"strategy": spec.strategy, "task": data.task.name, "model": lm.name,
+                           "seed": spec.seed, "params": spec.params})
     atomic_write_json(run_dir / "prompt.json", best.to_json())
     # core scores the found prompt and the manual baseline on dev and test, outside the budget
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
@@ -501,7 +504,3 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
             "estimated_search_s": round(budget * per_forward, 1),
             "note": "a backward counts as two forwards; test and baseline scoring come on top"}
 
-
-def iter_runs(root: str | Path) -> Iterable[Path]:
-    """Run folders (those with a ``result.json``) under ``root``."""
-    return sorted(p.parent for p in Path(root).glob("**/result.json"))

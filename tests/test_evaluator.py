@@ -210,3 +210,25 @@ def test_trigger_gradient_matches_finite_difference(task):
         assert float(grad[1] @ direction) == pytest.approx(numeric, rel=5e-3, abs=1e-6)  # rotary tables stay float32
         assert float(grad[1].abs().sum()) > 0
         assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_ensemble_is_the_weighted_mean_of_members(causal, task, tmp_path):
+    from autoprompt.prompts import Ensemble, load_prompt  # noqa: PLC0415
+
+    a = Prompt("{sentence} It was [P]", MULTI)
+    b = Prompt("Text: {sentence} Sentiment: [P]", {"negative": ["bad"], "positive": ["good"]})
+    ens = Ensemble((a, b), (3.0, 1.0))
+    assert ens.weights == (0.75, 0.25)
+    ev = Evaluator(causal, task.task)
+    ra, rb = ev.score(a, task.dev).logprobs, ev.score(b, task.dev).logprobs
+    got = Evaluator(causal, task.task).score(ens, task.dev)
+    by_hand = torch.stack([torch.stack([0.75 * ra[i, c] + 0.25 * rb[i, c] for c in range(2)])
+                           for i in range(len(task.dev))])
+    torch.testing.assert_close(got.logprobs, by_hand, atol=1e-6, rtol=0)
+    assert got.score == float((by_hand.argmax(-1) == torch.tensor([e.label for e in task.dev])).float().mean())
+    path = tmp_path / "ensemble.json"
+    path.write_text(__import__("json").dumps(ens.to_json()))
+    again = load_prompt(path)
+    assert isinstance(again, Ensemble) and again.fingerprint == ens.fingerprint
+    with pytest.raises(Exception, match="one weight per member"):
+        Ensemble((a, b), (1.0,))

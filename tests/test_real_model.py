@@ -67,3 +67,15 @@ def test_verbalizer_likelihood_on_sst2_16shot(smollm2, data_dir, tmp_path):
     words = result["prompt"]["verbalizer"]
     assert all(len(ws) == 1 for ws in words.values())
     assert result["scores"]["dev"] >= result["baseline"]["dev"]
+
+
+def test_paraphrase_on_sst2_16shot(smollm2, data_dir, tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
+    spec = SearchSpec(task="sst2", strategy="paraphrase", shots=16, data_seed=13, seed=0, budget=400,
+                      params={"num_paraphrases": 4, "beam": 1, "score_examples": 16}, out=str(tmp_path))
+    result = run_search(spec, lm=smollm2, data=data)
+    assert result["scores"]["dev"] >= result["baseline"]["dev"]
+    trace = (tmp_path / "sst2" / "paraphrase").glob("*/trace.jsonl")
+    assert any('"generated"' in path.read_text() for path in trace)

