@@ -229,8 +229,7 @@ class Evaluator:
             table = tables[jobs[0].prompt]
             n_prompts = len({j.prompt for j in jobs})
             if self.shared_prefix and n_prompts > 1:
-                self._run_shared(jobs, n_prompts, table, examples, out, bar)
-                continue
+                jobs = self._run_shared(jobs, n_prompts, table, examples, out, bar)
             for batch in self._buckets(jobs):
                 gold = [examples[j.example].label for j in batch] if self.task.metric == "lama" else None
                 scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold)
@@ -243,18 +242,24 @@ class Evaluator:
         return out
 
     def _run_shared(self, jobs: list[_Job], k: int, table: WordTable, examples: Sequence[Example],
-                    out: list[tuple[Tensor, Tensor]], bar: tqdm) -> None:
-        """Score K prompts per example with the shared part of each input run once."""
+                    out: list[tuple[Tensor, Tensor]], bar: tqdm) -> list[_Job]:
+        """Score K prompts per example with the shared part of each input run once.
+
+        Returns the jobs of examples whose prompts share no prefix (left for the plain path).
+        """
         per_example: dict[int, list[_Job]] = {}
         for job in jobs:
             per_example.setdefault(job.example, []).append(job)
-        items = []
+        items, unshared = [], []
         for e, group in per_example.items():
             seqs = [j.encoded.ids for j in group]
             shared = min(len(s) for s in seqs) - 1  # every prompt keeps at least one token of its own
             for s in seqs[1:]:
                 shared = min(shared, next((i for i, (a, b) in enumerate(zip(seqs[0], s)) if a != b), shared))
-            items.append((shared, e, group))
+            if shared > 0:
+                items.append((shared, e, group))
+            else:
+                unshared.extend(group)
         items.sort(key=lambda item: (item[0], item[1]))
         batch: list = []
         for item in items:
@@ -268,6 +273,7 @@ class Evaluator:
         if batch:
             self._score_shared(batch, table, examples, out)
             bar.update(len(batch) * k)
+        return unshared
 
     def _score_shared(self, batch: list, table: WordTable, examples: Sequence[Example],
                       out: list[tuple[Tensor, Tensor]]) -> None:

@@ -402,8 +402,15 @@ def run_search(
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
     lm = lm or load_model(spec.model)
     if resume is None:
-        run_dir = Path(spec.out) / _safe(data.task.name) / spec.strategy / _run_id(spec)
-        run_dir.mkdir(parents=True, exist_ok=False)
+        base = Path(spec.out) / _safe(data.task.name) / spec.strategy / _run_id(spec)
+        run_dir, n = base, 1
+        while True:  # the same spec started twice in one second gets a suffix, never a shared folder
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                n += 1
+                run_dir = base.with_name(f"{base.name}-{n}")
         atomic_write_json(run_dir / "spec.json", spec.to_json())
 
     budget = Budget(spec.budget if spec.budget is not None else searcher.default_budget, spec.max_seconds)
@@ -467,8 +474,7 @@ def run_search(
         "task": data.task.name, "strategy": spec.strategy, "model": lm.name, "seed": spec.seed,
         "shots": spec.shots, "data_seed": spec.data_seed, "params": spec.params, "metric": data.task.metric,
         "prompt": best.to_json(), "prompt_fingerprint": best.fingerprint,
-        "prompt_text": best.template.render({f: "{" + f + "}" for f in data.task.fields},
-                                            trigger="{T}").replace("{T}", "[T]"),
+        "prompt_text": best.template.render({f: "{" + f + "}" for f in data.task.fields}),
         "triggers": lm.tokenizer.convert_ids_to_tokens(list(best.trigger_ids)) if best.trigger_ids else [],
         "scores": {"dev": found_dev.score, "test": found_test.score},
         "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source},

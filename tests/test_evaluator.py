@@ -176,10 +176,12 @@ def test_shared_prefix_scoring_equals_separate(arch, task):
     ids = [lm.tokenize(" movie")[0], lm.tokenize(" the")[0], lm.tokenize(" plot")[0]]
     prompts = [Prompt("{sentence} [T] [T] It was [P]", MULTI, (a, b)) for a in ids for b in ids]
     prompts.append(Prompt("{sentence} It is [P]", MULTI))  # a different suffix length
-    shared = Evaluator(lm, task.task, batch_size=4).score_many(prompts, task.train)
-    separate = Evaluator(lm, task.task, batch_size=4, shared_prefix=False).score_many(prompts, task.train)
-    for a, b in zip(shared, separate):
-        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+    # and with a prompt that shares nothing with the others (the plain path takes over)
+    for group in (prompts, [*prompts, Prompt("Review: {sentence} It is [P]", MULTI)]):
+        shared = Evaluator(lm, task.task, batch_size=4).score_many(group, task.train)
+        separate = Evaluator(lm, task.task, batch_size=4, shared_prefix=False).score_many(group, task.train)
+        for a, b in zip(shared, separate, strict=True):
+            torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
 
 def test_trigger_gradient_matches_finite_difference(task):
