@@ -88,10 +88,12 @@ def available() -> dict[str, type[Searcher]]:
 
 
 def get_strategy(name: str) -> type[Searcher]:
-    strategies = available()
-    if name not in strategies:
-        raise AutopromptError(f"unknown strategy {name!r}; choose one of {', '.join(strategies) or '(none installed)'}")
-    return strategies[name]
+    """The strategy class registered as ``name`` (only that plug-in is imported)."""
+    found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        names = sorted(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+        raise AutopromptError(f"unknown strategy {name!r}; choose one of {', '.join(names) or '(none installed)'}")
+    return found[0].load()
 
 
 def param_types(cls: type[Searcher]) -> dict[str, Any]:

@@ -95,3 +95,78 @@ def test_empty_split(tmp_path, tiny_model_dir):
 def test_unknown_model_is_one_line(data_dir, tmp_path):
     result = run("evaluate", "--task", "sst2", "--model", str(tmp_path / "no-such-model"), "--data-dir", str(data_dir))
     assert_one_line_error(result, "cannot load model")
+
+
+def _toy_task(tmp_path):
+    rows = ["text,label"] + [f"the film was {w},{lab}" for w, lab in
+                             [("good", 1), ("bad", 0), ("great", 1), ("awful", 0), ("fine", 1), ("dull", 0)] * 3]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(rows[:7]) + "\n")
+    spec = tmp_path / "toy.toml"
+    spec.write_text('name = "toy"\nfields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\n'
+                    'template = "{text} It was [P]"\n[files]\ntrain = "train.csv"\ntest = "test.csv"\n'
+                    '[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    return spec
+
+
+def test_strategies_lists_parameters():
+    rows = {r["strategy"]: r for r in json.loads(run("strategies", "--json").output)}
+    assert {"manual", "random", "gradient", "verbalizer", "paraphrase"} <= set(rows)
+    assert "num_candidates: int = 10" in rows["gradient"]["params"]
+
+
+def test_search_json_and_resume(tmp_path, tiny_model_dir):
+    spec = _toy_task(tmp_path)
+    args = ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "gradient",
+            "--budget", "150", "--param", "num_candidates=3", "--param", "batch_size=4",
+            "--out", str(tmp_path / "runs")]
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    for key in ("task", "strategy", "model", "seed", "shots", "data_seed", "params", "metric", "prompt",
+                "scores", "baseline", "budget", "wall_s", "versions", "run_dir"):
+        assert key in out
+    assert out["params"]["num_candidates"] == 3 and out["budget"]["used"] <= 150
+    again = run("search", "--resume", out["run_dir"], "--json")  # a finished run returns its result
+    assert json.loads(again.output[again.output.index("{"):])["prompt_fingerprint"] == out["prompt_fingerprint"]
+    human = run(*args)
+    assert human.exit_code == 0 and "manual baseline" in human.output and "artifacts:" in human.output
+    scored = run("evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--prompt",
+                 f"{out['run_dir']}/prompt.json", "--json")
+    assert json.loads(scored.output[scored.output.index("{"):])["score"] == pytest.approx(out["scores"]["test"])
+
+
+def test_search_dry_run(tmp_path, tiny_model_dir):
+    spec = _toy_task(tmp_path)
+    result = run("search", "--task", str(spec), "--model", str(tiny_model_dir), "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output[result.output.index("{"):])
+    assert plan["budget"] == 6000 and plan["estimated_search_s"] > 0
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--strategy", "nope"), "unknown strategy 'nope'"),
+        (("--param", "nope=1"), "gradient has no parameter 'nope'"),
+        (("--param", "num_candidates=many"), "not a valid int"),
+        (("--param", "positions"), "not key=value"),
+    ],
+)
+def test_search_bad_input(args, fragment, tmp_path, tiny_model_dir):
+    spec = _toy_task(tmp_path)
+    result = run("search", "--task", str(spec), "--model", str(tiny_model_dir), "--out", str(tmp_path / "r"), *args)
+    assert_one_line_error(result, fragment)
+
+
+def test_resume_of_a_corrupt_checkpoint(tmp_path, tiny_model_dir):
+    spec = _toy_task(tmp_path)
+    (tmp_path / "runs").mkdir()
+    folder = tmp_path / "runs" / "toy" / "gradient" / "x"
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(json.dumps({"task": str(spec), "strategy": "gradient",
+                                                  "model": str(tiny_model_dir), "budget": 100}))
+    (folder / "checkpoint.json").write_text("{oops")
+    assert_one_line_error(run("search", "--resume", str(folder)), "corrupt")
+    assert_one_line_error(run("search", "--resume", str(tmp_path)), "not a run folder")
