@@ -62,3 +62,20 @@ def test_recovers_planted_words(method, kind, tmp_path):
                                    budget=2000, out=str(tmp_path)), lm=lm, data=data)
     assert result["prompt"]["verbalizer"] == {"negative": ["bad"], "positive": ["good"]}
     assert result["scores"]["dev"] > result["baseline"]["dev"]
+
+
+def test_composes_with_gradient_both_ways(causal, task, tmp_path):
+    words = run_search(SearchSpec(task="tiny", strategy="verbalizer", params={"k": 4}, budget=200,
+                                  out=str(tmp_path)), lm=causal, data=task)
+    trig = run_search(SearchSpec(task="tiny", strategy="gradient", budget=200, out=str(tmp_path),
+                                 params={"num_candidates": 3, "batch_size": 6,
+                                         "verbalizer": f"{words['run_dir']}/prompt.json"}), lm=causal, data=task)
+    assert trig["prompt"]["verbalizer"] == words["prompt"]["verbalizer"]
+    # and the other way round: label words for a prompt that already has triggers
+    tpl = "{sentence} [T] [T] It was [P]"
+    first = run_search(SearchSpec(task="tiny", strategy="gradient", budget=200, out=str(tmp_path),
+                                  params={"num_candidates": 3, "batch_size": 6, "template": tpl}), lm=causal, data=task)
+    then = run_search(SearchSpec(task="tiny", strategy="verbalizer", budget=200, out=str(tmp_path),
+                                 params={"k": 4, "prompt": f"{first['run_dir']}/prompt.json"}), lm=causal, data=task)
+    assert then["prompt"]["template"] == tpl
+    assert then["prompt"]["trigger_ids"] == first["prompt"]["trigger_ids"]
