@@ -125,7 +125,10 @@ def evaluate(
         table.add_row("lama (mean)", result["split"], str(result["n"]), "P@1", f"{result['score']:.4f}", "")
     out.print(table)
     if "template" in result:
-        out.print(f"template: {result['template']!r}  verbalizer: {json.dumps(result['verbalizer'])}", highlight=False)
+        words = result["verbalizer"]
+        shown = (json.dumps(words) if len(words) <= 8  # LAMA has hundreds of candidate objects
+                 else f"{len(words)} labels, e.g. {json.dumps(dict(list(words.items())[:3]))}")
+        out.print(f"template: {result['template']!r}  verbalizer: {shown}", highlight=False)
     out.print(f"model {result['model']}, {result['wall_s']:.1f} s", highlight=False)
     return None
 
