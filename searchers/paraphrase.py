@@ -35,6 +35,19 @@ from autoprompt.search import SearchContext, Searcher, starting_prompt
 _ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
 
 
+def _source(segments) -> str:
+    """Template text from segments (literal text escaped, slots with their leading space)."""
+    out = []
+    for seg in segments:
+        if seg.kind == "text":
+            out.append(seg.value.replace("{", "{{").replace("}", "}}").replace("[", "[["))
+        elif seg.kind == "field":
+            out.append(seg.space + "{" + seg.value + "}")
+        else:
+            out.append(seg.space + {"trigger": "[T]", "predict": "[P]", "soft": "[S]"}[seg.kind])
+    return "".join(out)
+
+
 @dataclass
 class Paraphrase(Searcher):
     """Template mining and paraphrasing.
@@ -149,24 +162,46 @@ class Paraphrase(Searcher):
         return self._refill(gen, template) if gen.kind == "masked" else self._ask(ctx, gen, template, salt)
 
     def _ask(self, ctx: SearchContext, gen, template: Template, salt: str) -> list[str]:
+        """Causal LM: rewrite the whole template, and each of its text pieces on its own.
+
+        Small models rarely keep placeholders through a whole-template rewrite; a text piece
+        ("It was", "Sentiment (positive or negative):") is rewritten between the untouched slots,
+        so those rewrites keep their slots by construction.
+        """
         shown = template.source.replace("[P]", _ANSWER)
         fields = ", ".join("{" + f + "}" for f in template.fields)
-        request = (f"Rewrite this prompt template in a different way. Keep {fields} and {_ANSWER} exactly "
-                   f"as written, with {_ANSWER} at the end. Reply with the new template only.\n\n{shown}")
+        whole = (f"Rewrite this prompt template in a different way. Keep {fields} and {_ANSWER} exactly "
+                 f"as written, with {_ANSWER} at the end. Reply with the new template only.\n\n{shown}")
+        out = [t.replace(_ANSWER, "[P]") for t in self._generate(ctx, gen, whole, salt)]
+        pieces = [i for i, s in enumerate(template.segments) if s.kind == "text" and any(c.isalpha() for c in s.value)]
+        for i in pieces:
+            text = template.segments[i].value
+            core = text.strip()
+            request = ("Rewrite the phrase in other words, keeping its meaning. Reply with the new phrase only.\n\n"
+                       f"Phrase: {core}")
+            for new in self._generate(ctx, gen, request, f"{salt}:{i}"):
+                new = new.splitlines()[0].strip().strip('"') if new.strip() else ""
+                if new and new != core:
+                    segments = list(template.segments)
+                    segments[i] = type(segments[i])("text", text.replace(core, new))
+                    out.append(_source(segments))
+        return out
+
+    def _generate(self, ctx: SearchContext, gen, request: str, salt: str) -> list[str]:
+        """``num_paraphrases`` sampled replies, through the chat template where there is one."""
         tok = gen.tokenizer
         if getattr(tok, "chat_template", None):
             text = tok.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
                                            add_generation_prompt=True)
         else:
-            text = f"{request}\n\nNew template:"
+            text = f"{request}\n\nAnswer:"
         ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=gen.device)
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             torch.manual_seed(ctx.rng().randrange(2**31) + sum(map(ord, salt)))  # the step's seed
             out = gen.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                     temperature=self.temperature, max_new_tokens=60,
+                                     temperature=self.temperature, max_new_tokens=40,
                                      num_return_sequences=self.num_paraphrases, pad_token_id=gen.pad_id)
-        texts = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
-        return [t.strip().strip('"').replace(_ANSWER, "[P]").strip() for t in texts]
+        return [t.strip() for t in tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def _refill(self, gen, template: Template) -> list[str]:
         """Masked LM: mask one template word at a time, refill with the top whole-word predictions."""
