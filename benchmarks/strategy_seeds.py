@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from autoprompt import load_model
+from autoprompt.prompts import prompt_from_json
 from autoprompt.search import SearchSpec, run_search
 
 
@@ -46,7 +47,9 @@ def main() -> None:
         r = finished(spec) or run_search(spec, lm=lm)
         rows.append({"data_seed": data_seed, "manual_test": r["baseline"]["test"], "found_test": r["scores"]["test"],
                      "manual_dev": r["baseline"]["dev"], "found_dev": r["scores"]["dev"], "prompt": r["prompt_text"],
-                     "verbalizer": r["prompt"]["verbalizer"],
+                     "verbalizer": prompt_from_json(r["prompt"]).verbalizer.to_json(),
+                     "members": [m["template"] for m in r["prompt"].get("ensemble", [])],
+                     "weights": r["prompt"].get("weights"),
                      "triggers": r["triggers"], "budget": r["budget"]["used"], "steps": r["steps"],
                      "wall_s": r["wall_s"], "run_dir": r["run_dir"]})
         print(json.dumps(rows[-1]), flush=True)
