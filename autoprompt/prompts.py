@@ -162,6 +162,19 @@ class Template:
     def __str__(self) -> str:
         return self.source
 
+    @classmethod
+    def from_segments(cls, segments: Sequence[Segment]) -> Template:
+        """The template whose parse is ``segments`` (literal text escaped, slots with their space)."""
+        out = []
+        for seg in segments:
+            if seg.kind == "text":
+                out.append(seg.value.replace("{", "{{").replace("}", "}}").replace("[", "[["))
+            elif seg.kind == "field":
+                out.append(seg.space + "{" + seg.value + "}")
+            else:
+                out.append(seg.space + {"trigger": "[T]", "predict": "[P]", "soft": "[S]"}[seg.kind])
+        return cls("".join(out))
+
 
 @dataclass(frozen=True)
 class Verbalizer:

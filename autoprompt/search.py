@@ -44,7 +44,7 @@ from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Budget, Evaluator
 from autoprompt.io import atomic_write_json, read_json
 from autoprompt.models import FrozenLM
-from autoprompt.prompts import Prompt, Template, Verbalizer
+from autoprompt.prompts import Prompt, Segment, Template, Verbalizer
 from autoprompt.tasks.base import Example, Task, TaskData
 
 ENTRY_POINT_GROUP = "autoprompt.searchers"
@@ -291,18 +291,10 @@ def with_triggers(template: Template, num_triggers: int) -> Template:
     """
     if template.num_triggers:
         return template
-    last_field = max(i for i, s in enumerate(template.segments) if s.kind == "field") if template.fields else -1
-    parts = []
-    for i, seg in enumerate(template.segments):
-        if seg.kind == "text":
-            parts.append(seg.value.replace("{", "{{").replace("}", "}}").replace("[", "[["))
-        elif seg.kind == "field":
-            parts.append(seg.space + "{" + seg.value + "}")
-        else:
-            parts.append(seg.space + {"trigger": "[T]", "predict": "[P]", "soft": "[S]"}[seg.kind])
-        if i == last_field or (last_field < 0 and i == 0):
-            parts.append(" [T]" * num_triggers)
-    return Template("".join(parts))
+    last_field = max(i for i, s in enumerate(template.segments) if s.kind == "field") if template.fields else 0
+    triggers = [Segment("trigger", space=" ")] * num_triggers
+    segments = list(template.segments)
+    return Template.from_segments(segments[: last_field + 1] + triggers + segments[last_field + 1 :])
 
 
 def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer: str | None = None,

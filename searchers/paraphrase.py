@@ -35,19 +35,6 @@ from autoprompt.search import SearchContext, Searcher, starting_prompt
 _ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
 
 
-def _source(segments) -> str:
-    """Template text from segments (literal text escaped, slots with their leading space)."""
-    out = []
-    for seg in segments:
-        if seg.kind == "text":
-            out.append(seg.value.replace("{", "{{").replace("}", "}}").replace("[", "[["))
-        elif seg.kind == "field":
-            out.append(seg.space + "{" + seg.value + "}")
-        else:
-            out.append(seg.space + {"trigger": "[T]", "predict": "[P]", "soft": "[S]"}[seg.kind])
-    return "".join(out)
-
-
 @dataclass
 class Paraphrase(Searcher):
     """Template mining and paraphrasing.
@@ -184,7 +171,7 @@ class Paraphrase(Searcher):
                 if new and new != core:
                     segments = list(template.segments)
                     segments[i] = type(segments[i])("text", text.replace(core, new))
-                    out.append(_source(segments))
+                    out.append(Template.from_segments(segments).source)
         return out
 
     def _generate(self, ctx: SearchContext, gen, request: str, salt: str) -> list[str]:

@@ -96,3 +96,9 @@ def test_prompt_load_errors(tmp_path):
     bad.write_text('{"template": "{s} [P]"}')
     with pytest.raises(AutopromptError, match="lacks the key 'verbalizer'"):
         Prompt.load(bad)
+
+
+@pytest.mark.parametrize("source", ["{sentence} [T] [T] It was [P] .", "[[x] {{y}} [S] {a}\nQ: {b} [P]", "[P] : {s}"])
+def test_template_from_segments_round_trip(source):
+    t = Template(source)
+    assert Template.from_segments(t.segments).segments == t.segments
