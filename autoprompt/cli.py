@@ -173,11 +173,11 @@ def search(
 
     Writes runs/<task>/<strategy>/<run-id>/ with spec.json, trace.jsonl, prompt.json, result.json.
     """
-    from autoprompt.search import SearchSpec, estimate, run_search  # noqa: PLC0415
+    from autoprompt.search import SearchSpec, estimate, parse_params, run_search  # noqa: PLC0415
 
     if task is None and resume is None:
         raise AutopromptError("give --task (or --resume a run folder)")
-    spec = SearchSpec(task=task or "", strategy=strategy, params=dict(_pairs(param or [])), model=model, shots=shots,
+    spec = SearchSpec(task=task or "", strategy=strategy, params=parse_params(param or []), model=model, shots=shots,
                       data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out_dir),
                       data_dir=str(data_dir) if data_dir else None)
     if dry_run:
@@ -206,16 +206,6 @@ def search(
               f"{spent['backwards']} backwards), {result['steps']} steps, {result['wall_s']:.0f} s", highlight=False)
     out.print(f"artifacts: {result['run_dir']}", highlight=False)
     return None
-
-
-def _pairs(items: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for item in items:
-        if "=" not in item:
-            raise AutopromptError(f"--param {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        pairs.append((key.strip(), value.strip()))
-    return pairs
 
 
 def main() -> None:

@@ -153,17 +153,22 @@ def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
     raise TypeError(f"parameter {key} of {cls.name} has an unsupported type {tp}")
 
 
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` (the CLI's ``--param``) as a dict; a one-line error for anything else."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise AutopromptError(f"--param {item!r} is not key=value; see `autoprompt strategies` for the names")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def create(name: str, params: Mapping[str, Any] | Sequence[str] = ()) -> Searcher:
     """Instantiate a strategy from ``{"k": v}`` or ``["k=v", ...]``; one-line errors otherwise."""
     cls = get_strategy(name)
     if not isinstance(params, Mapping):
-        items = {}
-        for item in params:
-            if "=" not in item:
-                raise AutopromptError(f"--param {item!r} is not key=value; {name} takes: {describe_params(cls)}")
-            key, value = item.split("=", 1)
-            items[key.strip()] = value.strip()
-        params = items
+        params = parse_params(params)
     types_ = param_types(cls)
     converted = {}
     for key, value in params.items():
@@ -213,11 +218,6 @@ class SearchContext:
         """A generator seeded by (seed, step): the same draws after a resume."""
         step = self.step_index if step is None else step
         return random.Random(f"{self.seed}:{step}")
-
-    def torch_rng(self, step: int | None = None) -> torch.Generator:
-        step = self.step_index if step is None else step
-        digest = hashlib.sha256(f"{self.seed}:{step}".encode()).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
     def sample(self, examples: Sequence[Example], k: int, salt: str = "", fixed: bool = False) -> list[Example]:
         """``k`` examples drawn without replacement (all of them if ``k`` >= their number).
