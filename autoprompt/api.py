@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model
 from autoprompt.models import FrozenLM
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
-from autoprompt.tasks import TaskData, lama_relations, load_task, resolve_data_dir
+from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
 
 
 def versions() -> dict[str, str]:
@@ -103,6 +104,67 @@ def evaluate(
         "protocol": data.protocol, "limit": limit,
         "wall_s": round(time.perf_counter() - started, 3), "versions": versions(),
     }
+
+
+def read_inputs(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a JSONL file, each an object holding the template's ``fields``."""
+    file = Path(path)
+    if not file.is_file():
+        raise AutopromptError(f"input file {file} does not exist")
+    rows = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AutopromptError(f"{file} line {n} is not JSON ({err.msg}); write one object per line") from None
+        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
+        if missing:
+            raise AutopromptError(f"{file} line {n} lacks the field(s) {missing} the prompt's template needs "
+                                  f"(it uses {list(fields)})")
+        rows.append({f: str(row[f]) for f in fields})
+    if not rows:
+        raise AutopromptError(f"input file {file} holds no rows")
+    return rows
+
+
+def predict(
+    prompt: str | Path | AnyPrompt,
+    inputs: str | Path | Sequence[Mapping[str, str]],
+    *,
+    model: str | FrozenLM | None = None,
+    batch_size: int = 32,
+    top: int = 5,
+) -> list[dict[str, Any]]:
+    """Labels for new inputs under a saved prompt (discrete, soft or an ensemble).
+
+    Args:
+        prompt: a ``prompt.json`` artifact (its ``soft.safetensors`` beside it) or a prompt.
+        inputs: a JSONL file, or rows, each holding the template's fields.
+        model: the backbone (default: the model the prompt was searched on, from its metadata).
+        batch_size: examples per forward.
+        top: class probabilities reported per row (the most likely first).
+
+    Returns:
+        Per input: its fields, the predicted ``label`` and the top class probabilities.
+    """
+    chosen = prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
+    fields = chosen.template.fields
+    rows = read_inputs(inputs, fields) if isinstance(inputs, str | Path) else [dict(r) for r in inputs]
+    labels = chosen.verbalizer.labels
+    task = Task(str(chosen.meta.get("task", "predict")), fields, labels, chosen.template.source,
+                {label: list(chosen.verbalizer.words[label]) for label in labels})
+    lm = model if isinstance(model, FrozenLM) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
+    examples = [Example({f: r[f] for f in fields}, 0) for r in rows]  # labels unknown: never read
+    result = Evaluator(lm, task, batch_size=batch_size, cache=False).score(chosen, examples)
+    probs = result.logprobs.log_softmax(-1).exp()                                          # [N, C]
+    out = []
+    for row, p in zip(rows, probs, strict=True):
+        best = p.topk(min(top, len(labels)))
+        out.append({**row, "label": labels[int(best.indices[0])],
+                    "probs": {labels[int(i)]: round(float(v), 6) for v, i in zip(best.values, best.indices)}})
+    return out
 
 
 def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, model: str | FrozenLM, split: str,

@@ -135,6 +135,28 @@ def evaluate(
 
 @app.command()
 @friendly
+def predict(
+    prompt: Annotated[Path, typer.Option(help="A prompt.json artifact (discrete, soft or ensemble).")],
+    input_file: Annotated[Path, typer.Option("--input", help="JSONL, one object per line with the template's fields.")],
+    model: Annotated[str | None, typer.Option(help="Backbone (default: the one the prompt was searched on).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write JSONL here (atomically) instead of stdout.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 32,
+) -> None:
+    """Label new inputs with a saved prompt: one JSON line per input with its label and probabilities."""
+    from autoprompt.api import predict as run  # noqa: PLC0415
+    from autoprompt.io import atomic_write_bytes  # noqa: PLC0415
+
+    rows = run(prompt, input_file, model=model, batch_size=batch_size)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(output, text.encode())
+        err.print(f"{len(rows)} predictions written to {output}", highlight=False)
+
+
+@app.command()
+@friendly
 def strategies(as_json: AsJson = False) -> None:
     """List search strategies: what each does and its parameters with defaults."""
     from autoprompt.search import available, describe_params  # noqa: PLC0415
@@ -201,6 +223,16 @@ def search(
     out.print(f"prompt: {result['prompt_text']!r}", highlight=False)
     if result["triggers"]:
         out.print(f"triggers: {result['triggers']}", highlight=False)
+    details = result.get("details", {})
+    if "trainable_parameters" in details:
+        out.print(f"trainable parameters: {details['trainable_parameters']:,} "
+                  f"(backbone {details['backbone_parameters']:,}, frozen and unchanged)", highlight=False)
+    if "readout" in details:
+        readout = details["readout"]
+        out.print(f"nearest tokens: {readout['discrete_prompt']!r} (dev {readout['discrete_dev']:.4f} as a discrete "
+                  "prompt)", highlight=False)
+    for warning in result.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     spent = result["budget"]
     out.print(f"budget: {spent['used']} of {spent['limit']} example-forwards ({spent['forwards']} forwards, "
               f"{spent['backwards']} backwards), {result['steps']} steps, {result['wall_s']:.0f} s", highlight=False)

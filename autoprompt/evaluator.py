@@ -23,6 +23,7 @@ from autoprompt import metrics
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.models import Encoded, FrozenLM, WordTable
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
+from autoprompt.soft import SoftPrompt, resolve_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
 
@@ -213,11 +214,14 @@ class Evaluator:
         labels = self.task.labels
         tables: list[WordTable] = []
         groups: dict[tuple, list[_Job]] = {}
+        softs: list[SoftPrompt | None] = []
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
             table = self.lm.word_table(prompt, labels)
             tables.append(table)
-            key = tuple(tuple(ws) for ws in table)
+            softs.append(self._soft(prompt))
+            # prompts with their own soft tensors never share a batch (or a prefix) with others
+            key = (tuple(tuple(ws) for ws in table), p if softs[-1] is not None else -1)
             for e, ex in enumerate(examples):
                 groups.setdefault(key, []).append(_Job(p, e, self.lm.encode(prompt, ex)))
         n_classes = len(labels)
@@ -228,11 +232,12 @@ class Evaluator:
         for jobs in groups.values():
             table = tables[jobs[0].prompt]
             n_prompts = len({j.prompt for j in jobs})
+            soft = softs[jobs[0].prompt]
             if self.shared_prefix and n_prompts > 1:
                 jobs = self._run_shared(jobs, n_prompts, table, examples, out, bar)
             for batch in self._buckets(jobs):
                 gold = [examples[j.example].label for j in batch] if self.task.metric == "lama" else None
-                scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold)
+                scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold, soft=soft)
                 logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
                 for row, job in enumerate(batch):
                     out[job.prompt][0][job.example] = logprobs[row]
@@ -240,6 +245,26 @@ class Evaluator:
                 bar.update(len(batch))
         bar.close()
         return out
+
+    def _soft(self, prompt: Prompt) -> SoftPrompt | None:
+        """The prompt's soft tensors, checked against its template and the model."""
+        soft = resolve_soft(prompt.soft)
+        slots = prompt.template.num_soft
+        if soft is None:
+            if slots:
+                raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but the prompt has "
+                                      "no soft tensors; train them (--strategy ptuning) or remove the [S] slots")
+            return None
+        if soft.num_slots != slots:
+            raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but its soft prompt "
+                                  f"holds {soft.num_slots} vectors; use the prompt.json saved with the vectors")
+        hidden = self.lm.embedding_matrix().shape[1]
+        if soft.slots is not None and soft.slots.shape[1] != hidden:
+            raise AutopromptError(f"the soft prompt's vectors have size {soft.slots.shape[1]} but {self.lm.name}'s "
+                                  f"embeddings have {hidden}; score it with the model it was trained on")
+        if soft.prefix is not None:
+            self.lm.check_prefix()
+        return soft
 
     def _run_shared(self, jobs: list[_Job], k: int, table: WordTable, examples: Sequence[Example],
                     out: list[tuple[Tensor, Tensor]], bar: tqdm) -> list[_Job]:

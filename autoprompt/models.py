@@ -19,6 +19,7 @@ A class with several words scores the log of their total probability (log-sum-ex
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Prompt
+from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example
 
 Kind = Literal["masked", "causal"]
@@ -87,6 +89,15 @@ class LanguageModel(Protocol):
                        gold: Sequence[int] | None = None) -> Scores: ...
 
     def embedding_matrix(self) -> Tensor: ...
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """sha256 of every weight's bytes: a search must leave it unchanged."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -284,15 +295,41 @@ class FrozenLM:
         return torch.where((slots >= 0)[..., None], picked, embeds)
 
     @staticmethod
-    def _slot_row(enc: Encoded) -> list[int]:
-        row = [-1] * len(enc.ids)
-        for k, pos in enumerate(enc.trigger_at):
+    def _slot_row(enc: Encoded, triggers: bool = True, soft: bool = False) -> list[int]:
+        """Per position, the row of the injected-vector table it takes (-1: its own token).
+
+        The table is the trigger vectors (if ``triggers``) followed by the soft slot vectors.
+        """
+        row, k = [-1] * len(enc.ids), 0
+        for pos in (enc.trigger_at if triggers else ()) + (enc.soft_at if soft else ()):
             row[pos] = k
+            k += 1
         return row
+
+    def _injected(self, batch: Sequence[Encoded], ids: Tensor, vectors: Tensor | None, soft: SoftPrompt | None,
+                  left: bool = False, widen=None) -> Tensor | None:
+        """Input embeddings ``[B, L, H]`` with trigger and soft-slot vectors in place, or None if neither."""
+        use_soft = soft is not None and soft.slots is not None
+        if vectors is None and not use_soft:
+            return None
+        table = torch.cat([t.to(self.device) for t in (vectors, soft.slots if use_soft else None) if t is not None])
+        rows = [self._slot_row(e, vectors is not None, use_soft) for e in batch]
+        if widen is not None:
+            rows = [widen(r, e.predict_at, -1) for r, e in zip(rows, batch, strict=True)]
+        slots, _ = self.pad(rows, left=left, fill=-1)
+        return self._embed(ids, slots, table)
+
+    def check_prefix(self) -> None:
+        """Raise unless this model can take a per-layer key/value prefix."""
+        model_type = getattr(getattr(self.model, "config", None), "model_type", type(self.model).__name__)
+        raise AutopromptError(
+            f"{self.name} ({model_type}, {type(self.model).__name__}) does not take past key/values, so it "
+            "cannot use a key/value prefix; use mode=prompt or mode=ptuning"
+        )
 
     @torch.inference_mode()
     def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
-                       gold: Sequence[int] | None = None) -> Scores:
+                       gold: Sequence[int] | None = None, soft: SoftPrompt | None = None) -> Scores:
         """Class log-probs ``[B, C]`` of a batch encoded under one prompt.
 
         Args:
@@ -300,8 +337,17 @@ class FrozenLM:
             words: token ids of each class's words (`word_table`).
             gold: gold classes; lets a causal LM skip words that cannot outrank the gold
                 (see `CausalLM._scores`); metrics that only need the gold's rank stay exact.
+            soft: the prompt's continuous part (vectors at ``[S]``, a key/value prefix).
         """
-        return self._scores(batch, words, gold)
+        return self._scores(batch, words, gold, soft=soft)
+
+    def soft_logprobs(self, batch: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
+        """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors (for training them).
+
+        The same computation as `label_logprobs`, so a trained soft prompt scores as it trained.
+        """
+        with torch.enable_grad():
+            return self._scores(batch, words, None, soft=soft).logprobs
 
     def trigger_gradient(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int]) -> tuple[Tensor, float]:
         """Gradient of the mean gold-label loss (−log p(label word)) w.r.t. the trigger embeddings.
@@ -319,7 +365,7 @@ class FrozenLM:
         return vectors.grad.detach(), float(loss.detach())
 
     def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
-                vectors: Tensor | None = None) -> Scores:
+                vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
         raise NotImplementedError
 
     @torch.inference_mode()
@@ -371,7 +417,9 @@ class MaskedLM(FrozenLM):
         return int(mask)
 
     def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
-                vectors: Tensor | None = None) -> Scores:
+                vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
+        if soft is not None and soft.prefix is not None:
+            self.check_prefix()
         flat = [w for class_words in words for w in class_words]
         columns: list[Tensor | None] = [None] * len(flat)
         top = torch.zeros(len(batch), dtype=torch.long, device=self.device)
@@ -380,12 +428,12 @@ class MaskedLM(FrozenLM):
         for n in sorted({len(w) for w in flat}):
             widen = lambda row, p, fill, n=n: row[:p] + [fill] * n + row[p + 1 :]
             ids, attn = self.pad([widen(list(e.ids), e.predict_at, mask_id) for e in batch])
+            embeds = self._injected(batch, ids, vectors, soft, widen=widen)
             with self._autocast():
-                if vectors is None:
+                if embeds is None:
                     logits = self.model(input_ids=ids, attention_mask=attn).logits
                 else:
-                    slots, _ = self.pad([widen(self._slot_row(e), e.predict_at, -1) for e in batch], fill=-1)
-                    logits = self.model(inputs_embeds=self._embed(ids, slots, vectors), attention_mask=attn).logits
+                    logits = self.model(inputs_embeds=embeds, attention_mask=attn).logits
             pos = at[:, None] + torch.arange(n, device=self.device)                        # [B, n]
             slot_logits = _upcast(logits).gather(1, pos[:, :, None].expand(-1, -1, logits.shape[-1]))
             logp = slot_logits.log_softmax(-1)                                              # [B, n, V]
@@ -465,10 +513,15 @@ class CausalLM(FrozenLM):
         new_cache = out["cache"] if "cache" in out else out["past_key_values"]
         return _upcast(logits), new_cache
 
-    def _last_logprobs(self, ids, attn, positions, cache=None, inputs_embeds=None):
-        """Log-probs after each row's last real token ``[B, V]`` and the updated cache."""
-        if self.left and cache is None:
-            logits, cache = self._forward(ids, attn, positions, keep=1, inputs_embeds=inputs_embeds)
+    def _last_logprobs(self, ids, attn, positions, cache=None, inputs_embeds=None, left: bool | None = None):
+        """Log-probs after each row's last real token ``[B, V]`` and the updated cache.
+
+        ``left``: the rows of ``ids`` are left-padded (default: so when there is no cache).
+        """
+        if left is None:
+            left = self.left and cache is None
+        if left:
+            logits, cache = self._forward(ids, attn, positions, cache=cache, keep=1, inputs_embeds=inputs_embeds)
             return logits[:, -1].log_softmax(-1), cache
         # right padding (or a suffix after a cache): keep only the distinct last positions
         width = attn.shape[1] if cache is None else ids.shape[1]
@@ -504,15 +557,38 @@ class CausalLM(FrozenLM):
             out[start : start + len(chunk)] = (logp * inp_mask).sum(-1)
         return out
 
+    def check_prefix(self) -> None:
+        if self.cache_arg not in inspect.signature(self.model.forward).parameters:
+            super().check_prefix()
+
+    def prefix_from_text(self, ids: Sequence[int]) -> Tensor:
+        """The keys and values ``[L, 2, K, P, D]`` the model computes for ``ids`` (a prefix's init)."""
+        self.check_prefix()
+        inp = torch.tensor([list(ids)], device=self.device)
+        with torch.inference_mode():
+            _, cache = self._forward(inp, torch.ones_like(inp), torch.arange(inp.shape[1], device=self.device)[None],
+                                     keep=1)
+        return torch.stack([torch.stack([k[0], v[0]]) for k, v in _cache_layers(cache)]).float().clone()
+
+    def _prefix_cache(self, prefix: Tensor, rows: int):
+        """A fresh cache holding ``prefix`` ``[L, 2, K, P, D]`` for each of ``rows`` rows."""
+        prefix = prefix.to(self.device)
+        return _make_cache([(layer[0].expand(rows, -1, -1, -1), layer[1].expand(rows, -1, -1, -1))
+                            for layer in prefix])
+
     def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
-                vectors: Tensor | None = None) -> Scores:
+                vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
         ids, attn = self.pad([e.ids for e in batch], left=self.left)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        embeds = None
-        if vectors is not None:
-            slots, _ = self.pad([self._slot_row(e) for e in batch], left=self.left, fill=-1)
-            embeds = self._embed(ids, slots, vectors)
-        logp_first, cache = self._last_logprobs(ids, attn, positions, inputs_embeds=embeds)   # [B, V]
+        embeds = self._injected(batch, ids, vectors, soft, left=self.left)
+        cache = None
+        if soft is not None and soft.prefix is not None:  # P-tuning v2: the prefix is every layer's past
+            self.check_prefix()
+            cache = self._prefix_cache(soft.prefix, len(batch))
+            attn = torch.cat([attn.new_ones(len(batch), soft.prefix_length), attn], dim=1)   # [B, P + L]
+            positions = positions + soft.prefix_length
+        logp_first, cache = self._last_logprobs(ids, attn, positions, cache=cache, inputs_embeds=embeds,
+                                                left=self.left)                            # [B, V]
         return self._word_scores(logp_first, cache, attn, words, gold)
 
     def _word_scores(self, logp_first: Tensor, cache, attn: Tensor, words: WordTable,

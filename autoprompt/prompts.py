@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autoprompt.errors import AutopromptError
+from autoprompt.io import atomic_write_json
+from autoprompt.soft import SOFT_FILE, SoftPrompt, resolve_soft
 
 SlotKind = Literal["text", "field", "trigger", "predict", "soft"]
 _BRACKET_SLOTS: dict[str, SlotKind] = {"[T]": "trigger", "[P]": "predict", "[S]": "soft"}
@@ -250,18 +252,21 @@ class Prompt:
         template: the template (or its text).
         verbalizer: the label words (or a mapping).
         trigger_ids: one vocabulary id per ``[T]`` slot, in order.
-        soft: path of a safetensors file with the soft-prompt parameters, if any (relative
-            paths are resolved against the prompt file's folder).
+        soft: the continuous-prompt tensors (`SoftPrompt`), or the path of their safetensors
+            file (relative paths are resolved against the prompt file's folder); None for a
+            discrete prompt.
         meta: free-form provenance (strategy, model, scores); not part of the fingerprint.
     """
 
     template: Template
     verbalizer: Verbalizer
     trigger_ids: tuple[int, ...] = ()
-    soft: str | None = None
+    soft: str | SoftPrompt | None = None
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.soft, Path):
+            object.__setattr__(self, "soft", str(self.soft))
         if isinstance(self.template, str):
             object.__setattr__(self, "template", Template(self.template))
         if not isinstance(self.verbalizer, Verbalizer):
@@ -285,12 +290,17 @@ class Prompt:
         """The same prompt with ``meta`` merged into its provenance."""
         return Prompt(self.template, self.verbalizer, self.trigger_ids, self.soft, {**self.meta, **meta})
 
+    def with_soft(self, soft: str | SoftPrompt | None) -> Prompt:
+        return Prompt(self.template, self.verbalizer, self.trigger_ids, soft, self.meta)
+
     def to_json(self) -> dict[str, Any]:
+        """The prompt as JSON; tensors of an in-memory soft prompt are named ``soft.safetensors``
+        (`save_prompt` writes them there)."""
         return {
             "template": self.template.source,
             "verbalizer": self.verbalizer.to_json(),
             "trigger_ids": list(self.trigger_ids),
-            "soft": self.soft,
+            "soft": SOFT_FILE if isinstance(self.soft, SoftPrompt) else self.soft,
             "meta": dict(self.meta),
         }
 
@@ -324,8 +334,11 @@ class Prompt:
 
     @property
     def fingerprint(self) -> str:
-        """A short stable hash of everything that changes the prompt's scores."""
+        """A short stable hash of everything that changes the prompt's scores (for a soft prompt,
+        its tensors' values, wherever they are stored)."""
         key = {k: v for k, v in self.to_json().items() if k != "meta"}
+        if self.soft is not None:
+            key["soft"] = resolve_soft(self.soft).digest
         blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -416,7 +429,29 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def save_prompt(prompt: AnyPrompt, path: str | Path) -> None:
+    """Write ``prompt.json`` (and the soft-prompt tensors beside it), each file atomically.
+
+    The tensors are written first, so a ``prompt.json`` never names a file that is not there.
+    """
+    path = Path(path)
+    members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
+    saved = []
+    for i, member in enumerate(members):
+        if isinstance(member.soft, SoftPrompt):
+            name = SOFT_FILE if len(members) == 1 else f"soft-{i}.safetensors"
+            member.soft.save(path.parent / name)
+            member = Prompt(member.template, member.verbalizer, member.trigger_ids, name, member.meta)
+        saved.append(member)
+    data = (Ensemble(tuple(saved), prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else saved[0]).to_json()
+    atomic_write_json(path, data)
+
+
 def load_prompt(path: str | Path) -> AnyPrompt:
     """Read a ``prompt.json`` artifact: a single prompt or an ensemble."""
     data = _read_json(Path(path))
-    return Ensemble.from_json(data) if "ensemble" in data else Prompt._from_file(data, Path(path))
+    if "ensemble" not in data:
+        return Prompt._from_file(data, Path(path))
+    ensemble = Ensemble.from_json(data)
+    members = tuple(Prompt._from_file(m.to_json(), Path(path)) for m in ensemble.members)
+    return Ensemble(members, ensemble.weights, ensemble.meta)

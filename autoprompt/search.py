@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import sys
 import time
 import types
 import typing
@@ -43,8 +44,8 @@ from tqdm.auto import tqdm
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Budget, Evaluator
 from autoprompt.io import atomic_write_json, read_json
-from autoprompt.models import FrozenLM
-from autoprompt.prompts import Prompt, Segment, Template, Verbalizer
+from autoprompt.models import FrozenLM, weights_checksum
+from autoprompt.prompts import Prompt, Segment, Template, Verbalizer, save_prompt
 from autoprompt.tasks.base import Example, Task, TaskData
 
 ENTRY_POINT_GROUP = "autoprompt.searchers"
@@ -74,6 +75,10 @@ class Searcher(ABC):
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        """Extra facts for ``result.json`` (e.g. trainable parameters, a readout); none by default."""
+        return {}
 
 
 # ---- registry -----------------------------------------------------------------------------------
@@ -202,6 +207,7 @@ class SearchContext:
         budget: example-forwards (and backwards) left.
         seed: the search seed.
         report: call with a dict to add fields to the current step's trace line.
+        warn: call with a message for the user (shown, and kept in the trace and the result).
     """
 
     lm: FrozenLM
@@ -212,6 +218,7 @@ class SearchContext:
     budget: Budget
     seed: int
     report: Callable[[dict[str, Any]], None] = lambda info: None
+    warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr)
     step_index: int = 0
 
     def rng(self, step: int | None = None) -> random.Random:
@@ -360,6 +367,65 @@ def gold_loglik(logprobs: torch.Tensor, examples: Sequence[Example]) -> float:
     return float(logprobs[torch.arange(len(examples)), gold].mean())
 
 
+def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` with every tensor replaced by ``{"__tensor__": key}`` (the tensors go to ``tensors``)."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {k: _pack(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, tensors) for v in obj]
+    return obj
+
+
+def _unpack(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        return {k: _unpack(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    return obj
+
+
+def _write_checkpoint(run_dir: Path, step: int, state: dict[str, Any], extra: dict[str, Any]) -> None:
+    """``checkpoint.json`` (and the state's tensors in ``checkpoint-<step>.safetensors``).
+
+    The tensor file is written first and named by step, so the JSON always names a complete
+    file; older tensor files are removed only after the new JSON is in place.
+    """
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    tensors: dict[str, torch.Tensor] = {}
+    packed = _pack(state, tensors)
+    name = None
+    if tensors:
+        name = f"checkpoint-{step}.safetensors"
+        tmp = run_dir / f".{name}.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(run_dir / name)
+    atomic_write_json(run_dir / "checkpoint.json", {"step": step, "state": packed, "tensors": name, **extra})
+    for old in run_dir.glob("checkpoint-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    try:
+        ckpt = read_json(path)
+        tensors = load_file(str(path.parent / ckpt["tensors"])) if ckpt.get("tensors") else {}
+        ckpt["state"] = _unpack(ckpt["state"], tensors)
+        return ckpt
+    except (json.JSONDecodeError, KeyError, TypeError, OSError, SafetensorError) as err:
+        raise AutopromptError(f"checkpoint {path} is corrupt ({type(err).__name__}); "
+                              "start a new run instead of --resume") from None
+
+
 def run_search(
     spec: SearchSpec,
     *,
@@ -412,18 +478,29 @@ def run_search(
     train, dev = data.train, data.dev
     ctx = SearchContext(lm, data.task, train, dev, evaluator, budget, spec.seed)
 
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        ctx.report({"warnings": [*ctx_info.get("warnings", []), message]})
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
+    ctx_info: dict[str, Any] = {}
+    ctx.warn = warn
+    backbone_before = weights_checksum(lm.model)
     checkpoint_path = run_dir / "checkpoint.json"
     if resume is not None and checkpoint_path.is_file():
+        ckpt = _read_checkpoint(checkpoint_path)
         try:
-            ckpt = read_json(checkpoint_path)
             state, step = ckpt["state"], ckpt["step"]
             budget.forwards, budget.backwards = ckpt["budget"]["forwards"], ckpt["budget"]["backwards"]
             evaluator.paid.update(tuple(k) for k in ckpt["paid"])
             elapsed = ckpt["elapsed_s"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (KeyError, TypeError) as err:
             raise AutopromptError(f"checkpoint {checkpoint_path} is corrupt ({type(err).__name__}); "
                                   "start a new run instead of --resume") from None
     else:
+        ctx.report = ctx_info.update
         state, step, elapsed = searcher.start(ctx), 0, 0.0
     trace = _Trace(run_dir / "trace.jsonl", keep=step if resume is not None else None)
 
@@ -434,6 +511,7 @@ def run_search(
     try:
         while not state.get("done") and not budget.exhausted and (stop_after is None or done_here < stop_after):
             info: dict[str, Any] = {}
+            ctx_info = info
             ctx.step_index, ctx.report = step, info.update
             try:
                 state = searcher.step(ctx, state)
@@ -444,9 +522,9 @@ def run_search(
             trace.append({"step": step, **info, "best_dev": state.get("best_dev"), "budget": budget.used,
                           "forwards": budget.forwards, "backwards": budget.backwards,
                           "time_s": round(time.perf_counter() - step_started, 3)})
-            atomic_write_json(checkpoint_path, {
-                "step": step, "state": state, "budget": budget.to_json(),
-                "paid": sorted(evaluator.paid), "elapsed_s": time.perf_counter() - step_started})
+            _write_checkpoint(run_dir, step, state, {
+                "budget": budget.to_json(), "paid": sorted(evaluator.paid),
+                "elapsed_s": time.perf_counter() - step_started})
             bar.update(budget.used - bar.n)
             bar.set_postfix(step=step, best_dev=f"{state.get('best_dev', float('nan')):.3f}")
     finally:
@@ -457,7 +535,11 @@ def run_search(
     best = searcher.best(ctx, state)
     best = best.with_meta({"strategy": spec.strategy, "task": data.task.name, "model": lm.name,
                            "seed": spec.seed, "params": spec.params})
-    atomic_write_json(run_dir / "prompt.json", best.to_json())
+    save_prompt(best, run_dir / "prompt.json")
+    details = searcher.details(ctx, state)
+    backbone_after = weights_checksum(lm.model)
+    if backbone_after != backbone_before:  # a broken strategy must not report anything
+        raise AutopromptError(f"strategy {spec.strategy} changed the backbone's weights; this is a bug in it")
     # core scores the found prompt and the manual baseline on dev and test, outside the budget
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
     test = data.test
@@ -472,7 +554,9 @@ def run_search(
         "triggers": lm.tokenizer.convert_ids_to_tokens(list(best.trigger_ids)) if best.trigger_ids else [],
         "scores": {"dev": found_dev.score, "test": found_test.score},
         "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source},
-        "budget": budget.to_json(), "steps": step,
+        "budget": budget.to_json(), "steps": step, "details": details, "warnings": warnings,
+        "backbone": {"sha256": backbone_after, "unchanged": True,
+                     "requires_grad": any(p.requires_grad for p in lm.model.parameters())},
         "wall_s": round(time.perf_counter() - started + elapsed, 2),
         "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
         "protocol": data.protocol, "versions": versions(), "run_dir": str(run_dir),

@@ -170,3 +170,34 @@ def test_resume_of_a_corrupt_checkpoint(tmp_path, tiny_model_dir):
     (folder / "checkpoint.json").write_text("{oops")
     assert_one_line_error(run("search", "--resume", str(folder)), "corrupt")
     assert_one_line_error(run("search", "--resume", str(tmp_path)), "not a run folder")
+
+
+def test_soft_prompt_search_evaluate_and_predict(tmp_path, tiny_model_dir):
+    spec = _toy_task(tmp_path)
+    result = run("search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "ptuning",
+                 "--param", "steps=4", "--param", "eval_every=2", "--param", "batch_size=4",
+                 "--out", str(tmp_path / "runs"), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    assert out["details"]["trainable_parameters"] == 10 * 32 and out["backbone"]["unchanged"]
+    prompt = f"{out['run_dir']}/prompt.json"
+    scored = run("evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--prompt", prompt, "--json")
+    assert json.loads(scored.output[scored.output.index("{"):])["score"] == pytest.approx(out["scores"]["test"])
+
+    inputs = tmp_path / "new.jsonl"
+    inputs.write_text('{"text": "the film was great"}\n{"text": "the film was dull", "id": 7}\n')
+    predicted = run("predict", "--prompt", prompt, "--input", str(inputs), "--output", str(tmp_path / "p.jsonl"))
+    assert predicted.exit_code == 0, predicted.output
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["label"] in ("0", "1") for r in rows)
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 for r in rows)
+
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"sentence": "wrong field"}\n')
+    assert_one_line_error(run("predict", "--prompt", prompt, "--input", str(tmp_path / "bad.jsonl")),
+                          "line 2 lacks the field(s) ['text']")
+    assert_one_line_error(run("predict", "--prompt", prompt, "--input", str(tmp_path / "none.jsonl")),
+                          "does not exist")
+    (tmp_path / "runs" / "x").mkdir()
+    (tmp_path / "runs" / "x" / "prompt.json").write_text(json.dumps({**json.loads(open(prompt).read())}))
+    assert_one_line_error(run("predict", "--prompt", str(tmp_path / "runs" / "x" / "prompt.json"), "--input",
+                              str(inputs)), "soft prompt file")

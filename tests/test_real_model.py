@@ -79,3 +79,15 @@ def test_paraphrase_on_sst2_16shot(smollm2, data_dir, tmp_path):
     assert result["scores"]["dev"] >= result["baseline"]["dev"]
     trace = (tmp_path / "sst2" / "paraphrase").glob("*/trace.jsonl")
     assert any('"generated"' in path.read_text() for path in trace)
+
+
+@pytest.mark.parametrize("mode", ["prompt", "prefix"])
+def test_ptuning_on_sst2_16shot(mode, smollm2, data_dir, tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13), n=100)
+    spec = SearchSpec(task="sst2", strategy="ptuning", shots=16, data_seed=13, seed=0, budget=800,
+                      params={"mode": mode, "steps": 30}, out=str(tmp_path))
+    result = run_search(spec, lm=smollm2, data=data)
+    assert result["scores"]["dev"] >= result["baseline"]["dev"]
+    assert result["backbone"]["unchanged"] and result["details"]["selected"] == "soft"

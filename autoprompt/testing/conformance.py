@@ -6,27 +6,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
+from pathlib import Path
 from typing import Any
-
-import torch
 
 from autoprompt.errors import BudgetExhausted
 from autoprompt.evaluator import Budget, Evaluator
-from autoprompt.models import FrozenLM
-from autoprompt.prompts import AnyPrompt, prompt_from_json
+from autoprompt.models import FrozenLM, weights_checksum
+from autoprompt.prompts import AnyPrompt, load_prompt, prompt_from_json, save_prompt
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.tasks.base import TaskData
 from autoprompt.testing.tiny import tiny_causal_lm, tiny_task
-
-
-def weights_checksum(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _with_test_sentinel(data: TaskData) -> tuple[TaskData, dict[str, int]]:
@@ -78,7 +68,12 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
     prompt, spent = run_without_test(name, params, lm, sentinel, budget)
     assert seen["test"] == 0, f"{name} read the test split during search"
     assert spent.used <= budget, f"{name} spent {spent.used} > budget {budget}"
-    assert prompt_from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
+    with tempfile.TemporaryDirectory() as tmp:  # the artifact as written and read back (tensors too)
+        save_prompt(prompt, Path(tmp) / "prompt.json")
+        assert load_prompt(Path(tmp) / "prompt.json").fingerprint == prompt.fingerprint, \
+            f"{name}'s prompt does not survive saving"
+    if not any(m.soft for m in getattr(prompt, "members", (prompt,))):
+        assert prompt_from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
 
     results = []
     for _ in range(2):

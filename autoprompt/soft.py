@@ -1,0 +1,127 @@
+"""Continuous prompt parameters: vectors at ``[S]`` slots and per-layer key/value prefixes.
+
+A `SoftPrompt` is what a continuous-prompt search produces and what the evaluator injects:
+
+* ``slots`` ``[S, H]`` — input vectors placed at the template's ``[S]`` slots, in order (prompt
+  tuning, P-tuning v1: a prompt encoder's output is fixed once trained, so only its output is
+  needed to score);
+* ``prefix`` ``[L, 2, K, P, D]`` — keys and values prepended at every layer (P-tuning v2 /
+  prefix-tuning): L layers, key/value, K key-value heads, P prefix positions, D head size.
+
+Saved as ``soft.safetensors`` beside ``prompt.json`` (the prompt's ``soft`` names it). The
+`digest` covers the tensors' contents, so a prompt's fingerprint is the same in memory and on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autoprompt.errors import AutopromptError
+from autoprompt.io import atomic_write_bytes
+
+SOFT_FILE = "soft.safetensors"  # the name beside prompt.json
+
+
+@dataclass(frozen=True, eq=False)
+class SoftPrompt:
+    """Trained continuous-prompt tensors (see the module docstring for shapes).
+
+    Args:
+        slots: ``[S, H]`` vectors at the ``[S]`` slots, or None.
+        prefix: ``[L, 2, K, P, D]`` per-layer key/value prefix, or None.
+        meta: provenance (mode, model, trainable parameter count); saved in the file header.
+    """
+
+    slots: Tensor | None = None
+    prefix: Tensor | None = None
+    meta: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.slots is None and self.prefix is None:
+            raise AutopromptError("a soft prompt needs slot vectors or a key/value prefix")
+        if self.slots is not None and self.slots.dim() != 2:
+            raise AutopromptError(f"soft slot vectors must be [S, H], got shape {list(self.slots.shape)}")
+        if self.prefix is not None and (self.prefix.dim() != 5 or self.prefix.shape[1] != 2):
+            raise AutopromptError(f"a key/value prefix must be [L, 2, K, P, D], got shape {list(self.prefix.shape)}")
+
+    @property
+    def num_slots(self) -> int:
+        return 0 if self.slots is None else self.slots.shape[0]
+
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[3]
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {}
+        if self.slots is not None:
+            out["slots"] = self.slots.detach().float().cpu().contiguous()
+        if self.prefix is not None:
+            out["prefix"] = self.prefix.detach().float().cpu().contiguous()
+        return out
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A hash of the tensors' values (not of the file's bytes or the metadata)."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.tensors().items()):
+            h.update(f"{name}:{list(tensor.shape)}".encode())
+            h.update(tensor.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        """Write the tensors as safetensors, atomically."""
+        from safetensors.torch import save  # noqa: PLC0415
+
+        meta = {"meta": json.dumps(self.meta or {}, default=str)}
+        atomic_write_bytes(path, save(self.tensors(), metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SoftPrompt:
+        """Read a ``soft.safetensors`` file; a missing or corrupt file is a one-line error."""
+        return _load_cached(str(Path(path).resolve()), Path(path).stat().st_mtime_ns if Path(path).exists() else 0)
+
+    def nearest_tokens(self, embeddings: Tensor, tokenizer, k: int = 3) -> list[list[str]]:
+        """The ``k`` vocabulary tokens nearest (cosine) to each slot vector: a readable view."""
+        if self.slots is None:
+            return []
+        e = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)             # [V, H]
+        s = torch.nn.functional.normalize(self.slots.detach().float().to(e.device), dim=-1)  # [S, H]
+        top = (s @ e.T).topk(k, dim=-1).indices.tolist()                                    # [S, k]
+        return [[tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(i)]) for i in row]
+                for row in top]
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, _mtime: int) -> SoftPrompt:
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.torch import load  # noqa: PLC0415
+
+    file = Path(path)
+    if not file.is_file():
+        raise AutopromptError(f"soft prompt file {file} does not exist; keep soft.safetensors beside prompt.json")
+    data = file.read_bytes()
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8 : 8 + header_len]).get("__metadata__", {}).get("meta", "{}"))
+    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
+        raise AutopromptError(f"soft prompt file {file} is corrupt ({err}); rerun the search that made it") from None
+    if not {"slots", "prefix"} & tensors.keys():
+        raise AutopromptError(f"soft prompt file {file} holds neither 'slots' nor 'prefix' tensors")
+    return SoftPrompt(tensors.get("slots"), tensors.get("prefix"), meta)
+
+
+def resolve_soft(soft: str | SoftPrompt | None) -> SoftPrompt | None:
+    """The tensors of a prompt's ``soft`` field (a path is loaded once per process)."""
+    if soft is None or isinstance(soft, SoftPrompt):
+        return soft
+    return SoftPrompt.load(soft)

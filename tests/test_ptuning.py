@@ -1,0 +1,162 @@
+"""Continuous prompts: conformance in every mode, frozen backbone, learning, artifacts, failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autoprompt import AutopromptError, Budget, Evaluator, Prompt, load_prompt
+from autoprompt.models import weights_checksum
+from autoprompt.search import SearchContext, SearchSpec, create, run_search
+from autoprompt.soft import SoftPrompt
+from autoprompt.tasks.base import Example, TaskData
+from autoprompt.testing.conformance import check_strategy
+
+FAST = {"steps": 6, "eval_every": 2, "batch_size": 4}
+
+
+def context(lm, data, budget=None, dev=None):
+    limit = Budget(budget)
+    return SearchContext(lm, data.task, data.train, dev or data.dev, Evaluator(lm, data.task, budget=limit), limit, 0)
+
+
+def train(searcher, ctx):
+    state = searcher.start(ctx)
+    while not state.get("done"):
+        state = searcher.step(ctx, state)
+    return state
+
+
+@pytest.mark.parametrize("mode", ["prompt", "ptuning", "prefix"])
+def test_conformance_causal(mode, causal, task):
+    result = check_strategy("ptuning", {"mode": mode, **FAST}, budget=300, lm=causal, data=task)
+    assert result["details"]["trainable_parameters"] > 0
+    assert result["backbone"]["unchanged"] and not result["backbone"]["requires_grad"]
+
+
+@pytest.mark.parametrize("mode", ["prompt", "ptuning"])
+def test_conformance_masked(mode, masked, task):
+    check_strategy("ptuning", {"mode": mode, **FAST}, budget=300, lm=masked, data=task)
+
+
+def test_conformance_gpt2_prefix_and_mlp_encoder(gpt2, task):
+    check_strategy("ptuning", {"mode": "prefix", "reparam": True, **FAST}, budget=300, lm=gpt2, data=task)
+    check_strategy("ptuning", {"mode": "ptuning", "encoder": "mlp", **FAST}, budget=300, lm=gpt2, data=task)
+
+
+def test_prefix_on_a_masked_lm_is_a_clear_error(masked, task):
+    with pytest.raises(AutopromptError, match=r"bert.*past key/values.*mode=prompt"):
+        create("ptuning", {"mode": "prefix"}).start(context(masked, task))
+
+
+def test_only_prompt_parameters_get_gradients(causal, task):
+    before = weights_checksum(causal.model)
+    searcher = create("ptuning", {"mode": "ptuning", **FAST})
+    ctx = context(causal, task)
+    state = train(searcher, ctx)
+    assert weights_checksum(causal.model) == before
+    assert all(p.grad is None and not p.requires_grad for p in causal.model.parameters())
+    # the encoder's parameters did move
+    start = searcher.start(context(causal, task))["params"]
+    assert any(not torch.equal(start[k], state["params"][k]) for k in start)
+
+
+def flipped(lm, data) -> TaskData:
+    """A planted task: every label is the class the model does *not* pick with the manual prompt,
+    so any prompt starts near 0% and a prompt that learns reaches 100%."""
+    preds = Evaluator(lm, data.task).score(data.task.default_prompt, data.train).preds
+    target = 1 - int(preds.float().mean().round())
+    examples = [Example(ex.fields, target) for ex in data.train]
+    return TaskData(data.task, data.protocol, {s: (lambda: examples) for s in ("train", "dev", "test")})
+
+
+@pytest.mark.parametrize("mode", ["prompt", "ptuning", "prefix"])
+def test_learns_a_planted_task(mode, causal, task):
+    data = flipped(causal, task)
+    params = {"mode": mode, "steps": 40, "eval_every": 10, "lr": 0.05, "patience": 0}
+    if mode != "prefix":  # on a 2-layer random model a soft token moves [P] most when it is next to it
+        params["template"] = "{sentence} It was [S] [S] [P]"
+    searcher = create("ptuning", params)
+    ctx = context(causal, data)
+    start = searcher.start(ctx)
+    ev = Evaluator(causal, data.task)
+    first = ev.score(searcher._prompt(ctx, searcher._module(ctx, start["params"])()), data.train)
+    state = train(searcher, ctx)
+    last = ev.score(searcher.best(ctx, state), data.train)
+    gold = torch.tensor([ex.label for ex in data.train])
+
+    def loss(r):
+        return float(-r.logprobs.log_softmax(-1)[torch.arange(len(gold)), gold].mean())
+
+    assert last.score > first.score and last.score == 1.0
+    assert loss(last) < loss(first)
+
+
+def test_save_reload_gives_identical_logprobs(causal, task, tmp_path):
+    spec = SearchSpec(task="tiny", strategy="ptuning", params={"mode": "prompt", **FAST}, budget=300,
+                      out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    folder = tmp_path / result["run_dir"].split(str(tmp_path) + "/")[-1]
+    saved = json.loads((folder / "prompt.json").read_text())
+    assert saved["soft"] == "soft.safetensors" and (folder / "soft.safetensors").is_file()
+    reloaded = load_prompt(folder / "prompt.json")
+    assert reloaded.fingerprint == result["prompt_fingerprint"]
+    fresh = Evaluator(causal, task.task).score(reloaded, task.test)
+    assert fresh.score == result["scores"]["test"]
+    # the in-memory prompt, re-made from the saved tensors, scores the same class log-probs
+    in_memory = Prompt(reloaded.template, reloaded.verbalizer, soft=SoftPrompt.load(reloaded.soft))
+    again = Evaluator(causal, task.task).score(in_memory, task.test)
+    assert torch.equal(fresh.logprobs, again.logprobs)
+    assert result["details"]["readout"]["nearest"] and "discrete_dev" in result["details"]["readout"]
+
+
+def test_corrupt_or_mismatched_soft_file_is_a_one_line_error(causal, task, tmp_path):
+    bad = tmp_path / "soft.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    prompt = Prompt("[S] {sentence} It was [P]", task.task.default_prompt.verbalizer, soft=str(bad))
+    with pytest.raises(AutopromptError, match="corrupt"):
+        Evaluator(causal, task.task).score(prompt, task.dev)
+    two = Prompt("[S] [S] {sentence} It was [P]", task.task.default_prompt.verbalizer,
+                 soft=SoftPrompt(slots=torch.zeros(1, 32)))
+    with pytest.raises(AutopromptError, match=r"2 \[S\] slots but its soft prompt holds 1"):
+        Evaluator(causal, task.task).score(two, task.dev)
+    with pytest.raises(AutopromptError, match="no soft tensors"):
+        Evaluator(causal, task.task).score(Prompt("[S] {sentence} It was [P]", two.verbalizer), task.dev)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(causal, task, tmp_path, monkeypatch):
+    spec = SearchSpec(task="tiny", strategy="ptuning", params={"mode": "prompt", **FAST}, budget=300,
+                      out=str(tmp_path))
+    assert run_search(spec, lm=causal, data=task, stop_after=1)["interrupted"]
+    (folder,) = list((tmp_path / "tiny" / "ptuning").iterdir())
+    checkpoint = (folder / "checkpoint.json").read_text()
+    from searchers import ptuning  # noqa: PLC0415
+
+    monkeypatch.setattr(ptuning._Slots, "forward", lambda self: SoftPrompt(slots=self.vectors * float("nan")))
+    with pytest.raises(AutopromptError, match=r"loss became nan.*last good checkpoint"):
+        run_search(spec, lm=causal, data=task, resume=folder)
+    assert (folder / "checkpoint.json").read_text() == checkpoint
+    assert not (folder / "result.json").exists()
+
+
+def test_resume_equals_an_uninterrupted_run(causal, task, tmp_path):
+    params = {"mode": "ptuning", **FAST}
+    whole = run_search(SearchSpec(task="tiny", strategy="ptuning", params=params, budget=300, out=str(tmp_path / "a")),
+                       lm=causal, data=task)
+    spec = SearchSpec(task="tiny", strategy="ptuning", params=params, budget=300, out=str(tmp_path / "b"))
+    part = run_search(spec, lm=causal, data=task, stop_after=1)
+    assert list((tmp_path / "b").rglob("checkpoint-*.safetensors"))  # the optimiser state lives here
+    resumed = run_search(spec, lm=causal, data=task, resume=part["run_dir"])
+    assert resumed["prompt_fingerprint"] == whole["prompt_fingerprint"]
+    assert resumed["scores"] == whole["scores"]
+
+
+def test_flat_loss_warns_in_trace_and_result(causal, task, tmp_path):
+    params = {"mode": "prompt", "lr": 1e-12, "steps": 8, "eval_every": 4, "flat_steps": 4, "batch_size": 24}
+    result = run_search(SearchSpec(task="tiny", strategy="ptuning", params=params, budget=2000, out=str(tmp_path)),
+                        lm=causal, data=task)
+    assert any("not moved" in w for w in result["warnings"])
+    trace = next(tmp_path.rglob("trace.jsonl")).read_text()
+    assert "not moved" in trace
