@@ -184,6 +184,8 @@ def search(
     budget: Annotated[int | None, typer.Option(
         help="Example-forwards the search may spend (a backward counts as two); default: the strategy's.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Optional wall-clock limit for the search.")] = None,
+    test_limit: Annotated[int | None, typer.Option(
+        help="Score the result on a seeded random N test examples (quick runs; its own leaderboard rows).")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Strategy parameter k=v (repeatable).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run artifacts.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its folder.")] = None,
@@ -201,7 +203,7 @@ def search(
         raise AutopromptError("give --task (or --resume a run folder)")
     spec = SearchSpec(task=task or "", strategy=strategy, params=parse_params(param or []), model=model, shots=shots,
                       data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out_dir),
-                      data_dir=str(data_dir) if data_dir else None)
+                      data_dir=str(data_dir) if data_dir else None, test_limit=test_limit)
     if dry_run:
         plan = estimate(spec)
         return _print_json(plan) if as_json else out.print(
@@ -238,6 +240,77 @@ def search(
               f"{spent['backwards']} backwards), {result['steps']} steps, {result['wall_s']:.0f} s", highlight=False)
     out.print(f"artifacts: {result['run_dir']}", highlight=False)
     return None
+
+
+leaderboard_app = typer.Typer(help="Compare strategies: mean ± std over seeds of every recorded run.",
+                              no_args_is_help=False, add_completion=False)
+app.add_typer(leaderboard_app, name="leaderboard")
+Db = Annotated[str | None, typer.Option(help="Leaderboard database: a file or SQLAlchemy URL "
+                                             "(default: $AUTOPROMPT_DB, else runs/leaderboard.db).")]
+
+
+@leaderboard_app.callback(invoke_without_command=True)
+@friendly
+def leaderboard(
+    ctx: typer.Context,
+    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
+    db: Db = None,
+) -> None:
+    """Per task × model × strategy: test score mean ± std over seeds, gain over the manual prompt,
+    runs, median budget and time; best first. Different split protocols are never averaged together."""
+    if ctx.invoked_subcommand is not None:
+        return None
+    from autoprompt import leaderboard as lb  # noqa: PLC0415
+
+    if fmt not in ("table", "md", "csv", "json"):
+        raise AutopromptError(f"--format {fmt!r} is not one of table, md, csv, json")
+    rows = lb.aggregate(lb.load_rows(db, task, model))
+    if not rows:
+        raise AutopromptError(f"no runs recorded in {lb.db_url(db)}"
+                              + (f" for task {task}" if task else "")
+                              + "; run `autoprompt search` or `autoprompt leaderboard import runs/`")
+    if fmt == "json":
+        return _print_json(rows)
+    if fmt in ("md", "csv"):
+        sys.stdout.write(lb.to_markdown(rows) if fmt == "md" else lb.to_csv(rows))
+        return None
+    table = Table(*lb.COLUMNS)
+    for r in rows:
+        table.add_row(*lb.table_cells(r))
+    out.print(table)
+    return None
+
+
+@leaderboard_app.command("import")
+@friendly
+def leaderboard_import(
+    folder: Annotated[Path, typer.Argument(help="A folder of run folders (e.g. runs/).")],
+    db: Db = None,
+) -> None:
+    """(Re)build the leaderboard from run folders: every result.json under FOLDER, once."""
+    from autoprompt import leaderboard as lb  # noqa: PLC0415
+
+    added, seen = lb.import_runs(folder, db)
+    out.print(f"{added} runs added, {seen} already recorded, in {lb.db_url(db)}", highlight=False)
+
+
+@app.command()
+@friendly
+def report(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and the PNGs.")] = Path(
+        "report"),
+    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    db: Db = None,
+) -> None:
+    """Write the benchmark report: leaderboard tables, charts, best prompts, environment, paper anchors."""
+    from autoprompt.report import write  # noqa: PLC0415
+
+    written = write(out_dir, db, task, model)
+    out.print(f"report: {written['html']} (self-contained) and {written['markdown']}, "
+              f"{written['images']} images", highlight=False)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Budget, Evaluator
 from autoprompt.io import atomic_write_json, read_json
+from autoprompt.leaderboard import record
 from autoprompt.models import FrozenLM, weights_checksum
 from autoprompt.prompts import Prompt, Segment, Template, Verbalizer, save_prompt
 from autoprompt.tasks.base import Example, Task, TaskData
@@ -254,6 +256,7 @@ class SearchSpec:
     max_seconds: float | None = None
     out: str = "runs"
     data_dir: str | None = None
+    test_limit: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -262,6 +265,25 @@ class SearchSpec:
     def from_json(cls, data: Mapping[str, Any]) -> SearchSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def find_run(spec: SearchSpec) -> Path | None:
+    """The folder of an earlier run of the same spec under ``spec.out`` (finished first, newest first).
+
+    Parameters are compared after defaults are filled in, so ``{}`` matches the explicit defaults.
+    """
+    wanted = {**spec.to_json(), "params": create(spec.strategy, spec.params).params()}
+    found = []
+    for path in Path(spec.out).glob(f"*/{spec.strategy}/*/spec.json"):
+        try:
+            old = read_json(path)
+            old["params"] = create(old["strategy"], old.get("params", {})).params()
+        except (json.JSONDecodeError, KeyError, AutopromptError):
+            continue
+        if all(old.get(k) == v for k, v in wanted.items() if k != "out"):
+            found.append(path.parent)
+    found.sort(key=lambda d: ((d / "result.json").is_file(), d.name), reverse=True)
+    return found[0] if found else None
 
 
 def _run_id(spec: SearchSpec) -> str:
@@ -426,6 +448,21 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
                               "start a new run instead of --resume") from None
 
 
+def limit_test(data: TaskData, k: int) -> TaskData:
+    """The same splits with a seeded random ``k`` of the test examples (recorded in the protocol).
+
+    For quick benchmark suites on a CPU; such runs form their own leaderboard rows.
+    """
+    if k < 1:
+        raise AutopromptError(f"test_limit {k} leaves nothing to score; give a positive number")
+
+    def test() -> list[Example]:
+        full = data.test
+        return full if k >= len(full) else random.Random(0).sample(full, k)
+
+    return TaskData(data.task, {**data.protocol, "test_limit": k}, {**data.loaders, "test": test})
+
+
 def run_search(
     spec: SearchSpec,
     *,
@@ -434,8 +471,11 @@ def run_search(
     resume: str | Path | None = None,
     progress: bool = False,
     stop_after: int | None = None,
+    db: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a search and write its artifacts; returns ``result.json``'s content.
+    """Run (or resume) a search, write its artifacts and record it in the leaderboard.
+
+    Returns ``result.json``'s content.
 
     Args:
         spec: what to run.
@@ -444,6 +484,8 @@ def run_search(
         resume: a run folder to continue from its last checkpoint.
         progress: show a progress bar.
         stop_after: stop after this many steps of this call (for tests of interruption).
+        db: the leaderboard (a SQLAlchemy URL or a file; default ``$AUTOPROMPT_DB``, else
+            ``leaderboard.db`` in ``spec.out``).
     """
     from autoprompt.api import versions  # noqa: PLC0415 - api imports this module
     from autoprompt.model_store import load_model  # noqa: PLC0415
@@ -455,11 +497,15 @@ def run_search(
         if not (run_dir / "spec.json").is_file():
             raise AutopromptError(f"{run_dir} is not a run folder (no spec.json); give the folder of one run")
         spec = SearchSpec.from_json(read_json(run_dir / "spec.json"))
-        if (run_dir / "result.json").is_file():
-            return read_json(run_dir / "result.json")
+        if (run_dir / "result.json").is_file():  # finished: make sure it is recorded (no-op if it is)
+            result = read_json(run_dir / "result.json")
+            record(result, _leaderboard(spec, db))
+            return result
     searcher = create(spec.strategy, spec.params)
     spec.params = searcher.params()
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    if spec.test_limit is not None:
+        data = limit_test(data, spec.test_limit)
     lm = lm or load_model(spec.model)
     if resume is None:
         base = Path(spec.out) / _safe(data.task.name) / spec.strategy / _run_id(spec)
@@ -565,7 +611,12 @@ def run_search(
     if found_test.extra:
         result["lama"] = {"found": found_test.extra, "baseline": base_test.extra}
     atomic_write_json(run_dir / "result.json", result)
+    record(result, _leaderboard(spec, db))
     return result
+
+
+def _leaderboard(spec: SearchSpec, db: str | Path | None) -> str | Path:
+    return db or os.environ.get("AUTOPROMPT_DB") or Path(spec.out) / "leaderboard.db"
 
 
 def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:

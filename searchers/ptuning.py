@@ -32,10 +32,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from autoprompt import AutopromptError, Prompt, Template
-from autoprompt.prompts import Segment
+from autoprompt import AutopromptError, Evaluator, Prompt, Segment, SoftPrompt, Template
 from autoprompt.search import SearchContext, Searcher
-from autoprompt.soft import SoftPrompt
 
 Mode = Literal["prompt", "ptuning", "prefix"]
 
@@ -352,8 +350,6 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
     The discrete prompt puts the nearest token in each ``[S]`` (as a ``[T]`` trigger); its dev
     score says how much of what the soft prompt does survives discretisation.
     """
-    from autoprompt.evaluator import Evaluator  # noqa: PLC0415
-
     soft = prompt.soft
     assert isinstance(soft, SoftPrompt) and soft.slots is not None
     lm = ctx.lm

@@ -1,0 +1,243 @@
+"""The leaderboard: every finished run as one database row, and fair aggregates over seeds.
+
+Rows live in any SQLAlchemy database: an embedded SQLite file by default (``runs/leaderboard.db``
+beside the run folders; ``--db`` or ``AUTOPROMPT_DB`` to change), or e.g. a shared PostgreSQL
+URL. Each run is written in one transaction, keyed by its run folder, so recording twice (or
+``leaderboard import`` over folders already recorded) adds nothing, and concurrent writers lose
+nothing.
+
+Aggregates group runs by task × model × split protocol × strategy variant (the strategy with the
+parameters that differ from its defaults): rows whose protocols differ (16-shot vs full data, a
+different test set) are never averaged together.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, event, select
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from autoprompt.errors import AutopromptError
+
+DEFAULT_DB = "runs/leaderboard.db"
+
+metadata = MetaData()
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_key", String(400), unique=True, nullable=False),  # task/strategy/run-folder
+    Column("task", String(200), index=True, nullable=False),
+    Column("protocol", String(200), nullable=False),               # e.g. "16-shot, test n=872"
+    Column("shots", Integer), Column("data_seed", Integer), Column("split", String(20)),
+    Column("model", String(300), index=True), Column("strategy", String(100)), Column("variant", String(400)),
+    Column("params", Text), Column("seed", Integer), Column("metric", String(20)),
+    Column("dev", Float), Column("test", Float), Column("baseline_dev", Float), Column("baseline_test", Float),
+    Column("forwards", Integer), Column("backwards", Integer), Column("budget_used", Integer),
+    Column("budget_limit", Integer), Column("wall_s", Float), Column("trainable_params", Integer),
+    Column("versions", Text), Column("git_rev", String(64)), Column("prompt_path", Text),
+    Column("prompt_fingerprint", String(32)), Column("prompt_text", Text), Column("run_dir", Text),
+    Column("finished_at", String(40)),
+)
+
+
+def db_url(db: str | Path | None = None) -> str:
+    """A SQLAlchemy URL from ``db`` (a URL or a file path), ``$AUTOPROMPT_DB``, or the default file."""
+    db = str(db or os.environ.get("AUTOPROMPT_DB") or DEFAULT_DB)
+    if "://" in db:
+        return db
+    path = Path(db).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(db: str | Path | None = None) -> Engine:
+    """An engine with the ``runs`` table (created if missing); SQLite in WAL mode with a busy wait."""
+    url = db_url(db)
+    if url in _ENGINES:
+        return _ENGINES[url]
+    try:
+        engine = create_engine(url, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}))
+    except (SQLAlchemyError, ImportError) as err:
+        raise AutopromptError(f"cannot open the leaderboard database {url} ({err}); check --db") from None
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn, _record) -> None:  # readers never block the writer; writers wait
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+    for attempt in range(5):  # two processes creating the table at once: one wins, the other retries
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            break
+        except OperationalError as err:
+            if attempt == 4:
+                raise AutopromptError(f"cannot use the leaderboard database {url} ({err.orig}); check --db") from None
+            time.sleep(0.2 * (attempt + 1))
+    _ENGINES[url] = engine
+    return engine
+
+
+def _variant(strategy: str, params: dict[str, Any]) -> str:
+    """``strategy`` plus the parameters that differ from its defaults: ``ptuning[mode=prefix]``.
+
+    Defaults a strategy derives from other parameters (ptuning's per-mode ``lr``) count as defaults.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    from autoprompt.search import get_strategy  # noqa: PLC0415
+
+    try:
+        cls = get_strategy(strategy)
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        explicit = {k: v for k, v in params.items() if fields.get(k) is not None and fields[k] != v}
+        base = dataclasses.asdict(cls(**explicit))  # type: ignore[call-overload]
+    except (AutopromptError, TypeError):
+        explicit, base = {}, {}
+    changed = {k: v for k, v in sorted(params.items()) if k in explicit or k not in base or base[k] != v}
+    return strategy + (f"[{', '.join(f'{k}={v}' for k, v in changed.items())}]" if changed else "")
+
+
+def row_from_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The database row of one ``result.json``."""
+    run_dir = Path(result["run_dir"])
+    sizes = result.get("split_sizes", {})
+    shots = result.get("shots")
+    protocol = f"{shots}-shot" if shots else "full data"
+    protocol += f", test n={sizes.get('test', '?')}"
+    budget = result.get("budget", {})
+    details = result.get("details") or {}
+    versions = result.get("versions", {})
+    return {
+        "run_key": f"{result['task']}/{result['strategy']}/{run_dir.name}", "task": result["task"],
+        "protocol": protocol, "shots": shots, "data_seed": result.get("data_seed"), "split": "test",
+        "model": result["model"], "strategy": result["strategy"],
+        "variant": _variant(result["strategy"], result.get("params", {})),
+        "params": json.dumps(result.get("params", {}), sort_keys=True, default=str), "seed": result.get("seed"),
+        "metric": result.get("metric"), "dev": result["scores"]["dev"], "test": result["scores"]["test"],
+        "baseline_dev": result["baseline"]["dev"], "baseline_test": result["baseline"]["test"],
+        "forwards": budget.get("forwards"), "backwards": budget.get("backwards"), "budget_used": budget.get("used"),
+        "budget_limit": budget.get("limit"), "wall_s": result.get("wall_s"),
+        "trainable_params": details.get("trainable_parameters"),
+        "versions": json.dumps(versions, sort_keys=True), "git_rev": versions.get("git", "unknown"),
+        "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": result.get("prompt_fingerprint"),
+        "prompt_text": _prompt_text(result), "run_dir": str(run_dir), "finished_at": result.get("finished_at"),
+    }
+
+
+def _prompt_text(result: dict[str, Any]) -> str:
+    readout = (result.get("details") or {}).get("readout")
+    if readout:  # soft prompts are shown by their nearest tokens
+        return f"{result['prompt_text']}  (nearest tokens: {readout['discrete_prompt']})"
+    if result.get("triggers"):
+        return f"{result['prompt_text']}  (triggers: {' '.join(result['triggers'])})"
+    return result["prompt_text"]
+
+
+def record(result: dict[str, Any], db: str | Path | None = None) -> bool:
+    """Add one finished run (a ``result.json``) in one transaction; False if it was already there."""
+    engine = engine_for(db)
+    row = row_from_result(result)
+    try:
+        with engine.begin() as conn:
+            conn.execute(runs.insert().values(**row))
+        return True
+    except IntegrityError:
+        return False  # this run folder is recorded already
+    except SQLAlchemyError as err:
+        raise AutopromptError(f"could not record the run in {engine.url} ({type(err).__name__}); the run's files "
+                              f"are intact: `autoprompt leaderboard import {row['run_dir']}` adds it later") from None
+
+
+def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, int]:
+    """Record every ``result.json`` under ``folder``; returns (added, already there)."""
+    root = Path(folder)
+    if not root.exists():
+        raise AutopromptError(f"{root} does not exist; give the folder that holds the run folders")
+    added = seen = 0
+    for path in sorted(root.rglob("result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue  # a torn file from an interrupted run is not a finished run
+        result["run_dir"] = str(path.parent)  # where it is now, not where it was made
+        if record(result, db):
+            added += 1
+        else:
+            seen += 1
+    return added, seen
+
+
+def load_rows(db: str | Path | None = None, task: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
+    """The recorded runs (optionally of one task / model) as dicts."""
+    query = select(runs)
+    if task:
+        query = query.where(runs.c.task == task)
+    if model:
+        query = query.where(runs.c.model == model)
+    with engine_for(db).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query.order_by(runs.c.id))]
+
+
+def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std (sample, over runs) of the test score per task × model × protocol × variant.
+
+    ``gain`` is the mean of (test − the same run's manual-baseline test); budget and time are
+    medians. Sorted by task, then best mean test score first.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["model"], r["protocol"], r["variant"]), []).append(r)
+    out = []
+    for (task, model, protocol, variant), members in groups.items():
+        tests = [m["test"] for m in members]
+        gains = [m["test"] - m["baseline_test"] for m in members]
+        out.append({
+            "task": task, "model": model, "protocol": protocol, "strategy": variant, "metric": members[0]["metric"],
+            "n": len(members), "seeds": sorted({m["data_seed"] for m in members if m["data_seed"] is not None}),
+            "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "dev_mean": statistics.mean(m["dev"] for m in members),
+            "baseline_mean": statistics.mean(m["baseline_test"] for m in members),
+            "gain_mean": statistics.mean(gains),
+            "budget_median": statistics.median(m["budget_used"] or 0 for m in members),
+            "wall_s_median": statistics.median(m["wall_s"] or 0 for m in members),
+            "trainable_params": members[0]["trainable_params"],
+            "best_prompt": max(members, key=lambda m: m["dev"])["prompt_text"],
+        })
+    return sorted(out, key=lambda r: (r["task"], r["model"], r["protocol"], -r["test_mean"]))
+
+
+COLUMNS = ("task", "model", "protocol", "strategy", "n", "test", "gain", "budget", "time_s")
+
+
+def table_cells(r: dict[str, Any]) -> list[str]:
+    return [r["task"], r["model"], r["protocol"], r["strategy"], str(r["n"]),
+            f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", f"{r['gain_mean']:+.4f}",
+            f"{r['budget_median']:.0f}", f"{r['wall_s_median']:.0f}"]
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in table_cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    keys = ["task", "model", "protocol", "strategy", "metric", "n", "seeds", "test_mean", "test_std", "gain_mean",
+            "baseline_mean", "dev_mean", "budget_median", "wall_s_median", "trainable_params", "best_prompt"]
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "seeds": " ".join(map(str, r["seeds"]))})
+    return buffer.getvalue()

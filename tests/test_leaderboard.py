@@ -1,0 +1,149 @@
+"""Leaderboard: rows, fair aggregates, concurrent writers, import, CLI; the report and its rendering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autoprompt import leaderboard as lb
+from autoprompt.cli import app
+from autoprompt.report import write as write_report
+from autoprompt.search import SearchSpec, run_search
+
+
+def fake_result(tmp: Path, n: int, task="sst2", strategy="gradient", test=0.7, base=0.6, seed=13, shots=16,
+                test_n=872, params=None) -> dict:
+    run_dir = tmp / "runs" / task / strategy / f"run-{n}"
+    return {"task": task, "strategy": strategy, "model": "smollm2-135m", "seed": 0, "shots": shots,
+            "data_seed": seed, "params": params or {}, "metric": "accuracy", "prompt": {},
+            "prompt_fingerprint": f"fp{n}", "prompt_text": "{sentence} It was [P]", "triggers": [],
+            "scores": {"dev": test + 0.05, "test": test}, "baseline": {"dev": base, "test": base},
+            "budget": {"forwards": 100 * n, "backwards": 0, "used": 100 * n, "limit": 6000}, "steps": 3,
+            "details": {}, "wall_s": 10.0 * n, "split_sizes": {"train": 32, "dev": 32, "test": test_n},
+            "versions": {"torch": "2.13.0", "git": "abc"}, "run_dir": str(run_dir), "finished_at": "2026-11-27"}
+
+
+def test_aggregate_equals_a_hand_computation(tmp_path):
+    db = tmp_path / "lb.db"
+    grad = [(0.70, 0.60, 13), (0.74, 0.62, 21), (0.66, 0.61, 42)]
+    for n, (test, base, seed) in enumerate(grad):
+        assert lb.record(fake_result(tmp_path, n, test=test, base=base, seed=seed), db)
+    lb.record(fake_result(tmp_path, 10, strategy="ptuning", test=0.80, base=0.60, params={"mode": "prefix"}), db)
+    lb.record(fake_result(tmp_path, 11, test=0.99, test_n=200), db)          # another test set: its own row
+    assert not lb.record(fake_result(tmp_path, 0, test=0.1), db)             # same run folder: not again
+    rows = lb.aggregate(lb.load_rows(db))
+    assert [(r["strategy"], r["protocol"], r["n"]) for r in rows] == [
+        ("gradient", "16-shot, test n=200", 1),
+        ("ptuning[mode=prefix]", "16-shot, test n=872", 1),
+        ("gradient", "16-shot, test n=872", 3)]
+    g = rows[2]
+    assert g["test_mean"] == pytest.approx((0.70 + 0.74 + 0.66) / 3)
+    assert g["test_std"] == pytest.approx(statistics.stdev([0.70, 0.74, 0.66]))
+    assert g["test_std"] == pytest.approx(0.04)                                # sample std by hand
+    assert g["gain_mean"] == pytest.approx(((0.70 - 0.60) + (0.74 - 0.62) + (0.66 - 0.61)) / 3)
+    assert g["budget_median"] == 100 and g["wall_s_median"] == 10.0 and g["seeds"] == [13, 21, 42]
+    md = lb.to_markdown(rows)
+    assert "| sst2 | smollm2-135m | 16-shot, test n=872 | gradient | 3 | 0.7000 ± 0.0400 | +0.0900 |" in md
+    assert lb.to_csv(rows).splitlines()[0].startswith("task,model,protocol,strategy")
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from test_leaderboard import fake_result
+    from autoprompt import leaderboard as lb
+    tmp, offset = Path(sys.argv[1]), int(sys.argv[2])
+    for n in range(offset, offset + 50):
+        assert lb.record(fake_result(tmp, n, test=0.5 + n / 1000), tmp / "shared.db")
+""")
+
+
+def test_two_processes_recording_at_once_lose_nothing(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER.format(tests=str(Path(__file__).parent)))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(k * 50)]) for k in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    rows = lb.load_rows(tmp_path / "shared.db")
+    assert len(rows) == 100 and len({r["run_key"] for r in rows}) == 100
+
+
+def test_runs_are_recorded_and_import_rebuilds(causal, task, tmp_path):
+    spec = SearchSpec(task="tiny", strategy="random", params={"num_candidates": 2}, budget=100, out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    (row,) = lb.load_rows(tmp_path / "leaderboard.db")
+    assert row["test"] == result["scores"]["test"] and row["baseline_test"] == result["baseline"]["test"]
+    assert row["prompt_fingerprint"] == result["prompt_fingerprint"] and row["git_rev"] == result["versions"]["git"]
+    assert json.loads(row["versions"])["torch"] and row["budget_used"] == result["budget"]["used"]
+    fresh = tmp_path / "rebuilt.db"
+    assert lb.import_runs(tmp_path, fresh) == (1, 0)
+    assert lb.import_runs(tmp_path, fresh) == (0, 1)
+
+
+def test_cli_leaderboard_and_report(tmp_path):
+    db = str(tmp_path / "lb.db")
+    for n, (strategy, test) in enumerate([("gradient", 0.7), ("gradient", 0.72), ("manual", 0.6)]):
+        lb.record(fake_result(tmp_path, n, strategy=strategy, test=test), db)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["leaderboard", "--db", db, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert [r["strategy"] for r in json.loads(shown.output)] == ["gradient", "manual"]
+    assert "gradient" in runner.invoke(app, ["leaderboard", "--db", db], env={"COLUMNS": "200"}).output
+    empty = runner.invoke(app, ["leaderboard", "--db", str(tmp_path / "none.db"), "--task", "rte"])
+    assert empty.exit_code == 2 and "no runs recorded" in empty.output
+    bad = runner.invoke(app, ["leaderboard", "--db", db, "--format", "xml"])
+    assert bad.exit_code == 2 and "--format" in bad.output
+    imported = runner.invoke(app, ["leaderboard", "import", str(tmp_path / "nowhere"), "--db", db])
+    assert imported.exit_code == 2 and "does not exist" in imported.output
+    made = runner.invoke(app, ["report", "--db", db, "--out", str(tmp_path / "report")])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def make_report(tmp_path: Path) -> Path:
+    db = tmp_path / "lb.db"
+    for n, (strategy, test, seed) in enumerate([("gradient", 0.70, 13), ("gradient", 0.74, 21),
+                                                ("paraphrase", 0.76, 13), ("paraphrase", 0.78, 21)]):
+        result = fake_result(tmp_path, n, strategy=strategy, test=test, seed=seed)
+        Path(result["run_dir"]).mkdir(parents=True)
+        trace = [{"step": k, "best_dev": 0.6 + 0.05 * k, "budget": 100 * k} for k in range(1, 4)]
+        (Path(result["run_dir"]) / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trace))
+        lb.record(result, db)
+    write_report(tmp_path / "report", db)
+    return tmp_path / "report"
+
+
+def test_report_has_tables_images_and_anchors(tmp_path):
+    folder = make_report(tmp_path)
+    page = (folder / "report.html").read_text()
+    assert page.count("<table>") >= 3  # leaderboard, best prompts, anchors
+    assert page.count('src="data:image/png;base64,') == 2  # bar chart and budget curves, inline
+    assert "Published anchor numbers" in page and "91.4" in page
+    md = (folder / "report.md").read_text()
+    images = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert len(images) == 2 and all((folder / name).stat().st_size > 1000 for name in images)
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    folder = make_report(tmp_path)
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,1600", (folder / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    from matplotlib.image import imread  # noqa: PLC0415
+
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[0] > 500 and pixels.std() > 0.05  # not a blank page
+    assert (pixels.reshape(-1, 3).std(axis=0) >= 0).all() and (pixels.min() < 0.5)  # dark text on it
