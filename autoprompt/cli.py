@@ -298,17 +298,89 @@ def leaderboard_import(
 
 @app.command()
 @friendly
+def tune(
+    task: Annotated[str, typer.Option(help="Task name or a task .toml file.")],
+    strategy: Annotated[str, typer.Option(help="Strategy whose parameters to tune.")] = "gradient",
+    n_trials: Annotated[int, typer.Option(help="Complete or pruned trials the study should have.")] = 20,
+    space: Annotated[Path | None, typer.Option(
+        help="Search space TOML ([param] type=int|float|categorical, low/high/log or choices); "
+             "default: the strategy's own.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="optuna storage URL (postgresql://... to share a study between machines); default <out>/tune.db.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: <task>-<strategy>-<shots>shot).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the trials' run artifacts.")] = Path("runs"),
+    model: Model = "smollm2-135m",
+    shots: Shots = None,
+    data_seeds: Annotated[str, typer.Option(help="Data seeds; a trial scores the mean dev over them.")] = "13",
+    sampler: Annotated[str, typer.Option(help="tpe, random or grid.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median, halving or none (pruning uses best-so-far dev).")] = "median",
+    seed: Annotated[int, typer.Option(help="Search seed of every trial, and the sampler's seed.")] = 0,
+    budget: Annotated[int | None, typer.Option(help="Budget of each search (default: the strategy's).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="A fixed (untuned) strategy parameter k=v.")] = None,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between worker heartbeats.")] = 10,
+    grace: Annotated[int, typer.Option(help="Seconds without a heartbeat before a trial counts as failed.")] = 30,
+    data_dir: DataDir = None,
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Tune a strategy's parameters with optuna: each trial is a search (dev score optimised, test recorded).
+
+    Run the same command on several machines with a shared --storage postgresql://... to work on one study.
+    """
+    from autoprompt.search import create, parse_params  # noqa: PLC0415
+    from autoprompt.tune import TuneConfig, default_space, load_space, parse_seeds, storage_url  # noqa: PLC0415
+    from autoprompt.tune import tune as run  # noqa: PLC0415
+
+    if n_trials < 1 or workers < 1:
+        raise AutopromptError("--n-trials and --workers must be at least 1")
+    fixed = parse_params(param or [])
+    create(strategy, fixed)  # one-line errors for unknown names and bad values, before any trial
+    chosen = load_space(space, strategy) if space else default_space(strategy)
+    config = TuneConfig(task=task, strategy=strategy, n_trials=n_trials,
+                        space={k: v for k, v in chosen.items() if k not in fixed},
+                        storage=storage_url(storage, out_dir), out=str(out_dir),
+                        study=study or f"{Path(task).stem}-{strategy}-{shots or 'full'}shot", model=model, shots=shots,
+                        data_seeds=parse_seeds(data_seeds), sampler=sampler, pruner=pruner, seed=seed, budget=budget,
+                        fixed=fixed, data_dir=str(data_dir) if data_dir else None, db=db, heartbeat=heartbeat,
+                        grace=grace)
+    result = run(config, workers=workers)
+    if as_json:
+        return _print_json(result)
+    out.print(f"study {result['study']} ({result['storage']}): {result['states']}", highlight=False)
+    best = result.get("best")
+    if best is None:
+        raise AutopromptError("no trial completed; see the errors above")
+    out.print(f"best trial #{best['number']}: dev {best['dev']:.4f} (mean over {len(best['dev_per_seed'])} seeds), "
+              f"test {best['test_mean']:.4f} (recorded, not optimised)", highlight=False)
+    out.print(f"params: {best['params']}", highlight=False)
+    out.print(f"reproduce: {best['command']}", highlight=False)
+    return None
+
+
+@app.command()
+@friendly
 def report(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and the PNGs.")] = Path(
         "report"),
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    study: Annotated[list[str] | None, typer.Option(help="Add a tuning study's section (repeatable).")] = None,
+    storage: Annotated[str | None, typer.Option(help="The studies' optuna storage URL.")] = None,
     db: Db = None,
 ) -> None:
-    """Write the benchmark report: leaderboard tables, charts, best prompts, environment, paper anchors."""
+    """Write the benchmark report: leaderboard tables, charts, best prompts, environment, paper anchors,
+    and for each --study its optimisation history and parameter importances."""
     from autoprompt.report import write  # noqa: PLC0415
 
-    written = write(out_dir, db, task, model)
+    sections = []
+    if study:
+        from autoprompt.tune import study_section  # noqa: PLC0415
+
+        if storage is None:
+            raise AutopromptError("--study needs --storage, the URL the study was run with")
+        sections = [study_section(name, storage) for name in study]
+    written = write(out_dir, db, task, model, sections)
     out.print(f"report: {written['html']} (self-contained) and {written['markdown']}, "
               f"{written['images']} images", highlight=False)
 

@@ -62,6 +62,9 @@ class Searcher(ABC):
     summary: ClassVar[str]
     #: example-forwards that keep a 16-shot SST-2 search under 15 minutes on 2 CPU cores
     default_budget: ClassVar[int] = 3000
+    #: what ``autoprompt tune`` searches by default: ``{param: {"type": "int"|"float"|"categorical",
+    #: "low", "high", "log", "choices"}}``
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @abstractmethod
     def start(self, ctx: SearchContext) -> dict[str, Any]:
@@ -472,6 +475,7 @@ def run_search(
     progress: bool = False,
     stop_after: int | None = None,
     db: str | Path | None = None,
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a search, write its artifacts and record it in the leaderboard.
 
@@ -486,6 +490,8 @@ def run_search(
         stop_after: stop after this many steps of this call (for tests of interruption).
         db: the leaderboard (a SQLAlchemy URL or a file; default ``$AUTOPROMPT_DB``, else
             ``leaderboard.db`` in ``spec.out``).
+        on_step: called after every checkpointed step with (step, its trace line); an exception
+            it raises stops the run there, checkpoint intact (a tuner prunes trials this way).
     """
     from autoprompt.api import versions  # noqa: PLC0415 - api imports this module
     from autoprompt.model_store import load_model  # noqa: PLC0415
@@ -573,6 +579,8 @@ def run_search(
                 "elapsed_s": time.perf_counter() - step_started})
             bar.update(budget.used - bar.n)
             bar.set_postfix(step=step, best_dev=f"{state.get('best_dev', float('nan')):.3f}")
+            if on_step is not None:
+                on_step(step, {"best_dev": state.get("best_dev"), "budget": budget.used})
     finally:
         bar.close()
     if stop_after is not None and done_here >= stop_after and not state.get("done") and not budget.exhausted:

@@ -21,7 +21,7 @@ tokens (optionally no capitalised words, AutoPrompt's proper-noun filter).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -49,6 +49,12 @@ class Gradient(Searcher):
     name = "gradient"
     summary = "AutoPrompt: HotFlip trigger tokens from embedding gradients, re-scored in batches (GCG: positions=all)"
     default_budget = 6000
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "num_candidates": {"type": "int", "low": 10, "high": 100, "log": True},
+        "num_triggers": {"type": "int", "low": 3, "high": 8},
+        "accumulation_steps": {"type": "int", "low": 1, "high": 4},
+        "positions": {"type": "categorical", "choices": ["random", "all"]},
+    }
 
     num_triggers: int = 5
     init: str = "the"

@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -56,6 +56,12 @@ class Paraphrase(Searcher):
     name = "paraphrase"
     summary = "LPAQA: mined and LM-paraphrased templates, best on dev or a top-k / optimized ensemble"
     default_budget = 4000
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "num_paraphrases": {"type": "int", "low": 2, "high": 10},
+        "beam": {"type": "int", "low": 1, "high": 5},
+        "score_examples": {"type": "int", "low": 16, "high": 64, "log": True},
+        "temperature": {"type": "float", "low": 0.5, "high": 1.2},
+    }
 
     sources: str = "manual,mine,paraphrase"
     templates: str | None = None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -135,6 +135,12 @@ class PTuning(Searcher):
     name = "ptuning"
     summary = "continuous prompts, frozen backbone: prompt tuning, P-tuning (LSTM/MLP encoder), P-tuning v2 prefix"
     default_budget = 5000
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "num_tokens": {"type": "int", "low": 2, "high": 20},
+        "encoder": {"type": "categorical", "choices": ["lstm", "mlp"]},
+        "init": {"type": "categorical", "choices": ["text", "vocab"]},
+    }
 
     mode: Mode = "prompt"
     num_tokens: int | None = None

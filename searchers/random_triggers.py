@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from autoprompt import AutopromptError, Prompt
 from autoprompt.search import SearchContext, Searcher, best_of_start, gold_loglik, starting_prompt
@@ -26,6 +26,10 @@ class RandomTriggers(Searcher):
     name = "random"
     summary = "random whole-word trigger tokens under the same budget (a sanity floor)"
     default_budget = 6000
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "num_triggers": {"type": "int", "low": 3, "high": 8},
+        "num_candidates": {"type": "int", "low": 4, "high": 32, "log": True},
+    }
 
     num_triggers: int = 5
     num_candidates: int = 10

@@ -27,7 +27,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -54,6 +54,11 @@ class VerbalizerSearch(Searcher):
     name = "verbalizer"
     summary = "label words: AutoPrompt probe, LM-BFF auto-L (likelihood) or PETAL likelihood ratio"
     default_budget = 3000
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "method": {"type": "categorical", "choices": ["probe", "likelihood", "petal"]},
+        "k": {"type": "int", "low": 4, "high": 30},
+        "n_pairs": {"type": "int", "low": 5, "high": 50, "log": True},
+    }
 
     method: Literal["probe", "likelihood", "petal"] = "likelihood"
     k: int = 10

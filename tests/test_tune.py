@@ -1,0 +1,142 @@
+"""Tuning with optuna: several workers on one study, a killed worker, PostgreSQL storage, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from autoprompt import leaderboard as lb
+from autoprompt.cli import app
+from autoprompt.tune import TuneConfig, grid, load_space, storage_url, tune
+
+SPACE = {"num_candidates": {"type": "int", "low": 2, "high": 6}, "num_triggers": {"type": "int", "low": 1, "high": 4}}
+
+
+def toy_task(tmp_path: Path) -> Path:
+    rows = ["text,label"] + [f"the film was {w},{lab}" for w, lab in
+                             [("good", 1), ("bad", 0), ("great", 1), ("awful", 0), ("fine", 1), ("dull", 0)] * 3]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(rows[:7]) + "\n")
+    spec = tmp_path / "toy.toml"
+    spec.write_text('name = "toy"\nfields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\n'
+                    'template = "{text} It was [P]"\n[files]\ntrain = "train.csv"\ntest = "test.csv"\n'
+                    '[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    return spec
+
+
+def config(tmp_path, model_dir, storage=None, n_trials=6, budget=120, **kw) -> TuneConfig:
+    return TuneConfig(task=str(toy_task(tmp_path)), strategy="random", n_trials=n_trials, space=SPACE,
+                      storage=storage or storage_url(None, tmp_path / "runs"), study="toy-random",
+                      out=str(tmp_path / "runs"), model=str(model_dir), budget=budget,
+                      db=str(tmp_path / "lb.db"), **kw)
+
+
+def check_study(cfg: TuneConfig, n: int) -> list:
+    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n, [(t.number, t.state) for t in trials]
+    assert len({t.number for t in finished}) == n
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    rows = lb.load_rows(cfg.db)
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    # every finished trial's run is a leaderboard row (pruned trials stopped before a result)
+    assert {r["run_dir"] for r in rows} >= {run for t in complete for run in t.user_attrs["runs"]}
+    for t in complete:
+        assert t.value == pytest.approx(sum(t.user_attrs["dev_per_seed"]) / len(t.user_attrs["dev_per_seed"]))
+    return trials
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path, tiny_model_dir):
+    cfg = config(tmp_path, tiny_model_dir, heartbeat=2, grace=6)
+    result = tune(cfg, workers=2)
+    check_study(cfg, 6)
+    best = result["best"]
+    assert best["command"].startswith("autoprompt search --task") and "--param num_candidates=" in best["command"]
+    assert best["test_per_seed"] and best["dev"] == max(t.value for t in optuna.load_study(
+        study_name=cfg.study, storage=cfg.storage).get_trials() if t.state == TrialState.COMPLETE)
+
+
+def test_a_killed_worker_leaves_the_study_consistent(tmp_path, tiny_model_dir):
+    cfg = config(tmp_path, tiny_model_dir, n_trials=3, budget=3000, heartbeat=1, grace=3)
+    args = ["tune", "--task", cfg.task, "--strategy", "random", "--n-trials", "3", "--model", cfg.model,
+            "--budget", "3000", "--out", cfg.out, "--study", cfg.study, "--heartbeat", "1", "--grace", "3",
+            "--db", cfg.db, "--param", "batch_size=4", "--space", str(write_space(tmp_path))]
+    command = [sys.executable, "-c", "from autoprompt.cli import main; main()", *args]
+    victim, survivor = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        for _ in range(2))
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until both workers are inside a trial
+        try:
+            running = optuna.load_study(study_name=cfg.study, storage=cfg.storage).get_trials(
+                states=(TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        if len(running) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert survivor.wait(timeout=300) == 0
+    trials = check_study(cfg, 3)
+    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    assert failed, "the killed worker's trial should be marked failed"
+    retried = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert retried and all(t.params == trials[t.system_attrs["failed_trial"]].params for t in retried)
+
+
+def write_space(tmp_path: Path) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text('[num_candidates]\ntype = "int"\nlow = 2\nhigh = 6\n\n[num_triggers]\ntype = "int"\nlow = 1\n'
+                    'high = 4\n')
+    return path
+
+
+def test_space_files_and_grids(tmp_path):
+    space = load_space(write_space(tmp_path), "random")
+    assert space["num_triggers"] == {"type": "int", "low": 1, "high": 4}
+    assert grid({"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})["lr"] == pytest.approx(
+        [1e-4, 1e-3, 1e-2])
+    assert grid(SPACE)["num_triggers"] == [1, 2, 4] or grid(SPACE)["num_triggers"] == [1, 3, 4]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[nope]\ntype = "int"\nlow = 1\nhigh = 2\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["tune", "--task", "sst2", "--strategy", "random", "--space", str(bad)])
+    assert result.exit_code == 2 and "random has no parameter 'nope'" in result.output
+    result = runner.invoke(app, ["tune", "--task", "sst2", "--strategy", "manual"])
+    assert result.exit_code == 2 and "no default search space" in result.output
+    result = runner.invoke(app, ["tune", "--task", "sst2", "--data-seeds", "a,b"])
+    assert result.exit_code == 2 and "comma-separated integers" in result.output
+
+
+def test_report_has_a_tuning_section(tmp_path, tiny_model_dir):
+    cfg = config(tmp_path, tiny_model_dir, n_trials=3)
+    tune(cfg)
+    result = CliRunner().invoke(app, ["report", "--db", cfg.db, "--out", str(tmp_path / "report"), "--study",
+                                      cfg.study, "--storage", cfg.storage])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Tuning: toy-random" in page and "Best trial #" in page
+    assert any(p.name.startswith("tune-history") for p in (tmp_path / "report").iterdir())
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgresql(tmp_path, tiny_model_dir):
+    url = os.environ.get("AUTOPROMPT_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: .ci/run starts one on 127.0.0.1 and sets AUTOPROMPT_TEST_POSTGRES_URL")
+    cfg = config(tmp_path, tiny_model_dir, storage=url, n_trials=4, heartbeat=2, grace=6)
+    cfg.study = f"toy-random-{os.getpid()}-{int(time.time())}"
+    cfg.db = url  # the leaderboard in the same server, as a team would share it
+    tune(cfg, workers=2)
+    check_study(cfg, 4)
+    assert json.loads(lb.load_rows(url, task="toy")[0]["versions"])
