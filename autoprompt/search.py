@@ -289,6 +289,12 @@ def find_run(spec: SearchSpec) -> Path | None:
     return found[0] if found else None
 
 
+def finished_result(spec: SearchSpec) -> dict[str, Any] | None:
+    """``result.json`` of an earlier finished run of the same spec, if there is one (benchmarks reuse it)."""
+    folder = find_run(spec)
+    return read_json(folder / "result.json") if folder and (folder / "result.json").is_file() else None
+
+
 def _run_id(spec: SearchSpec) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:6]

@@ -26,23 +26,14 @@ import torch
 
 from autoprompt import load_model
 from autoprompt.model_store import model_dir
-from autoprompt.search import SearchSpec, run_search
+from autoprompt.search import SearchSpec, finished_result, run_search
 from autoprompt.tasks import load_task
-
-
-def finished(spec: SearchSpec) -> dict | None:
-    for result in sorted(Path(spec.out).glob(f"{spec.task}/{spec.strategy}/*/result.json")):
-        old = json.loads((result.parent / "spec.json").read_text())
-        same = all(old.get(k) == v for k, v in spec.to_json().items() if k != "params")
-        if same and all(str(old["params"].get(k)) == str(v) for k, v in spec.params.items()):
-            return json.loads(result.read_text())
-    return None
 
 
 def ours(task: str, mode: str, data_seed: int, out: str, lm) -> dict:
     spec = SearchSpec(task=task, strategy="ptuning", params={"mode": mode}, shots=16, data_seed=data_seed, seed=0,
                       out=out)
-    r = finished(spec) or run_search(spec, lm=lm)
+    r = finished_result(spec) or run_search(spec, lm=lm)
     return {"method": f"autoprompt {mode}", "data_seed": data_seed, "test": round(r["scores"]["test"], 4),
             "manual_test": round(r["baseline"]["test"], 4), "dev": round(r["scores"]["dev"], 4),
             "trainable_parameters": r["details"]["trainable_parameters"], "wall_s": r["wall_s"],

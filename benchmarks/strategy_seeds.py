@@ -16,17 +16,7 @@ from pathlib import Path
 
 from autoprompt import load_model
 from autoprompt.prompts import prompt_from_json
-from autoprompt.search import SearchSpec, run_search
-
-
-def finished(spec: SearchSpec) -> dict | None:
-    """The result of a finished run of the same spec under ``spec.out``, if there is one."""
-    for result in sorted(Path(spec.out).glob(f"{spec.task}/{spec.strategy}/*/result.json")):
-        old = json.loads((result.parent / "spec.json").read_text())
-        same = all(old.get(k) == v for k, v in spec.to_json().items() if k != "params")
-        if same and all(str(old["params"].get(k)) == str(v) for k, v in spec.params.items()):
-            return json.loads(result.read_text())
-    return None
+from autoprompt.search import SearchSpec, finished_result, run_search
 
 
 def main() -> None:
@@ -44,7 +34,7 @@ def main() -> None:
     for data_seed in map(int, args.seeds.split(",")):
         spec = SearchSpec(task=args.task, strategy=args.strategy, params=params, shots=16, data_seed=data_seed,
                           seed=0, budget=args.budget, out=args.out)
-        r = finished(spec) or run_search(spec, lm=lm)
+        r = finished_result(spec) or run_search(spec, lm=lm)
         rows.append({"data_seed": data_seed, "manual_test": r["baseline"]["test"], "found_test": r["scores"]["test"],
                      "manual_dev": r["baseline"]["dev"], "found_dev": r["scores"]["dev"], "prompt": r["prompt_text"],
                      "verbalizer": prompt_from_json(r["prompt"]).verbalizer.to_json(),

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autoprompt.cli import app
+from autoprompt.testing.tiny import toy_task_file
 
 runner = CliRunner()
 
@@ -97,18 +98,6 @@ def test_unknown_model_is_one_line(data_dir, tmp_path):
     assert_one_line_error(result, "cannot load model")
 
 
-def _toy_task(tmp_path):
-    rows = ["text,label"] + [f"the film was {w},{lab}" for w, lab in
-                             [("good", 1), ("bad", 0), ("great", 1), ("awful", 0), ("fine", 1), ("dull", 0)] * 3]
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "test.csv").write_text("\n".join(rows[:7]) + "\n")
-    spec = tmp_path / "toy.toml"
-    spec.write_text('name = "toy"\nfields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\n'
-                    'template = "{text} It was [P]"\n[files]\ntrain = "train.csv"\ntest = "test.csv"\n'
-                    '[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
-    return spec
-
-
 def test_strategies_lists_parameters():
     rows = {r["strategy"]: r for r in json.loads(run("strategies", "--json").output)}
     assert {"manual", "random", "gradient", "verbalizer", "paraphrase"} <= set(rows)
@@ -116,7 +105,7 @@ def test_strategies_lists_parameters():
 
 
 def test_search_json_and_resume(tmp_path, tiny_model_dir):
-    spec = _toy_task(tmp_path)
+    spec = toy_task_file(tmp_path)
     args = ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "gradient",
             "--budget", "150", "--param", "num_candidates=3", "--param", "batch_size=4",
             "--out", str(tmp_path / "runs")]
@@ -137,7 +126,7 @@ def test_search_json_and_resume(tmp_path, tiny_model_dir):
 
 
 def test_search_dry_run(tmp_path, tiny_model_dir):
-    spec = _toy_task(tmp_path)
+    spec = toy_task_file(tmp_path)
     result = run("search", "--task", str(spec), "--model", str(tiny_model_dir), "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output[result.output.index("{"):])
@@ -155,13 +144,13 @@ def test_search_dry_run(tmp_path, tiny_model_dir):
     ],
 )
 def test_search_bad_input(args, fragment, tmp_path, tiny_model_dir):
-    spec = _toy_task(tmp_path)
+    spec = toy_task_file(tmp_path)
     result = run("search", "--task", str(spec), "--model", str(tiny_model_dir), "--out", str(tmp_path / "r"), *args)
     assert_one_line_error(result, fragment)
 
 
 def test_resume_of_a_corrupt_checkpoint(tmp_path, tiny_model_dir):
-    spec = _toy_task(tmp_path)
+    spec = toy_task_file(tmp_path)
     (tmp_path / "runs").mkdir()
     folder = tmp_path / "runs" / "toy" / "gradient" / "x"
     folder.mkdir(parents=True)
@@ -173,7 +162,7 @@ def test_resume_of_a_corrupt_checkpoint(tmp_path, tiny_model_dir):
 
 
 def test_soft_prompt_search_evaluate_and_predict(tmp_path, tiny_model_dir):
-    spec = _toy_task(tmp_path)
+    spec = toy_task_file(tmp_path)
     result = run("search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "ptuning",
                  "--param", "steps=4", "--param", "eval_every=2", "--param", "batch_size=4",
                  "--out", str(tmp_path / "runs"), "--json")

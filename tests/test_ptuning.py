@@ -160,3 +160,29 @@ def test_flat_loss_warns_in_trace_and_result(causal, task, tmp_path):
     assert any("not moved" in w for w in result["warnings"])
     trace = next(tmp_path.rglob("trace.jsonl")).read_text()
     assert "not moved" in trace
+
+
+@pytest.mark.parametrize("backend", ["causal", "gpt2", "masked"])
+def test_soft_slots_equal_the_tokens_whose_embeddings_they_hold(backend, task, request):
+    lm = request.getfixturevalue(backend)
+    ids = lm.tokenize(" good movie")[:2]
+    verbalizer = task.task.default_prompt.verbalizer
+    soft = Prompt("{sentence} [S] [S] It was [P]", verbalizer,
+                  soft=SoftPrompt(slots=lm.embedding_matrix()[list(ids)].detach().clone()))
+    hard = Prompt("{sentence} [T] [T] It was [P]", verbalizer, trigger_ids=ids)
+    ev = Evaluator(lm, task.task, batch_size=3)
+    assert torch.allclose(ev.score(soft, task.dev).logprobs, ev.score(hard, task.dev).logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["causal", "gpt2"])
+def test_a_prefix_of_a_texts_keys_and_values_equals_that_text_in_front(backend, task, request):
+    lm = request.getfixturevalue(backend)
+    assert lm.prefix_special == ()  # so the text in front is exactly the prefix's tokens
+    ids = lm.tokenize("the movie was fine")
+    verbalizer = task.task.default_prompt.verbalizer
+    # the leading space: after the prefix, the sentence is tokenized as it is after a trigger
+    soft = Prompt(" {sentence} It was [P]", verbalizer, soft=SoftPrompt(prefix=lm.prefix_from_text(ids)))
+    hard = Prompt("[T] [T] [T] [T] {sentence} It was [P]", verbalizer, trigger_ids=ids[:4])
+    assert len(ids) == 4
+    ev = Evaluator(lm, task.task, batch_size=3)  # several lengths per batch: padding under the prefix too
+    assert torch.allclose(ev.score(soft, task.dev).logprobs, ev.score(hard, task.dev).logprobs, atol=1e-5)

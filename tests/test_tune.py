@@ -17,25 +17,14 @@ from typer.testing import CliRunner
 
 from autoprompt import leaderboard as lb
 from autoprompt.cli import app
+from autoprompt.testing.tiny import toy_task_file
 from autoprompt.tune import TuneConfig, grid, load_space, storage_url, tune
 
 SPACE = {"num_candidates": {"type": "int", "low": 2, "high": 6}, "num_triggers": {"type": "int", "low": 1, "high": 4}}
 
 
-def toy_task(tmp_path: Path) -> Path:
-    rows = ["text,label"] + [f"the film was {w},{lab}" for w, lab in
-                             [("good", 1), ("bad", 0), ("great", 1), ("awful", 0), ("fine", 1), ("dull", 0)] * 3]
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "test.csv").write_text("\n".join(rows[:7]) + "\n")
-    spec = tmp_path / "toy.toml"
-    spec.write_text('name = "toy"\nfields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\n'
-                    'template = "{text} It was [P]"\n[files]\ntrain = "train.csv"\ntest = "test.csv"\n'
-                    '[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
-    return spec
-
-
 def config(tmp_path, model_dir, storage=None, n_trials=6, budget=120, **kw) -> TuneConfig:
-    return TuneConfig(task=str(toy_task(tmp_path)), strategy="random", n_trials=n_trials, space=SPACE,
+    return TuneConfig(task=str(toy_task_file(tmp_path)), strategy="random", n_trials=n_trials, space=SPACE,
                       storage=storage or storage_url(None, tmp_path / "runs"), study="toy-random",
                       out=str(tmp_path / "runs"), model=str(model_dir), budget=budget,
                       db=str(tmp_path / "lb.db"), **kw)

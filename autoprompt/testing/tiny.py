@@ -7,6 +7,7 @@ download, so tests of scoring, batching and search run fast and offline.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -116,3 +117,16 @@ def tiny_task(n: int = 24, seed: int = 0) -> TaskData:
                 {"negative": ["bad"], "positive": ["good"]}, "accuracy", "tiny generated sentiment")
     return TaskData(task, {"shots": None, "data_seed": seed, "sources": {"generated": "tiny_task"}},
                     {s: (lambda s=s: splits[s]) for s in splits})
+
+
+def toy_task_file(folder: Path) -> Path:
+    """A tiny custom task on disk (CSV files and its TOML), for CLI tests and worker processes."""
+    rows = ["text,label"] + [f"the film was {w},{lab}" for w, lab in
+                             [("good", 1), ("bad", 0), ("great", 1), ("awful", 0), ("fine", 1), ("dull", 0)] * 3]
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    (folder / "test.csv").write_text("\n".join(rows[:7]) + "\n")
+    spec = folder / "toy.toml"
+    spec.write_text('name = "toy"\nfields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\n'
+                    'template = "{text} It was [P]"\n[files]\ntrain = "train.csv"\ntest = "test.csv"\n'
+                    '[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    return spec
