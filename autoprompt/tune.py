@@ -29,6 +29,7 @@ from typing import Any
 from autoprompt.errors import AutopromptError
 
 SURPLUS = "surplus"
+STARTED = "started"
 
 
 @dataclasses.dataclass
@@ -182,6 +183,7 @@ def objective(config: TuneConfig, trial) -> float:
 
     from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
 
+    trial.set_user_attr(STARTED, True)  # its heartbeat thread runs: optuna can tell if this worker dies
     earlier = [t for t in trial.study.get_trials(deepcopy=False)
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or (t.state == TrialState.RUNNING and t.number < trial.number)]
@@ -221,6 +223,33 @@ def objective(config: TuneConfig, trial) -> float:
     return statistics.mean(devs)
 
 
+def fail_orphans(study, grace: float) -> list[int]:
+    """Fail (and retry) RUNNING trials whose worker died before the trial's first heartbeat.
+
+    Optuna's stale-trial check only sees trials that have a heartbeat; a worker killed between
+    creating a trial and starting its heartbeat would leave the trial RUNNING forever. Such a
+    trial never reached the objective (which marks it ``started`` first thing).
+    """
+    from datetime import datetime  # noqa: PLC0415
+
+    from optuna.exceptions import UpdateFinishedTrialError  # noqa: PLC0415
+    from optuna.storages import RetryFailedTrialCallback  # noqa: PLC0415
+    from optuna.trial import TrialState  # noqa: PLC0415
+
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        age = (datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+        if STARTED in t.user_attrs or age <= grace:
+            continue
+        try:
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another worker got there first
+        RetryFailedTrialCallback(max_retry=1)(study, study._storage.get_trial(t._trial_id))
+        failed.append(t.number)
+    return failed
+
+
 def worker(config: TuneConfig, index: int = 0, poll: float = 2.0) -> None:
     """Run trials until the study has ``n_trials`` complete or pruned ones."""
     import optuna  # noqa: PLC0415
@@ -231,6 +260,7 @@ def worker(config: TuneConfig, index: int = 0, poll: float = 2.0) -> None:
     errors = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: FAILED, then retried
+        fail_orphans(study, config.grace)
         counts = _counts(study)
         if counts["done"] >= config.n_trials:
             return

@@ -75,7 +75,12 @@ def test_a_killed_worker_leaves_the_study_consistent(tmp_path, tiny_model_dir):
             break
         time.sleep(0.2)
     os.kill(victim.pid, signal.SIGKILL)
-    assert survivor.wait(timeout=300) == 0
+    try:
+        assert survivor.wait(timeout=600) == 0
+    except subprocess.TimeoutExpired:
+        survivor.kill()
+        trials = optuna.load_study(study_name=cfg.study, storage=cfg.storage).get_trials()
+        pytest.fail(f"the surviving worker did not finish: {[(t.number, t.state.name, t.user_attrs) for t in trials]}")
     trials = check_study(cfg, 3)
     failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
     assert failed, "the killed worker's trial should be marked failed"
@@ -88,6 +93,23 @@ def write_space(tmp_path: Path) -> Path:
     path.write_text('[num_candidates]\ntype = "int"\nlow = 2\nhigh = 6\n\n[num_triggers]\ntype = "int"\nlow = 1\n'
                     'high = 4\n')
     return path
+
+
+def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_path, tiny_model_dir):
+    from autoprompt.tune import fail_orphans, open_study  # noqa: PLC0415
+
+    cfg = config(tmp_path, tiny_model_dir, n_trials=2, grace=1)
+    study = open_study(cfg)
+    orphan = study.ask({"num_candidates": optuna.distributions.IntDistribution(2, 6),
+                        "num_triggers": optuna.distributions.IntDistribution(1, 4)})  # then its worker "dies"
+    assert fail_orphans(study, grace=1) == []  # too young to tell
+    time.sleep(1.2)
+    assert fail_orphans(study, grace=1) == [orphan.number]
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert [t.state for t in trials[orphan.number + 1:]] == [TrialState.WAITING]  # the retry, same params
+    tune(cfg)
+    check_study(cfg, 2)
 
 
 def test_space_files_and_grids(tmp_path):
