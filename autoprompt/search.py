@@ -496,8 +496,8 @@ def run_search(
         stop_after: stop after this many steps of this call (for tests of interruption).
         db: the leaderboard (a SQLAlchemy URL or a file; default ``$AUTOPROMPT_DB``, else
             ``leaderboard.db`` in ``spec.out``).
-        on_step: called after every checkpointed step with (step, its trace line); an exception
-            it raises stops the run there, checkpoint intact (a tuner prunes trials this way).
+        on_step: called after every checkpointed step with (step, ``{"best_dev", "budget"}``); an
+            exception it raises stops the run there, checkpoint intact (a tuner prunes this way).
     """
     from autoprompt.api import versions  # noqa: PLC0415 - api imports this module
     from autoprompt.model_store import load_model  # noqa: PLC0415
