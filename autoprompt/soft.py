@@ -89,15 +89,13 @@ class SoftPrompt:
         """Read a ``soft.safetensors`` file; a missing or corrupt file is a one-line error."""
         return _load_cached(str(Path(path).resolve()), Path(path).stat().st_mtime_ns if Path(path).exists() else 0)
 
-    def nearest_tokens(self, embeddings: Tensor, tokenizer, k: int = 3) -> list[list[str]]:
-        """The ``k`` vocabulary tokens nearest (cosine) to each slot vector: a readable view."""
+    def nearest(self, embeddings: Tensor, k: int = 3) -> tuple[Tensor, Tensor]:
+        """Cosine ``[S, k]`` and ids ``[S, k]`` of the vocabulary tokens nearest to each slot vector."""
         if self.slots is None:
-            return []
+            raise AutopromptError("a key/value prefix has no input vectors to read out as tokens")
         e = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)             # [V, H]
         s = torch.nn.functional.normalize(self.slots.detach().float().to(e.device), dim=-1)  # [S, H]
-        top = (s @ e.T).topk(k, dim=-1).indices.tolist()                                    # [S, k]
-        return [[tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(i)]) for i in row]
-                for row in top]
+        return (s @ e.T).topk(k, dim=-1)
 
 
 @functools.lru_cache(maxsize=16)

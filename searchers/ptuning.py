@@ -254,7 +254,7 @@ class PTuning(Searcher):
             module = self.build(ctx)
         soft = _detached(module())
         start_dev = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev).score
-        state = {"params": dict(module.state_dict()), "opt": {}, "k": 0, "losses": [], "best_soft": _tensors(soft),
+        state = {"params": dict(module.state_dict()), "opt": {}, "k": 0, "losses": [], "best_soft": soft.tensors(),
                  "best_dev": start_dev, "start_dev": start_dev, "stale": 0, "flat_warned": False}
         if self.keep_manual:
             manual_dev = ctx.evaluator.score(ctx.task.default_prompt, ctx.dev).score
@@ -327,7 +327,7 @@ class PTuning(Searcher):
             "opt": {str(i): v for i, v in opt.state_dict()["state"].items()},
             "k": k, "losses": losses, "stale": stale, "start_dev": state["start_dev"],
             "flat_warned": state["flat_warned"] or flat,
-            "best_soft": _tensors(soft) if better else state["best_soft"],
+            "best_soft": soft.tensors() if better else state["best_soft"],
             "best_dev": dev if better else state["best_dev"],
             "done": k >= self.steps or (self.patience > 0 and stale >= self.patience),
         }
@@ -359,9 +359,7 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
     soft = prompt.soft
     assert isinstance(soft, SoftPrompt) and soft.slots is not None
     lm = ctx.lm
-    emb = torch.nn.functional.normalize(lm.embedding_matrix().detach().float(), dim=-1)          # [V, H]
-    vec = torch.nn.functional.normalize(soft.slots.float().to(emb.device), dim=-1)                # [S, H]
-    cos, ids = (vec @ emb.T).topk(k, dim=-1)                                                       # [S, k]
+    cos, ids = soft.nearest(lm.embedding_matrix(), k)                                              # [S, k]
     decode = lambda i: lm.tokenizer.convert_tokens_to_string([lm.tokenizer.convert_ids_to_tokens(i)])
     segments = [Segment("trigger", space=s.space) if s.kind == "soft" else s for s in prompt.template.segments]
     discrete = Prompt(Template.from_segments(segments), prompt.verbalizer, tuple(ids[:, 0].tolist()))
@@ -375,7 +373,3 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
 
 def _detached(soft: SoftPrompt) -> SoftPrompt:
     return SoftPrompt(*(None if t is None else t.detach().cpu().clone() for t in (soft.slots, soft.prefix)))
-
-
-def _tensors(soft: SoftPrompt) -> dict[str, Tensor]:
-    return {k: v for k, v in (("slots", soft.slots), ("prefix", soft.prefix)) if v is not None}
