@@ -150,15 +150,24 @@ def _pruner(name: str):
     raise AutopromptError(f"--pruner {name!r} is not one of median, halving, none")
 
 
+def _retry_once():
+    """Optuna's callback that re-queues a stale (dead worker's) trial once."""
+    from optuna import storages  # noqa: PLC0415
+
+    # renamed in optuna 4.9 (the old name warns from then on)
+    retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    return retry(max_retry=1)
+
+
 def open_study(config: TuneConfig, worker: int = 0):
     """The study in its RDB storage (created if missing), with heartbeats and one retry of failed trials."""
     import optuna  # noqa: PLC0415
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback  # noqa: PLC0415
+    from optuna.storages import RDBStorage  # noqa: PLC0415
 
     url = config.storage
     try:
         storage = RDBStorage(url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
-                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                             heartbeat_stale_trial_callback=_retry_once(),
                              engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     except Exception as err:  # optuna/SQLAlchemy raise many kinds here; all mean "cannot open"
         raise AutopromptError(f"cannot open the optuna storage {url} ({type(err).__name__}: {err}); "
@@ -233,7 +242,6 @@ def fail_orphans(study, grace: float) -> list[int]:
     from datetime import datetime  # noqa: PLC0415
 
     from optuna.exceptions import UpdateFinishedTrialError  # noqa: PLC0415
-    from optuna.storages import RetryFailedTrialCallback  # noqa: PLC0415
     from optuna.trial import TrialState  # noqa: PLC0415
 
     failed = []
@@ -245,7 +253,7 @@ def fail_orphans(study, grace: float) -> list[int]:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker got there first
-        RetryFailedTrialCallback(max_retry=1)(study, study._storage.get_trial(t._trial_id))
+        _retry_once()(study, study._storage.get_trial(t._trial_id))
         failed.append(t.number)
     return failed
 

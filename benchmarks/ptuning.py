@@ -7,6 +7,11 @@ initialisation for prompt tuning, and are scored on the same test split by the l
 log-probs after the prompt — the only difference is the library. Prints and writes
 ``benchmarks/results/ptuning_<task>.json``.
 
+Times: ``train_s`` is the training loop (ours: with its ``dev`` evaluations and early stopping;
+PEFT: 150 steps, no evaluations); ``wall_s`` the whole run (ours also scores the manual baseline
+on dev and test, the soft prompt on test and the nearest-token readout on dev; PEFT only test).
+Use ``OMP_NUM_THREADS`` to fix the thread count; the results file records it.
+
     python benchmarks/ptuning.py --task sst2 --seeds 13,21,42 --modes prompt,ptuning,prefix --peft prompt,ptuning
     python benchmarks/ptuning.py --task rte --seeds 13 --modes prompt,ptuning,prefix
 
@@ -34,9 +39,11 @@ def ours(task: str, mode: str, data_seed: int, out: str, lm) -> dict:
     spec = SearchSpec(task=task, strategy="ptuning", params={"mode": mode}, shots=16, data_seed=data_seed, seed=0,
                       out=out)
     r = finished_result(spec) or run_search(spec, lm=lm)
+    trace = (Path(r["run_dir"]) / "trace.jsonl").read_text().splitlines()
     return {"method": f"autoprompt {mode}", "data_seed": data_seed, "test": round(r["scores"]["test"], 4),
             "manual_test": round(r["baseline"]["test"], 4), "dev": round(r["scores"]["dev"], 4),
             "trainable_parameters": r["details"]["trainable_parameters"], "wall_s": r["wall_s"],
+            "train_s": json.loads(trace[-1])["time_s"],  # the training loop with its dev evaluations
             "optimizer_steps": r["details"]["optimizer_steps"],
             "readout": r["details"].get("readout", {}).get("discrete_prompt"), "run_dir": r["run_dir"]}
 
@@ -102,6 +109,7 @@ def peft_run(task: str, method: str, data_seed: int, lm, steps: int = 150, batch
         loss.backward()
         opt.step()
     model.eval()
+    train_s = round(time.perf_counter() - started, 1)
     correct = 0
     with torch.inference_mode():
         test = sorted(data.test, key=lambda ex: len(prefix_ids(ex)))
@@ -110,7 +118,7 @@ def peft_run(task: str, method: str, data_seed: int, lm, steps: int = 150, batch
             preds = class_logprobs(batch).argmax(-1)
             correct += sum(int(p) == ex.label for p, ex in zip(preds, batch, strict=True))
     return {"method": f"peft {method}", "data_seed": data_seed, "test": round(correct / len(test), 4),
-            "trainable_parameters": trainable, "wall_s": round(time.perf_counter() - started, 1),
+            "trainable_parameters": trainable, "wall_s": round(time.perf_counter() - started, 1), "train_s": train_s,
             "optimizer_steps": steps, "lr": lr}
 
 
@@ -139,13 +147,16 @@ def main() -> None:
             summary = {}
             for name in sorted({r["method"] for r in rows}):
                 mine = [r for r in rows if r["method"] == name]
+                train_s = [r["train_s"] for r in mine if "train_s" in r]  # absent in rows of older versions
                 summary[name] = {"seeds": [r["data_seed"] for r in mine],
                                  "test_mean": round(statistics.mean(r["test"] for r in mine), 4),
                                  "test_std": round(statistics.pstdev(r["test"] for r in mine), 4),
                                  "wall_s_mean": round(statistics.mean(r["wall_s"] for r in mine), 1),
+                                 "train_s_mean": round(statistics.mean(train_s), 1) if train_s else None,
                                  "trainable_parameters": mine[0]["trainable_parameters"]}
             manual = [r["manual_test"] for r in rows if "manual_test" in r]
-            report = {"task": f"{args.task} 16-shot", "model": "smollm2-135m", "device": "cpu (2 cores)",
+            report = {"task": f"{args.task} 16-shot", "model": "smollm2-135m",
+                      "device": f"cpu ({torch.get_num_threads()} torch threads)",
                       "manual_test_mean": round(statistics.mean(manual), 4) if manual else None,
                       "summary": summary, "runs": rows}
             path.write_text(json.dumps(report, indent=2) + "\n")  # after every run: a long benchmark resumes

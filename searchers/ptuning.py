@@ -14,7 +14,10 @@ cross-entropy of the verbalizer's class scores at ``[P]`` (``loss=class``, as PE
 label word's log-likelihood over the whole vocabulary (``loss=word``), computed by the same
 backend code the evaluator scores with (`FrozenLM.soft_logprobs`), so a soft prompt scores as it
 trained. Each search step is ``eval_every`` optimiser steps then a ``dev`` evaluation; the best
-on ``dev`` is kept and ``patience`` evaluations without a gain stop the run.
+on ``dev`` is kept and ``patience`` evaluations without a gain stop the run. "Best" is the dev
+metric, ties broken by the dev cross-entropy: 32 dev examples move accuracy in steps of 1/32, so
+ties are common, and without the tie-break the first checkpoint that reaches a level (often one
+barely trained) would win and early stopping would end training there.
 
 Initialisation matters: every parameterisation here *starts at* real embeddings (of a text, or of
 sampled vocabulary words), and the encoders add a learned correction whose last layer starts at
@@ -32,7 +35,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from autoprompt import AutopromptError, Evaluator, Prompt, Segment, SoftPrompt, Template
+from autoprompt import AutopromptError, EvalResult, Evaluator, Prompt, Segment, SoftPrompt, Template
 from autoprompt.search import SearchContext, Searcher
 
 Mode = Literal["prompt", "ptuning", "prefix"]
@@ -253,13 +256,14 @@ class PTuning(Searcher):
         with torch.random.fork_rng(devices=[]):
             module = self.build(ctx)
         soft = _detached(module())
-        start_dev = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev).score
+        start = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
         state = {"params": dict(module.state_dict()), "opt": {}, "k": 0, "losses": [], "best_soft": soft.tensors(),
-                 "best_dev": start_dev, "start_dev": start_dev, "stale": 0, "flat_warned": False}
+                 "best_dev": start.score, "best_dev_loss": dev_loss(start), "start_dev": start.score, "stale": 0,
+                 "flat_warned": False}
         if self.keep_manual:
-            manual_dev = ctx.evaluator.score(ctx.task.default_prompt, ctx.dev).score
-            if manual_dev >= start_dev:
-                state.update(best_soft=None, best_dev=manual_dev)
+            manual = ctx.evaluator.score(ctx.task.default_prompt, ctx.dev)
+            if manual.score >= start.score:
+                state.update(best_soft=None, best_dev=manual.score, best_dev_loss=dev_loss(manual))
         return state
 
     def _lr(self, k: int) -> float:
@@ -316,12 +320,14 @@ class PTuning(Searcher):
                      f"the prompt is not learning: try a larger lr (now {self.lr}) or another init")
 
         soft = _detached(module())
-        dev = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev).score
-        better = dev > state["best_dev"]
+        result = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
+        dev, loss_dev = result.score, dev_loss(result)
+        best_loss = state.get("best_dev_loss", math.inf)  # absent in checkpoints of older versions
+        better = improves(dev, loss_dev, state["best_dev"], best_loss)
         stale = 0 if better else state["stale"] + 1
         window = losses[-(k - state["k"]):]
         ctx.report({"optimizer_step": k, "loss": round(sum(window) / len(window), 4), "dev": dev,
-                    "lr": self._lr(k - 1)})
+                    "dev_loss": round(loss_dev, 4), "lr": self._lr(k - 1)})
         return {
             "params": {n: t.detach().cpu().clone() for n, t in module.state_dict().items()},
             "opt": {str(i): v for i, v in opt.state_dict()["state"].items()},
@@ -329,6 +335,7 @@ class PTuning(Searcher):
             "flat_warned": state["flat_warned"] or flat,
             "best_soft": soft.tensors() if better else state["best_soft"],
             "best_dev": dev if better else state["best_dev"],
+            "best_dev_loss": loss_dev if better else best_loss,
             "done": k >= self.steps or (self.patience > 0 and stale >= self.patience),
         }
 
@@ -348,6 +355,17 @@ class PTuning(Searcher):
         if state["best_soft"] is not None and "slots" in state["best_soft"]:
             out["readout"] = nearest_token_readout(ctx, self.best(ctx, state))
         return out
+
+
+def dev_loss(result: EvalResult) -> float:
+    """Mean cross-entropy of the gold class over the verbalizer's classes (the tie-break on dev)."""
+    logprobs = result.logprobs.float().log_softmax(-1)                      # [N, C]
+    return -logprobs[torch.arange(result.n), result.labels].mean().item()
+
+
+def improves(score: float, loss: float, best_score: float, best_loss: float) -> bool:
+    """A higher dev metric, or the same metric at a lower dev cross-entropy."""
+    return score > best_score or (score == best_score and loss < best_loss)
 
 
 def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dict[str, Any]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, Prompt, load_prompt
+from autoprompt.evaluator import EvalResult
 from autoprompt.models import weights_checksum
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, TaskData
 from autoprompt.testing.conformance import check_strategy
+from searchers.ptuning import dev_loss, improves
 
 FAST = {"steps": 6, "eval_every": 2, "batch_size": 4}
 
@@ -160,6 +163,19 @@ def test_flat_loss_warns_in_trace_and_result(causal, task, tmp_path):
     assert any("not moved" in w for w in result["warnings"])
     trace = next(tmp_path.rglob("trace.jsonl")).read_text()
     assert "not moved" in trace
+
+
+def test_dev_ties_go_to_the_lower_dev_cross_entropy():
+    result = EvalResult(metric="accuracy", score=0.5, logprobs=torch.tensor([[0.0, -1.0], [-2.0, -0.5]]),
+                        labels=torch.tensor([0, 1]))
+    # by hand: the gold class's softmax probability per row, then the mean negative log
+    p0 = 1 / (1 + math.exp(-1.0))
+    p1 = math.exp(-0.5) / (math.exp(-2.0) + math.exp(-0.5))
+    assert dev_loss(result) == pytest.approx(-(math.log(p0) + math.log(p1)) / 2, rel=1e-6)
+    assert improves(0.75, 0.9, 0.5, 0.1)          # a higher metric wins whatever the loss
+    assert improves(0.5, 0.3, 0.5, 0.4)           # a tie goes to the lower cross-entropy
+    assert not improves(0.5, 0.4, 0.5, 0.4)       # an exact tie is not a gain (patience counts it)
+    assert not improves(0.25, 0.0, 0.5, 0.4)
 
 
 @pytest.mark.parametrize("backend", ["causal", "gpt2", "masked"])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ast
 import json
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 
-from autoprompt import AutopromptError, Budget, Evaluator
+from autoprompt import AutopromptError, Budget, Evaluator, search
 from autoprompt.prompts import Template
 from autoprompt.search import SearchContext, SearchSpec, available, create, run_search, with_triggers
+from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +142,26 @@ def test_run_artifacts(causal, task, tmp_path):
 
     again = Evaluator(causal, task.task).score(Prompt.load(run_dir / "prompt.json"), task.test).score
     assert again == pytest.approx(saved["scores"]["test"])
+
+
+def test_manual_baseline_is_scored_once_per_process(causal, task, tmp_path, monkeypatch):
+    scored = []
+    real = Evaluator.score
+
+    def counting(self, prompt, examples, progress=False):
+        scored.append((prompt.fingerprint, examples_fingerprint(examples)))
+        return real(self, prompt, examples, progress)
+
+    monkeypatch.setattr(Evaluator, "score", counting)
+    monkeypatch.setattr(search, "_baselines", weakref.WeakKeyDictionary())  # other tests' runs filled it
+    manual = (task.task.default_prompt.fingerprint, examples_fingerprint(task.test))  # searches never score test
+    first = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=60,
+                                  out=str(tmp_path)), lm=causal, data=task)
+    before = scored.count(manual)
+    second = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=60, seed=1,
+                                   out=str(tmp_path)), lm=causal, data=task)
+    assert before == 1 and scored.count(manual) == 1  # the second run reused the baseline
+    assert second["baseline"] == first["baseline"]
 
 
 def test_corrupt_checkpoint_is_one_line(causal, task, tmp_path):
