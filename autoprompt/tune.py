@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import shlex
 import statistics
 import time
@@ -59,6 +60,11 @@ class TuneConfig:
     db: str | None = None
     heartbeat: int = 10
     grace: int = 30
+
+    @property
+    def leaderboard(self) -> str:
+        """Where every trial records: ``db``, ``$AUTOPROMPT_DB``, else one ``<out>/leaderboard.db``."""
+        return self.db or os.environ.get("AUTOPROMPT_DB") or str(Path(self.out) / "leaderboard.db")
 
 
 def default_space(strategy: str) -> dict[str, dict[str, Any]]:
@@ -218,7 +224,7 @@ def objective(config: TuneConfig, trial) -> float:
                 raise optuna.TrialPruned(f"pruned at seed {data_seed}, step {step}")
 
         try:
-            result = run_search(spec, db=config.db, on_step=report)
+            result = run_search(spec, db=config.leaderboard, on_step=report)
         except AutopromptError as err:  # e.g. a NaN loss at a too-large lr: this trial fails, the study goes on
             trial.set_user_attr("error", str(err))
             return float("nan")

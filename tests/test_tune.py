@@ -23,11 +23,11 @@ from autoprompt.tune import TuneConfig, grid, load_space, storage_url, tune
 SPACE = {"num_candidates": {"type": "int", "low": 2, "high": 6}, "num_triggers": {"type": "int", "low": 1, "high": 4}}
 
 
-def config(tmp_path, model_dir, storage=None, n_trials=6, budget=120, **kw) -> TuneConfig:
+def config(tmp_path, model_dir, storage=None, n_trials=6, budget=120, db="lb.db", **kw) -> TuneConfig:
     return TuneConfig(task=str(toy_task_file(tmp_path)), strategy="random", n_trials=n_trials, space=SPACE,
                       storage=storage or storage_url(None, tmp_path / "runs"), study="toy-random",
                       out=str(tmp_path / "runs"), model=str(model_dir), budget=budget,
-                      db=str(tmp_path / "lb.db"), **kw)
+                      db=str(tmp_path / db) if db else None, **kw)
 
 
 def check_study(cfg: TuneConfig, n: int) -> list:
@@ -37,7 +37,7 @@ def check_study(cfg: TuneConfig, n: int) -> list:
     assert len(finished) == n, [(t.number, t.state) for t in trials]
     assert len({t.number for t in finished}) == n
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    rows = lb.load_rows(cfg.db)
+    rows = lb.load_rows(cfg.leaderboard)
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     # every finished trial's run is a leaderboard row (pruned trials stopped before a result)
     assert {r["run_dir"] for r in rows} >= {run for t in complete for run in t.user_attrs["runs"]}
@@ -46,8 +46,9 @@ def check_study(cfg: TuneConfig, n: int) -> list:
     return trials
 
 
-def test_two_workers_share_one_sqlite_study(tmp_path, tiny_model_dir):
-    cfg = config(tmp_path, tiny_model_dir, heartbeat=2, grace=6)
+def test_two_workers_share_one_sqlite_study(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("AUTOPROMPT_DB", raising=False)
+    cfg = config(tmp_path, tiny_model_dir, heartbeat=2, grace=6, db=None)  # every trial in <out>/leaderboard.db
     result = tune(cfg, workers=2)
     check_study(cfg, 6)
     best = result["best"]
