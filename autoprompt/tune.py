@@ -170,6 +170,7 @@ def open_study(config: TuneConfig, worker: int = 0):
     import optuna  # noqa: PLC0415
     from optuna.storages import RDBStorage  # noqa: PLC0415
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say what happens
     url = config.storage
     try:
         storage = RDBStorage(url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
@@ -268,7 +269,6 @@ def worker(config: TuneConfig, index: int = 0, poll: float = 2.0) -> None:
     """Run trials until the study has ``n_trials`` complete or pruned ones."""
     import optuna  # noqa: PLC0415
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(config, index)
     errors = 0
