@@ -44,6 +44,7 @@ def ours(task: str, mode: str, data_seed: int, out: str, lm) -> dict:
             "manual_test": round(r["baseline"]["test"], 4), "dev": round(r["scores"]["dev"], 4),
             "trainable_parameters": r["details"]["trainable_parameters"], "wall_s": r["wall_s"],
             "train_s": json.loads(trace[-1])["time_s"],  # the training loop with its dev evaluations
+            "torch_threads": torch.get_num_threads(),
             "optimizer_steps": r["details"]["optimizer_steps"],
             "readout": r["details"].get("readout", {}).get("discrete_prompt"), "run_dir": r["run_dir"]}
 
@@ -119,6 +120,7 @@ def peft_run(task: str, method: str, data_seed: int, lm, steps: int = 150, batch
             correct += sum(int(p) == ex.label for p, ex in zip(preds, batch, strict=True))
     return {"method": f"peft {method}", "data_seed": data_seed, "test": round(correct / len(test), 4),
             "trainable_parameters": trainable, "wall_s": round(time.perf_counter() - started, 1), "train_s": train_s,
+            "torch_threads": torch.get_num_threads(),
             "optimizer_steps": steps, "lr": lr}
 
 
