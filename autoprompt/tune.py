@@ -159,23 +159,30 @@ def _pruner(name: str):
 def _retry_once():
     """Optuna's callback that re-queues a stale (dead worker's) trial once."""
     from optuna import storages  # noqa: PLC0415
+    from optuna.exceptions import ExperimentalWarning  # noqa: PLC0415
 
-    # renamed in optuna 4.9 (the old name warns from then on)
+    # renamed in optuna 4.9 (the old name warns from then on); heartbeats are "experimental" in
+    # optuna's terms since 2.8, and the warning says nothing a user can act on
     retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
-    return retry(max_retry=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return retry(max_retry=1)
 
 
 def open_study(config: TuneConfig, worker: int = 0):
     """The study in its RDB storage (created if missing), with heartbeats and one retry of failed trials."""
     import optuna  # noqa: PLC0415
+    from optuna.exceptions import ExperimentalWarning  # noqa: PLC0415
     from optuna.storages import RDBStorage  # noqa: PLC0415
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say what happens
     url = config.storage
     try:
-        storage = RDBStorage(url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
-                             heartbeat_stale_trial_callback=_retry_once(),
-                             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            storage = RDBStorage(url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
+                                 heartbeat_stale_trial_callback=_retry_once(),
+                                 engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     except Exception as err:  # optuna/SQLAlchemy raise many kinds here; all mean "cannot open"
         raise AutopromptError(f"cannot open the optuna storage {url} ({type(err).__name__}: {err}); "
                               "check --storage") from None
