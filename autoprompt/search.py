@@ -512,7 +512,7 @@ def run_search(
         spec = SearchSpec.from_json(read_json(run_dir / "spec.json"))
         if (run_dir / "result.json").is_file():  # finished: make sure it is recorded (no-op if it is)
             result = read_json(run_dir / "result.json")
-            record(result, _leaderboard(spec, db))
+            record(result, leaderboard_db(db, spec.out))
             return result
     searcher = create(spec.strategy, spec.params)
     spec.params = searcher.params()
@@ -626,7 +626,7 @@ def run_search(
     if found_test.extra:
         result["lama"] = {"found": found_test.extra, "baseline": base_test.extra}
     atomic_write_json(run_dir / "result.json", result)
-    record(result, _leaderboard(spec, db))
+    record(result, leaderboard_db(db, spec.out))
     return result
 
 
@@ -645,8 +645,9 @@ def _baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example]) -> 
     return known[key]
 
 
-def _leaderboard(spec: SearchSpec, db: str | Path | None) -> str | Path:
-    return db or os.environ.get("AUTOPROMPT_DB") or Path(spec.out) / "leaderboard.db"
+def leaderboard_db(db: str | Path | None, out: str | Path) -> str | Path:
+    """Where a run under ``out`` records: ``db``, ``$AUTOPROMPT_DB``, else ``<out>/leaderboard.db``."""
+    return db or os.environ.get("AUTOPROMPT_DB") or Path(out) / "leaderboard.db"
 
 
 def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
 import shlex
 import statistics
 import time
@@ -64,7 +63,9 @@ class TuneConfig:
     @property
     def leaderboard(self) -> str:
         """Where every trial records: ``db``, ``$AUTOPROMPT_DB``, else one ``<out>/leaderboard.db``."""
-        return self.db or os.environ.get("AUTOPROMPT_DB") or str(Path(self.out) / "leaderboard.db")
+        from autoprompt.search import leaderboard_db  # noqa: PLC0415
+
+        return str(leaderboard_db(self.db, self.out))
 
 
 def default_space(strategy: str) -> dict[str, dict[str, Any]]:

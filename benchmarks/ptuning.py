@@ -158,7 +158,7 @@ def main() -> None:
                                  "trainable_parameters": mine[0]["trainable_parameters"]}
             manual = [r["manual_test"] for r in rows if "manual_test" in r]
             report = {"task": f"{args.task} 16-shot", "model": "smollm2-135m",
-                      "device": f"cpu ({torch.get_num_threads()} torch threads)",
+                      "device": "cpu (torch threads per run: torch_threads)",
                       "manual_test_mean": round(statistics.mean(manual), 4) if manual else None,
                       "summary": summary, "runs": rows}
             path.write_text(json.dumps(report, indent=2) + "\n")  # after every run: a long benchmark resumes
