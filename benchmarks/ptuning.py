@@ -7,13 +7,17 @@ initialisation for prompt tuning, and are scored on the same test split by the l
 log-probs after the prompt — the only difference is the library. Prints and writes
 ``benchmarks/results/ptuning_<task>.json``.
 
+    python benchmarks/ptuning.py --task sst2 --seeds 13,21,42 --modes prompt,ptuning,prefix --peft prompt,ptuning
+
 Times: ``train_s`` is the training loop (ours: with its ``dev`` evaluations and early stopping;
 PEFT: 150 steps, no evaluations); ``wall_s`` the whole run (ours also scores the manual baseline
 on dev and test, the soft prompt on test and the nearest-token readout on dev; PEFT only test).
-Use ``OMP_NUM_THREADS`` to fix the thread count; the results file records it.
+Use ``OMP_NUM_THREADS`` to fix the thread count; the results file records it per row, and the
+summary's times average only the rows at the most common thread count. Two processes may share
+one results file (rows are merged on write), e.g. ours and PEFT's side by side, one thread each:
 
-    python benchmarks/ptuning.py --task sst2 --seeds 13,21,42 --modes prompt,ptuning,prefix --peft prompt,ptuning
-    python benchmarks/ptuning.py --task rte --seeds 13 --modes prompt,ptuning,prefix
+    OMP_NUM_THREADS=1 python benchmarks/ptuning.py --task rte --modes prompt,ptuning,prefix &
+    OMP_NUM_THREADS=1 python benchmarks/ptuning.py --task rte --modes '' --peft prompt,ptuning
 
 Needs ``pip install peft`` for ``--peft`` (the ``bench`` extra).
 """
@@ -124,6 +128,36 @@ def peft_run(task: str, method: str, data_seed: int, lm, steps: int = 150, batch
             "optimizer_steps": steps, "lr": lr}
 
 
+
+def summarize(rows: list[dict]) -> dict:
+    """Per method: test mean/std over seeds; times averaged over the rows at the usual thread count."""
+    threads = statistics.mode(r.get("torch_threads", 1) for r in rows)  # rows without it: the 1-thread era
+    summary = {}
+    for name in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == name]
+        timed = [r for r in mine if r.get("torch_threads", 1) == threads and "train_s" in r]
+        summary[name] = {"seeds": [r["data_seed"] for r in mine],
+                         "test_mean": round(statistics.mean(r["test"] for r in mine), 4),
+                         "test_std": round(statistics.pstdev(r["test"] for r in mine), 4),
+                         "timed_seeds": [r["data_seed"] for r in timed], "timed_threads": threads,
+                         "wall_s_mean": round(statistics.mean(r["wall_s"] for r in timed), 1) if timed else None,
+                         "train_s_mean": round(statistics.mean(r["train_s"] for r in timed), 1) if timed else None,
+                         "trainable_parameters": mine[0]["trainable_parameters"]}
+    return summary
+
+
+def write_report(path: Path, task: str, rows: list[dict]) -> None:
+    """The results file, written atomically after every run so that a long benchmark resumes."""
+    manual = [r["manual_test"] for r in rows if "manual_test" in r]
+    report = {"task": f"{task} 16-shot", "model": "smollm2-135m",
+              "device": "cpu (torch threads per run: torch_threads)",
+              "manual_test_mean": round(statistics.mean(manual), 4) if manual else None,
+              "summary": summarize(rows), "runs": rows}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
@@ -144,25 +178,14 @@ def main() -> None:
         for method, job in jobs:
             if (method, data_seed) in done:
                 continue
-            rows.append(job())
-            print(json.dumps(rows[-1]), flush=True)
-            summary = {}
-            for name in sorted({r["method"] for r in rows}):
-                mine = [r for r in rows if r["method"] == name]
-                train_s = [r["train_s"] for r in mine if "train_s" in r]  # absent in rows of older versions
-                summary[name] = {"seeds": [r["data_seed"] for r in mine],
-                                 "test_mean": round(statistics.mean(r["test"] for r in mine), 4),
-                                 "test_std": round(statistics.pstdev(r["test"] for r in mine), 4),
-                                 "wall_s_mean": round(statistics.mean(r["wall_s"] for r in mine), 1),
-                                 "train_s_mean": round(statistics.mean(train_s), 1) if train_s else None,
-                                 "trainable_parameters": mine[0]["trainable_parameters"]}
-            manual = [r["manual_test"] for r in rows if "manual_test" in r]
-            report = {"task": f"{args.task} 16-shot", "model": "smollm2-135m",
-                      "device": "cpu (torch threads per run: torch_threads)",
-                      "manual_test_mean": round(statistics.mean(manual), 4) if manual else None,
-                      "summary": summary, "runs": rows}
-            path.write_text(json.dumps(report, indent=2) + "\n")  # after every run: a long benchmark resumes
-    print(json.dumps(report["summary"], indent=2))
+            row = job()
+            print(json.dumps(row), flush=True)
+            # re-read: a second process (say, the PEFT rows on other cores) may have added rows meanwhile
+            rows = json.loads(path.read_text())["runs"] if path.is_file() else []
+            rows = [r for r in rows if (r["method"], r["data_seed"]) != (method, data_seed)] + [row]
+            write_report(path, args.task, rows)
+    if path.is_file():
+        print(json.dumps(summarize(json.loads(path.read_text())["runs"]), indent=2))
 
 
 if __name__ == "__main__":
