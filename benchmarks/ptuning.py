@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -128,6 +129,9 @@ def peft_run(task: str, method: str, data_seed: int, lm, steps: int = 150, batch
             "optimizer_steps": steps, "lr": lr}
 
 
+def read_rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["runs"] if path.is_file() else []
+
 
 def summarize(rows: list[dict]) -> dict:
     """Per method: test mean/std over seeds; times averaged over the rows at the usual thread count."""
@@ -153,7 +157,7 @@ def write_report(path: Path, task: str, rows: list[dict]) -> None:
               "device": "cpu (torch threads per run: torch_threads)",
               "manual_test_mean": round(statistics.mean(manual), 4) if manual else None,
               "summary": summarize(rows), "runs": rows}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(path)
 
@@ -168,24 +172,21 @@ def main() -> None:
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
     path = Path(__file__).parent / "results" / f"ptuning_{args.task}.json"
-    rows = json.loads(path.read_text())["runs"] if path.is_file() else []
-    done = {(r["method"], r["data_seed"]) for r in rows}
     for data_seed in map(int, args.seeds.split(",")):
         jobs = [(f"autoprompt {m}", lambda m=m, s=data_seed: ours(args.task, m, s, args.out, lm))
                 for m in filter(None, args.modes.split(","))]
         jobs += [(f"peft {m}", lambda m=m, s=data_seed: peft_run(args.task, m, s, lm))
                  for m in filter(None, args.peft.split(","))]
         for method, job in jobs:
-            if (method, data_seed) in done:
+            if any((r["method"], r["data_seed"]) == (method, data_seed) for r in read_rows(path)):  # by another process
                 continue
             row = job()
             print(json.dumps(row), flush=True)
-            # re-read: a second process (say, the PEFT rows on other cores) may have added rows meanwhile
-            rows = json.loads(path.read_text())["runs"] if path.is_file() else []
-            rows = [r for r in rows if (r["method"], r["data_seed"]) != (method, data_seed)] + [row]
+            # re-read: a second process (say, PEFT's rows on the other core) may have added rows meanwhile
+            rows = [r for r in read_rows(path) if (r["method"], r["data_seed"]) != (method, data_seed)] + [row]
             write_report(path, args.task, rows)
-    if path.is_file():
-        print(json.dumps(summarize(json.loads(path.read_text())["runs"]), indent=2))
+    if rows := read_rows(path):
+        print(json.dumps(summarize(rows), indent=2))
 
 
 if __name__ == "__main__":
