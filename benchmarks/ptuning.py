@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from autoprompt import load_model
+from autoprompt.io import atomic_write_json, read_json
 from autoprompt.model_store import model_dir
 from autoprompt.search import SearchSpec, finished_result, run_search
 from autoprompt.tasks import load_task
@@ -130,7 +130,8 @@ def peft_run(task: str, method: str, data_seed: int, lm, steps: int = 150, batch
 
 
 def read_rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["runs"] if path.is_file() else []
+    """The rows in the results file as it is now (another process may have added some)."""
+    return read_json(path)["runs"] if path.is_file() else []
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -157,9 +158,7 @@ def write_report(path: Path, task: str, rows: list[dict]) -> None:
               "device": "cpu (torch threads per run: torch_threads)",
               "manual_test_mean": round(statistics.mean(manual), 4) if manual else None,
               "summary": summarize(rows), "runs": rows}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, report)
 
 
 def main() -> None:
