@@ -44,14 +44,26 @@ def test_conformance_masked(mode, masked, task):
     check_strategy("ptuning", {"mode": mode, **FAST}, budget=300, lm=masked, data=task)
 
 
-def test_conformance_gpt2_prefix_and_mlp_encoder(gpt2, task):
+def test_conformance_gpt2_prefix_and_lstm_encoder(gpt2, task):
     check_strategy("ptuning", {"mode": "prefix", "reparam": True, **FAST}, budget=300, lm=gpt2, data=task)
-    check_strategy("ptuning", {"mode": "ptuning", "encoder": "mlp", **FAST}, budget=300, lm=gpt2, data=task)
+    check_strategy("ptuning", {"mode": "ptuning", "encoder": "lstm", **FAST}, budget=300, lm=gpt2, data=task)
 
 
 def test_prefix_on_a_masked_lm_is_a_clear_error(masked, task):
     with pytest.raises(AutopromptError, match=r"bert.*past key/values.*mode=prompt"):
         create("ptuning", {"mode": "prefix"}).start(context(masked, task))
+
+
+@pytest.mark.parametrize(("mode", "encoder"), [("prompt", "mlp"), ("ptuning", "mlp"), ("ptuning", "lstm")])
+def test_soft_tokens_go_in_front_of_the_manual_template_and_start_at_their_init(mode, encoder, causal, task):
+    searcher = create("ptuning", {"mode": mode, "encoder": encoder, "num_tokens": 3})
+    ctx = context(causal, task)
+    template = searcher.prompt_template(ctx)
+    assert [s.kind for s in template.segments[:3]] == ["soft"] * 3
+    assert template.segments[3:] == task.task.default_prompt.template.segments
+    # an encoder's last layer starts at zero: the pseudo tokens start at the init text's embeddings
+    init = causal.embedding_matrix().detach().float().cpu()[searcher._init_ids(ctx, 3)]
+    assert torch.equal(searcher.build(ctx)().slots, init)
 
 
 def test_only_prompt_parameters_get_gradients(causal, task):
