@@ -21,12 +21,13 @@ import statistics
 from pathlib import Path
 
 import torch
+from ptuning import read_rows  # the sibling benchmark's results-file reader
 
 from autoprompt import Evaluator, load_model
-from autoprompt.io import atomic_write_json, read_json
+from autoprompt.io import atomic_write_json
 from autoprompt.prompts import load_prompt
 from autoprompt.search import SearchSpec, finished_result, run_search
-from autoprompt.tasks import Example, load_task
+from autoprompt.tasks import LMBFF_SEEDS, Example, load_task
 from autoprompt.tasks.base import resolve_data_dir
 from autoprompt.tasks.readers import read_label_first
 
@@ -45,24 +46,34 @@ CANDIDATES: dict[str, dict[str, object]] = {
 def held_out(n: int, seed: int = 0) -> list[Example]:
     """``n`` labelled SST-2 train sentences in no 16-shot split (the test set is GLUE dev: disjoint)."""
     root = resolve_data_dir(None)
-    seen = {ex.fields["sentence"].strip().lower() for s in (13, 21, 42, 87, 100)
+    seen = {ex.fields["sentence"].strip().lower() for s in LMBFF_SEEDS
             for split in ("train", "dev") for ex in getattr(load_task("sst2", None, 16, s), split)}
     rows = [(label, text) for label, text in read_label_first(root / "sst2/sentence_level/stsa.binary.train")
             if text.strip().lower() not in seen]
     return [Example({"sentence": text}, int(label)) for label, text in random.Random(seed).sample(rows, n)]
 
 
-def run(name: str, params: dict, mode: str, data_seed: int, out: str, lm, examples: list[Example]) -> dict:
+def run(name: str, params: dict, mode: str, data_seed: int, out: str, held: Evaluator, examples: list[Example]) -> dict:
     spec = SearchSpec(task="sst2", strategy="ptuning", params={"mode": mode, **params}, shots=16,
                       data_seed=data_seed, seed=0, out=out)
-    r = finished_result(spec) or run_search(spec, lm=lm)
-    prompt = load_prompt(Path(r["run_dir"]) / "prompt.json")
-    held = Evaluator(lm, load_task("sst2", None, 16, data_seed).task).score(prompt, examples).score
+    r = finished_result(spec) or run_search(spec, lm=held.lm)
+    score = held.score(load_prompt(Path(r["run_dir"]) / "prompt.json"), examples).score
     return {"candidate": name, "params": params, "data_seed": data_seed, "dev": round(r["scores"]["dev"], 4),
-            "held_out": round(held, 4), "start_dev": r["details"]["start_dev"],
+            "held_out": round(score, 4), "start_dev": r["details"]["start_dev"],
             "optimizer_steps": r["details"]["optimizer_steps"],
             "trainable_parameters": r["details"]["trainable_parameters"], "torch_threads": torch.get_num_threads(),
             "run_dir": r["run_dir"]}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per candidate: the held-out and dev means over its seeds."""
+    summary = {}
+    for name in dict.fromkeys(r["candidate"] for r in rows):
+        mine = [r for r in rows if r["candidate"] == name]
+        summary[name] = {"held_out_mean": round(statistics.mean(r["held_out"] for r in mine), 4),
+                         "dev_mean": round(statistics.mean(r["dev"] for r in mine), 4),
+                         "seeds": [r["data_seed"] for r in mine]}
+    return summary
 
 
 def main() -> None:
@@ -75,26 +86,20 @@ def main() -> None:
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
     examples = held_out(args.held_out)
+    held = Evaluator(lm, load_task("sst2", None, 16, LMBFF_SEEDS[0]).task)
     path = Path(__file__).parent / "results" / f"ptuning_defaults_{args.mode}.json"
     for name in args.candidates.split(","):
         for data_seed in map(int, args.seeds.split(",")):
-            rows = read_json(path)["runs"] if path.is_file() else []
-            if any((r["candidate"], r["data_seed"]) == (name, data_seed) for r in rows):
+            if any((r["candidate"], r["data_seed"]) == (name, data_seed) for r in read_rows(path)):
                 continue
-            row = run(name, CANDIDATES[name], args.mode, data_seed, args.out, lm, examples)
+            row = run(name, CANDIDATES[name], args.mode, data_seed, args.out, held, examples)
             print(json.dumps(row), flush=True)
-            rows = [r for r in (read_json(path)["runs"] if path.is_file() else [])
-                    if (r["candidate"], r["data_seed"]) != (name, data_seed)] + [row]
-            summary = {c: {"held_out_mean": round(statistics.mean(r["held_out"] for r in rs), 4),
-                           "dev_mean": round(statistics.mean(r["dev"] for r in rs), 4),
-                           "seeds": [r["data_seed"] for r in rs]}
-                       for c in dict.fromkeys(r["candidate"] for r in rows)
-                       for rs in [[r for r in rows if r["candidate"] == c]]}
+            rows = [r for r in read_rows(path) if (r["candidate"], r["data_seed"]) != (name, data_seed)] + [row]
             atomic_write_json(path, {"task": "sst2 16-shot", "model": "smollm2-135m", "mode": args.mode,
                                      "held_out": f"{args.held_out} stsa.binary.train sentences (seed 0)",
-                                     "summary": summary, "runs": rows})
-    if path.is_file():
-        print(json.dumps(read_json(path)["summary"], indent=2))
+                                     "summary": summarize(rows), "runs": rows})
+    if rows := read_rows(path):
+        print(json.dumps(summarize(rows), indent=2))
 
 
 if __name__ == "__main__":
