@@ -12,15 +12,51 @@ from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Budget, EvalResult, Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
 from autoprompt.models import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
-from autoprompt.prompts import Ensemble, Prompt, Segment, Template, Verbalizer, load_prompt, save_prompt
+from autoprompt.prompts import (
+    AnyPrompt,
+    Calibration,
+    Ensemble,
+    Prompt,
+    Segment,
+    Template,
+    Verbalizer,
+    load_prompt,
+    prompt_from_json,
+    save_prompt,
+)
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks import Example, Task, TaskData, custom_task, load_task
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_MODEL", "AutopromptError", "Budget", "BudgetExhausted", "CausalLM", "Encoded", "Ensemble", "EvalResult",
-    "Evaluator", "Example", "FrozenLM", "LanguageModel", "MaskedLM", "Prompt", "Segment", "SoftPrompt", "Task",
-    "TaskData", "Template", "Verbalizer", "custom_task", "load_model", "load_prompt", "load_task", "provision",
+    "DEFAULT_MODEL",
+    "AnyPrompt",
+    "AutopromptError",
+    "Budget",
+    "BudgetExhausted",
+    "Calibration",
+    "CausalLM",
+    "Encoded",
+    "Ensemble",
+    "EvalResult",
+    "Evaluator",
+    "Example",
+    "FrozenLM",
+    "LanguageModel",
+    "MaskedLM",
+    "Prompt",
+    "Segment",
+    "SoftPrompt",
+    "Task",
+    "TaskData",
+    "Template",
+    "Verbalizer",
+    "custom_task",
+    "load_model",
+    "load_prompt",
+    "load_task",
+    "prompt_from_json",
+    "provision",
     "save_prompt",
 ]

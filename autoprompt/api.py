@@ -77,6 +77,7 @@ def evaluate(
     batch_size: int = 32,
     data_dir: str | Path | None = None,
     progress: bool = False,
+    calibration: str | None = None,
 ) -> dict[str, Any]:
     """Score one prompt on one split of a task.
 
@@ -93,9 +94,11 @@ def evaluate(
         batch_size: examples per forward.
         data_dir: the local data folder (default ``AUTOPROMPT_DATA_DIR``).
         progress: show a progress bar.
+        calibration: ``none``, ``contextual`` or ``prior`` (estimated on the task's train inputs,
+            labels unused) to (re-)calibrate the prompt; None keeps the prompt's own calibration.
 
     Returns:
-        A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, per-class
+        A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, calibration, per-class
         counts, LAMA extras, protocol, wall time and versions. For ``lama``: one entry per relation
         plus their mean.
     """
@@ -111,12 +114,15 @@ def evaluate(
     examples = data.split(split)[:limit]
     lm = load_model(model) if isinstance(model, str) else model
     evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"))
+    if calibration is not None:
+        chosen = evaluator.calibrate([chosen], calibration, data.train if calibration == "prior" else None)[0]
     result = evaluator.score(chosen, examples, progress=progress)
     return {
         "task": data.task.name, "split": split, "model": lm.name, "n": result.n, "metric": result.metric,
         "score": result.score, **({"lama": result.extra} if result.extra else {}),
         "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
         "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,
+        "calibration": chosen.calibration.to_json(),
         "per_class": result.per_class(data.task.labels) if result.metric != "lama" else None,
         "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
         "protocol": data.protocol, "limit": limit,

@@ -105,6 +105,9 @@ def evaluate(
     data_seed: DataSeed = 13,
     limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 32,
+    calibration: Annotated[str | None, typer.Option(
+        help="Calibrate the prompt: none, contextual (content-free inputs, Zhao et al. 2021) or prior (mean class "
+             "distribution over the task's train inputs); default: the prompt's own.")] = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -113,7 +116,7 @@ def evaluate(
 
     result = run(task, template=template, verbalizer=verbalizer, prompt=prompt, model=model, split=split,
                  shots=shots, data_seed=data_seed, limit=limit, batch_size=batch_size, data_dir=data_dir,
-                 progress=True)
+                 progress=True, calibration=calibration)
     if as_json:
         return _print_json(result)
     rows = result.get("relations", [result])
@@ -128,7 +131,8 @@ def evaluate(
         words = result["verbalizer"]
         shown = (json.dumps(words) if len(words) <= 8  # LAMA has hundreds of candidate objects
                  else f"{len(words)} labels, e.g. {json.dumps(dict(list(words.items())[:3]))}")
-        out.print(f"template: {result['template']!r}  verbalizer: {shown}", highlight=False)
+        out.print(f"template: {result['template']!r}  verbalizer: {shown}  "
+                  f"calibration: {result['calibration']['method']}", highlight=False)
     out.print(f"model {result['model']}, {result['wall_s']:.1f} s", highlight=False)
     return None
 
@@ -218,13 +222,21 @@ def search(
         raise typer.Exit(130) from None
     if as_json:
         return _print_json(result)
-    table = Table("prompt", f"dev {result['metric']}", f"test {result['metric']}")
+    metric = result["metric"]
+    table = Table("prompt", f"dev {metric}", f"test {metric}")
     table.add_row("manual baseline", f"{result['baseline']['dev']:.4f}", f"{result['baseline']['test']:.4f}")
     table.add_row(f"found ({result['strategy']})", f"{result['scores']['dev']:.4f}", f"{result['scores']['test']:.4f}")
+    deltas = result.get("deltas")
+    if deltas:
+        table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.4f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                                                   for d in (deltas["dev"], deltas["test"])))
     out.print(table)
-    out.print(f"prompt: {result['prompt_text']!r}", highlight=False)
-    if result["triggers"]:
-        out.print(f"triggers: {result['triggers']}", highlight=False)
+    selection = result.get("selection") or {}
+    if selection.get("message"):
+        out.print(selection["message"], highlight=False)
+    out.print(f"prompt: {result['prompt_text']!r}  calibration: {result.get('calibration', 'none')}", highlight=False)
+    if result.get("trigger_text"):
+        out.print(f"triggers: {result['trigger_text']!r}", highlight=False)
     details = result.get("details", {})
     if "trainable_parameters" in details:
         out.print(f"trainable parameters: {details['trainable_parameters']:,} "

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from autoprompt import metrics
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.models import Encoded, FrozenLM, WordTable
-from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
+from autoprompt.prompts import AnyPrompt, Calibration, Ensemble, Prompt
 from autoprompt.soft import SoftPrompt, resolve_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
@@ -103,6 +103,16 @@ class EvalResult:
                 for i, name in enumerate(label_names) if gold[i] or pred[i]}
 
 
+def log_mean_prob(logprobs: Tensor) -> Tensor:
+    """``[N, C]`` class log-probs → ``[C]`` log of the mean class distribution (each row normalised)."""
+    return torch.logsumexp(logprobs.log_softmax(-1), dim=0) - torch.log(torch.tensor(float(len(logprobs))))
+
+
+def calibrate_logprobs(logprobs: Tensor, log_prior: Tensor) -> Tensor:
+    """``softmax(log p(c | x) − log prior(c))`` in log space: ``[N, C]``, each row a distribution."""
+    return (logprobs.log_softmax(-1) - log_prior.to(logprobs.dtype)).log_softmax(-1)
+
+
 @dataclass
 class _Job:
     prompt: int
@@ -158,9 +168,18 @@ class Evaluator:
         """
         singles = list({p.fingerprint: p for q in prompts
                         for p in (q.members if isinstance(q, Ensemble) else (q,))}.values())
-        scored = dict(zip([p.fingerprint for p in singles], self._score_singles(singles, examples, progress),
-                          strict=True))
+        # a calibrated prompt is its uncalibrated twin's scores with the class prior divided out
+        raw = list({p.uncalibrated.fingerprint: p.uncalibrated for p in singles}.values())
+        raw_scored = dict(zip([p.fingerprint for p in raw], self._score_singles(raw, examples, progress),
+                              strict=True))
         labels = torch.tensor([ex.label for ex in examples])
+        scored = {}
+        for p in singles:
+            base = raw_scored[p.uncalibrated.fingerprint]
+            if p.calibration.active:
+                calibrated = calibrate_logprobs(base.logprobs, self.log_prior(p))
+                base = self._result(p, (calibrated, base.top_token), labels)
+            scored[p.fingerprint] = base
         out = []
         for q in prompts:
             if isinstance(q, Ensemble):
@@ -171,6 +190,66 @@ class Evaluator:
             else:
                 out.append(scored[q.fingerprint])
         return out
+
+    # ---- calibration -------------------------------------------------------------------------
+
+    def content_free(self) -> list[Example]:
+        """Zhao et al.'s content-free inputs: every field ``""``, ``"N/A"`` (and the mask token on a masked LM)."""
+        fillers = ["", "N/A"]
+        if self.lm.kind == "masked" and getattr(self.lm.tokenizer, "mask_token", None):
+            fillers.append(self.lm.tokenizer.mask_token)
+        return [Example({f: filler for f in self.task.fields}, 0) for filler in fillers]
+
+    def calibrate(self, prompts: Sequence[AnyPrompt], method: str,
+                  inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
+        """The prompts with their class prior estimated and stored (`Calibration`); charges the budget.
+
+        Args:
+            prompts: prompts or ensembles (an ensemble's members are calibrated one by one).
+            method: ``none`` (drop any calibration), ``contextual`` (content-free inputs) or
+                ``prior`` (the mean class distribution over ``inputs``; their labels are not read).
+            inputs: the train inputs for ``prior``.
+        """
+        Calibration(method)  # type: ignore[arg-type] - validates the name
+        singles = list({m.fingerprint: m for q in prompts
+                        for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+        if method == "none":
+            done = {m.fingerprint: m.uncalibrated for m in singles}
+        else:
+            if self.task.metric == "lama":
+                raise AutopromptError("calibration is for classification tasks; LAMA ranks objects uncalibrated")
+            if method == "prior" and not inputs:
+                raise AutopromptError("calibration 'prior' needs the task's train inputs to estimate the class prior")
+            examples = self.content_free() if method == "contextual" else list(inputs or ())
+            raw = list({m.uncalibrated.fingerprint: m.uncalibrated for m in singles}.values())
+            priors = {p.fingerprint: log_mean_prob(r.logprobs) for p, r in
+                      zip(raw, self._score_singles(raw, examples, progress=False), strict=True)}
+            done = {}
+            for m in singles:
+                log_prior = priors[m.uncalibrated.fingerprint]
+                stored = dict(zip(self.task.labels, log_prior.tolist(), strict=True))
+                done[m.fingerprint] = m.with_calibration(Calibration(method, stored))  # type: ignore[arg-type]
+        out: list[AnyPrompt] = []
+        for q in prompts:
+            if isinstance(q, Ensemble):
+                out.append(Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta))
+            else:
+                out.append(done[q.fingerprint])
+        return out
+
+    def log_prior(self, prompt: Prompt) -> Tensor:
+        """``[C]`` the class log-prior a calibrated prompt divides out, in the task's label order."""
+        cal = prompt.calibration
+        if cal.log_prior is None:
+            if cal.method == "prior":
+                raise AutopromptError("the prompt has calibration 'prior' but no stored class prior; estimate it "
+                                      "on train inputs first (Evaluator.calibrate)")
+            cal = self.calibrate([prompt], cal.method)[0].calibration
+        missing = [lab for lab in self.task.labels if lab not in cal.log_prior]
+        if missing:
+            raise AutopromptError(f"the prompt's calibration has no prior for the label(s) {missing}; "
+                                  "re-estimate it for this task")
+        return torch.tensor([cal.log_prior[lab] for lab in self.task.labels])
 
     def _score_singles(self, prompts: Sequence[Prompt], examples: Sequence[Example],
                        progress: bool) -> list[EvalResult]:

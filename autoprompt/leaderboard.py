@@ -105,6 +105,10 @@ def _variant(strategy: str, params: dict[str, Any]) -> str:
     except (AutopromptError, TypeError):
         explicit, base = {}, {}
     changed = {k: v for k, v in sorted(params.items()) if k in explicit or k not in base or base[k] != v}
+    # a calibrated and an uncalibrated prompt never share a row, whatever the strategy's default
+    changed.pop("calibration", None)
+    if params.get("calibration", "none") != "none":
+        changed = dict(sorted({**changed, "calibration": params["calibration"]}.items()))
     return strategy + (f"[{', '.join(f'{k}={v}' for k, v in changed.items())}]" if changed else "")
 
 
@@ -139,6 +143,8 @@ def _prompt_text(result: dict[str, Any]) -> str:
     readout = (result.get("details") or {}).get("readout")
     if readout:  # soft prompts are shown by their nearest tokens
         return f"{result['prompt_text']}  (nearest tokens: {readout['discrete_prompt']})"
+    if result.get("trigger_text"):  # decoded text (older results hold raw pieces in "triggers")
+        return f"{result['prompt_text']}  (triggers: {result['trigger_text'].strip()!r})"
     if result.get("triggers"):
         return f"{result['prompt_text']}  (triggers: {' '.join(result['triggers'])})"
     return result["prompt_text"]

@@ -253,6 +253,22 @@ class FrozenLM:
             self._word_start = keep
         return self._word_start
 
+    def stable_word_tokens(self) -> Tensor:
+        """``[V]`` bool: `word_start_tokens` whose decoded text encodes back to that one token.
+
+        A trigger that does not survive decode → encode cannot be written down as text: the prompt
+        a user copies would tokenize differently from the prompt that was scored.
+        """
+        if getattr(self, "_stable_words", None) is None:
+            keep = self.word_start_tokens().clone()
+            ids = keep.nonzero()[:, 0].tolist()
+            texts = [self.tokenizer.decode([i]) for i in ids]
+            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            for i, toks in zip(ids, encoded, strict=True):
+                keep[i] = list(toks) == [i]
+            self._stable_words = keep
+        return self._stable_words
+
     def _truncate(self, pieces: list[tuple[str, list[int]]]) -> None:
         """Cut the longest field from its end until the sequence fits ``max_length``."""
         frame = len(self.prefix_special) + (len(self.suffix_special) if self.kind == "masked" else 0)
@@ -368,6 +384,15 @@ class FrozenLM:
                 vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
         raise NotImplementedError
 
+    def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor:
+        """``[B]`` mean negative log-likelihood of each row's trigger tokens given what precedes them
+        (a causal LM) or the rest of the row (a masked LM's pseudo-likelihood): a fluency measure."""
+        raise NotImplementedError
+
+    def trigger_nll_cost(self, batch: Sequence[Encoded]) -> int:
+        """Example-forwards `trigger_nll` runs for ``batch``."""
+        return len(batch)
+
     @torch.inference_mode()
     def slot_features(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
         """What the LM head sees and says at the prediction slot (first token of a word).
@@ -450,6 +475,33 @@ class MaskedLM(FrozenLM):
         with self._autocast():
             logits = self.model(input_ids=ids, attention_mask=attn).logits
         return logits, torch.tensor([e.predict_at for e in batch], device=self.device)
+
+    @torch.inference_mode()
+    def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor:
+        # one row per (example, trigger): that trigger masked, the rest of the row as context
+        rows, owner, targets, at = [], [], [], []
+        for b, enc in enumerate(batch):
+            for pos in enc.trigger_at:
+                row = list(enc.ids)
+                row[pos] = self._mask_id()
+                rows.append(row)
+                owner.append(b)
+                targets.append(enc.ids[pos])
+                at.append(pos)
+        if not rows:
+            return torch.zeros(len(batch))
+        ids, attn = self.pad(rows)
+        with self._autocast():
+            logits = self.model(input_ids=ids, attention_mask=attn).logits                  # [R, L, V]
+        index = torch.arange(len(rows), device=self.device)
+        logp = _upcast(logits[index, torch.tensor(at, device=self.device)]).log_softmax(-1)  # [R, V]
+        nll = -logp[index, torch.tensor(targets, device=self.device)].cpu()
+        total = torch.zeros(len(batch)).index_add_(0, torch.tensor(owner), nll)
+        count = torch.zeros(len(batch)).index_add_(0, torch.tensor(owner), torch.ones(len(rows)))
+        return total / count.clamp(min=1)
+
+    def trigger_nll_cost(self, batch: Sequence[Encoded]) -> int:
+        return sum(len(e.trigger_at) for e in batch)
 
 
 def _cache_layers(cache) -> list[tuple[Tensor, Tensor]]:
@@ -536,6 +588,21 @@ class CausalLM(FrozenLM):
         ids, attn = self.pad([e.ids for e in batch], left=True)
         logits, _ = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
         return logits, torch.full((len(batch),), logits.shape[1] - 1, device=self.device)
+
+    @torch.inference_mode()
+    def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor:
+        # one forward of each row up to its last trigger; the logits before a trigger predict it
+        ends = [max(e.trigger_at, default=-1) + 1 for e in batch]
+        ids, attn = self.pad([e.ids[: max(end, 1)] for e, end in zip(batch, ends, strict=True)])
+        logits, _ = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0))            # [B, L, V]
+        logp = logits.log_softmax(-1)
+        out = torch.zeros(len(batch))
+        for b, enc in enumerate(batch):
+            scored = [pos for pos in enc.trigger_at if pos > 0]  # a first token has no context
+            if scored:
+                pos = torch.tensor(scored, device=self.device)
+                out[b] = -logp[b, pos - 1, torch.tensor([enc.ids[q] for q in scored], device=self.device)].mean()
+        return out
 
     def continuation_logprobs(self, cache, attn: Tensor, pairs: Sequence[tuple[int, Sequence[int]]]) -> Tensor:
         """Log-prob of word tokens ``1..n-1`` after a prefix, for each (prefix row, word) pair: ``[P]``.

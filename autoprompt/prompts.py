@@ -14,8 +14,10 @@ is scored as ``" great"``, which is what a BPE model sees in running text. ``{{`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ from autoprompt.io import atomic_write_json
 from autoprompt.soft import SOFT_FILE, SoftPrompt, resolve_soft
 
 SlotKind = Literal["text", "field", "trigger", "predict", "soft"]
+CalibrationMethod = Literal["none", "contextual", "prior"]
+CALIBRATION_METHODS: tuple[str, ...] = ("none", "contextual", "prior")
 _BRACKET_SLOTS: dict[str, SlotKind] = {"[T]": "trigger", "[P]": "predict", "[S]": "soft"}
 
 
@@ -243,6 +247,66 @@ class Verbalizer:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How a prompt's class distribution is corrected for the model's label bias.
+
+    * ``none`` — the class log-probs as the model gives them;
+    * ``contextual`` — Zhao et al. (2021), "Calibrate before use": the class distribution on
+      content-free inputs (``""``, ``"N/A"``, and the mask token on a masked LM) filled into the
+      template, averaged, is divided out;
+    * ``prior`` — the mean class distribution over the task's train inputs (labels unused) is
+      divided out.
+
+    Either way the calibrated class distribution is ``softmax(log p(c | x) − log prior(c))``.
+
+    Args:
+        method: ``none``, ``contextual`` or ``prior``.
+        log_prior: label → log of the class probability divided out, as estimated once and stored
+            with the prompt (`Evaluator.calibrate`); None: not estimated yet (``contextual`` is
+            then estimated when scored; ``prior`` needs train inputs and cannot be).
+    """
+
+    method: CalibrationMethod = "none"
+    log_prior: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise AutopromptError(f"unknown calibration {self.method!r}; use one of {', '.join(CALIBRATION_METHODS)}")
+        if self.log_prior is not None:
+            if self.method == "none":
+                raise AutopromptError("calibration 'none' takes no log_prior")
+            prior = {str(k): float(v) for k, v in dict(self.log_prior).items()}
+            if not prior or any(math.isnan(v) or v > 1e-6 for v in prior.values()):
+                raise AutopromptError(f"calibration log_prior must hold one log-probability (<= 0) per label, "
+                                      f"got {prior}")
+            object.__setattr__(self, "log_prior", prior)
+
+    def __hash__(self) -> int:
+        return hash((self.method, None if self.log_prior is None else tuple(sorted(self.log_prior.items()))))
+
+    @property
+    def active(self) -> bool:
+        return self.method != "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "log_prior": None if self.log_prior is None else dict(self.log_prior)}
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, Any] | None) -> Calibration:
+        """From ``"contextual"`` or ``{"method": ..., "log_prior": {...}}`` (None: no calibration)."""
+        if data is None:
+            return cls()
+        if isinstance(data, str):
+            return cls(data)  # type: ignore[arg-type]
+        if not isinstance(data, Mapping) or "method" not in data:
+            raise AutopromptError(f"calibration must be a method name or {{\"method\": ...}}, got {data!r}")
+        return cls(data["method"], data.get("log_prior"))
+
+
+NO_CALIBRATION = Calibration()
+
+
+@dataclass(frozen=True)
 class Prompt:
     """A complete prompt: template, verbalizer, trigger token ids and optional soft prompt.
 
@@ -256,6 +320,7 @@ class Prompt:
             file (relative paths are resolved against the prompt file's folder); None for a
             discrete prompt.
         meta: free-form provenance (strategy, model, scores); not part of the fingerprint.
+        calibration: how the class distribution is calibrated (`Calibration`, or a method name).
     """
 
     template: Template
@@ -263,8 +328,11 @@ class Prompt:
     trigger_ids: tuple[int, ...] = ()
     soft: str | SoftPrompt | None = None
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    calibration: Calibration = NO_CALIBRATION
 
     def __post_init__(self) -> None:
+        if not isinstance(self.calibration, Calibration):
+            object.__setattr__(self, "calibration", Calibration.from_json(self.calibration))
         if isinstance(self.soft, Path):
             object.__setattr__(self, "soft", str(self.soft))
         if isinstance(self.template, str):
@@ -284,25 +352,37 @@ class Prompt:
             )
 
     def with_triggers(self, trigger_ids: Sequence[int]) -> Prompt:
-        return Prompt(self.template, self.verbalizer, tuple(trigger_ids), self.soft, self.meta)
+        return dataclasses.replace(self, trigger_ids=tuple(trigger_ids))
 
     def with_meta(self, meta: Mapping[str, Any]) -> Prompt:
         """The same prompt with ``meta`` merged into its provenance."""
-        return Prompt(self.template, self.verbalizer, self.trigger_ids, self.soft, {**self.meta, **meta})
+        return dataclasses.replace(self, meta={**self.meta, **meta})
 
     def with_soft(self, soft: str | SoftPrompt | None) -> Prompt:
-        return Prompt(self.template, self.verbalizer, self.trigger_ids, soft, self.meta)
+        return dataclasses.replace(self, soft=soft)
+
+    def with_calibration(self, calibration: Calibration | str) -> Prompt:
+        return dataclasses.replace(self, calibration=calibration)
+
+    @property
+    def uncalibrated(self) -> Prompt:
+        """The same prompt scored without calibration (what the model itself says)."""
+        return self if not self.calibration.active else dataclasses.replace(self, calibration=NO_CALIBRATION)
 
     def to_json(self) -> dict[str, Any]:
         """The prompt as JSON; tensors of an in-memory soft prompt are named ``soft.safetensors``
-        (`save_prompt` writes them there)."""
-        return {
+        (`save_prompt` writes them there). ``calibration`` is present only when it is active, so an
+        uncalibrated prompt keeps the JSON (and the fingerprint) it always had."""
+        out = {
             "template": self.template.source,
             "verbalizer": self.verbalizer.to_json(),
             "trigger_ids": list(self.trigger_ids),
             "soft": SOFT_FILE if isinstance(self.soft, SoftPrompt) else self.soft,
             "meta": dict(self.meta),
         }
+        if self.calibration.active:
+            out["calibration"] = self.calibration.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prompt:
@@ -313,6 +393,7 @@ class Prompt:
                 tuple(data.get("trigger_ids", ())),
                 data.get("soft"),
                 dict(data.get("meta", {})),
+                Calibration.from_json(data.get("calibration")),
             )
         except KeyError as err:
             raise AutopromptError(f"prompt JSON lacks the key {err.args[0]!r}") from None
@@ -326,10 +407,7 @@ class Prompt:
     def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
         prompt = cls.from_json(data)
         if prompt.soft and not Path(prompt.soft).is_absolute():
-            prompt = Prompt(
-                prompt.template, prompt.verbalizer, prompt.trigger_ids,
-                str(path.parent / prompt.soft), prompt.meta,
-            )
+            prompt = prompt.with_soft(str(path.parent / prompt.soft))
         return prompt
 
     @property
@@ -408,6 +486,11 @@ class Ensemble:
     def with_meta(self, meta: Mapping[str, Any]) -> Ensemble:
         return Ensemble(self.members, self.weights, {**self.meta, **meta})
 
+    @property
+    def calibration(self) -> Calibration:
+        """The members' calibration (the first member's; `Evaluator.calibrate` sets all alike)."""
+        return self.members[0].calibration
+
 
 AnyPrompt = Prompt | Ensemble
 
@@ -441,7 +524,7 @@ def save_prompt(prompt: AnyPrompt, path: str | Path) -> None:
         if isinstance(member.soft, SoftPrompt):
             name = SOFT_FILE if len(members) == 1 else f"soft-{i}.safetensors"
             member.soft.save(path.parent / name)
-            member = Prompt(member.template, member.verbalizer, member.trigger_ids, name, member.meta)
+            member = member.with_soft(name)
         saved.append(member)
     data = (Ensemble(tuple(saved), prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else saved[0]).to_json()
     atomic_write_json(path, data)

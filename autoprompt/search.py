@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -48,7 +48,8 @@ from autoprompt.evaluator import Budget, EvalResult, Evaluator
 from autoprompt.io import atomic_write_json, read_json
 from autoprompt.leaderboard import record
 from autoprompt.models import FrozenLM, weights_checksum
-from autoprompt.prompts import Prompt, Segment, Template, Verbalizer, save_prompt
+from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt, Prompt, Segment, Template, Verbalizer, save_prompt
+from autoprompt.selection import Objective, bootstrap_delta, choose, objective_score
 from autoprompt.tasks.base import Example, Task, TaskData, examples_fingerprint
 
 ENTRY_POINT_GROUP = "autoprompt.searchers"
@@ -56,8 +57,23 @@ ENTRY_POINT_GROUP = "autoprompt.searchers"
 
 # ---- the strategy interface ---------------------------------------------------------------------
 
+@dataclass
 class Searcher(ABC):
-    """Base class of strategies: subclasses are dataclasses whose fields are hyper-parameters."""
+    """Base class of strategies: subclasses are dataclasses whose fields are hyper-parameters.
+
+    Three fields every strategy shares belong to the core's selection protocol
+    (`autoprompt.selection`): how prompts are calibrated, the objective candidates are compared
+    on, and the gate that keeps the manual prompt unless a found one is reliably better.
+
+    Args:
+        calibration: ``none``, ``contextual`` (content-free inputs) or ``prior`` (mean class
+            distribution over the train inputs); the found prompt carries it.
+        objective: ``margin`` (mean calibrated gold-class log-prob margin) or ``accuracy``.
+        min_gain: the reported prompt must beat the manual one on the selection data by more
+            than this many paired standard errors of the objective (0: any gain).
+        gate: False reports the best candidate on the selection data even where the manual prompt
+            is better (for studying what a search finds; its result says it was not gated).
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -66,6 +82,15 @@ class Searcher(ABC):
     #: what ``autoprompt tune`` searches by default: ``{param: {"type": "int"|"float"|"categorical",
     #: "low", "high", "log", "choices"}}``
     search_space: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: whether the result passes the gate (False only for ``manual``: it reports what it was given)
+    gated: ClassVar[bool] = True
+    #: how many of `candidates` the core re-scores at the end
+    final_candidates: ClassVar[int] = 3
+
+    calibration: Literal["none", "contextual", "prior"] = "prior"
+    objective: Literal["margin", "accuracy"] = "margin"
+    min_gain: float = 1.0
+    gate: bool = True
 
     @abstractmethod
     def start(self, ctx: SearchContext) -> dict[str, Any]:
@@ -76,8 +101,16 @@ class Searcher(ABC):
         """One search step; return the new state. Set ``state["done"] = True`` to stop early."""
 
     @abstractmethod
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        """The prompt this search reports (chosen on ``dev``)."""
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+        """The strategy's own pick (the first of `candidates` unless it says otherwise)."""
+
+    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+        """The prompts the core re-scores and gates at the end, most promising first."""
+        return [self.best(ctx, state)]
+
+    def fitted(self, ctx: SearchContext, state: dict[str, Any]) -> Sequence[Example]:
+        """The train examples the search fitted on (the rest of train joins dev in the final selection)."""
+        return ctx.train
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -85,6 +118,13 @@ class Searcher(ABC):
     def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         """Extra facts for ``result.json`` (e.g. trainable parameters, a readout); none by default."""
         return {}
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATION_METHODS:
+            raise AutopromptError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, not "
+                                  f"{self.calibration!r}")
+        if not self.min_gain >= 0:
+            raise AutopromptError(f"min_gain must be >= 0 standard errors, got {self.min_gain}")
 
 
 # ---- registry -----------------------------------------------------------------------------------
@@ -214,6 +254,8 @@ class SearchContext:
         seed: the search seed.
         report: call with a dict to add fields to the current step's trace line.
         warn: call with a message for the user (shown, and kept in the trace and the result).
+        calibration: how prompts are calibrated in this search (`calibrate` applies it).
+        objective: what candidates are compared on (`objective_scores`).
     """
 
     lm: FrozenLM
@@ -226,6 +268,19 @@ class SearchContext:
     report: Callable[[dict[str, Any]], None] = lambda info: None
     warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr)
     step_index: int = 0
+    calibration: str = "none"
+    objective: Objective = "margin"
+
+    def calibrate(self, prompts: Sequence[AnyPrompt], inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
+        """The prompts with this search's calibration estimated and attached (charged to the budget).
+
+        ``prior`` estimates the class prior on ``inputs`` (default: all train inputs; labels unused).
+        """
+        return self.evaluator.calibrate(prompts, self.calibration, inputs if inputs is not None else self.train)
+
+    def objective_scores(self, prompts: Sequence[AnyPrompt], examples: Sequence[Example]) -> list[float]:
+        """The selection objective of each prompt on ``examples``, scored as one batched job."""
+        return [objective_score(r, self.objective) for r in self.evaluator.score_many(prompts, examples)]
 
     def rng(self, step: int | None = None) -> random.Random:
         """A generator seeded by (seed, step): the same draws after a resume."""
@@ -370,20 +425,6 @@ def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer:
     return Prompt(tpl, verb, ids)
 
 
-def best_of_start(ctx: SearchContext, prompt: Prompt, template: str | None = None,
-                  verbalizer: str | None = None) -> dict[str, Any]:
-    """``{"best_prompt", "best_dev"}`` over the starting prompt and, when triggers were added to
-    a template that had none, the same prompt without them (ties keep the simpler one)."""
-    best, best_dev = prompt, None
-    plain = starting_prompt(ctx, template, verbalizer)
-    if not plain.template.num_triggers:
-        best, best_dev = plain, ctx.evaluator.score(plain, ctx.dev).score
-    dev = ctx.evaluator.score(prompt, ctx.dev).score
-    if best_dev is None or dev > best_dev:
-        best, best_dev = prompt, dev
-    return {"best_prompt": best.to_json(), "best_dev": best_dev}
-
-
 def _one_token(lm: FrozenLM, word: str) -> int:
     """The token for ``word`` as it stands after a space (its first piece if it has several)."""
     spaced = lm.tokenize(" " + word)
@@ -391,12 +432,6 @@ def _one_token(lm: FrozenLM, word: str) -> int:
         return spaced[0]
     bare = lm.tokenize(word)
     return bare[0] if len(bare) == 1 else spaced[0]
-
-
-def gold_loglik(logprobs: torch.Tensor, examples: Sequence[Example]) -> float:
-    """Mean log-probability of the gold class (AutoPrompt's re-scoring objective)."""
-    gold = torch.tensor([ex.label for ex in examples])
-    return float(logprobs[torch.arange(len(examples)), gold].mean())
 
 
 def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -535,7 +570,10 @@ def run_search(
     budget = Budget(spec.budget if spec.budget is not None else searcher.default_budget, spec.max_seconds)
     evaluator = Evaluator(lm, data.task, budget=budget)
     train, dev = data.train, data.dev
-    ctx = SearchContext(lm, data.task, train, dev, evaluator, budget, spec.seed)
+    # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
+    calibration = "none" if data.task.metric == "lama" else searcher.calibration
+    ctx = SearchContext(lm, data.task, train, dev, evaluator, budget, spec.seed,
+                        calibration=calibration, objective=searcher.objective)
 
     warnings: list[str] = []
 
@@ -593,7 +631,19 @@ def run_search(
     if stop_after is not None and done_here >= stop_after and not state.get("done") and not budget.exhausted:
         return {"interrupted": True, "run_dir": str(run_dir), "step": step}
 
-    best = searcher.best(ctx, state)
+    # the core's selection protocol: the top candidates and the manual prompt re-scored on every
+    # labelled non-test example the strategy did not fit on, then the gate (outside the budget)
+    evaluator.budget = None
+    manual = data.task.default_prompt
+    fitted = {id(ex) for ex in searcher.fitted(ctx, state)}
+    holdout = dev + [ex for ex in train if id(ex) not in fitted]
+    candidates = searcher.candidates(ctx, state)[: searcher.final_candidates]
+    if searcher.gated:
+        selection = choose(evaluator, candidates, manual, holdout, searcher.objective, searcher.min_gain,
+                           gate=searcher.gate)
+        best, selection_json = selection.chosen, selection.to_json()
+    else:
+        best, selection_json = candidates[0], {"reliable": None, "message": f"{spec.strategy}: no selection"}
     best = best.with_meta({"strategy": spec.strategy, "task": data.task.name, "model": lm.name,
                            "seed": spec.seed, "params": spec.params})
     save_prompt(best, run_dir / "prompt.json")
@@ -603,23 +653,35 @@ def run_search(
         raise AutopromptError(f"strategy {spec.strategy} changed the backbone's weights; this is a bug in it")
     # core scores the found prompt and the manual baseline on dev and test, outside the budget
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
-    test, manual = data.test, data.task.default_prompt
+    test = data.test
     base_dev, base_test = _baseline(final, manual, dev), _baseline(final, manual, test)
     found_dev, found_test = ((base_dev, base_test) if best.fingerprint == manual.fingerprint
                              else (final.score(best, dev), final.score(best, test)))
+    deltas = {"dev": bootstrap_delta(found_dev, base_dev, seed=spec.seed),
+              "test": bootstrap_delta(found_test, base_test, seed=spec.seed)}
+    gap_se = (deltas["dev"]["se"] ** 2 + deltas["test"]["se"] ** 2) ** 0.5
+    if deltas["dev"]["delta"] - deltas["test"]["delta"] > 2 * gap_se > 0:
+        warnings.append(f"dev and test disagree: the found prompt gains {deltas['dev']['delta']:+.4f} on dev but "
+             f"{deltas['test']['delta']:+.4f} on test, more than 2 standard errors apart; it is fitted to dev")
+    trigger_ids = list(best.trigger_ids)
     result = {
         "task": data.task.name, "strategy": spec.strategy, "model": lm.name, "seed": spec.seed,
         "shots": spec.shots, "data_seed": spec.data_seed, "params": spec.params, "metric": data.task.metric,
         "prompt": best.to_json(), "prompt_fingerprint": best.fingerprint,
         "prompt_text": best.template.render({f: "{" + f + "}" for f in data.task.fields}),
-        "triggers": lm.tokenizer.convert_ids_to_tokens(list(best.trigger_ids)) if best.trigger_ids else [],
+        "triggers": [lm.tokenizer.decode([i]) for i in trigger_ids],
+        "trigger_text": lm.tokenizer.decode(trigger_ids) if trigger_ids else "",
+        "calibration": best.calibration.method,
         "scores": {"dev": found_dev.score, "test": found_test.score},
-        "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source},
+        "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source,
+                     "fingerprint": manual.fingerprint},
+        "deltas": deltas, "selection": selection_json,
         "budget": budget.to_json(), "steps": step, "details": details, "warnings": warnings,
-        "backbone": {"sha256": backbone_after, "unchanged": True,
+        "backbone": {"sha256_before": backbone_before, "sha256": backbone_after,
+                     "unchanged": backbone_after == backbone_before,
                      "requires_grad": any(p.requires_grad for p in lm.model.parameters())},
         "wall_s": round(time.perf_counter() - started + elapsed, 2),
-        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
+        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test), "selection": len(holdout)},
         "protocol": data.protocol, "versions": versions(), "run_dir": str(run_dir),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

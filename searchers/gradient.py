@@ -7,15 +7,19 @@ Each step:
 2. HotFlip candidates: for one random trigger position, the top ``num_candidates`` tokens by
    −E·g (``positions=random``, the paper); or, GCG-style (``positions=all``), the top tokens at
    every position, of which ``num_candidates`` single-token swaps are sampled;
-3. the current triggers and all candidates re-scored together on a fresh train batch, by label
-   log-likelihood (the paper) or accuracy (the original code); the best candidate is kept only
-   if it is strictly better;
-4. an accepted prompt is scored on ``dev``; the best on ``dev`` is the result. The starting
-   prompt without triggers (the manual one) competes too, so a search that finds nothing better
-   on ``dev`` says so instead of reporting a worse prompt.
+3. the current triggers and all candidates re-scored together, calibrated, on the same
+   ``rescore_examples`` train examples every step (default: all of train), by the search's
+   objective (the gold-class margin) minus ``fluency`` × the LM's mean negative log-likelihood of
+   the trigger tokens given the template text before them (AutoDAN / FluentPrompt); the best
+   candidate is kept only if that score is strictly better;
+4. every trigger set scored joins a pool ranked by that train score; the best ``ensemble`` of them
+   (one prompt, or an equal-weight `Ensemble` of the top ``ensemble``) are the candidates the core
+   re-scores on dev against the manual prompt (`autoprompt.selection`). Dev is only watched
+   (``best_dev`` in the trace), never searched on.
 
-Candidates are restricted to whole-word tokens that are not special tokens or label-word
-tokens (optionally no capitalised words, AutoPrompt's proper-noun filter).
+Candidates are whole-word tokens that decode and re-encode to themselves (so the prompt can be
+written down as text), not special tokens or label-word tokens (optionally no capitalised
+words, AutoPrompt's proper-noun filter).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from autoprompt import AutopromptError, Prompt
-from autoprompt.search import SearchContext, Searcher, best_of_start, gold_loglik, starting_prompt
+from autoprompt import AnyPrompt, AutopromptError, Ensemble, Example, Prompt
+from autoprompt.search import SearchContext, Searcher, starting_prompt
+
+POOL_SIZE = 20  # trigger sets kept for the final selection and ensembles
 
 
 @dataclass
@@ -37,23 +43,27 @@ class Gradient(Searcher):
         num_triggers: ``[T]`` slots added after the input when the template has none.
         init: initial trigger word (repeated) or one word per trigger.
         num_candidates: HotFlip candidates per step.
-        batch_size: train examples per gradient batch and per re-scoring batch.
+        batch_size: train examples per gradient batch.
         accumulation_steps: gradient batches summed per step.
         positions: ``random`` (one position per step, the paper) or ``all`` (GCG-style swaps).
-        rescore: ``loglik`` (the paper) or ``accuracy`` (the original code).
+        rescore_examples: train examples every candidate is re-scored on (None: all of train).
+        fluency: λ, the weight of the triggers' mean negative log-likelihood (0: off).
+        ensemble: return the top-k trigger sets as one equal-weight ensemble (1: a single prompt).
         filter_proper_nouns: also exclude capitalised tokens.
         template: a template with ``[T]`` slots instead of the task's manual one.
         verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
     """
 
     name = "gradient"
-    summary = "AutoPrompt: HotFlip trigger tokens from embedding gradients, re-scored in batches (GCG: positions=all)"
-    default_budget = 6000
+    summary = ("AutoPrompt: HotFlip trigger tokens from embedding gradients, re-scored calibrated on train with a "
+               "fluency penalty (GCG: positions=all; ensemble=k)")
+    default_budget = 10000
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         "num_candidates": {"type": "int", "low": 10, "high": 100, "log": True},
         "num_triggers": {"type": "int", "low": 3, "high": 8},
         "accumulation_steps": {"type": "int", "low": 1, "high": 4},
         "positions": {"type": "categorical", "choices": ["random", "all"]},
+        "fluency": {"type": "float", "low": 0.0, "high": 1.0},
     }
 
     num_triggers: int = 5
@@ -62,26 +72,36 @@ class Gradient(Searcher):
     batch_size: int = 16
     accumulation_steps: int = 1
     positions: Literal["random", "all"] = "random"
-    rescore: Literal["loglik", "accuracy"] = "loglik"
+    rescore_examples: int | None = None
+    fluency: float = 0.1
+    ensemble: int = 1
     filter_proper_nouns: bool = False
     template: str | None = None
     verbalizer: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("num_triggers", "num_candidates", "batch_size", "accumulation_steps"):
+        super().__post_init__()
+        for key in ("num_triggers", "num_candidates", "batch_size", "accumulation_steps", "ensemble"):
             if getattr(self, key) < 1:
                 raise AutopromptError(f"gradient: {key} must be at least 1, got {getattr(self, key)}")
+        if self.rescore_examples is not None and self.rescore_examples < 1:
+            raise AutopromptError(f"gradient: rescore_examples must be at least 1 (or none), "
+                                  f"got {self.rescore_examples}")
+        if not self.fluency >= 0:
+            raise AutopromptError(f"gradient: fluency must be >= 0, got {self.fluency}")
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers, self.init)
         if not prompt.template.num_triggers:
             raise AutopromptError("gradient search needs [T] slots; give num_triggers >= 1 or a template with [T]")
-        return {"prompt": prompt.to_json(), "triggers": list(prompt.trigger_ids), "accepted": 0,
-                **best_of_start(ctx, prompt, self.template, self.verbalizer)}
+        start = ctx.calibrate([prompt])[0]
+        return {"prompt": prompt.to_json(), "triggers": list(prompt.trigger_ids), "accepted": 0, "pool": {},
+                "nll": {}, "best_dev": ctx.evaluator.score(start, ctx.dev).score}
 
     def allowed_tokens(self, ctx: SearchContext, prompt: Prompt) -> torch.Tensor:
-        """``[V]`` bool: whole words, not special, not label-word tokens (optionally not capitalised)."""
-        allowed = ctx.lm.word_start_tokens().clone()
+        """``[V]`` bool: whole words that survive decode → encode, not special, not label-word tokens
+        (optionally not capitalised)."""
+        allowed = ctx.lm.stable_word_tokens().clone()
         for words in ctx.lm.word_table(prompt, ctx.task.labels):
             for word in words:
                 allowed[list(word)] = False
@@ -92,7 +112,7 @@ class Gradient(Searcher):
                     allowed[i] = False
         return allowed
 
-    def candidates(self, ctx: SearchContext, prompt: Prompt, grad: torch.Tensor) -> list[tuple[int, ...]]:
+    def hotflip(self, ctx: SearchContext, prompt: Prompt, grad: torch.Tensor) -> list[tuple[int, ...]]:
         """HotFlip: trigger sequences with one token swapped, ranked by −E·g."""
         embeddings = ctx.lm.embedding_matrix().detach()
         scores = -(grad.to(embeddings.dtype) @ embeddings.T)                       # [T, V]
@@ -127,27 +147,63 @@ class Gradient(Searcher):
                                               [ex.label for ex in batch])
             ctx.budget.charge(backwards=len(batch))
             grad = g if grad is None else grad + g
-        candidates = self.candidates(ctx, prompt, grad)
-        fresh = ctx.sample(ctx.train, self.batch_size, salt="rescore")
-        results = ctx.evaluator.score_many([prompt] + [base.with_triggers(c) for c in candidates], fresh)
-        if self.rescore == "loglik":
-            scores = [gold_loglik(r.logprobs, fresh) for r in results]
-        else:
-            scores = [r.score for r in results]
-        best = max(range(1, len(results)), key=lambda i: scores[i], default=0)
-        state = dict(state)
+        swaps = self.hotflip(ctx, prompt, grad)
+        # the same examples every step, so scores of different steps compare (and the current
+        # triggers' score is a cache hit)
+        rescore = ctx.sample(ctx.train, self.rescore_examples or len(ctx.train), salt="rescore", fixed=True)
+        trigger_sets = [tuple(state["triggers"]), *swaps]
+        prompts = ctx.calibrate([base.with_triggers(t) for t in trigger_sets], inputs=rescore)
+        objective = ctx.objective_scores(prompts, rescore)
+        state = {**state, "pool": dict(state["pool"]), "nll": dict(state["nll"])}
+        nll = self.trigger_nll(ctx, state, prompts)
+        scores = [o - self.fluency * n for o, n in zip(objective, nll, strict=True)]
+        for triggers, p, o, n, score in zip(trigger_sets, prompts, objective, nll, scores, strict=True):
+            state["pool"][_key(triggers)] = {"score": score, "objective": o, "nll": n, "prompt": p.to_json()}
+        state["pool"] = dict(sorted(state["pool"].items(), key=lambda kv: -kv[1]["score"])[:POOL_SIZE])
+        best = max(range(1, len(prompts)), key=lambda i: scores[i], default=0)
         accepted = best > 0 and scores[best] > scores[0]
         if accepted:
-            state["triggers"] = list(candidates[best - 1])
+            state["triggers"] = list(trigger_sets[best])
             state["accepted"] += 1
-            accepted_prompt = base.with_triggers(state["triggers"])
-            dev = ctx.evaluator.score(accepted_prompt, ctx.dev).score
-            if dev > state["best_dev"]:
-                state["best_dev"], state["best_prompt"] = dev, accepted_prompt.to_json()
-        ctx.report({"loss": round(loss, 4), "candidates": len(candidates),
-                    "train_score": scores[best if accepted else 0], "accepted": accepted,
-                    "triggers": ctx.lm.tokenizer.convert_ids_to_tokens(state["triggers"])})
+            state["best_dev"] = max(state["best_dev"], ctx.evaluator.score(prompts[best], ctx.dev).score)
+        kept = best if accepted else 0
+        ctx.report({"loss": round(loss, 4), "candidates": len(swaps), "train_objective": objective[kept],
+                    "fluency_nll": nll[kept], "accepted": accepted,
+                    "triggers": ctx.lm.tokenizer.decode(state["triggers"])})
         return state
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        return Prompt.from_json(state["best_prompt"])
+    def trigger_nll(self, ctx: SearchContext, state: dict[str, Any], prompts: list[AnyPrompt]) -> list[float]:
+        """Per prompt, its triggers' mean negative log-likelihood given the template text before them
+        (inputs left empty: fluency is a property of the prompt, not of an example); 0 when off.
+
+        Remembered per trigger set in the state, so a resumed run charges what the first run did.
+        """
+        if not self.fluency:
+            return [0.0] * len(prompts)
+        empty = Example({f: "" for f in ctx.task.fields}, 0)
+        todo = [p for p in prompts if _key(p.trigger_ids) not in state["nll"]]
+        if todo:
+            encoded = [ctx.lm.encode(p, empty) for p in todo]
+            cost = ctx.lm.trigger_nll_cost(encoded)
+            ctx.budget.require(forwards=cost)
+            values = ctx.lm.trigger_nll(encoded).tolist()
+            ctx.budget.charge(forwards=cost)
+            state["nll"].update({_key(p.trigger_ids): v for p, v in zip(todo, values, strict=True)})
+        return [state["nll"][_key(p.trigger_ids)] for p in prompts]
+
+    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+        """The pool's best trigger sets by train score (an ensemble of the top ``ensemble`` first)."""
+        ranked = [Prompt.from_json(entry["prompt"]) for entry in state["pool"].values()]
+        if not ranked:  # no step ran: the starting triggers
+            ranked = ctx.calibrate([Prompt.from_json(state["prompt"]).with_triggers(state["triggers"])])
+        if self.ensemble > 1 and len(ranked) > 1:
+            members = tuple(ranked[: self.ensemble])
+            return [Ensemble(members, (1.0,) * len(members)), *ranked]
+        return ranked
+
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+        return self.candidates(ctx, state)[0]
+
+
+def _key(triggers) -> str:
+    return ",".join(map(str, triggers))

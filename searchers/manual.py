@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from autoprompt import Prompt
+from autoprompt import AnyPrompt, prompt_from_json
 from autoprompt.search import SearchContext, Searcher, starting_prompt
 
 
@@ -19,18 +19,21 @@ class Manual(Searcher):
     """
 
     name = "manual"
+    gated = False  # the baseline reports the prompt it was given
+
     summary = "no search: the task's manual prompt (or --param template=...), scored like any other"
     default_budget = 1000
 
+    calibration: Literal["none", "contextual", "prior"] = "none"  # the manual prompt as written
     template: str | None = None
     verbalizer: str | None = None
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
-        prompt = starting_prompt(ctx, self.template, self.verbalizer)
+        prompt = ctx.calibrate([starting_prompt(ctx, self.template, self.verbalizer)])[0]
         return {"prompt": prompt.to_json(), "best_dev": ctx.evaluator.score(prompt, ctx.dev).score}
 
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         return {**state, "done": True}
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        return Prompt.from_json(state["prompt"])
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+        return prompt_from_json(state["prompt"])

@@ -14,9 +14,13 @@ Candidate templates come from pluggable sources (``sources=manual,mine,paraphras
 Slots survive every rewrite or the rewrite is dropped (and counted): a candidate has exactly the
 task's fields and one ``[P]`` (last, on a causal LM). Each round paraphrases the current beam
 again; every new candidate is scored on the same train sample as one batched evaluator job, and
-the beam is scored on ``dev``. Selection: ``top1`` (best on dev), ``topk`` (an equal-weight
-ensemble of the ``ensemble_k`` best on dev) or ``optimized`` (the same members, softmax weights
-learned on the train sample, as LPAQA).
+the beam is watched on ``dev``. Candidates are ranked by the search's objective (calibrated
+as the search is) on that train sample, and the core re-scores the best of them on dev against
+the manual prompt (`autoprompt.selection`). ``select``: ``auto`` offers the core the top-k
+equal-weight ensemble and the best single templates, so the ensemble is reported when it wins
+on dev; ``top1`` (single templates only), ``topk`` (an equal-weight ensemble of the
+``ensemble_k`` best) or ``optimized`` (the same members, softmax weights learned on the train
+sample, as LPAQA) force one form.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from autoprompt import AutopromptError, Ensemble, Prompt, Template, load_model
+from autoprompt import AnyPrompt, AutopromptError, Ensemble, Prompt, Template, load_model
 from autoprompt.search import SearchContext, Searcher, starting_prompt
 
 _ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
@@ -47,14 +51,14 @@ class Paraphrase(Searcher):
         num_paraphrases: rewrites asked for per beam template and round.
         beam: templates paraphrased again in the next round.
         score_examples: train examples every candidate is scored on.
-        select: ``top1``, ``topk`` or ``optimized``.
+        select: ``auto`` (the core picks single or ensemble on dev), ``top1``, ``topk`` or ``optimized``.
         ensemble_k: members of an ensemble.
         temperature: sampling temperature of the paraphrasing LM.
         generator: another model to paraphrase with (default: the scored model).
     """
 
     name = "paraphrase"
-    summary = "LPAQA: mined and LM-paraphrased templates, best on dev or a top-k / optimized ensemble"
+    summary = "LPAQA: mined and LM-paraphrased templates, ranked on train; single or top-k / optimized ensemble"
     default_budget = 4000
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         "num_paraphrases": {"type": "int", "low": 2, "high": 10},
@@ -70,12 +74,13 @@ class Paraphrase(Searcher):
     num_paraphrases: int = 6
     beam: int = 3
     score_examples: int = 32
-    select: Literal["top1", "topk", "optimized"] = "top1"
+    select: Literal["auto", "top1", "topk", "optimized"] = "auto"
     ensemble_k: int = 3
     temperature: float = 0.8
     generator: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = set(self._sources()) - {"manual", "mine", "paraphrase"}
         if unknown or not self._sources():
             raise AutopromptError(f"paraphrase: sources must be a comma list of manual, mine, paraphrase; "
@@ -237,20 +242,21 @@ class Paraphrase(Searcher):
             sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)  # comparable scores
             affordable = int(ctx.budget.remaining // len(sample))
             fresh = fresh[: max(1, affordable)]  # what the budget pays for (at least one, or stop)
-            results = ctx.evaluator.score_many([Prompt(t, verbalizer) for t in fresh], sample)
-            for template, result in zip(fresh, results, strict=True):
-                state["pool"][template.source] = result.score
+            prompts = ctx.calibrate([Prompt(t, verbalizer) for t in fresh], inputs=sample)
+            for template, score in zip(fresh, ctx.objective_scores(prompts, sample), strict=True):
+                state["pool"][template.source] = score
         return [t.source for t in fresh]
 
     def _beam_on_dev(self, ctx: SearchContext, state: dict[str, Any], also: tuple[str, ...] = ()) -> None:
-        """Move the beam to the best on train and score it (and ``also``) on dev."""
+        """Move the beam to the best on train and watch it (and ``also``) on dev (``best_dev``)."""
         verbalizer = ctx.task.default_prompt.verbalizer
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         state["beam"] = ranked[: self.beam]
         wanted = [*also, *ranked[: max(self.beam, self.ensemble_k)]]
         todo = [t for t in dict.fromkeys(wanted) if t in state["pool"] and t not in state["dev"]]
-        for template, result in zip(todo, ctx.evaluator.score_many([Prompt(t, verbalizer) for t in todo], ctx.dev),
-                                    strict=True):
+        sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
+        prompts = ctx.calibrate([Prompt(t, verbalizer) for t in todo], inputs=sample)
+        for template, result in zip(todo, ctx.evaluator.score_many(prompts, ctx.dev), strict=True):
             state["dev"][template] = result.score
         best = max(state["dev"], key=lambda t: state["dev"][t])
         state["best_dev"] = state["dev"][best]
@@ -289,15 +295,24 @@ class Paraphrase(Searcher):
             state["done"] = True
         return state
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt | Ensemble:
+    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+        """The best templates by train objective, calibrated; an ensemble of them first unless ``top1``."""
         verbalizer = ctx.task.default_prompt.verbalizer
-        ranked = sorted(state["dev"], key=lambda t: -state["dev"][t])
-        if self.select == "top1" or len(ranked) == 1:
-            return Prompt(ranked[0], verbalizer)
-        members = tuple(Prompt(t, verbalizer) for t in ranked[: self.ensemble_k])
-        if self.select == "topk":
-            return Ensemble(members, (1.0,) * len(members))
-        return Ensemble(members, tuple(self.learn_weights(ctx, members)))
+        ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
+        sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
+        singles = ctx.calibrate([Prompt(t, verbalizer) for t in ranked[: max(self.ensemble_k, self.beam)]],
+                                inputs=sample)
+        if self.select == "top1" or len(singles) == 1:
+            return singles
+        members = tuple(singles[: self.ensemble_k])
+        weights = (1.0,) * len(members) if self.select in ("auto", "topk") else tuple(self.learn_weights(ctx, members))
+        ensemble = Ensemble(members, weights)
+        return [ensemble, *singles] if self.select == "auto" else [ensemble]
+
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+        """The strategy's own pick: the best template by train (``top1``/``auto``) or the ensemble."""
+        found = self.candidates(ctx, state)
+        return found[1] if self.select == "auto" and len(found) > 1 else found[0]
 
     def learn_weights(self, ctx: SearchContext, members: tuple[Prompt, ...]) -> list[float]:
         """Softmax weights maximising the train sample's gold log-likelihood of the ensemble."""

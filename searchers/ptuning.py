@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from autoprompt import AutopromptError, EvalResult, Evaluator, Prompt, Segment, SoftPrompt, Template
+from autoprompt import AnyPrompt, AutopromptError, EvalResult, Evaluator, Prompt, Segment, SoftPrompt, Template
 from autoprompt.search import SearchContext, Searcher
 
 Mode = Literal["prompt", "ptuning", "prefix"]
@@ -165,8 +165,11 @@ class PTuning(Searcher):
     clip: float = 1.0
     flat_steps: int = 30
     keep_manual: bool = False
+    # trained to score uncalibrated: a prior divided out afterwards only moves its decision boundary
+    calibration: Literal["none", "contextual", "prior"] = "none"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         defaults = MODE_DEFAULTS.get(self.mode)
         if defaults is None:
             raise AutopromptError(f"ptuning: mode must be prompt, ptuning or prefix, got {self.mode!r}")
@@ -340,6 +343,10 @@ class PTuning(Searcher):
         if state["best_soft"] is None:  # the manual prompt won on dev (keep_manual)
             return ctx.task.default_prompt
         return self._prompt(ctx, SoftPrompt(**state["best_soft"], meta={"mode": self.mode}))
+
+    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+        """The trained prompt, calibrated as the search asks (trained uncalibrated: calibration is post hoc)."""
+        return ctx.calibrate([self.best(ctx, state)])
 
     def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         """Trainable parameters, what was selected, and the nearest-token readout of the slots."""

@@ -12,13 +12,19 @@ ranks candidate words per class from statistics at the prediction slot over trai
   probability on the class's examples over its mean probability on the other classes' examples
   (each class weighted equally).
 
-Then selection, shared by all methods: with ``words_per_class=1``, every assignment of one of
-the top-``k`` words to each class is scored by train accuracy (from the same statistics: a
-class's score is its word's log-prob, exactly what the evaluator computes), the best
-``n_pairs`` are scored on ``dev`` through the evaluator and the best wins; with more words per
-class, the top words per class form one verbalizer. The starting verbalizer competes on
-``dev`` too. Candidates are whole words (word-initial tokens); with ``max_word_tokens > 1``,
-frequent words of the train inputs that take up to that many tokens join them, scored exactly.
+The statistics are calibrated as the search is (``calibration``): each word's log-prob has the
+word's log-prob on content-free inputs (``contextual``) or its mean probability over the train
+inputs (``prior``) taken out, so a word the model says everywhere ("great") does not win by
+being frequent.
+
+Then selection on train, shared by all methods: with ``words_per_class=1``, every assignment of
+one of the top-``k`` words to each class (the starting verbalizer's words always among them) is
+ranked by the search's objective on the train statistics, and the best ``n_pairs`` (plus the
+starting verbalizer) are re-scored exactly, calibrated, through the evaluator on the same train
+examples; with more words per class, the top words per class form one verbalizer. The best by
+train are the candidates the core re-scores on dev against the manual prompt. Candidates are
+whole words (word-initial tokens); with ``max_word_tokens > 1``, frequent words of the train
+inputs that take up to that many tokens join them, scored exactly.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from autoprompt import AutopromptError, Prompt, Verbalizer
+from autoprompt import AnyPrompt, AutopromptError, Prompt, Verbalizer
 from autoprompt.search import SearchContext, Searcher, starting_prompt
+from autoprompt.selection import margins
 
 
 @dataclass
@@ -42,7 +49,7 @@ class VerbalizerSearch(Searcher):
     Args:
         method: ``probe``, ``likelihood`` or ``petal``.
         k: candidate words kept per class.
-        n_pairs: assignments (one word per class) scored on dev, best by train accuracy first.
+        n_pairs: assignments (one word per class) re-scored exactly on train, best by the train statistics first.
         words_per_class: words per label in the result (1: assignment search).
         max_word_tokens: longest candidate word in tokens (>1 adds multi-token words).
         max_examples: train examples used for the statistics.
@@ -71,6 +78,7 @@ class VerbalizerSearch(Searcher):
     template: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("k", "n_pairs", "words_per_class", "max_word_tokens", "max_examples"):
             if getattr(self, key) < 1:
                 raise AutopromptError(f"verbalizer: {key} must be at least 1, got {getattr(self, key)}")
@@ -84,11 +92,17 @@ class VerbalizerSearch(Searcher):
             return Prompt.load(self.prompt)
         return starting_prompt(ctx, self.template)
 
-    def candidates(self, ctx: SearchContext, prompt: Prompt, examples: list) -> list[tuple[str, tuple[int, ...]]]:
-        """(word, token ids) for whole words that tokenize back to themselves after ``[P]``."""
+    def word_candidates(self, ctx: SearchContext, prompt: Prompt, examples: list) -> list[tuple[str, tuple[int, ...]]]:
+        """(word, token ids) for whole words that tokenize back to themselves after ``[P]``, and the
+        starting verbalizer's words (whatever their length)."""
         lm = ctx.lm
         ids = lm.word_start_tokens().nonzero()[:, 0].tolist()
         out, seen = [], set()
+        for words in prompt.verbalizer.words.values():
+            for word in words:
+                if word not in seen:
+                    out.append((word, self._tokens(ctx, prompt, word)))
+                    seen.add(word)
         for tok, text in zip(ids, lm.tokenizer.convert_ids_to_tokens(ids), strict=True):
             word = lm.tokenizer.convert_tokens_to_string([text]).strip()
             if word and word not in seen and self._tokens(ctx, prompt, word) == (tok,):
@@ -136,6 +150,18 @@ class VerbalizerSearch(Searcher):
             ctx.budget.charge(forwards=len(encoded))
         return scores, torch.cat(hidden)
 
+    def word_log_prior(self, ctx: SearchContext, prompt: Prompt, scores: torch.Tensor,
+                       words: list[tuple[str, tuple[int, ...]]]) -> torch.Tensor:
+        """``[W]`` the log-prob each word has regardless of the input, as the search calibrates:
+        on content-free inputs (``contextual``), its mean probability over the train inputs
+        (``prior``), or zeros (``none``)."""
+        if ctx.calibration == "contextual":
+            free, _ = self.word_logprobs(ctx, prompt, ctx.evaluator.content_free(), words)
+            return torch.logsumexp(free, 0) - torch.log(torch.tensor(float(len(free))))
+        if ctx.calibration == "prior":
+            return torch.logsumexp(scores, 0) - torch.log(torch.tensor(float(len(scores))))
+        return torch.zeros(scores.shape[1])
+
     def rank(self, ctx: SearchContext, scores: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor,
              words: list[tuple[str, tuple[int, ...]]]) -> torch.Tensor:
         """``[C, W]`` method score of every candidate word for every class (higher is better)."""
@@ -170,39 +196,59 @@ class VerbalizerSearch(Searcher):
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = self._start_prompt(ctx)
         prompt.verbalizer.for_labels(ctx.task.labels)
-        dev = ctx.evaluator.score(prompt, ctx.dev).score
-        return {"prompt": prompt.to_json(), "best_prompt": prompt.to_json(), "best_dev": dev, "phase": "rank"}
+        start = ctx.calibrate([prompt])[0]
+        return {"prompt": prompt.to_json(), "ranked_prompts": [start.to_json()],
+                "best_dev": ctx.evaluator.score(start, ctx.dev).score, "phase": "rank"}
 
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         prompt = Prompt.from_json(state["prompt"])
         state = dict(state)
+        examples = ctx.sample(ctx.train, self.max_examples, salt="stats")
         if state["phase"] == "rank":
-            examples = ctx.sample(ctx.train, self.max_examples, salt="stats")
-            words = self.candidates(ctx, prompt, examples)
+            words = self.word_candidates(ctx, prompt, examples)
             scores, hidden = self.word_logprobs(ctx, prompt, examples, words)
+            scores = scores - self.word_log_prior(ctx, prompt, scores, words)[None, :]             # calibrated
             labels = torch.tensor([ex.label for ex in examples])
             ranking = self.rank(ctx, scores, hidden, labels, words)
             top = ranking.topk(min(self.k, ranking.shape[1]), dim=1).indices                       # [C, k]
+            # the starting verbalizer's first word per class stays a candidate of that class
+            index = {w: j for j, (w, _) in enumerate(words)}
+            start_words = [index[ws[0]] for ws in prompt.verbalizer.for_labels(ctx.task.labels)]
+            top = torch.stack([row if j in row else torch.cat([row[:-1], torch.tensor([j])])
+                               for row, j in zip(top, start_words, strict=True)])
             state["ranked"] = [[words[j][0] for j in row] for row in top.tolist()]
-            state["pairs"] = self._assignments(scores, labels, top) if self.words_per_class == 1 else \
-                [[row[: self.words_per_class] for row in state["ranked"]]]
             if self.words_per_class == 1:
-                state["pairs"] = [[[state["ranked"][c][i]] for c, i in enumerate(pair)] for pair in state["pairs"]]
+                pairs = self._assignments(scores, labels, top)
+                state["pairs"] = [[[state["ranked"][c][i]] for c, i in enumerate(pair)] for pair in pairs]
+            else:
+                state["pairs"] = [[row[: self.words_per_class] for row in state["ranked"]]]
             state["phase"] = "select"
             ctx.report({"phase": "rank", "candidates": len(words), "ranked": state["ranked"]})
             return state
+        # exact, calibrated re-scoring on the same train examples; the starting verbalizer competes
         verbalizers = [Verbalizer(dict(zip(ctx.task.labels, pair, strict=True))) for pair in state["pairs"]]
-        found = [Prompt(prompt.template, v, prompt.trigger_ids) for v in verbalizers]
-        results = ctx.evaluator.score_many(found, ctx.dev)
-        best = max(range(len(found)), key=lambda i: results[i].score)
-        if results[best].score > state["best_dev"]:
-            state["best_dev"], state["best_prompt"] = results[best].score, found[best].to_json()
-        ctx.report({"phase": "select", "dev": [round(r.score, 4) for r in results],
-                    "best": found[best].verbalizer.to_json()})
+        found = [prompt, *(Prompt(prompt.template, v, prompt.trigger_ids) for v in verbalizers)]
+        found = list({p.fingerprint: p for p in found}.values())
+        # as many as the budget pays for (calibration's content-free inputs and the dev check included)
+        per_prompt = len(examples) + (len(ctx.evaluator.content_free()) if ctx.calibration == "contextual" else 0)
+        found = found[: max(2, int((ctx.budget.remaining - len(ctx.dev)) // per_prompt))]
+        found = ctx.calibrate(found, inputs=examples)
+        train_scores = ctx.objective_scores(found, examples)
+        order = sorted(range(len(found)), key=lambda i: -train_scores[i])
+        state["ranked_prompts"] = [found[i].to_json() for i in order]
+        state["best_dev"] = ctx.evaluator.score(found[order[0]], ctx.dev).score
+        ctx.report({"phase": "select", "train_objective": [round(train_scores[i], 4) for i in order[:5]],
+                    "best": found[order[0]].verbalizer.to_json()})
         return {**state, "done": True}
 
+    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+        return [Prompt.from_json(p) for p in state["ranked_prompts"]]
+
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+        return self.candidates(ctx, state)[0]
+
     def _assignments(self, scores: torch.Tensor, labels: torch.Tensor, top: torch.Tensor) -> list[tuple[int, ...]]:
-        """The ``n_pairs`` assignments (index into each class's top-k) with the best train accuracy.
+        """The ``n_pairs`` assignments (index into each class's top-k) with the best train objective.
 
         Exhaustive when there are at most 200,000 assignments, else a beam over classes (beam
         width ``50 * n_pairs``) scored on the classes assigned so far.
@@ -211,12 +257,18 @@ class VerbalizerSearch(Searcher):
         cols = scores[:, top.reshape(-1)].view(len(labels), n_classes, k)                           # [N, C, k]
 
         def accuracy(assignments: torch.Tensor) -> torch.Tensor:                                   # [A, c] -> [A]
+            """The objective on the classes assigned so far (accuracy: ties by the lower class index,
+            as argmax does in the evaluator; margin: gold over the best other assigned class)."""
             c = assignments.shape[1]
             picked = cols[:, torch.arange(c)[None, :], assignments]                                # [N, A, c]
             keep = labels < c
-            pred = picked.argmax(-1)[keep]
-            # ties are broken by the lower class index, as argmax does in the evaluator
-            return (pred == labels[keep][:, None]).float().mean(0) if keep.any() else torch.zeros(len(assignments))
+            if not keep.any() or c < 2:
+                return torch.zeros(len(assignments))
+            if self.objective == "accuracy":
+                return (picked.argmax(-1)[keep] == labels[keep][:, None]).float().mean(0)
+            rows = picked[keep].permute(1, 0, 2)                                                   # [A, N', c]
+            gold = labels[keep]
+            return torch.stack([margins(r, gold).mean() for r in rows])
 
         def distinct(assignments: torch.Tensor) -> torch.Tensor:  # one class may not take another's word
             chosen = top[torch.arange(assignments.shape[1])[None, :], assignments].sort(-1).values
@@ -233,6 +285,3 @@ class VerbalizerSearch(Searcher):
             acc = accuracy(grown)
             beam = grown[acc.argsort(descending=True, stable=True)[: 50 * self.n_pairs]]
         return [tuple(a) for a in beam[: self.n_pairs].tolist()]
-
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        return Prompt.from_json(state["best_prompt"])

@@ -78,7 +78,7 @@ def test_mining_relation_corpus(causal, tmp_path):
 def test_ensemble_artifact_reloads_and_scores(causal, task, tmp_path):
     result = run_search(SearchSpec(task="tiny", strategy="paraphrase", budget=400, out=str(tmp_path),
                                    params={"select": "optimized", "ensemble_k": 2, "score_examples": 8,
-                                           "num_paraphrases": 2}), lm=causal, data=task)
+                                           "num_paraphrases": 2, "gate": False}), lm=causal, data=task)
     from autoprompt import load_prompt  # noqa: PLC0415
 
     found = load_prompt(f"{result['run_dir']}/prompt.json")

@@ -17,8 +17,8 @@ from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_strategy
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"manual": {}, "random": {"num_candidates": 3, "batch_size": 6},
-         "gradient": {"num_candidates": 4, "batch_size": 6}}
+SMALL = {"manual": {}, "random": {"num_candidates": 3, "rescore_examples": 6},
+         "gradient": {"num_candidates": 4, "batch_size": 6, "rescore_examples": 8}}
 
 
 def test_registry_has_the_strategies():
@@ -49,7 +49,7 @@ def test_core_never_imports_searchers():
 
 
 def test_searchers_import_only_public_api():
-    public = {"autoprompt", "autoprompt.search"}
+    public = {"autoprompt", "autoprompt.search", "autoprompt.selection"}
     for path in (REPO / "searchers").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoprompt"):
@@ -92,7 +92,7 @@ def test_gradient_candidates_equal_brute_force(causal, task):
     batch = task.train[:8]
     grad, _ = causal.trigger_gradient([causal.encode(prompt, ex) for ex in batch],
                                       causal.word_table(prompt, task.task.labels), [ex.label for ex in batch])
-    cands = g.candidates(ctx, prompt, grad)
+    cands = g.hotflip(ctx, prompt, grad)
     pos = next(i for i in range(len(prompt.trigger_ids)) if cands[0][i] != prompt.trigger_ids[i])
     allowed = g.allowed_tokens(ctx, prompt)
     emb = causal.embedding_matrix().detach()

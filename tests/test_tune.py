@@ -61,7 +61,7 @@ def test_a_killed_worker_leaves_the_study_consistent(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, n_trials=3, budget=3000, heartbeat=1, grace=3)
     args = ["tune", "--task", cfg.task, "--strategy", "random", "--n-trials", "3", "--model", cfg.model,
             "--budget", "3000", "--out", cfg.out, "--study", cfg.study, "--heartbeat", "1", "--grace", "3",
-            "--db", cfg.db, "--param", "batch_size=4", "--space", str(write_space(tmp_path))]
+            "--db", cfg.db, "--param", "rescore_examples=4", "--space", str(write_space(tmp_path))]
     command = [sys.executable, "-c", "from autoprompt.cli import main; main()", *args]
     victim, survivor = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         for _ in range(2))

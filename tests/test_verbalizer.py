@@ -65,17 +65,20 @@ def test_recovers_planted_words(method, kind, tmp_path):
 
 
 def test_composes_with_gradient_both_ways(causal, task, tmp_path):
-    words = run_search(SearchSpec(task="tiny", strategy="verbalizer", params={"k": 4}, budget=200,
+    """Artifacts feed each other (ungated: on a random model the gate would report the manual prompt)."""
+    words = run_search(SearchSpec(task="tiny", strategy="verbalizer", params={"k": 4, "gate": False}, budget=200,
                                   out=str(tmp_path)), lm=causal, data=task)
     trig = run_search(SearchSpec(task="tiny", strategy="gradient", budget=200, out=str(tmp_path),
-                                 params={"num_candidates": 3, "batch_size": 6,
+                                 params={"num_candidates": 3, "batch_size": 6, "gate": False,
                                          "verbalizer": f"{words['run_dir']}/prompt.json"}), lm=causal, data=task)
     assert trig["prompt"]["verbalizer"] == words["prompt"]["verbalizer"]
     # and the other way round: label words for a prompt that already has triggers
     tpl = "{sentence} [T] [T] It was [P]"
     first = run_search(SearchSpec(task="tiny", strategy="gradient", budget=200, out=str(tmp_path),
-                                  params={"num_candidates": 3, "batch_size": 6, "template": tpl}), lm=causal, data=task)
+                                  params={"num_candidates": 3, "batch_size": 6, "template": tpl,
+                                          "gate": False}), lm=causal, data=task)
     then = run_search(SearchSpec(task="tiny", strategy="verbalizer", budget=200, out=str(tmp_path),
-                                 params={"k": 4, "prompt": f"{first['run_dir']}/prompt.json"}), lm=causal, data=task)
+                                 params={"k": 4, "gate": False, "prompt": f"{first['run_dir']}/prompt.json"}),
+                      lm=causal, data=task)
     assert then["prompt"]["template"] == tpl
     assert then["prompt"]["trigger_ids"] == first["prompt"]["trigger_ids"]

@@ -36,7 +36,8 @@ def run_without_test(name: str, params: dict[str, Any], lm: FrozenLM, data: Task
     """Drive a strategy by hand, exactly as the run loop does, but with no way to reach ``test``."""
     searcher = create(name, params)
     limit = Budget(budget)
-    ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=limit), limit, seed)
+    ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=limit), limit, seed,
+                        calibration=searcher.calibration, objective=searcher.objective)
     state = searcher.start(ctx)
     step = 0
     while not state.get("done") and not limit.exhausted:
