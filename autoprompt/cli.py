@@ -228,7 +228,7 @@ def search(
     table.add_row(f"found ({result['strategy']})", f"{result['scores']['dev']:.4f}", f"{result['scores']['test']:.4f}")
     deltas = result.get("deltas")
     if deltas:
-        table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.4f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                                                    for d in (deltas["dev"], deltas["test"])))
     out.print(table)
     selection = result.get("selection") or {}

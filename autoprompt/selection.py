@@ -135,9 +135,10 @@ def choose(evaluator: Evaluator, candidates: Sequence[AnyPrompt], manual: Prompt
     gain, se = paired_gain(values[best], values[0])
     passed = gain > 0 and gain > min_gain * se
     if passed or not gate:
+        strength = (f"{gain / se:.1f} paired standard errors" if 0 < se < math.inf
+                    else "no standard error from so few examples" if se == math.inf else "no variance")
         message = (f"found prompt {'beats' if passed else 'ungated, vs'} the manual prompt on {len(examples)} "
-                   f"selection examples: {gain:+.4f} {objective} ({gain / se if se else math.inf:.1f} paired "
-                   "standard errors)")
+                   f"selection examples: {gain:+.4f} {objective} ({strength})")
         return Selection(pool[best], passed, pool[best], gain, se, len(examples), objective, min_gain, rows, message)
     message = (f"no reliable improvement found: the best candidate gains {gain:+.4f} {objective} ± {se:.4f} over the "
                f"manual prompt on {len(examples)} selection examples, within {min_gain:g} standard error(s); "

@@ -89,6 +89,10 @@ class Paraphrase(Searcher):
             if getattr(self, key) < 1:
                 raise AutopromptError(f"paraphrase: {key} must be at least 1, got {getattr(self, key)}")
 
+    def _sample(self, ctx: SearchContext) -> list:
+        """The train examples every template is scored on: the same draw all run, so scores compare."""
+        return ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
+
     def _sources(self) -> list[str]:
         return [s.strip() for s in self.sources.split(",") if s.strip()]
 
@@ -239,7 +243,7 @@ class Paraphrase(Searcher):
                 fresh.append(template)
                 seen.add(template.source)
         if fresh:
-            sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)  # comparable scores
+            sample = self._sample(ctx)
             affordable = int(ctx.budget.remaining // len(sample))
             fresh = fresh[: max(1, affordable)]  # what the budget pays for (at least one, or stop)
             prompts = ctx.calibrate([Prompt(t, verbalizer) for t in fresh], inputs=sample)
@@ -254,7 +258,7 @@ class Paraphrase(Searcher):
         state["beam"] = ranked[: self.beam]
         wanted = [*also, *ranked[: max(self.beam, self.ensemble_k)]]
         todo = [t for t in dict.fromkeys(wanted) if t in state["pool"] and t not in state["dev"]]
-        sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
+        sample = self._sample(ctx)
         prompts = ctx.calibrate([Prompt(t, verbalizer) for t in todo], inputs=sample)
         for template, result in zip(todo, ctx.evaluator.score_many(prompts, ctx.dev), strict=True):
             state["dev"][template] = result.score
@@ -299,7 +303,7 @@ class Paraphrase(Searcher):
         """The best templates by train objective, calibrated; an ensemble of them first unless ``top1``."""
         verbalizer = ctx.task.default_prompt.verbalizer
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
-        sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
+        sample = self._sample(ctx)
         singles = ctx.calibrate([Prompt(t, verbalizer) for t in ranked[: max(self.ensemble_k, self.beam)]],
                                 inputs=sample)
         if self.select == "top1" or len(singles) == 1:
@@ -316,7 +320,7 @@ class Paraphrase(Searcher):
 
     def learn_weights(self, ctx: SearchContext, members: tuple[Prompt, ...]) -> list[float]:
         """Softmax weights maximising the train sample's gold log-likelihood of the ensemble."""
-        sample = ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
+        sample = self._sample(ctx)
         stacked = torch.stack([r.logprobs for r in ctx.evaluator.score_many(list(members), sample)])  # [M, N, C]
         gold = torch.tensor([ex.label for ex in sample])
         theta = torch.zeros(len(members), requires_grad=True)
