@@ -68,7 +68,8 @@ class Searcher(ABC):
     Args:
         calibration: ``none``, ``contextual`` (content-free inputs) or ``prior`` (mean class
             distribution over the train inputs); the found prompt carries it.
-        objective: ``margin`` (mean calibrated gold-class log-prob margin) or ``accuracy``.
+        objective: ``margin`` (mean calibrated gold-class log-prob margin over the best other class),
+            ``loglik`` (mean calibrated gold-class log-probability, classes normalised) or ``accuracy``.
         min_gain: the reported prompt must beat the manual one on the selection data by more
             than this many paired standard errors of the objective (0: any gain).
         gate: False reports the best candidate on the selection data even where the manual prompt
@@ -88,7 +89,7 @@ class Searcher(ABC):
     final_candidates: ClassVar[int] = 3
 
     calibration: Literal["none", "contextual", "prior"] = "prior"
-    objective: Literal["margin", "accuracy"] = "margin"
+    objective: Literal["margin", "loglik", "accuracy"] = "margin"
     min_gain: float = 1.0
     gate: bool = True
 

@@ -28,8 +28,8 @@ from autoprompt.evaluator import EvalResult, Evaluator
 from autoprompt.prompts import AnyPrompt, Prompt
 from autoprompt.tasks.base import Example
 
-Objective = Literal["margin", "accuracy"]
-OBJECTIVES: tuple[str, ...] = ("margin", "accuracy")
+Objective = Literal["margin", "loglik", "accuracy"]
+OBJECTIVES: tuple[str, ...] = ("margin", "loglik", "accuracy")
 
 
 def margins(logprobs: Tensor, labels: Tensor) -> Tensor:
@@ -45,9 +45,16 @@ def margins(logprobs: Tensor, labels: Tensor) -> Tensor:
 
 
 def objective_values(result: EvalResult, objective: Objective = "margin") -> Tensor:
-    """``[N]`` per-example values of the objective (margins, or 1/0 for correct/wrong)."""
+    """``[N]`` per-example values of the objective.
+
+    ``margin``: gold-class log-prob minus the best other class's; ``loglik``: the gold class's
+    log-probability with the classes normalised (a proper scoring rule: unlike the margin, a prompt
+    cannot gain by being confidently wrong more often); ``accuracy``: 1/0 for correct/wrong.
+    """
     if objective == "margin":
         return margins(result.logprobs, result.labels)
+    if objective == "loglik":
+        return result.logprobs.log_softmax(-1).gather(1, result.labels[:, None])[:, 0]
     if objective == "accuracy":
         return (result.preds == result.labels).float()
     raise AutopromptError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")

@@ -258,7 +258,8 @@ class VerbalizerSearch(Searcher):
 
         def accuracy(assignments: torch.Tensor) -> torch.Tensor:                                   # [A, c] -> [A]
             """The objective on the classes assigned so far (accuracy: ties by the lower class index,
-            as argmax does in the evaluator; margin: gold over the best other assigned class)."""
+            as argmax does in the evaluator; margin: gold over the best other assigned class; loglik:
+            the gold's log-prob normalised over the assigned classes)."""
             c = assignments.shape[1]
             picked = cols[:, torch.arange(c)[None, :], assignments]                                # [N, A, c]
             keep = labels < c
@@ -268,6 +269,8 @@ class VerbalizerSearch(Searcher):
                 return (picked.argmax(-1)[keep] == labels[keep][:, None]).float().mean(0)
             rows = picked[keep].permute(1, 0, 2)                                                   # [A, N', c]
             gold = labels[keep]
+            if self.objective == "loglik":
+                return rows.log_softmax(-1).gather(2, gold[None, :, None].expand(len(rows), -1, 1))[..., 0].mean(1)
             return torch.stack([margins(r, gold).mean() for r in rows])
 
         def distinct(assignments: torch.Tensor) -> torch.Tensor:  # one class may not take another's word

@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autoprompt import Evaluator, Example, Prompt, TaskData, load_prompt, load_task, save_prompt
+from autoprompt import EvalResult, Evaluator, Example, Prompt, TaskData, load_prompt, load_task, save_prompt
 from autoprompt.cli import app
 from autoprompt.leaderboard import _variant
 from autoprompt.search import SearchSpec, available, run_search
-from autoprompt.selection import bootstrap_delta, choose, margins, paired_gain
+from autoprompt.selection import bootstrap_delta, choose, margins, objective_values, paired_gain
 from autoprompt.testing import tiny_causal_lm, tiny_task
 from autoprompt.testing.tiny import toy_task_file
 
@@ -106,6 +106,10 @@ def test_margin_objective_and_paired_gain_by_hand():
     logprobs = torch.tensor([[-0.1, -2.0, -3.0], [-1.0, -0.5, -4.0]])
     labels = torch.tensor([0, 2])
     assert margins(logprobs, labels).tolist() == pytest.approx([1.9, -3.5])
+    result = EvalResult("accuracy", 0.0, logprobs, labels)
+    by_hand = [row[y] - math.log(sum(math.exp(v) for v in row)) for row, y in zip(logprobs.tolist(), [0, 2])]
+    assert objective_values(result, "loglik").tolist() == pytest.approx(by_hand)
+    assert objective_values(result, "accuracy").tolist() == [1.0, 0.0]
     gain, se = paired_gain(torch.tensor([1.0, 2.0, 3.0, 6.0]), torch.tensor([0.0, 1.0, 1.0, 2.0]))
     diffs = [1.0, 1.0, 2.0, 4.0]
     mean = sum(diffs) / 4
