@@ -426,6 +426,12 @@ def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer:
     return Prompt(tpl, verb, ids)
 
 
+def keep_best(pool: Mapping[str, Mapping[str, Any]], size: int = 20) -> dict[str, Any]:
+    """The ``size`` entries of ``pool`` with the highest ``"score"``, best first (a candidate pool in a
+    strategy's state: trigger sets or templates, each ``{"score": ..., "prompt": ...}``)."""
+    return dict(sorted(pool.items(), key=lambda kv: -kv[1]["score"])[:size])
+
+
 def _one_token(lm: FrozenLM, word: str) -> int:
     """The token for ``word`` as it stands after a space (its first piece if it has several)."""
     spaced = lm.tokenize(" " + word)

@@ -30,9 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Ensemble, Example, Prompt
-from autoprompt.search import SearchContext, Searcher, starting_prompt
-
-POOL_SIZE = 20  # trigger sets kept for the final selection and ensembles
+from autoprompt.search import SearchContext, Searcher, keep_best, starting_prompt
 
 
 @dataclass
@@ -161,7 +159,7 @@ class Gradient(Searcher):
         scores = [o - self.fluency * n for o, n in zip(objective, nll, strict=True)]
         for triggers, p, o, n, score in zip(trigger_sets, prompts, objective, nll, scores, strict=True):
             state["pool"][_key(triggers)] = {"score": score, "objective": o, "nll": n, "prompt": p.to_json()}
-        state["pool"] = dict(sorted(state["pool"].items(), key=lambda kv: -kv[1]["score"])[:POOL_SIZE])
+        state["pool"] = keep_best(state["pool"])
         best = max(range(1, len(prompts)), key=lambda i: scores[i], default=0)
         accepted = best > 0 and scores[best] > scores[0]
         if accepted:

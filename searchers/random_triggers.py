@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from autoprompt import AnyPrompt, AutopromptError, Prompt
-from autoprompt.search import SearchContext, Searcher, starting_prompt
-
-POOL_SIZE = 20
+from autoprompt.search import SearchContext, Searcher, keep_best, starting_prompt
 
 
 @dataclass
@@ -59,7 +57,7 @@ class RandomTriggers(Searcher):
         scores = ctx.objective_scores(prompts, rescore)
         pool = {**state["pool"], **{",".join(map(str, p.trigger_ids)): {"score": s, "prompt": p.to_json()}
                                     for p, s in zip(prompts, scores, strict=True)}}
-        pool = dict(sorted(pool.items(), key=lambda kv: -kv[1]["score"])[:POOL_SIZE])
+        pool = keep_best(pool)
         pick = max(range(len(prompts)), key=lambda i: scores[i])
         dev = ctx.evaluator.score(prompts[pick], ctx.dev).score
         ctx.report({"dev": dev, "train_objective": scores[pick],
