@@ -18,6 +18,7 @@ from autoprompt.model_store import DEFAULT_MODEL, load_model
 from autoprompt.models import FrozenLM
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
+from autoprompt.tasks.base import stratified_sample
 
 
 def versions() -> dict[str, str]:
@@ -90,7 +91,7 @@ def evaluate(
         split: ``train``, ``dev`` or ``test``.
         shots: k-shot protocol (16: LM-BFF), None for the full data.
         data_seed: which k-shot split.
-        limit: score only the first ``limit`` examples.
+        limit: score a seeded, class-stratified sample of ``limit`` examples.
         batch_size: examples per forward.
         data_dir: the local data folder (default ``AUTOPROMPT_DATA_DIR``).
         progress: show a progress bar.
@@ -103,7 +104,7 @@ def evaluate(
         plus their mean.
     """
     if limit is not None and limit < 1:
-        raise AutopromptError(f"--limit {limit} leaves nothing to score; give a positive number")
+        raise AutopromptError(f"limit {limit} leaves nothing to score; give a positive number")
     if str(task).lower() == "lama":
         return _evaluate_lama_suite(template=template, verbalizer=verbalizer, prompt=prompt, model=model,
                                     split=split, limit=limit, batch_size=batch_size, data_dir=data_dir,
@@ -111,7 +112,7 @@ def evaluate(
     started = time.perf_counter()
     data = load_task(task, data_dir, shots, data_seed)
     chosen = build_prompt(data, template, verbalizer, prompt)
-    examples = data.split(split)[:limit]
+    examples = data.split(split) if limit is None else stratified_sample(data.split(split), limit)
     lm = load_model(model) if isinstance(model, str) else model
     evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"))
     if calibration is not None:
@@ -126,6 +127,7 @@ def evaluate(
         "per_class": result.per_class(data.task.labels) if result.metric != "lama" else None,
         "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
         "protocol": data.protocol, "limit": limit,
+        **({"sample": f"seeded class-stratified sample of {result.n}"} if limit is not None else {}),
         "wall_s": round(time.perf_counter() - started, 3), "versions": versions(),
     }
 
@@ -135,8 +137,13 @@ def read_inputs(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]
     file = Path(path)
     if not file.is_file():
         raise AutopromptError(f"input file {file} does not exist")
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise AutopromptError(f"input file {file} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
     rows = []
-    for n, line in enumerate(file.read_text().splitlines(), 1):
+    # split on newlines only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -149,7 +156,7 @@ def read_inputs(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]
                                   f"(it uses {list(fields)})")
         rows.append({f: str(row[f]) for f in fields})
     if not rows:
-        raise AutopromptError(f"input file {file} holds no rows")
+        raise AutopromptError(f"input file {file} holds no inputs; write one JSON object per line")
     return rows
 
 
@@ -160,6 +167,7 @@ def predict(
     model: str | FrozenLM | None = None,
     batch_size: int = 32,
     top: int = 5,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Labels for new inputs under a saved prompt (discrete, soft or an ensemble).
 
@@ -169,6 +177,7 @@ def predict(
         model: the backbone (default: the model the prompt was searched on, from its metadata).
         batch_size: examples per forward.
         top: class probabilities reported per row (the most likely first).
+        progress: show a progress bar.
 
     Returns:
         Per input: its fields, the predicted ``label`` and the top class probabilities.
@@ -181,7 +190,7 @@ def predict(
                 {label: list(chosen.verbalizer.words[label]) for label in labels})
     lm = model if isinstance(model, FrozenLM) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
     examples = [Example({f: r[f] for f in fields}, 0) for r in rows]  # labels unknown: never read
-    result = Evaluator(lm, task, batch_size=batch_size, cache=False).score(chosen, examples)
+    result = Evaluator(lm, task, batch_size=batch_size, cache=False).score(chosen, examples, progress=progress)
     probs = result.logprobs.log_softmax(-1).exp()                                          # [N, C]
     out = []
     for row, p in zip(rows, probs, strict=True):

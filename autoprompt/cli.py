@@ -15,8 +15,30 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from autoprompt.errors import AutopromptError
+from autoprompt.errors import AutopromptError, SearchInterrupted
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# click's UsageError, whichever click typer runs on (typer >= 0.29 vendors its own): BadParameter's parent
+_UsageError = typer.BadParameter.__mro__[1]
+
+
+class _Commands(TyperGroup):
+    """Usage errors (a bad option value, an unknown option) as one line and exit 2, like every other error."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+            err.print(f"[bold red]error:[/] {e.format_message()}{where}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
     name="autoprompt",
@@ -24,10 +46,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
+    rich_markup_mode=None,  # help texts are shown as written: "[param]", "[P]" are not markup
 )
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
+BatchSize = Annotated[int, typer.Option(min=1, help="Examples per forward pass.")]
 
 
 def friendly(fn: F) -> F:
@@ -103,8 +125,10 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
     shots: Shots = None,
     data_seed: DataSeed = 13,
-    limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 32,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Score a seeded, class-stratified sample of N examples (data files are often sorted by "
+                    "label, so never the first N).")] = None,
+    batch_size: BatchSize = 32,
     calibration: Annotated[str | None, typer.Option(
         help="Calibrate the prompt: none, contextual (content-free inputs, Zhao et al. 2021) or prior (mean class "
              "distribution over the task's train inputs); default: the prompt's own.")] = None,
@@ -144,13 +168,15 @@ def predict(
     input_file: Annotated[Path, typer.Option("--input", help="JSONL, one object per line with the template's fields.")],
     model: Annotated[str | None, typer.Option(help="Backbone (default: the one the prompt was searched on).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write JSONL here (atomically) instead of stdout.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 32,
+    batch_size: BatchSize = 32,
 ) -> None:
     """Label new inputs with a saved prompt: one JSON line per input with its label and probabilities."""
     from autoprompt.api import predict as run  # noqa: PLC0415
-    from autoprompt.io import atomic_write_bytes  # noqa: PLC0415
+    from autoprompt.io import atomic_write_bytes, check_writable_file  # noqa: PLC0415
 
-    rows = run(prompt, input_file, model=model, batch_size=batch_size)
+    if output is not None:
+        check_writable_file(output, "--output")
+    rows = run(prompt, input_file, model=model, batch_size=batch_size, progress=output is not None)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if output is None:
         sys.stdout.write(text)
@@ -180,20 +206,25 @@ def strategies(as_json: AsJson = False) -> None:
 @friendly
 def search(
     task: Annotated[str | None, typer.Option(help="Task name (sst2, rte, lama:P19) or a task .toml file.")] = None,
-    strategy: Annotated[str, typer.Option(help="Search strategy (see `autoprompt strategies`).")] = "gradient",
+    strategy: Annotated[str | None, typer.Option(
+        help="Search strategy (see `autoprompt strategies`); default gradient.")] = None,
     model: Model = "smollm2-135m",
     shots: Shots = None,
     data_seed: DataSeed = 13,
     seed: Annotated[int, typer.Option(help="Search seed: the same seed gives the same result.")] = 0,
     budget: Annotated[int | None, typer.Option(
         help="Example-forwards the search may spend (a backward counts as two); default: the strategy's.")] = None,
-    max_seconds: Annotated[float | None, typer.Option(help="Optional wall-clock limit for the search.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        min=0.001, help="Optional wall-clock limit for the search steps (the start always runs).")] = None,
     test_limit: Annotated[int | None, typer.Option(
-        help="Score the result on a seeded random N test examples (quick runs; its own leaderboard rows).")] = None,
+        min=1, help="Score the result on a seeded random N test examples (quick runs; its own leaderboard rows).")
+    ] = None,
     param: Annotated[list[str] | None, typer.Option(help="Strategy parameter k=v (repeatable).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run artifacts.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its folder.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the budget and a time estimate; search nothing.")] = False,
+    db: Annotated[str | None, typer.Option(help="Leaderboard database to record the run in: a file or SQLAlchemy "
+                                                "URL (default: $AUTOPROMPT_DB, else <out>/leaderboard.db).")] = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -203,23 +234,35 @@ def search(
     """
     from autoprompt.search import SearchSpec, estimate, parse_params, run_search  # noqa: PLC0415
 
-    if task is None and resume is None:
+    if resume is not None:
+        given = {"--task": task, "--strategy": strategy, "--budget": budget, "--param": param, "--shots": shots,
+                 "--max-seconds": max_seconds, "--test-limit": test_limit}
+        conflicting = [flag for flag, value in given.items() if value]
+        if conflicting:
+            raise AutopromptError(f"--resume continues a run with the spec it was started with; "
+                                  f"{', '.join(conflicting)} cannot change it: drop them, or start a new run")
+    elif task is None:
         raise AutopromptError("give --task (or --resume a run folder)")
-    spec = SearchSpec(task=task or "", strategy=strategy, params=parse_params(param or []), model=model, shots=shots,
-                      data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out_dir),
-                      data_dir=str(data_dir) if data_dir else None, test_limit=test_limit)
+    spec = SearchSpec(task=task or "", strategy=strategy or "gradient", params=parse_params(param or []), model=model,
+                      shots=shots, data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds,
+                      out=str(out_dir), data_dir=str(data_dir) if data_dir else None, test_limit=test_limit)
     if dry_run:
         plan = estimate(spec)
         return _print_json(plan) if as_json else out.print(
-            f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards, train {plan['train']}, "
-            f"dev {plan['dev']}; about {plan['estimated_search_s']:.0f} s of search "
+            f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards (minimum "
+            f"{plan['minimum_budget']}), at most {plan['steps']} steps, train {plan['train']}, dev {plan['dev']}; "
+            f"about {plan['estimated_search_s']:.0f} s of search "
             f"({plan['seconds_per_forward'] * 1000:.1f} ms per example-forward measured here)", highlight=False)
     try:
-        result = run_search(spec, resume=resume, progress=True)
-    except KeyboardInterrupt:
-        err.print("interrupted: the last step is checkpointed; continue with --resume <run folder> "
-                  f"(under {out_dir})")
+        result = run_search(spec, resume=resume, progress=True, db=db)
+    except SearchInterrupted as stop:
+        err.print("interrupted: the last step is checkpointed; continue with "
+                  f"`autoprompt search --resume {stop.run_dir}`")
         raise typer.Exit(130) from None
+    if not result.get("leaderboard", {"recorded": True})["recorded"]:
+        err.print(f"the run is complete in {result['run_dir']}; once the database is fixed, add it with "
+                  f"`autoprompt leaderboard import {result['run_dir']} --db {result['leaderboard']['db']}`",
+                  highlight=False, soft_wrap=True)
     if as_json:
         return _print_json(result)
     metric = result["metric"]
@@ -234,7 +277,9 @@ def search(
     selection = result.get("selection") or {}
     if selection.get("message"):
         out.print(selection["message"], highlight=False)
-    out.print(f"prompt: {result['prompt_text']!r}  calibration: {result.get('calibration', 'none')}", highlight=False)
+    words = (result["prompt"].get("verbalizer") or (result["prompt"].get("ensemble") or [{}])[0].get("verbalizer"))
+    out.print(f"prompt: {result['prompt_text']!r}  label words: {json.dumps(words, ensure_ascii=False)}  "
+              f"calibration: {result.get('calibration', 'none')}", highlight=False)
     if result.get("trigger_text"):
         out.print(f"triggers: {result['trigger_text']!r}", highlight=False)
     details = result.get("details", {})
@@ -255,7 +300,7 @@ def search(
 
 
 leaderboard_app = typer.Typer(help="Compare strategies: mean ± std over seeds of every recorded run.",
-                              no_args_is_help=False, add_completion=False)
+                              no_args_is_help=False, add_completion=False, rich_markup_mode=None)
 app.add_typer(leaderboard_app, name="leaderboard")
 Db = Annotated[str | None, typer.Option(help="Leaderboard database: a file or SQLAlchemy URL "
                                              "(default: $AUTOPROMPT_DB, else runs/leaderboard.db).")]
@@ -268,6 +313,7 @@ def leaderboard(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
+    wide: Annotated[bool, typer.Option(help="One table with every column (needs a wide terminal).")] = False,
     db: Db = None,
 ) -> None:
     """Per task × model × strategy: test score mean ± std over seeds, gain over the manual prompt,
@@ -288,10 +334,22 @@ def leaderboard(
     if fmt in ("md", "csv"):
         sys.stdout.write(lb.to_markdown(rows) if fmt == "md" else lb.to_csv(rows))
         return None
-    table = Table(*lb.COLUMNS)
+    if wide:
+        table = Table(*lb.COLUMNS)
+        for r in rows:
+            table.add_row(*lb.table_cells(r))
+        out.print(table)
+        return None
+    # one narrow table per task × model × protocol, so it reads in 80 columns
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        table.add_row(*lb.table_cells(r))
-    out.print(table)
+        groups.setdefault((r["task"], r["model"], r["protocol"]), []).append(r)
+    for (task_name, model_name, protocol), members in groups.items():
+        table = Table("strategy", "n", f"test {members[0]['metric']}", "gain", "budget", "s",
+                      title=f"{task_name} · {model_name} · {protocol}", title_justify="left")
+        for r in members:
+            table.add_row(*lb.table_cells(r)[3:])
+        out.print(table)
     return None
 
 

@@ -9,3 +9,11 @@ class AutopromptError(ValueError):
 
 class BudgetExhausted(RuntimeError):
     """Raised by `Budget.charge` when a search has spent its forwards or its wall-clock limit."""
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search, after its last step was checkpointed; ``run_dir`` resumes it."""
+
+    def __init__(self, run_dir: str) -> None:
+        super().__init__(run_dir)
+        self.run_dir = run_dir

@@ -138,6 +138,8 @@ class Evaluator:
     def __init__(self, lm: FrozenLM, task: Task, batch_size: int = 32, max_tokens: int = 8192,
                  budget: Budget | None = None, cache: bool = True, majority_label: int | None = None,
                  shared_prefix: bool = True) -> None:
+        if batch_size < 1:
+            raise AutopromptError(f"batch size must be at least 1, got {batch_size}")
         self.lm = lm
         self.task = task
         self.batch_size = batch_size
@@ -296,6 +298,7 @@ class Evaluator:
         softs: list[SoftPrompt | None] = []
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
+            self.lm.check_triggers(prompt)
             table = self.lm.word_table(prompt, labels)
             tables.append(table)
             softs.append(self._soft(prompt))

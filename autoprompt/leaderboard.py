@@ -55,8 +55,20 @@ def db_url(db: str | Path | None = None) -> str:
     if "://" in db:
         return db
     path = Path(db).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise AutopromptError(f"leaderboard database {path} is a folder; give a database file or a URL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AutopromptError(f"leaderboard database {path}: cannot create its folder ({err.strerror}); "
+                              "give a writable database file or a URL") from None
     return f"sqlite:///{path}"
+
+
+def _unusable(url: str, err: BaseException) -> AutopromptError:
+    reason = getattr(err, "orig", None) or err
+    return AutopromptError(f"leaderboard database {url} is unusable ({str(reason).splitlines()[0]}); "
+                           "give another database file or URL")
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -69,8 +81,8 @@ def engine_for(db: str | Path | None = None) -> Engine:
         return _ENGINES[url]
     try:
         engine = create_engine(url, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}))
-    except (SQLAlchemyError, ImportError) as err:
-        raise AutopromptError(f"cannot open the leaderboard database {url} ({err}); check --db") from None
+    except (SQLAlchemyError, ImportError, ValueError) as err:
+        raise _unusable(url, err) from None
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record) -> None:  # readers never block the writer; writers wait
@@ -81,9 +93,12 @@ def engine_for(db: str | Path | None = None) -> Engine:
             metadata.create_all(engine, checkfirst=True)
             break
         except OperationalError as err:
-            if attempt == 4:
-                raise AutopromptError(f"cannot use the leaderboard database {url} ({err.orig}); check --db") from None
+            racing = any(word in str(err.orig) for word in ("locked", "already exists"))
+            if attempt == 4 or not racing:
+                raise _unusable(url, err) from None
             time.sleep(0.2 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, OSError) as err:  # not a database, no driver, no server
+            raise _unusable(url, err) from None
     _ENGINES[url] = engine
     return engine
 
@@ -161,8 +176,7 @@ def record(result: dict[str, Any], db: str | Path | None = None) -> bool:
     except IntegrityError:
         return False  # this run folder is recorded already
     except SQLAlchemyError as err:
-        raise AutopromptError(f"could not record the run in {engine.url} ({type(err).__name__}); the run's files "
-                              f"are intact: `autoprompt leaderboard import {row['run_dir']}` adds it later") from None
+        raise _unusable(str(engine.url), err) from None
 
 
 def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, int]:
@@ -170,6 +184,7 @@ def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, 
     root = Path(folder)
     if not root.exists():
         raise AutopromptError(f"{root} does not exist; give the folder that holds the run folders")
+    engine_for(db)  # an unusable database is reported before any file is read
     added = seen = 0
     for path in sorted(root.rglob("result.json")):
         try:
@@ -191,19 +206,30 @@ def load_rows(db: str | Path | None = None, task: str | None = None, model: str 
         query = query.where(runs.c.task == task)
     if model:
         query = query.where(runs.c.model == model)
-    with engine_for(db).connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query.order_by(runs.c.id))]
+    engine = engine_for(db)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query.order_by(runs.c.id))]
+    except SQLAlchemyError as err:
+        raise _unusable(str(engine.url), err) from None
 
 
 def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± std (sample, over runs) of the test score per task × model × protocol × variant.
 
     ``gain`` is the mean of (test − the same run's manual-baseline test); budget and time are
-    medians. Sorted by task, then best mean test score first.
+    medians. Sorted by task, then best mean test score first. One run recorded twice (a run folder
+    copied and imported again: the same prompt fingerprint, search seed and data seed) counts once.
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    seen: set[tuple] = set()
     for r in rows:
-        groups.setdefault((r["task"], r["model"], r["protocol"], r["variant"]), []).append(r)
+        key = (r["task"], r["model"], r["protocol"], r["variant"])
+        same_run = (*key, r["prompt_fingerprint"], r["seed"], r["data_seed"])
+        if r["prompt_fingerprint"] is not None and same_run in seen:
+            continue
+        seen.add(same_run)
+        groups.setdefault(key, []).append(r)
     out = []
     for (task, model, protocol, variant), members in groups.items():
         tests = [m["test"] for m in members]

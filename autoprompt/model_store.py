@@ -177,18 +177,21 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
         source = name
     if not Path(source).is_dir():
         _require_hub(name)
+    local = Path(source).is_dir()
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        masked = config.model_type in _MASKED_TYPES or any(a.endswith("MaskedLM") for a in config.architectures or [])
+        auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+        model = auto.from_pretrained(source, dtype="float32")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # what transformers raises on junk
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        where = ("a local folder without a complete model (config.json, tokenizer and weights)" if local
+                 else "not a local folder and not reachable on the model hub")
         raise AutopromptError(
-            f"cannot load model {name!r}: not a local folder and not reachable on the model hub ({first}); "
-            f"use {DEFAULT_MODEL} (works offline), another alias from `autoprompt models`, or a local path"
+            f"cannot load model {name!r}: {where} ({first}); "
+            f"use {DEFAULT_MODEL} (works offline), another alias from `autoprompt models`, or a model folder"
         ) from None
-    masked = config.model_type in _MASKED_TYPES or any(a.endswith("MaskedLM") for a in config.architectures or [])
-    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
-    model = auto.from_pretrained(source, dtype="float32")
     backend = MaskedLM if masked else CausalLM
     return backend(model, tokenizer, name=name, device=device, max_length=max_length, length_norm=length_norm)
 

@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_json
+from autoprompt.schema import EnsembleFile, PromptFile, validate
 from autoprompt.soft import SOFT_FILE, SoftPrompt, resolve_soft
 
 SlotKind = Literal["text", "field", "trigger", "predict", "soft"]
@@ -141,7 +144,11 @@ class Template:
         return tail.kind == "predict"
 
     def check_fields(self, available: Sequence[str]) -> None:
-        """Raise if the template uses a field the task does not have."""
+        """Raise if the template uses a field the task does not have, or none at all."""
+        if not self.fields and available:
+            raise AutopromptError(
+                f"template {self.source!r} has no input field, so every input would get the same prediction; "
+                f"add one of {', '.join('{' + f + '}' for f in available)}")
         missing = [f for f in self.fields if f not in available]
         if missing:
             raise AutopromptError(
@@ -385,18 +392,18 @@ class Prompt:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Prompt:
-        try:
-            return cls(
-                Template(data["template"]),
-                Verbalizer(data["verbalizer"]),
-                tuple(data.get("trigger_ids", ())),
-                data.get("soft"),
-                dict(data.get("meta", {})),
-                Calibration.from_json(data.get("calibration")),
-            )
-        except KeyError as err:
-            raise AutopromptError(f"prompt JSON lacks the key {err.args[0]!r}") from None
+    def from_json(cls, data: Mapping[str, Any], source: str = "prompt JSON") -> Prompt:
+        """The prompt ``to_json`` wrote; one-line errors name ``source`` and the bad field."""
+        checked = validate(PromptFile, data, source)
+        calibration = checked.calibration
+        return cls(
+            Template(checked.template),
+            Verbalizer(checked.verbalizer),
+            tuple(checked.trigger_ids),
+            checked.soft,
+            dict(checked.meta),
+            Calibration.from_json(calibration.model_dump() if isinstance(calibration, BaseModel) else calibration),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Prompt:
@@ -405,7 +412,7 @@ class Prompt:
 
     @classmethod
     def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
-        prompt = cls.from_json(data)
+        prompt = cls.from_json(data, f"prompt file {path}")
         if prompt.soft and not Path(prompt.soft).is_absolute():
             prompt = prompt.with_soft(str(path.parent / prompt.soft))
         return prompt
@@ -471,12 +478,10 @@ class Ensemble:
                 "meta": dict(self.meta)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Ensemble:
-        try:
-            return cls(tuple(Prompt.from_json(m) for m in data["ensemble"]), tuple(data["weights"]),
-                       dict(data.get("meta", {})))
-        except KeyError as err:
-            raise AutopromptError(f"ensemble JSON lacks the key {err.args[0]!r}") from None
+    def from_json(cls, data: Mapping[str, Any], source: str = "ensemble JSON") -> Ensemble:
+        checked = validate(EnsembleFile, data, source)
+        members = tuple(Prompt.from_json(m, f"{source}, member {i}") for i, m in enumerate(data["ensemble"]))
+        return cls(members, tuple(float(w) for w in checked.weights), dict(checked.meta))
 
     @property
     def fingerprint(self) -> str:
@@ -495,9 +500,9 @@ class Ensemble:
 AnyPrompt = Prompt | Ensemble
 
 
-def prompt_from_json(data: Mapping[str, Any]) -> AnyPrompt:
+def prompt_from_json(data: Mapping[str, Any], source: str = "prompt JSON") -> AnyPrompt:
     """A `Prompt` or an `Ensemble`, whichever the JSON holds."""
-    return Ensemble.from_json(data) if "ensemble" in data else Prompt.from_json(data)
+    return Ensemble.from_json(data, source) if "ensemble" in data else Prompt.from_json(data, source)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -535,6 +540,6 @@ def load_prompt(path: str | Path) -> AnyPrompt:
     data = _read_json(Path(path))
     if "ensemble" not in data:
         return Prompt._from_file(data, Path(path))
-    ensemble = Ensemble.from_json(data)
+    ensemble = Ensemble.from_json(data, f"prompt file {path}")
     members = tuple(Prompt._from_file(m.to_json(), Path(path)) for m in ensemble.members)
     return Ensemble(members, ensemble.weights, ensemble.meta)

@@ -21,7 +21,7 @@ from typing import Any
 
 from autoprompt import leaderboard as lb
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_bytes
+from autoprompt.io import atomic_write_bytes, check_writable_folder
 
 # Published numbers, for orientation only: other models, other splits, other budgets.
 ANCHORS: list[dict[str, str]] = [
@@ -236,6 +236,7 @@ def _code(text: str) -> str:
 def write(out: str | Path, db: str | Path | None = None, task: str | None = None, model: str | None = None,
           extra_sections: Sequence[tuple[str, str, dict[str, bytes]]] = ()) -> dict[str, str]:
     """Write ``report.html`` (self-contained), ``report.md`` and the PNGs it links into ``out``."""
+    check_writable_folder(out, "report folder")
     page, markdown, images = build(db, task, model, extra_sections)
     folder = Path(out)
     for name, data in images.items():

@@ -43,12 +43,13 @@ from typing import Any, ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
-from autoprompt.errors import AutopromptError, BudgetExhausted
+from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
 from autoprompt.evaluator import Budget, EvalResult, Evaluator
-from autoprompt.io import atomic_write_json, read_json
+from autoprompt.io import atomic_write_json, check_writable_folder, read_json
 from autoprompt.leaderboard import record
 from autoprompt.models import FrozenLM, weights_checksum
 from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt, Prompt, Segment, Template, Verbalizer, save_prompt
+from autoprompt.schema import CheckpointFile, SpecFile, validate
 from autoprompt.selection import Objective, bootstrap_delta, choose, objective_score
 from autoprompt.tasks.base import Example, Task, TaskData, examples_fingerprint
 
@@ -112,6 +113,24 @@ class Searcher(ABC):
     def fitted(self, ctx: SearchContext, state: dict[str, Any]) -> Sequence[Example]:
         """The train examples the search fitted on (the rest of train joins dev in the final selection)."""
         return ctx.train
+
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        """Example-forwards of the start and of one step on splits of these sizes (an upper estimate).
+
+        Their sum is the minimum useful budget: below it a search cannot take a step, so
+        `run_search` refuses it. Default: the start scores one prompt on dev and estimates its
+        calibration on train; a step scores one prompt on train.
+        """
+        return self._calibration_cost(train) + dev, train
+
+    def minimum_budget(self, train: int, dev: int) -> int:
+        """The start and one step (`costs`)."""
+        return sum(self.costs(train, dev))
+
+    def _calibration_cost(self, inputs: int) -> int:
+        """Example-forwards `SearchContext.calibrate` spends on one prompt and ``inputs`` inputs that
+        are not scored anyway (``prior`` on the examples a prompt is then scored on is a cache hit)."""
+        return {"none": 0, "contextual": 3, "prior": inputs}[self.calibration]
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -322,9 +341,21 @@ class SearchSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SearchSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_json(cls, data: Mapping[str, Any], source: str = "run spec") -> SearchSpec:
+        return cls(**validate(SpecFile, data, source).model_dump())
+
+    @classmethod
+    def load(cls, run_dir: Path) -> SearchSpec:
+        """The ``spec.json`` of the run folder ``run_dir``."""
+        path = run_dir / "spec.json"
+        if not path.is_file():
+            raise AutopromptError(f"{run_dir} is not a run folder (no spec.json); give the folder of one run")
+        try:
+            data = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise AutopromptError(f"{path} is not valid JSON ({err}); the run cannot be resumed, start a new one") \
+                from None
+        return cls.from_json(data, str(path))
 
 
 def find_run(spec: SearchSpec) -> Path | None:
@@ -490,14 +521,14 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError  # noqa: PLC0415
     from safetensors.torch import load_file  # noqa: PLC0415
 
+    fix = "; the checkpoint is corrupt: start a new run instead of resuming this one"
     try:
-        ckpt = read_json(path)
+        ckpt = validate(CheckpointFile, read_json(path), f"checkpoint {path}", fix).model_dump()
         tensors = load_file(str(path.parent / ckpt["tensors"])) if ckpt.get("tensors") else {}
         ckpt["state"] = _unpack(ckpt["state"], tensors)
         return ckpt
-    except (json.JSONDecodeError, KeyError, TypeError, OSError, SafetensorError) as err:
-        raise AutopromptError(f"checkpoint {path} is corrupt ({type(err).__name__}); "
-                              "start a new run instead of --resume") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, OSError, SafetensorError) as err:
+        raise AutopromptError(f"checkpoint {path} is corrupt ({type(err).__name__}){fix}") from None
 
 
 def limit_test(data: TaskData, k: int) -> TaskData:
@@ -549,18 +580,22 @@ def run_search(
     started = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "spec.json").is_file():
-            raise AutopromptError(f"{run_dir} is not a run folder (no spec.json); give the folder of one run")
-        spec = SearchSpec.from_json(read_json(run_dir / "spec.json"))
+        spec = SearchSpec.load(run_dir)
         if (run_dir / "result.json").is_file():  # finished: make sure it is recorded (no-op if it is)
             result = read_json(run_dir / "result.json")
-            record(result, leaderboard_db(db, spec.out))
+            _record(result, leaderboard_db(db, spec.out))
             return result
+    else:
+        check_writable_folder(spec.out, "run folder")
     searcher = create(spec.strategy, spec.params)
     spec.params = searcher.params()
+    if spec.max_seconds is not None and not spec.max_seconds > 0:
+        raise AutopromptError(f"max_seconds must be a positive number of seconds, got {spec.max_seconds}")
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
     if spec.test_limit is not None:
         data = limit_test(data, spec.test_limit)
+    limit = spec.budget if spec.budget is not None else searcher.default_budget
+    minimum = check_budget(searcher, limit, data)
     lm = lm or load_model(spec.model)
     if resume is None:
         base = Path(spec.out) / _safe(data.task.name) / spec.strategy / _run_id(spec)
@@ -574,7 +609,7 @@ def run_search(
                 run_dir = base.with_name(f"{base.name}-{n}")
         atomic_write_json(run_dir / "spec.json", spec.to_json())
 
-    budget = Budget(spec.budget if spec.budget is not None else searcher.default_budget, spec.max_seconds)
+    budget = Budget(limit)  # the wall-clock limit starts with the first step: the start is what any run costs
     evaluator = Evaluator(lm, data.task, budget=budget)
     train, dev = data.train, data.dev
     # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
@@ -605,8 +640,13 @@ def run_search(
                                   "start a new run instead of --resume") from None
     else:
         ctx.report = ctx_info.update
-        state, step, elapsed = searcher.start(ctx), 0, 0.0
+        try:
+            state, step, elapsed = searcher.start(ctx), 0, 0.0
+        except BudgetExhausted:
+            raise AutopromptError(f"budget {limit} does not pay for {spec.strategy}'s start on {data.task.name} "
+                                  f"(estimated minimum {minimum}); give a larger budget") from None
     trace = _Trace(run_dir / "trace.jsonl", keep=step if resume is not None else None)
+    budget.max_seconds, budget.started = spec.max_seconds, time.monotonic()
 
     bar = tqdm(total=budget.max_forwards, desc=f"{spec.strategy} on {data.task.name}", unit="fwd",
                disable=not progress, dynamic_ncols=True, initial=budget.used)
@@ -633,6 +673,8 @@ def run_search(
             bar.set_postfix(step=step, best_dev=f"{state.get('best_dev', float('nan')):.3f}")
             if on_step is not None:
                 on_step(step, {"best_dev": state.get("best_dev"), "budget": budget.used})
+    except KeyboardInterrupt:
+        raise SearchInterrupted(str(run_dir)) from None
     finally:
         bar.close()
     if stop_after is not None and done_here >= stop_after and not state.get("done") and not budget.exhausted:
@@ -661,15 +703,18 @@ def run_search(
     # core scores the found prompt and the manual baseline on dev and test, outside the budget
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
     test = data.test
-    base_dev, base_test = _baseline(final, manual, dev), _baseline(final, manual, test)
+    base_dev, base_test = _baseline(final, manual, dev), _baseline(final, manual, test, progress)
     found_dev, found_test = ((base_dev, base_test) if best.fingerprint == manual.fingerprint
-                             else (final.score(best, dev), final.score(best, test)))
+                             else (final.score(best, dev), final.score(best, test, progress=progress)))
     deltas = {"dev": bootstrap_delta(found_dev, base_dev, seed=spec.seed),
               "test": bootstrap_delta(found_test, base_test, seed=spec.seed)}
     gap_se = (deltas["dev"]["se"] ** 2 + deltas["test"]["se"] ** 2) ** 0.5
     if deltas["dev"]["delta"] - deltas["test"]["delta"] > 2 * gap_se > 0:
         warnings.append(f"dev and test disagree: the found prompt gains {deltas['dev']['delta']:+.4f} on dev but "
              f"{deltas['test']['delta']:+.4f} on test, more than 2 standard errors apart; it is fitted to dev")
+    if step == 0 and not state.get("done"):
+        warnings.append(f"0 search steps: the {'time limit' if budget.exhausted and budget.remaining > 0 else 'budget'}"
+                        " ended the search before its first step; the result is the starting prompt, gated")
     trigger_ids = list(best.trigger_ids)
     result = {
         "task": data.task.name, "strategy": spec.strategy, "model": lm.name, "seed": spec.seed,
@@ -695,8 +740,37 @@ def run_search(
     if found_test.extra:
         result["lama"] = {"found": found_test.extra, "baseline": base_test.extra}
     atomic_write_json(run_dir / "result.json", result)
-    record(result, leaderboard_db(db, spec.out))
+    if not _record(result, leaderboard_db(db, spec.out)):
+        atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def _record(result: dict[str, Any], db: str | Path) -> bool:
+    """Record a finished run; if the leaderboard cannot take it, say so in ``result`` and return False.
+
+    A finished search is never lost to its database: the run folder is complete and can be
+    imported later (``result["leaderboard"]`` names the database and the reason).
+    """
+    try:
+        record(result, db)
+    except AutopromptError as err:
+        message = f"the run was not recorded in the leaderboard: {err}"
+        result["leaderboard"] = {"recorded": False, "db": str(db), "error": str(err)}
+        result.setdefault("warnings", []).append(message)
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+        return False
+    return True
+
+
+def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
+    """``searcher``'s minimum useful budget on ``data``; raise if ``limit`` is below it."""
+    minimum = searcher.minimum_budget(len(data.train), len(data.dev))
+    if limit < minimum:
+        raise AutopromptError(
+            f"budget {limit} is below {searcher.name}'s minimum useful budget on {data.task.name}: {minimum} "
+            f"example-forwards (its start and one step on {len(data.train)} train and {len(data.dev)} dev "
+            f"examples); give a budget of at least {minimum}")
+    return minimum
 
 
 # The manual baseline scores the same in every run on a split: a process that runs many searches
@@ -704,13 +778,13 @@ def run_search(
 _baselines: weakref.WeakKeyDictionary[FrozenLM, dict[tuple, EvalResult]] = weakref.WeakKeyDictionary()
 
 
-def _baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example]) -> EvalResult:
+def _baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
     task = final.task
     key = (task.name, task.metric, tuple(task.labels), final.majority_label, manual.fingerprint,
            examples_fingerprint(examples))
     known = _baselines.setdefault(final.lm, {})
     if key not in known:
-        known[key] = final.score(manual, examples)
+        known[key] = final.score(manual, examples, progress=progress)
     return known[key]
 
 
@@ -726,16 +800,20 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
 
     searcher = create(spec.strategy, spec.params)
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
-    lm = lm or load_model(spec.model)
     budget = spec.budget if spec.budget is not None else searcher.default_budget
+    minimum = check_budget(searcher, budget, data)
+    lm = lm or load_model(spec.model)
     sample = data.dev[:16]
     ev = Evaluator(lm, data.task, cache=False)
     ev.score(data.task.default_prompt, sample[:2])  # warm-up
     start = time.perf_counter()
     ev.score(data.task.default_prompt, sample)
     per_forward = (time.perf_counter() - start) / len(sample)
+    start_cost, per_step = searcher.costs(len(data.train), len(data.dev))
     return {"task": data.task.name, "strategy": spec.strategy, "params": searcher.params(), "budget": budget,
+            "minimum_budget": minimum, "steps": (budget - start_cost) // max(1, per_step),
             "train": len(data.train), "dev": len(data.dev), "seconds_per_forward": round(per_forward, 4),
             "estimated_search_s": round(budget * per_forward, 1),
-            "note": "a backward counts as two forwards; test and baseline scoring come on top"}
+            "note": "steps: at most, at the minimum's cost per step (steps that accept a change may cost more); "
+                    "a backward counts as two forwards; test and baseline scoring come on top"}
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt.errors import AutopromptError
+from autoprompt.io import check_writable_folder
 
 SURPLUS = "surplus"
 STARTED = "started"
@@ -305,6 +306,7 @@ def _worker_main(config: TuneConfig, index: int) -> None:
 
 def tune(config: TuneConfig, workers: int = 1) -> dict[str, Any]:
     """Run the study on ``workers`` processes here (each may also run on other machines); its summary."""
+    check_writable_folder(config.out, "tuning output folder")
     study = open_study(config)  # create it (and fail fast on a bad storage) before the workers start
     for key in ("task", "strategy", "model", "shots", "seed", "budget", "fixed"):
         study.set_user_attr(key, getattr(config, key))
@@ -425,5 +427,6 @@ def storage_url(storage: str | None, out: str | Path) -> str:
     """An optuna storage URL: the given one, or a SQLite file ``<out>/tune.db``."""
     if storage:
         return storage if "://" in storage else f"sqlite:///{Path(storage).resolve()}"
+    check_writable_folder(out, "tuning output folder")
     Path(out).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(Path(out) / 'tune.db').resolve()}"

@@ -77,6 +77,18 @@ CANDIDATES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "instruction": ("Question 1: {question1}\nQuestion 2: {question2}\nQuestion: Do both questions ask the same "
                         "thing?\nAnswer: [P]", ["No", "Yes"]),
     },
+    "mpqa": {
+        "cloze (LM-BFF)": ("{sentence} It was [P]", ["terrible", "great"]),
+        "instruction": ("Phrase: {sentence}\nSentiment (positive or negative): [P]", ["negative", "positive"]),
+        "instruction-question": ("Phrase: {sentence}\nIs this phrase positive or negative?\nAnswer: [P]",
+                                 ["negative", "positive"]),
+    },
+    "subj": {
+        "cloze (LM-BFF)": ("{sentence} This is [P]", ["subjective", "objective"]),
+        "instruction": ("Sentence: {sentence}\nSubjective or objective: [P]", ["subjective", "objective"]),
+        "instruction-question": ("Sentence: {sentence}\nIs this sentence an opinion or a fact?\nAnswer: [P]",
+                                 ["opinion", "fact"]),
+    },
     "agnews": {
         "cloze": ("{text} This article is about [P]", ["world", "sports", "business", "technology"]),
         "instruction": ("Article: {text}\nIs this article about world, sports, business or technology?\nAnswer: [P]",
@@ -112,8 +124,13 @@ def main() -> None:
         best = max(rows, key=lambda k: rows[k]["score"])
         report["tasks"][name] = {"n": len(train), "metric": data.task.metric, "candidates": rows, "best": best}
         print(f"{name:7s} best: {best}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out = Path(args.out)
+    if out.is_file():  # keep the other tasks' figures when only some are rerun
+        earlier = json.loads(out.read_text())
+        if earlier.get("model") == report["model"] and earlier.get("n") == report["n"]:
+            report["tasks"] = {**earlier.get("tasks", {}), **report["tasks"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,13 @@ class Gradient(Searcher):
         if not self.fluency >= 0:
             raise AutopromptError(f"gradient: fluency must be >= 0, got {self.fluency}")
 
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        # start: calibrate on train, score dev; a step: the gradient batches (a backward is two),
+        # the current and every candidate trigger set on the re-scoring examples, dev if accepted
+        rescore = min(self.rescore_examples or train, train)
+        gradient = 2 * min(self.batch_size, train) * self.accumulation_steps
+        return self._calibration_cost(train) + dev, gradient + (self.num_candidates + 1) * rescore + dev
+
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers, self.init)
         if not prompt.template.num_triggers:

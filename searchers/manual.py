@@ -28,6 +28,9 @@ class Manual(Searcher):
     template: str | None = None
     verbalizer: str | None = None
 
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        return self._calibration_cost(train) + dev, 0  # its one step only says it is done
+
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = ctx.calibrate([starting_prompt(ctx, self.template, self.verbalizer)])[0]
         return {"prompt": prompt.to_json(), "best_dev": ctx.evaluator.score(prompt, ctx.dev).score}

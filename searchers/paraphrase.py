@@ -265,6 +265,17 @@ class Paraphrase(Searcher):
         best = max(state["dev"], key=lambda t: state["dev"][t])
         state["best_dev"] = state["dev"][best]
 
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        # start: every seed template (manual, listed, mined) on the scoring sample, the beam's and the
+        # ensemble's on dev; a step: the beam's rewrites generated (a masked generator spends one per
+        # word, about 8), at least one new template on the sample, and the beam on dev
+        sample, watched = min(self.score_examples, train), max(self.beam, self.ensemble_k)
+        sources = self._sources()
+        seeds = ("manual" in sources) + len([t for t in (self.templates or "").split("||") if t.strip()]) \
+            + (self.num_mined if "mine" in sources else 0)
+        start = seeds * sample + min(seeds, watched + 1) * dev
+        return start, self.beam * max(self.num_paraphrases, 8) + sample + watched * dev
+
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         state: dict[str, Any] = {"pool": {}, "dev": {}, "beam": [], "dropped": 0, "round": 0}
         seeds = self.seeds(ctx)

@@ -252,6 +252,11 @@ class PTuning(Searcher):
 
     # ---- the strategy -------------------------------------------------------------------------
 
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        # start: the initial prompt on dev (and the manual one); a step: ``eval_every`` optimiser
+        # steps (a forward and a backward per example) and dev
+        return dev * (2 if self.keep_manual else 1), 3 * self.eval_every * min(self.batch_size, train) + dev
+
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         with torch.random.fork_rng(devices=[]):
             module = self.build(ctx)

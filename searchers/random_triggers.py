@@ -42,6 +42,10 @@ class RandomTriggers(Searcher):
         if min(self.num_triggers, self.num_candidates, self.rescore_examples or 1) < 1:
             raise AutopromptError("random: num_triggers, num_candidates and rescore_examples must be at least 1")
 
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        rescore = min(self.rescore_examples or train, train)
+        return self._calibration_cost(train) + dev, self.num_candidates * rescore + dev
+
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers)
         start = ctx.calibrate([prompt])[0]

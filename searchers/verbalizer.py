@@ -15,7 +15,11 @@ ranks candidate words per class from statistics at the prediction slot over trai
 The statistics are calibrated as the search is (``calibration``): each word's log-prob has the
 word's log-prob on content-free inputs (``contextual``) or its mean probability over the train
 inputs (``prior``) taken out, so a word the model says everywhere ("great") does not win by
-being frequent.
+being frequent. Calibration alone is a pointwise mutual information, which favours words the model
+almost never says at the slot (on 16 shots, rare words whose few mentions happen to fall in one
+class: ``anyway``/``enhanced`` for SST-2); so candidates are first cut to the ``vocab`` words the
+model finds most probable at ``[P]`` over the train inputs, before calibration, as LM-BFF's
+auto-L keeps the words the model already predicts there.
 
 Then selection on train, shared by all methods: with ``words_per_class=1``, every assignment of
 one of the top-``k`` words to each class (the starting verbalizer's words always among them) is
@@ -30,6 +34,7 @@ inputs that take up to that many tokens join them, scored exactly.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +54,8 @@ class VerbalizerSearch(Searcher):
     Args:
         method: ``probe``, ``likelihood`` or ``petal``.
         k: candidate words kept per class.
+        vocab: the candidate vocabulary: the words most probable at ``[P]`` over the train inputs
+            (uncalibrated), the starting words always kept; 0 keeps every whole word.
         n_pairs: assignments (one word per class) re-scored exactly on train, best by the train statistics first.
         words_per_class: words per label in the result (1: assignment search).
         max_word_tokens: longest candidate word in tokens (>1 adds multi-token words).
@@ -64,11 +71,13 @@ class VerbalizerSearch(Searcher):
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         "method": {"type": "categorical", "choices": ["probe", "likelihood", "petal"]},
         "k": {"type": "int", "low": 4, "high": 30},
+        "vocab": {"type": "int", "low": 100, "high": 5000, "log": True},
         "n_pairs": {"type": "int", "low": 5, "high": 50, "log": True},
     }
 
     method: Literal["probe", "likelihood", "petal"] = "likelihood"
     k: int = 10
+    vocab: int = 1000
     n_pairs: int = 20
     words_per_class: int = 1
     max_word_tokens: int = 1
@@ -82,6 +91,8 @@ class VerbalizerSearch(Searcher):
         for key in ("k", "n_pairs", "words_per_class", "max_word_tokens", "max_examples"):
             if getattr(self, key) < 1:
                 raise AutopromptError(f"verbalizer: {key} must be at least 1, got {getattr(self, key)}")
+        if self.vocab < 0:
+            raise AutopromptError(f"verbalizer: vocab must be 0 (every word) or a positive count, got {self.vocab}")
 
     # ---- statistics -------------------------------------------------------------------------
 
@@ -150,6 +161,18 @@ class VerbalizerSearch(Searcher):
             ctx.budget.charge(forwards=len(encoded))
         return scores, torch.cat(hidden)
 
+    def plausible(self, prompt: Prompt, words: list[tuple[str, tuple[int, ...]]],
+                  scores: torch.Tensor) -> tuple[list[tuple[str, tuple[int, ...]]], torch.Tensor]:
+        """The ``vocab`` words with the highest mean probability at the slot (uncalibrated ``scores``,
+        ``[N, W]``), the starting verbalizer's words first and always kept, in their original order."""
+        if not self.vocab or self.vocab >= len(words):
+            return words, scores
+        mean = torch.logsumexp(scores, 0)                                                          # [W]
+        start = {w for ws in prompt.verbalizer.words.values() for w in ws}
+        mean[[j for j, (w, _) in enumerate(words) if w in start]] = math.inf
+        keep = mean.topk(max(self.vocab, len(start))).indices.sort().values
+        return [words[j] for j in keep.tolist()], scores[:, keep]
+
     def word_log_prior(self, ctx: SearchContext, prompt: Prompt, scores: torch.Tensor,
                        words: list[tuple[str, tuple[int, ...]]]) -> torch.Tensor:
         """``[W]`` the log-prob each word has regardless of the input, as the search calibrates:
@@ -193,6 +216,14 @@ class VerbalizerSearch(Searcher):
 
     # ---- the strategy -------------------------------------------------------------------------
 
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        # start: the starting prompt calibrated and on dev; a step: the ranking pass over the
+        # statistics' examples (and content-free inputs), or the exact re-scoring of at least two
+        # prompts and the best on dev
+        stats = min(self.max_examples, train)
+        ranking = stats + self._calibration_cost(3)
+        return self._calibration_cost(train) + dev, max(ranking, 2 * stats + dev)
+
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         prompt = self._start_prompt(ctx)
         prompt.verbalizer.for_labels(ctx.task.labels)
@@ -207,6 +238,7 @@ class VerbalizerSearch(Searcher):
         if state["phase"] == "rank":
             words = self.word_candidates(ctx, prompt, examples)
             scores, hidden = self.word_logprobs(ctx, prompt, examples, words)
+            words, scores = self.plausible(prompt, words, scores)
             scores = scores - self.word_log_prior(ctx, prompt, scores, words)[None, :]             # calibrated
             labels = torch.tensor([ex.label for ex in examples])
             ranking = self.rank(ctx, scores, hidden, labels, words)

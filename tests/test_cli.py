@@ -64,7 +64,7 @@ def test_evaluate_json(data_dir, tiny_model_dir):
         (("--task", "nope"), "unknown task 'nope'"),
         (("--task", "sst2", "--template", "{sentence} [X] [P]"), "unknown slot at position 11"),
         (("--task", "sst2", "--template", "{sentence} [P] is it"), "[P] must be the last slot"),
-        (("--task", "sst2", "--limit", "0"), "--limit 0"),
+        (("--task", "sst2", "--limit", "0"), "'--limit'"),
         (("--task", "sst2", "--verbalizer", '{"negative": ["bad"]}'), "do not match"),
         (("--task", "mnli", "--shots", "16"), "use --split dev"),
         (("--task", "sst2", "--split", "validation"), "unknown split"),
@@ -156,7 +156,7 @@ def test_resume_of_a_corrupt_checkpoint(tmp_path, tiny_model_dir):
     folder = tmp_path / "runs" / "toy" / "gradient" / "x"
     folder.mkdir(parents=True)
     (folder / "spec.json").write_text(json.dumps({"task": str(spec), "strategy": "gradient",
-                                                  "model": str(tiny_model_dir), "budget": 100}))
+                                                  "model": str(tiny_model_dir), "budget": 300}))
     (folder / "checkpoint.json").write_text("{oops")
     assert_one_line_error(run("search", "--resume", str(folder)), "corrupt")
     assert_one_line_error(run("search", "--resume", str(tmp_path)), "not a run folder")

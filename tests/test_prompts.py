@@ -94,7 +94,7 @@ def test_prompt_load_errors(tmp_path):
     with pytest.raises(AutopromptError, match="not valid JSON"):
         Prompt.load(bad)
     bad.write_text('{"template": "{s} [P]"}')
-    with pytest.raises(AutopromptError, match="lacks the key 'verbalizer'"):
+    with pytest.raises(AutopromptError, match="field 'verbalizer' is missing"):
         Prompt.load(bad)
 
 

@@ -27,7 +27,9 @@ def test_registry_has_the_strategies():
 
 @pytest.mark.parametrize("name", sorted(available()))
 def test_conformance(name, causal, task):
-    check_strategy(name, SMALL.get(name, {}), budget=250, lm=causal, data=task)
+    params = SMALL.get(name, {})
+    budget = max(250, create(name, params).minimum_budget(len(task.train), len(task.dev)))
+    check_strategy(name, params, budget=budget, lm=causal, data=task)
 
 
 def test_conformance_gcg_and_masked(masked, task):
@@ -155,10 +157,10 @@ def test_manual_baseline_is_scored_once_per_process(causal, task, tmp_path, monk
     monkeypatch.setattr(Evaluator, "score", counting)
     monkeypatch.setattr(search, "_baselines", weakref.WeakKeyDictionary())  # other tests' runs filled it
     manual = (task.task.default_prompt.fingerprint, examples_fingerprint(task.test))  # searches never score test
-    first = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=60,
+    first = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=150,
                                   out=str(tmp_path)), lm=causal, data=task)
     before = scored.count(manual)
-    second = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=60, seed=1,
+    second = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=150, seed=1,
                                    out=str(tmp_path)), lm=causal, data=task)
     assert before == 1 and scored.count(manual) == 1  # the second run reused the baseline
     assert second["baseline"] == first["baseline"]
@@ -175,7 +177,7 @@ def test_corrupt_checkpoint_is_one_line(causal, task, tmp_path):
 
 def test_budget_counts_backwards_double(causal, task):
     spent = check_strategy("gradient", {"num_candidates": 2, "batch_size": 4, "accumulation_steps": 2},
-                           budget=120, lm=causal, data=task)["budget"]
+                           budget=200, lm=causal, data=task)["budget"]
     assert spent["used"] == spent["forwards"] + 2 * spent["backwards"] and spent["backwards"] > 0
 
 
@@ -195,3 +197,15 @@ def test_word_start_tokens(causal, masked):
     assert bpe and all(t.startswith("Ġ") and t[1:].isalpha() for t in bpe)
     wp = masked.tokenizer.convert_ids_to_tokens(masked.word_start_tokens().nonzero()[:, 0].tolist())
     assert wp and not any(t.startswith("##") or t.startswith("[") for t in wp)
+
+
+@pytest.mark.parametrize("name", sorted(set(available()) - {"manual"}))
+def test_the_minimum_budget_buys_one_step_and_one_less_is_refused(name, causal, task, tmp_path):
+    params = {**SMALL.get(name, {}), **({"steps": 4, "eval_every": 2} if name == "ptuning" else {})}
+    minimum = create(name, params).minimum_budget(len(task.train), len(task.dev))
+    spec = SearchSpec(task="tiny", strategy=name, params=params, budget=minimum, out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    assert result["steps"] >= 1 and not any("0 search steps" in w for w in result["warnings"])
+    spec.budget = minimum - 1
+    with pytest.raises(AutopromptError, match=f"give a budget of at least {minimum}$"):
+        run_search(spec, lm=causal, data=task)

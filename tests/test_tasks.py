@@ -13,6 +13,8 @@ EXPECTED = {
     ("sst5", None): (8544, 1101, 2210), ("sst5", 16): (80, 80, 2210),
     ("mr", None): (7866, 874, 2000), ("mr", 16): (32, 32, 2000),
     ("cr", None): (1598, 177, 2000), ("cr", 16): (32, 32, 2000),
+    ("mpqa", None): (6795, 755, 2000), ("mpqa", 16): (32, 32, 2000),
+    ("subj", None): (7246, 805, 2000), ("subj", 16): (32, 32, 2000),
     ("trec", None): (4907, 545, 500), ("trec", 16): (96, 96, 500),
     ("rte", None): (2241, 249, 277), ("rte", 16): (32, 32, 277), ("rte", 32): (32, 32, 277),
     ("cb", None): (225, 25, 56), ("cb", 32): (32, 32, 56),
@@ -36,8 +38,8 @@ def test_builtin_rows_and_labels(name, shots, data_dir):
         assert len(examples) == expected, split
         assert {e.label for e in examples} <= set(range(len(data.task.labels)))
         assert all(set(e.fields) == set(data.task.fields) for e in examples)
-        # real data: CR holds a few empty reviews (custrev.all has 4), nothing else is empty
-        assert sum(not v for e in examples for v in e.fields.values()) <= (4 if name == "cr" else 0)
+        # real data: CR holds a few empty reviews (custrev.all has 4), MPQA three empty phrases, nothing else
+        assert sum(not v for e in examples for v in e.fields.values()) <= {"cr": 4, "mpqa": 3}.get(name, 0)
     if shots == 16:  # LM-BFF k-shot: 16 per class in train and dev
         counts = [sum(e.label == c for e in data.train) for c in range(len(data.task.labels))]
         assert counts == [16] * len(data.task.labels)
@@ -127,3 +129,48 @@ def test_custom_task_toml(tmp_path):
     spec.write_text(spec.read_text().replace("{text} It was [P]", "{review} It was [P]"))
     with pytest.raises(AutopromptError, match="unknown field"):
         load_task(str(spec))
+
+
+def _task_toml(folder, files: str, extra: str = "", fields: str = '["sentence"]', labels: str = '["0", "1"]') -> object:
+    spec = folder / "task.toml"
+    spec.write_text(f'fields = {fields}\nlabel_column = "label"\nlabels = {labels}\n'
+                    f'template = "{{sentence}} It was [P]"\n{extra}[files]\n{files}\n'
+                    '[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    return spec
+
+
+def test_custom_readers_on_the_real_files(data_dir, tmp_path):
+    """Headerless CSV with named columns (LM-BFF's files), <label> <text> lines (MPQA), JSONL."""
+    lmbff = data_dir / "lm-bff-16shot" / "mpqa" / "16-13"
+    csv = load_task(_task_toml(tmp_path, f'train = "{lmbff}/train.csv"\ntest = "{lmbff}/test.csv"',
+                               'columns = ["label", "sentence"]\n'))
+    builtin = load_task("mpqa", data_dir, shots=16, data_seed=13)
+    assert [(e.fields, e.label) for e in csv.test] == [(e.fields, e.label) for e in builtin.test]
+    lines = load_task(_task_toml(tmp_path, f'test = "{data_dir}/mpqa/mpqa.all"', 'format = "label-first"\n',
+                                 fields='{sentence = "text"}'))
+    assert len(lines.test) == 10606 and sum(e.label for e in lines.test) == 3312  # the README's counts
+    (tmp_path / "t.jsonl").write_text('{"sentence": "fine", "label": 1}\n{"sentence": "awful", "label": 0}\n')
+    jsonl = load_task(_task_toml(tmp_path, 'test = "t.jsonl"'))
+    assert [(e.fields["sentence"], e.label) for e in jsonl.test] == [("fine", 1), ("awful", 0)]
+
+
+def test_k_shot_sampling_from_a_custom_task_is_class_balanced_and_seeded(data_dir, tmp_path):
+    spec = _task_toml(tmp_path, f'train = "{data_dir}/subj/subj.all"\ntest = "{data_dir}/subj/subj.all"',
+                      'format = "label-first"\n', fields='{sentence = "text"}')
+    a, again, other = (load_task(spec, shots=8, data_seed=s) for s in (13, 13, 21))
+    assert [sum(e.label == c for e in a.train) for c in (0, 1)] == [8, 8]
+    assert [sum(e.label == c for e in a.dev) for c in (0, 1)] == [8, 8]
+    assert not {e.fields["sentence"] for e in a.train} & {e.fields["sentence"] for e in a.dev}
+    assert a.train == again.train and a.train != other.train
+    assert a.protocol["shots"] == 8
+    with pytest.raises(AutopromptError, match="20000 examples of every class"):
+        _ = load_task(spec, shots=10000).train
+
+
+def test_limit_is_a_stratified_seeded_sample():
+    from autoprompt.tasks.base import Example, stratified_sample  # noqa: PLC0415
+
+    sorted_by_label = [Example({"s": str(i)}, int(i >= 70)) for i in range(100)]  # 70 of class 0, then 30
+    sample = stratified_sample(sorted_by_label, 10)
+    assert [e.label for e in sample].count(1) == 3 and len(sample) == 10
+    assert sample == stratified_sample(sorted_by_label, 10) != stratified_sample(sorted_by_label, 10, seed=1)

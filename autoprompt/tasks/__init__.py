@@ -35,8 +35,10 @@ def load_task(
         AutopromptError: unknown task, missing data, or an unavailable protocol.
     """
     text = str(name)
+    if shots is not None and shots < 1:
+        raise AutopromptError(f"shots must be a positive number of examples per class, got {shots}")
     if text.endswith(".toml") or Path(text).suffix == ".toml":
-        return load_custom(Path(text), data_seed)
+        return load_custom(Path(text), data_seed, shots)
     key = text.lower()
     is_lama = key.startswith("lama:")
     if key not in BUILTIN and not is_lama:

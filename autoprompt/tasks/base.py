@@ -128,6 +128,26 @@ def carve_dev(examples: list[Example], seed: int, size: int | None = None) -> tu
     return train, dev
 
 
+def stratified_sample(examples: Sequence[Example], k: int, seed: int = 0) -> list[Example]:
+    """A seeded sample of ``k`` examples with each class in its share of ``examples`` (largest
+    remainders first), in the examples' order; all of them when ``k`` >= their number.
+
+    Data files are often sorted by label, so the first ``k`` would be one class.
+    """
+    if k >= len(examples):
+        return list(examples)
+    by_class: dict[int, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_class.setdefault(ex.label, []).append(i)
+    quotas = {c: k * len(idx) / len(examples) for c, idx in by_class.items()}
+    counts = {c: int(q) for c, q in quotas.items()}
+    for c in sorted(quotas, key=lambda c: (counts[c] - quotas[c], c))[: k - sum(counts.values())]:
+        counts[c] += 1
+    rng = random.Random(f"stratified:{seed}")
+    chosen = sorted(i for c, idx in sorted(by_class.items()) for i in rng.sample(idx, counts[c]))
+    return [examples[i] for i in chosen]
+
+
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     """``--data-dir``, else ``AUTOPROMPT_DATA_DIR``, else None (the hub)."""
     chosen = data_dir if data_dir is not None else os.environ.get("AUTOPROMPT_DATA_DIR")

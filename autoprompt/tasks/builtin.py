@@ -15,8 +15,10 @@ template naming the label words) by the task metric on 200 seeded *train* exampl
 train where no full train exists) with ``smollm2-135m``; ties keep the cloze one.
 ``benchmarks/select_manual_templates.py`` reruns that choice and
 ``benchmarks/results/manual_templates.json`` holds its figures. On this model the instruction
-template wins for the sentiment tasks (SST-2 0.68 vs 0.575 for "It was" great/terrible), RTE and
-MNLI; the cloze one for CB, MRPC, QQP, BoolQ, TREC and AG News (0.78 vs 0.27).
+template wins for the sentiment tasks (SST-2 0.68 vs 0.575 for "It was" great/terrible; MPQA, whose
+inputs are phrases, 0.69 vs 0.285 with "Phrase:"), RTE and MNLI; the cloze one for CB, MRPC, QQP,
+BoolQ, TREC and AG News (0.78 vs 0.27). SUBJ ties at 0.53 (near chance for this model), so it keeps
+LM-BFF's cloze "This is" subjective/objective.
 """
 
 from __future__ import annotations
@@ -251,6 +253,18 @@ BUILTIN: dict[str, _Builtin] = {
            ("negative", "positive"), "accuracy", "CR customer-review polarity",
            "full: custrev minus LM-BFF's 2,000 test rows; 16-shot: LM-BFF"),
         _sentence_task(lambda r: read_label_first(r / "cr/custrev.all"), None, _lmbff_test("cr"), "cr",
+                       ("0", "1"), exclude_test_from_train=True), (16,)),
+    "mpqa": _Builtin(
+        _t("mpqa", _SENT, ("negative", "positive"), "Phrase: {sentence}\nSentiment (positive or negative): [P]",
+           ("negative", "positive"), "accuracy", "MPQA opinion polarity "
+           "of short phrases", "full: mpqa.all minus LM-BFF's 2,000 test rows; 16-shot: LM-BFF"),
+        _sentence_task(lambda r: read_label_first(r / "mpqa/mpqa.all"), None, _lmbff_test("mpqa"), "mpqa",
+                       ("0", "1"), exclude_test_from_train=True), (16,)),
+    "subj": _Builtin(
+        _t("subj", _SENT, ("subjective", "objective"), "{sentence} This is [P]", ("subjective", "objective"),
+           "accuracy", "SUBJ subjectivity of movie-review sentences",
+           "full: subj.all minus LM-BFF's 2,000 test rows; 16-shot: LM-BFF"),
+        _sentence_task(lambda r: read_label_first(r / "subj/subj.all"), None, _lmbff_test("subj"), "subj",
                        ("0", "1"), exclude_test_from_train=True), (16,)),
     "trec": _Builtin(
         _t("trec", _SENT, ("description", "entity", "abbreviation", "human", "location", "number"),

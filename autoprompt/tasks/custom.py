@@ -1,59 +1,98 @@
-"""Custom tasks from a data file plus a small spec (TOML on the CLI, keyword arguments in Python).
+"""Custom tasks from data files plus a small spec (TOML on the CLI, keyword arguments in Python).
 
-Example ``task.toml``::
+A full ``task.toml``::
 
     name = "reviews"
     fields = ["text"]                 # or a table {text = "review_body"} mapping field -> column
     label_column = "label"
     labels = ["0", "1"]               # label values as they appear in the file, in class order
     template = "{text} It was [P]"
-    metric = "accuracy"
+    metric = "accuracy"               # accuracy, f1 or macro_f1
+    # format = "csv"                  # csv, tsv, jsonl or label-first; default: from each file's suffix
+    # columns = ["label", "text"]     # CSV/TSV without a header row: the columns, in order
     [files]
-    train = "train.csv"               # .csv / .tsv (with a header) or .jsonl
-    test = "test.csv"                 # dev is optional: a seeded slice of train otherwise
+    train = "train.csv"               # dev is optional: a seeded slice of train otherwise
+    test = "test.csv"
     [verbalizer]
     "0" = ["bad"]
     "1" = ["good"]
 
-Relative file paths are resolved against the spec's folder.
+Formats: CSV/TSV with a header row, or without one when ``columns`` names the columns; JSONL (one
+object per line); ``label-first``, the ``<label> <text>`` lines of MR/CR/MPQA/SUBJ (columns
+``label`` and ``text``). Relative file paths are resolved against the spec's folder.
+
+With ``shots=K`` (``--shots K --data-seed S``), train and dev are K examples per class each,
+sampled class-balanced and seeded from the train file, as LM-BFF samples its splits.
 """
 
 from __future__ import annotations
 
+import random
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autoprompt.errors import AutopromptError
+from autoprompt.schema import TaskFile, validate
 from autoprompt.tasks.base import Example, Task, TaskData, carve_dev, unavailable
-from autoprompt.tasks.readers import read_csv, read_jsonl, read_tsv
+from autoprompt.tasks.readers import read_csv, read_jsonl, read_label_first, read_tsv
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "label-first", ".all": "label-first"}
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+def read_table(path: Path, fmt: str | None = None, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of a data file as dicts: by ``fmt`` (default: from the suffix), ``columns`` for files
+    without a header row."""
+    fmt = fmt or FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AutopromptError(f"data file {path}: unknown format {path.suffix!r}; use .csv, .tsv, .jsonl or set "
+                              "format = \"label-first\" for <label> <text> lines")
+    if fmt == "jsonl":
         return read_jsonl(path)
-    if suffix == ".tsv":
-        return read_tsv(path)  # type: ignore[return-value]
-    if suffix == ".csv":
-        rows = read_csv(path)
-        return [dict(zip(rows[0], r)) for r in rows[1:]] if rows else []
-    raise AutopromptError(f"data file {path}: unsupported format {suffix!r}; use .csv, .tsv or .jsonl")
+    if fmt == "label-first":
+        return [{"label": label, "text": text} for label, text in read_label_first(path)]
+    rows = read_tsv(path, header=False) if fmt == "tsv" else read_csv(path)
+    if columns is None:
+        head, body = (rows[0], rows[1:]) if rows else ([], [])
+    else:
+        head, body = list(columns), rows
+    short = next((n for n, r in enumerate(body, start=2 if columns is None else 1) if len(r) != len(head)), None)
+    if short is not None:
+        raise AutopromptError(f"data file {path} row {short} has a different number of columns than "
+                              f"{'its header' if columns is None else 'columns'} {head}")
+    return [dict(zip(head, r)) for r in body]
 
 
-def _examples(path: Path, columns: Mapping[str, str], label_column: str, labels: Sequence[str]) -> list[Example]:
+def _examples(rows: list[dict[str, Any]], path: Path, columns: Mapping[str, str], label_column: str,
+              labels: Sequence[str]) -> list[Example]:
     index = {str(v): i for i, v in enumerate(labels)}
     out = []
-    for n, row in enumerate(_read_table(path), start=1):
+    for n, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise AutopromptError(f"{path} row {n} is not an object with columns")
         missing = [c for c in [*columns.values(), label_column] if c not in row]
         if missing:
             raise AutopromptError(f"{path} row {n} lacks column(s) {missing}; it has {sorted(row)}")
-        raw = str(row[label_column])
+        raw = str(row[label_column]).strip()
         if raw not in index:
             raise AutopromptError(f"{path} row {n}: label {raw!r} is not one of {list(labels)}")
         out.append(Example({f: str(row[c]).strip() for f, c in columns.items()}, index[raw]))
     return out
+
+
+def sample_k_shot(examples: Sequence[Example], shots: int, seed: int, n_classes: int,
+                  source: str) -> tuple[list[Example], list[Example]]:
+    """``shots`` examples per class for train and another ``shots`` per class for dev, seeded."""
+    by_class = [[ex for ex in examples if ex.label == c] for c in range(n_classes)]
+    short = [c for c, members in enumerate(by_class) if len(members) < 2 * shots]
+    if short:
+        have = ", ".join(f"class {c}: {len(by_class[c])}" for c in short)
+        raise AutopromptError(f"{source}: {shots} shots need {2 * shots} examples of every class (train and dev); "
+                              f"it has {have}; use fewer shots")
+    rng = random.Random(f"k-shot:{shots}:{seed}")
+    drawn = [rng.sample(members, 2 * shots) for members in by_class]
+    return ([ex for d in drawn for ex in d[:shots]], [ex for d in drawn for ex in d[shots:]])
 
 
 def custom_task(
@@ -67,6 +106,9 @@ def custom_task(
     metric: str = "accuracy",
     data_seed: int = 13,
     base: Path | None = None,
+    shots: int | None = None,
+    fmt: str | None = None,
+    columns: Sequence[str] | None = None,
 ) -> TaskData:
     """Build a task from data files.
 
@@ -79,51 +121,61 @@ def custom_task(
         template: the default manual template.
         verbalizer: label value → label words.
         metric: ``accuracy``, ``f1`` or ``macro_f1``.
-        data_seed: seed of the dev slice when ``dev`` is not given.
+        data_seed: seed of the dev slice (or of the k-shot sample).
         base: folder that relative paths are resolved against.
+        shots: sample a class-balanced k-shot train and dev from the train file.
+        fmt: ``csv``, ``tsv``, ``jsonl`` or ``label-first`` (default: from each file's suffix).
+        columns: the column names of CSV/TSV files without a header row.
     """
-    columns = dict(fields) if isinstance(fields, Mapping) else {f: f for f in fields}
+    columns_of = dict(fields) if isinstance(fields, Mapping) else {f: f for f in fields}
     labels = [str(v) for v in labels]
-    task = Task(name, tuple(columns), tuple(labels), template,
+    if len(set(labels)) != len(labels):
+        raise AutopromptError(f"custom task {name}: labels {labels} repeat a value; list each label once")
+    task = Task(name, tuple(columns_of), tuple(labels), template,
                 {str(k): list(v) for k, v in verbalizer.items()}, metric, f"custom task from {base or '.'}")
     paths = {k: (base / v if base and not Path(v).is_absolute() else Path(v)) for k, v in files.items()}
     unknown = set(paths) - {"train", "dev", "test"}
     if unknown or "test" not in paths:
         raise AutopromptError(f"custom task files must be train/dev/test with at least test; got {sorted(paths)}")
+    if shots is not None and "train" not in paths:
+        raise AutopromptError(f"custom task {name}: {shots} shots are sampled from a train file; add one under [files]")
+    for split, path in paths.items():
+        if not path.is_file():
+            raise AutopromptError(f"custom task {name}: the {split} file {path} does not exist; fix [files]")
 
     def load(split: str) -> list[Example]:
-        return _examples(paths[split], columns, label_column, labels)
+        return _examples(read_table(paths[split], fmt, columns), paths[split], columns_of, label_column, labels)
 
     loaders = {s: (lambda s=s: load(s)) for s in paths}
-    if "train" in paths and "dev" not in paths:
+    if "train" in paths and (shots is not None or "dev" not in paths):
         box: dict[str, tuple[list[Example], list[Example]]] = {}
 
         def carved(i: int) -> list[Example]:
-            box.setdefault("v", carve_dev(load("train"), data_seed))
+            if "v" not in box:
+                train = load("train")
+                box["v"] = (sample_k_shot(train, shots, data_seed, len(labels), str(paths["train"]))
+                            if shots is not None else carve_dev(train, data_seed))
             return box["v"][i]
 
         loaders["train"], loaders["dev"] = (lambda: carved(0)), (lambda: carved(1))
     for split in ("train", "dev"):
         if split not in loaders:
             loaders[split] = unavailable(f"custom task {name} has no {split} file; add it under [files]")
-    protocol = {"shots": None, "data_seed": data_seed, "sources": {k: str(v) for k, v in paths.items()}}
+    protocol = {"shots": shots, "data_seed": data_seed, "sources": {k: str(v) for k, v in paths.items()}}
     return TaskData(task, protocol, loaders)
 
 
-def load_custom(path: Path, data_seed: int = 13) -> TaskData:
+def load_custom(path: Path, data_seed: int = 13, shots: int | None = None) -> TaskData:
     """Read a task spec TOML file (see the module docstring)."""
     try:
-        spec = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise AutopromptError(f"task spec {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise AutopromptError(f"task spec {path} is not valid TOML: {err}") from None
-    required = ("fields", "label_column", "labels", "template", "verbalizer", "files")
-    missing = [k for k in required if k not in spec]
-    if missing:
-        raise AutopromptError(f"task spec {path} lacks {missing}; see `autoprompt tasks --help`")
+    spec = validate(TaskFile, raw, f"task spec {path}", "; see the example in the README or `autoprompt.tasks.custom`")
     return custom_task(
-        spec.get("name", path.stem), spec["files"], spec["fields"], spec["label_column"], spec["labels"],
-        spec["template"], spec["verbalizer"], spec.get("metric", "accuracy"), data_seed, path.parent,
+        spec.name or path.stem, spec.files, spec.fields, spec.label_column, [str(v) for v in spec.labels],
+        spec.template, {k: [v] if isinstance(v, str) else v for k, v in spec.verbalizer.items()}, spec.metric,
+        data_seed, path.parent, shots, spec.format, spec.columns,
     )
-
