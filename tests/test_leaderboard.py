@@ -55,6 +55,27 @@ def test_aggregate_equals_a_hand_computation(tmp_path):
     assert lb.to_csv(rows).splitlines()[0].startswith("task,model,protocol,strategy")
 
 
+
+def test_a_run_recorded_twice_counts_once(tmp_path):
+    db = tmp_path / "lb.db"
+    first = fake_result(tmp_path, 1, test=0.70)
+    copied = {**fake_result(tmp_path, 2, test=0.70), "prompt_fingerprint": first["prompt_fingerprint"]}
+    other_seed = {**copied, "run_dir": str(tmp_path / "elsewhere"), "data_seed": 21, "scores": {"dev": 0.8,
+                                                                                                "test": 0.8}}
+    for result in (first, copied, other_seed):  # a copied run folder has another key, the same run
+        assert lb.record(result, db)
+    (row,) = lb.aggregate(lb.load_rows(db))
+    assert row["n"] == 2 and row["test_mean"] == pytest.approx(0.75)
+
+
+def test_the_leaderboard_reads_in_80_columns(tmp_path):
+    db = str(tmp_path / "lb.db")
+    lb.record(fake_result(tmp_path, 1, params={"calibration": "prior", "fluency": 0.1}), db)
+    shown = CliRunner().invoke(app, ["leaderboard", "--db", db], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0 and "0.7000 ± 0.0000" in shown.output and "16-shot, test n=872" in shown.output
+    assert max(len(line) for line in shown.output.splitlines()) <= 80
+
+
 WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})

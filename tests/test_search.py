@@ -209,3 +209,16 @@ def test_the_minimum_budget_buys_one_step_and_one_less_is_refused(name, causal, 
     spec.budget = minimum - 1
     with pytest.raises(AutopromptError, match=f"give a budget of at least {minimum}$"):
         run_search(spec, lm=causal, data=task)
+
+
+def test_ctrl_c_names_the_run_folder_to_resume(causal, task, tmp_path):
+    from autoprompt.errors import SearchInterrupted  # noqa: PLC0415
+
+    def interrupt(step, info):
+        raise KeyboardInterrupt
+
+    spec = SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=300, out=str(tmp_path))
+    with pytest.raises(SearchInterrupted) as stop:
+        run_search(spec, lm=causal, data=task, on_step=interrupt)
+    assert (Path(stop.value.run_dir) / "checkpoint.json").is_file()
+    assert run_search(spec, lm=causal, data=task, resume=stop.value.run_dir)["steps"] >= 1
