@@ -361,15 +361,16 @@ class SearchSpec:
 def find_run(spec: SearchSpec) -> Path | None:
     """The folder of an earlier run of the same spec under ``spec.out`` (finished first, newest first).
 
-    Parameters are compared after defaults are filled in, so ``{}`` matches the explicit defaults.
+    Parameters are compared after defaults are filled in, so ``{}`` matches the explicit defaults;
+    against the parameters the run recorded (every one, defaults included), so a run made before a
+    parameter existed, or under another default, is not taken for this one.
     """
-    wanted = {**spec.to_json(), "params": create(spec.strategy, spec.params).params()}
+    wanted = {**spec.to_json(), "params": json.loads(json.dumps(create(spec.strategy, spec.params).params()))}
     found = []
     for path in Path(spec.out).glob(f"*/{spec.strategy}/*/spec.json"):
         try:
             old = read_json(path)
-            old["params"] = create(old["strategy"], old.get("params", {})).params()
-        except (json.JSONDecodeError, KeyError, AutopromptError):
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             continue
         if all(old.get(k) == v for k, v in wanted.items() if k != "out"):
             found.append(path.parent)

@@ -222,3 +222,13 @@ def test_ctrl_c_names_the_run_folder_to_resume(causal, task, tmp_path):
         run_search(spec, lm=causal, data=task, on_step=interrupt)
     assert (Path(stop.value.run_dir) / "checkpoint.json").is_file()
     assert run_search(spec, lm=causal, data=task, resume=stop.value.run_dir)["steps"] >= 1
+
+
+def test_a_run_from_before_a_parameter_existed_is_not_reused(causal, task, tmp_path):
+    spec = SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=300, out=str(tmp_path))
+    run_dir = Path(run_search(spec, lm=causal, data=task)["run_dir"])
+    assert search.find_run(spec) == run_dir and search.finished_result(spec) is not None
+    old = json.loads((run_dir / "spec.json").read_text())
+    del old["params"]["rescore_examples"]  # as an older version of the strategy wrote it
+    (run_dir / "spec.json").write_text(json.dumps(old))
+    assert search.find_run(spec) is None
