@@ -54,8 +54,10 @@ def test_searchers_import_only_public_api():
     public = {"autoprompt", "autoprompt.search", "autoprompt.selection"}
     for path in (REPO / "searchers").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoprompt"):
-                assert node.module in public, f"{path.name} imports {node.module}"
+            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                       else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for module in modules:  # both `from autoprompt.x import y` and `import autoprompt.x`
+                assert not module.startswith("autoprompt") or module in public, f"{path.name} imports {module}"
 
 
 def test_params_are_validated():
