@@ -81,17 +81,7 @@ class LanguageModel(Protocol):
     tokenizer: object
     device: torch.device
 
-    def check_triggers(self, prompt: Prompt) -> None:
-        """Raise unless every trigger id is a token of this model's vocabulary (a prompt searched on
-        another model holds another vocabulary's ids)."""
-        vocab = self.embedding_matrix().shape[0]
-        bad = [i for i in prompt.trigger_ids if not 0 <= i < vocab]
-        if bad:
-            searched_on = prompt.meta.get("model")
-            hint = f"score it with the model it was searched on ({searched_on})" if searched_on else \
-                "score it with the model it was searched on"
-            raise AutopromptError(f"trigger id(s) {bad[:3]} are outside {self.name}'s vocabulary of {vocab} tokens; "
-                                  f"{hint}")
+    def check_triggers(self, prompt: Prompt) -> None: ...
 
     def encode(self, prompt: Prompt, example: Example) -> Encoded: ...
 
