@@ -11,6 +11,7 @@ cloze SST-2 prompt under each calibration (``prior`` estimated on each seed's 32
     python benchmarks/generalisation.py --tasks sst2 --strategies gradient,verbalizer,paraphrase
     python benchmarks/generalisation.py --tasks trec,agnews --strategies verbalizer,gradient --seeds 13,21,42
     python benchmarks/generalisation.py --cloze
+    python benchmarks/generalisation.py --tasks sst2 --strategies gradient --seeds 100 --merge
 
 Finished runs under ``--out`` are reused, so it resumes; prints and writes
 ``benchmarks/results/generalisation.json`` (rows merged with what the file already holds).
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--cloze", action="store_true", help="only the cloze prompt under each calibration")
     parser.add_argument("--out", default="runs-generalisation")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of seeds not given that the results file already holds for a row")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -108,6 +111,9 @@ def main() -> None:
         for task in args.tasks.split(","):
             for strategy in args.strategies.split(","):
                 runs = search_rows(lm, task, strategy, seeds, args.out)
+                if args.merge:  # a new seed joins the row; the seeds already measured are kept as they were
+                    kept = report["rows"].get(f"{task}/{strategy}", {}).get("runs", [])
+                    runs = sorted([r for r in kept if r["data_seed"] not in seeds] + runs, key=lambda r: r["data_seed"])
                 report["rows"][f"{task}/{strategy}"] = {"after": summarize(runs), "before": before(task, strategy),
                                                        "runs": runs}
                 print(json.dumps({f"{task}/{strategy}": report["rows"][f"{task}/{strategy}"]["after"]}), flush=True)
