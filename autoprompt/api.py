@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import platform
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +15,7 @@ from autoprompt.models import FrozenLM
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
 from autoprompt.tasks.base import stratified_sample
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that change results, and the source's git revision."""
-    out = {"python": platform.python_version()}
-    for pkg in ("autoprompt", "torch", "transformers", "tokenizers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    out["git"] = git_revision()
-    return out
-
-
-@functools.cache
-def git_revision() -> str:
-    """The commit of the autoprompt checkout this runs from (``-dirty`` with local changes), or ``unknown``."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        if rev.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return rev.stdout.strip()[:12] + ("-dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+from autoprompt.versions import versions
 
 
 def build_prompt(data: TaskData, template: str | None = None, verbalizer: str | Mapping | None = None,
@@ -231,3 +201,14 @@ def describe_tasks(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
                  "data": f"{len(relations)} relations: {' '.join(relations)}" if relations else "needs local data",
                  "template": "{subject} was born in [P] (per relation)"})
     return rows
+
+
+def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, int]:
+    """Record every finished run under ``folder`` in the leaderboard; returns (added, already there).
+
+    Results too old to name their leaderboard row get it from their strategy's defaults.
+    """
+    from autoprompt import leaderboard  # noqa: PLC0415
+    from autoprompt.search.registry import variant  # noqa: PLC0415
+
+    return leaderboard.import_runs(folder, db, variant)

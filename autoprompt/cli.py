@@ -53,12 +53,17 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Examples per forward pass."
 
 
 def friendly(fn: F) -> F:
-    """Turn `AutopromptError` into one line on stderr and exit code 2; Ctrl-C into exit 130."""
+    """Draw the core's progress and warnings; `AutopromptError` as one line on stderr and exit code 2;
+    Ctrl-C as exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from autoprompt.events import listening  # noqa: PLC0415 - keep `--help` fast
+        from autoprompt.terminal import Terminal  # noqa: PLC0415
+
         try:
-            return fn(*args, **kwargs)
+            with listening(Terminal()):
+                return fn(*args, **kwargs)
         except AutopromptError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -361,8 +366,9 @@ def leaderboard_import(
 ) -> None:
     """(Re)build the leaderboard from run folders: every result.json under FOLDER, once."""
     from autoprompt import leaderboard as lb  # noqa: PLC0415
+    from autoprompt.api import import_runs  # noqa: PLC0415
 
-    added, seen = lb.import_runs(folder, db)
+    added, seen = import_runs(folder, db)
     out.print(f"{added} runs added, {seen} already recorded, in {lb.db_url(db)}", highlight=False)
 
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from autoprompt import metrics
+from autoprompt import events, metrics
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.models import Encoded, FrozenLM, WordTable
 from autoprompt.prompts import AnyPrompt, Calibration, Ensemble, Prompt
@@ -310,7 +309,14 @@ class Evaluator:
         out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
                for _ in prompts]
         total = sum(len(jobs) for jobs in groups.values())
-        bar = tqdm(total=total, desc="scoring", unit="ex", disable=not progress, leave=False, dynamic_ncols=True)
+        with events.Progress("scoring", total, "ex", enabled=progress) as bar:
+            self._run_groups(groups, tables, softs, examples, out, bar)
+        return out
+
+    def _run_groups(self, groups: dict[tuple[Any, ...], list[_Job]], tables: list[WordTable],
+                    softs: list[SoftPrompt | None], examples: Sequence[Example], out: list[tuple[Tensor, Tensor]],
+                    bar: events.Progress) -> None:
+        """Score every group of jobs that share label words (and soft tensors) into ``out``."""
         for jobs in groups.values():
             table = tables[jobs[0].prompt]
             n_prompts = len({j.prompt for j in jobs})
@@ -324,9 +330,7 @@ class Evaluator:
                 for row, job in enumerate(batch):
                     out[job.prompt][0][job.example] = logprobs[row]
                     out[job.prompt][1][job.example] = top[row]
-                bar.update(len(batch))
-        bar.close()
-        return out
+                bar.advance(len(batch))
 
     def _soft(self, prompt: Prompt) -> SoftPrompt | None:
         """The prompt's soft tensors, checked against its template and the model."""
@@ -349,7 +353,7 @@ class Evaluator:
         return soft
 
     def _run_shared(self, jobs: list[_Job], k: int, table: WordTable, examples: Sequence[Example],
-                    out: list[tuple[Tensor, Tensor]], bar: tqdm) -> list[_Job]:
+                    out: list[tuple[Tensor, Tensor]], bar: events.Progress) -> list[_Job]:
         """Score K prompts per example with the shared part of each input run once.
 
         Returns the jobs of examples whose prompts share no prefix (left for the plain path).
@@ -374,12 +378,12 @@ class Evaluator:
             if batch and (len(batch) >= self.batch_size or
                           (len(batch) + 1) * k * (item[0] + suffix_len) > 4 * self.max_tokens):
                 self._score_shared(batch, table, examples, out)
-                bar.update(len(batch) * k)
+                bar.advance(len(batch) * k)
                 batch = []
             batch.append(item)
         if batch:
             self._score_shared(batch, table, examples, out)
-            bar.update(len(batch) * k)
+            bar.advance(len(batch) * k)
         return unshared
 
     def _score_shared(self, batch: list, table: WordTable, examples: Sequence[Example],

@@ -19,7 +19,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,32 +103,22 @@ def engine_for(db: str | Path | None = None) -> Engine:
     return engine
 
 
-def _variant(strategy: str, params: dict[str, Any]) -> str:
-    """``strategy`` plus the parameters that differ from its defaults: ``ptuning[mode=prefix]``.
+VariantOf = Callable[[str, dict[str, Any]], str]
 
-    Defaults a strategy derives from other parameters (ptuning's per-mode ``lr``) count as defaults.
+
+def _listed_variant(strategy: str, params: dict[str, Any]) -> str:
+    """``strategy[k=v, ...]`` over every parameter given (``calibration=none`` left out), for results
+    that do not name their variant and callers that know no strategy defaults."""
+    shown = {k: v for k, v in sorted(params.items()) if not (k == "calibration" and v == "none")}
+    return strategy + (f"[{', '.join(f'{k}={v}' for k, v in shown.items())}]" if shown else "")
+
+
+def row_from_result(result: dict[str, Any], variant_of: VariantOf | None = None) -> dict[str, Any]:
+    """The database row of one ``result.json``.
+
+    Its leaderboard row is the ``variant`` the run recorded (the strategy and the parameters that
+    differ from its defaults); for an older result without one, ``variant_of(strategy, params)``.
     """
-    import dataclasses  # noqa: PLC0415
-
-    from autoprompt.search import get_strategy  # noqa: PLC0415
-
-    try:
-        cls = get_strategy(strategy)
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        explicit = {k: v for k, v in params.items() if fields.get(k) is not None and fields[k] != v}
-        base = dataclasses.asdict(cls(**explicit))  # type: ignore[call-overload]
-    except (AutopromptError, TypeError):
-        explicit, base = {}, {}
-    changed = {k: v for k, v in sorted(params.items()) if k in explicit or k not in base or base[k] != v}
-    # a calibrated and an uncalibrated prompt never share a row, whatever the strategy's default
-    changed.pop("calibration", None)
-    if params.get("calibration", "none") != "none":
-        changed = dict(sorted({**changed, "calibration": params["calibration"]}.items()))
-    return strategy + (f"[{', '.join(f'{k}={v}' for k, v in changed.items())}]" if changed else "")
-
-
-def row_from_result(result: dict[str, Any]) -> dict[str, Any]:
-    """The database row of one ``result.json``."""
     run_dir = Path(result["run_dir"])
     sizes = result.get("split_sizes", {})
     shots = result.get("shots")
@@ -141,7 +131,8 @@ def row_from_result(result: dict[str, Any]) -> dict[str, Any]:
         "run_key": f"{result['task']}/{result['strategy']}/{run_dir.name}", "task": result["task"],
         "protocol": protocol, "shots": shots, "data_seed": result.get("data_seed"), "split": "test",
         "model": result["model"], "strategy": result["strategy"],
-        "variant": _variant(result["strategy"], result.get("params", {})),
+        "variant": result.get("variant") or (variant_of or _listed_variant)(result["strategy"],
+                                                                             result.get("params", {})),
         "params": json.dumps(result.get("params", {}), sort_keys=True, default=str), "seed": result.get("seed"),
         "metric": result.get("metric"), "dev": result["scores"]["dev"], "test": result["scores"]["test"],
         "baseline_dev": result["baseline"]["dev"], "baseline_test": result["baseline"]["test"],
@@ -165,10 +156,10 @@ def _prompt_text(result: dict[str, Any]) -> str:
     return result["prompt_text"]
 
 
-def record(result: dict[str, Any], db: str | Path | None = None) -> bool:
+def record(result: dict[str, Any], db: str | Path | None = None, variant_of: VariantOf | None = None) -> bool:
     """Add one finished run (a ``result.json``) in one transaction; False if it was already there."""
     engine = engine_for(db)
-    row = row_from_result(result)
+    row = row_from_result(result, variant_of)
     try:
         with engine.begin() as conn:
             conn.execute(runs.insert().values(**row))
@@ -179,8 +170,12 @@ def record(result: dict[str, Any], db: str | Path | None = None) -> bool:
         raise _unusable(str(engine.url), err) from None
 
 
-def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, int]:
-    """Record every ``result.json`` under ``folder``; returns (added, already there)."""
+def import_runs(folder: str | Path, db: str | Path | None = None,
+                variant_of: VariantOf | None = None) -> tuple[int, int]:
+    """Record every ``result.json`` under ``folder``; returns (added, already there).
+
+    ``variant_of`` names the leaderboard row of results too old to name it (`row_from_result`).
+    """
     root = Path(folder)
     if not root.exists():
         raise AutopromptError(f"{root} does not exist; give the folder that holds the run folders")
@@ -192,7 +187,7 @@ def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, 
         except json.JSONDecodeError:
             continue  # a torn file from an interrupted run is not a finished run
         result["run_dir"] = str(path.parent)  # where it is now, not where it was made
-        if record(result, db):
+        if record(result, db, variant_of):
             added += 1
         else:
             seen += 1

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from autoprompt import Evaluator, load_model, load_task
-from autoprompt.api import versions
+from autoprompt.versions import versions
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from autoprompt import Evaluator, Prompt, load_model, load_task
-from autoprompt.api import versions
 from autoprompt.search import with_triggers
+from autoprompt.versions import versions
 
 
 @torch.inference_mode()

@@ -14,7 +14,7 @@ Each step:
    candidate is kept only if that score is strictly better;
 4. every trigger set scored joins a pool ranked by that train score; the best ``ensemble`` of them
    (one prompt, or an equal-weight `Ensemble` of the top ``ensemble``) are the candidates the core
-   re-scores on dev against the manual prompt (`autoprompt.selection`). Dev is only watched
+   re-scores on dev against the manual prompt (`autoprompt.search.selection`). Dev is only watched
    (``best_dev`` in the trace), never searched on.
 
 Candidates are whole-word tokens that decode and re-encode to themselves (so the prompt can be

@@ -16,7 +16,7 @@ task's fields and one ``[P]`` (last, on a causal LM). Each round paraphrases the
 again; every new candidate is scored on the same train sample as one batched evaluator job, and
 the beam is watched on ``dev``. Candidates are ranked by the search's objective (calibrated
 as the search is) on that train sample, and the core re-scores the best of them on dev against
-the manual prompt (`autoprompt.selection`). ``select``: ``auto`` offers the core the top-k
+the manual prompt (`autoprompt.search.selection`). ``select``: ``auto`` offers the core the top-k
 equal-weight ensemble and the best single templates, so the ensemble is reported when it wins
 on dev; ``top1`` (single templates only), ``topk`` (an equal-weight ensemble of the
 ``ensemble_k`` best) or ``optimized`` (the same members, softmax weights learned on the train

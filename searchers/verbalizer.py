@@ -44,7 +44,7 @@ import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Prompt, Verbalizer
 from autoprompt.search import SearchContext, Searcher, starting_prompt
-from autoprompt.selection import margins
+from autoprompt.search.selection import margins
 
 
 @dataclass

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import json
 import weakref
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, search
-from autoprompt.prompts import Template
-from autoprompt.search import SearchContext, SearchSpec, available, create, run_search, with_triggers
+from autoprompt.prompts import Prompt, Template
+from autoprompt.search import SearchContext, Searcher, SearchSpec, available, create, run_search, with_triggers
 from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_strategy
 
@@ -36,28 +37,6 @@ def test_conformance_gcg_and_masked(masked, task):
     check_strategy("gradient", {"positions": "all", "num_candidates": 4, "batch_size": 6}, budget=250, data=task)
     check_strategy("gradient", {"num_candidates": 3, "batch_size": 6, "template": "{sentence} [T] [T] it was [P] ."},
                    budget=200, lm=masked, data=task)
-
-
-def test_core_never_imports_searchers():
-    for path in (REPO / "autoprompt").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            assert not any(n == "searchers" or n.startswith("searchers.") for n in names), path
-
-
-def test_searchers_import_only_public_api():
-    public = {"autoprompt", "autoprompt.search", "autoprompt.selection"}
-    for path in (REPO / "searchers").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom)
-                       else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            for module in modules:  # both `from autoprompt.x import y` and `import autoprompt.x`
-                assert not module.startswith("autoprompt") or module in public, f"{path.name} imports {module}"
 
 
 def test_params_are_validated():
@@ -157,7 +136,7 @@ def test_manual_baseline_is_scored_once_per_process(causal, task, tmp_path, monk
         return real(self, prompt, examples, progress)
 
     monkeypatch.setattr(Evaluator, "score", counting)
-    monkeypatch.setattr(search, "_baselines", weakref.WeakKeyDictionary())  # other tests' runs filled it
+    monkeypatch.setattr(search.finish, "_baselines", weakref.WeakKeyDictionary())  # other tests' runs filled it
     manual = (task.task.default_prompt.fingerprint, examples_fingerprint(task.test))  # searches never score test
     first = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=150,
                                   out=str(tmp_path)), lm=causal, data=task)
@@ -234,3 +213,48 @@ def test_a_run_from_before_a_parameter_existed_is_not_reused(causal, task, tmp_p
     del old["params"]["rescore_examples"]  # as an older version of the strategy wrote it
     (run_dir / "spec.json").write_text(json.dumps(old))
     assert search.find_run(spec) is None
+
+
+@dataclasses.dataclass
+class _Vandal(Searcher):
+    """A broken strategy: it writes the backbone's weights."""
+
+    name: ClassVar[str] = "vandal"
+    summary: ClassVar[str] = "adds 1 to the first weight matrix"
+
+    def start(self, ctx: SearchContext) -> dict:
+        return {}
+
+    def step(self, ctx: SearchContext, state: dict) -> dict:
+        with torch.no_grad():
+            next(ctx.lm.model.parameters()).add_(1.0)
+        return {"done": True}
+
+    def best(self, ctx: SearchContext, state: dict) -> Prompt:
+        return ctx.task.default_prompt
+
+
+def test_register_adds_a_strategy_in_process():
+    assert "vandal" not in available()
+    search.register(_Vandal)
+    try:
+        assert available()["vandal"] is _Vandal and isinstance(create("vandal"), _Vandal)
+    finally:
+        search.unregister("vandal")
+    with pytest.raises(AutopromptError, match="unknown strategy 'vandal'"):
+        create("vandal")
+    with pytest.raises(AutopromptError, match="not a Searcher dataclass"):
+        search.register(dict)  # type: ignore[arg-type]
+
+
+def test_a_strategy_that_writes_the_backbone_reports_nothing(task, tmp_path):
+    from autoprompt.testing import tiny_causal_lm  # noqa: PLC0415
+
+    search.register(_Vandal)
+    try:
+        with pytest.raises(AutopromptError, match="vandal changed the backbone's weights; this is a bug in it"):
+            run_search(SearchSpec(task.task.name, "vandal", out=str(tmp_path)), lm=tiny_causal_lm(), data=task)
+    finally:
+        search.unregister("vandal")
+    assert list(tmp_path.rglob("spec.json")) and not list(tmp_path.rglob("result.json"))
+    assert not list(tmp_path.rglob("prompt.json"))

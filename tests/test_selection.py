@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from autoprompt import EvalResult, Evaluator, Example, Prompt, TaskData, load_prompt, load_task, save_prompt
 from autoprompt.cli import app
-from autoprompt.leaderboard import _variant
 from autoprompt.search import SearchSpec, available, run_search
-from autoprompt.selection import bootstrap_delta, choose, margins, objective_values, paired_gain
+from autoprompt.search.registry import variant as _variant
+from autoprompt.search.selection import bootstrap_delta, choose, margins, objective_values, paired_gain
 from autoprompt.testing import tiny_causal_lm, tiny_task
 from autoprompt.testing.tiny import toy_task_file
 

@@ -1,0 +1,58 @@
+"""Search framework: the strategy contract, its registry, the run loop and the selection protocol.
+
+    base.py       Searcher (what a strategy implements), SearchState, SearchContext (what it sees)
+    registry.py   strategies by name: entry points and in-process `register`; parameter parsing
+    toolkit.py    what strategies call: the starting prompt, trigger slots, candidate pools
+    selection.py  the shared protocol: objective, gate, paired-bootstrap deltas
+    runs.py       SearchSpec and the run folder (spec, trace, checkpoints, prompt, result)
+    loop.py       run_search: start or resume, step under the budget, checkpoint
+    finish.py     the gate, the held-out scores and result.json
+    estimate.py   the minimum useful budget and a time estimate
+"""
+
+from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.estimate import check_budget, estimate
+from autoprompt.search.loop import leaderboard_db, limit_test, run_search
+from autoprompt.search.registry import (
+    ENTRY_POINT_GROUP,
+    available,
+    create,
+    describe_params,
+    get_strategy,
+    param_types,
+    parse_params,
+    register,
+    unregister,
+    variant,
+)
+from autoprompt.search.runs import RunDir, SearchSpec, find_run, finished_result
+from autoprompt.search.toolkit import keep_best, one_token, starting_prompt, with_triggers
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "RunDir",
+    "SearchContext",
+    "SearchSpec",
+    "SearchState",
+    "Searcher",
+    "available",
+    "check_budget",
+    "create",
+    "describe_params",
+    "estimate",
+    "find_run",
+    "finished_result",
+    "get_strategy",
+    "keep_best",
+    "leaderboard_db",
+    "limit_test",
+    "one_token",
+    "param_types",
+    "parse_params",
+    "register",
+    "run_search",
+    "starting_prompt",
+    "unregister",
+    "variant",
+    "with_triggers",
+]

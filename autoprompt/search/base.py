@@ -1,0 +1,197 @@
+"""The strategy contract: `Searcher` (what a strategy implements), `SearchState` and `SearchContext`.
+
+A strategy is a dataclass whose fields are its hyper-parameters, with three methods::
+
+    @dataclass
+    class Random(Searcher):
+        name = "random"; summary = "random trigger tokens"; default_budget = 2000
+        num_candidates: int = 8
+
+        def start(self, ctx) -> SearchState: ...          # the initial state (JSON-able)
+        def step(self, ctx, state) -> SearchState: ...    # one step: returns the new state
+        def best(self, ctx, state) -> Prompt: ...         # the prompt to report
+
+The run loop (`autoprompt.search.loop.run_search`) owns everything that must be fair and shared:
+the frozen model, the splits (a strategy sees ``train`` and ``dev``, never ``test``), the budget,
+checkpoints after every step, the trace, progress events, the selection protocol and the final
+scores on ``dev`` and ``test`` next to the manual baseline.
+
+A step draws its randomness from ``ctx.rng(step)``, seeded by (seed, step): a resumed run needs
+no saved generator state to repeat the same draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypedDict
+
+from autoprompt import events
+from autoprompt.errors import AutopromptError
+from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.models import FrozenLM
+from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt
+from autoprompt.search.selection import Objective, objective_score
+from autoprompt.tasks.base import Example, Task
+
+
+class SearchState(TypedDict, total=False):
+    """What the run loop reads from a strategy's state; a strategy adds its own keys.
+
+    The whole state is checkpointed after every step, so it holds JSON values and tensors only.
+    """
+
+    done: bool        # stop before the budget ends (the search has converged or run out of ideas)
+    best_dev: float   # the strategy's best score so far (the progress display and tuner pruning read it)
+    best_prompt: dict[str, Any]  # the strategy's best prompt so far, as `Prompt.to_json`
+
+
+@dataclass
+class Searcher(ABC):
+    """Base class of strategies: subclasses are dataclasses whose fields are hyper-parameters.
+
+    Four fields every strategy shares belong to the core's selection protocol
+    (`autoprompt.search.selection`): how prompts are calibrated, the objective candidates are
+    compared on, and the gate that keeps the manual prompt unless a found one is reliably better.
+
+    Args:
+        calibration: ``none``, ``contextual`` (content-free inputs) or ``prior`` (mean class
+            distribution over the train inputs); the found prompt carries it.
+        objective: ``margin`` (mean calibrated gold-class log-prob margin over the best other class),
+            ``loglik`` (mean calibrated gold-class log-probability, classes normalised) or ``accuracy``.
+        min_gain: the reported prompt must beat the manual one on the selection data by more
+            than this many paired standard errors of the objective (0: any gain).
+        gate: False reports the best candidate on the selection data even where the manual prompt
+            is better (for studying what a search finds; its result says it was not gated).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    #: example-forwards that keep a 16-shot SST-2 search under 15 minutes on 2 CPU cores
+    default_budget: ClassVar[int] = 3000
+    #: what ``autoprompt tune`` searches by default: ``{param: {"type": "int"|"float"|"categorical",
+    #: "low", "high", "log", "choices"}}``
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: whether the result passes the gate (False only for ``manual``: it reports what it was given)
+    gated: ClassVar[bool] = True
+    #: how many of `candidates` the core re-scores at the end
+    final_candidates: ClassVar[int] = 3
+
+    calibration: Literal["none", "contextual", "prior"] = "prior"
+    objective: Literal["margin", "loglik", "accuracy"] = "margin"
+    min_gain: float = 1.0
+    gate: bool = True
+
+    @abstractmethod
+    def start(self, ctx: SearchContext) -> SearchState:
+        """The initial state (JSON values and tensors: it is checkpointed after every step)."""
+
+    @abstractmethod
+    def step(self, ctx: SearchContext, state: SearchState) -> SearchState:
+        """One search step; return the new state. Set ``state["done"] = True`` to stop early."""
+
+    @abstractmethod
+    def best(self, ctx: SearchContext, state: SearchState) -> AnyPrompt:
+        """The strategy's own pick (the first of `candidates` unless it says otherwise)."""
+
+    def candidates(self, ctx: SearchContext, state: SearchState) -> list[AnyPrompt]:
+        """The prompts the core re-scores and gates at the end, most promising first."""
+        return [self.best(ctx, state)]
+
+    def fitted(self, ctx: SearchContext, state: SearchState) -> Sequence[Example]:
+        """The train examples the search fitted on (the rest of train joins dev in the final selection)."""
+        return ctx.train
+
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        """Example-forwards of the start and of one step on splits of these sizes (an upper estimate).
+
+        Their sum is the minimum useful budget: below it a search cannot take a step, so
+        `run_search` refuses it. Default: the start scores one prompt on dev and estimates its
+        calibration on train; a step scores one prompt on train.
+        """
+        return self._calibration_cost(train) + dev, train
+
+    def minimum_budget(self, train: int, dev: int) -> int:
+        """The start and one step (`costs`)."""
+        return sum(self.costs(train, dev))
+
+    def _calibration_cost(self, inputs: int) -> int:
+        """Example-forwards `SearchContext.calibrate` spends on one prompt and ``inputs`` inputs that
+        are not scored anyway (``prior`` on the examples a prompt is then scored on is a cache hit)."""
+        return {"none": 0, "contextual": 3, "prior": inputs}[self.calibration]
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def details(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
+        """Extra facts for ``result.json`` (e.g. trainable parameters, a readout); none by default."""
+        return {}
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATION_METHODS:
+            raise AutopromptError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, not "
+                                  f"{self.calibration!r}")
+        if not self.min_gain >= 0:
+            raise AutopromptError(f"min_gain must be >= 0 standard errors, got {self.min_gain}")
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy may use. There is no ``test`` here, by design.
+
+    Attributes:
+        lm: the frozen model (never write its weights).
+        task: labels, metric and the default manual prompt.
+        train: examples to search on.
+        dev: examples to select on.
+        evaluator: the shared scorer; it charges ``budget``.
+        budget: example-forwards (and backwards) left.
+        seed: the search seed.
+        report: call with a dict to add fields to the current step's trace line.
+        warn: call with a message for the user (shown, and kept in the trace and the result).
+        step_index: the step being taken (the run loop sets it).
+        calibration: how prompts are calibrated in this search (`calibrate` applies it).
+        objective: what candidates are compared on (`objective_scores`).
+    """
+
+    lm: FrozenLM
+    task: Task
+    train: list[Example]
+    dev: list[Example]
+    evaluator: Evaluator
+    budget: Budget
+    seed: int
+    report: Callable[[dict[str, Any]], None] = lambda info: None
+    warn: Callable[[str], None] = events.warn
+    step_index: int = 0
+    calibration: str = "none"
+    objective: Objective = "margin"
+
+    def calibrate(self, prompts: Sequence[AnyPrompt], inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
+        """The prompts with this search's calibration estimated and attached (charged to the budget).
+
+        ``prior`` estimates the class prior on ``inputs`` (default: all train inputs; labels unused).
+        """
+        return self.evaluator.calibrate(prompts, self.calibration, inputs if inputs is not None else self.train)
+
+    def objective_scores(self, prompts: Sequence[AnyPrompt], examples: Sequence[Example]) -> list[float]:
+        """The selection objective of each prompt on ``examples``, scored as one batched job."""
+        return [objective_score(r, self.objective) for r in self.evaluator.score_many(prompts, examples)]
+
+    def rng(self, step: int | None = None) -> random.Random:
+        """A generator seeded by (seed, step): the same draws after a resume."""
+        step = self.step_index if step is None else step
+        return random.Random(f"{self.seed}:{step}")
+
+    def sample(self, examples: Sequence[Example], k: int, salt: str = "", fixed: bool = False) -> list[Example]:
+        """``k`` examples drawn without replacement (all of them if ``k`` >= their number).
+
+        A new draw each step, or with ``fixed`` the same draw in every step of the run.
+        """
+        if k >= len(examples):
+            return list(examples)
+        step = "fixed" if fixed else self.step_index
+        return random.Random(f"{self.seed}:{step}:{salt}").sample(list(examples), k)

@@ -1,0 +1,49 @@
+"""What a search costs before it runs: the minimum useful budget, and seconds from timed forwards."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from autoprompt.errors import AutopromptError
+from autoprompt.evaluator import Evaluator
+from autoprompt.model_store import load_model
+from autoprompt.models import FrozenLM
+from autoprompt.search.base import Searcher
+from autoprompt.search.registry import create
+from autoprompt.search.runs import SearchSpec
+from autoprompt.tasks import load_task
+from autoprompt.tasks.base import TaskData
+
+
+def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
+    """``searcher``'s minimum useful budget on ``data``; raise if ``limit`` is below it."""
+    minimum = searcher.minimum_budget(len(data.train), len(data.dev))
+    if limit < minimum:
+        raise AutopromptError(
+            f"budget {limit} is below {searcher.name}'s minimum useful budget on {data.task.name}: {minimum} "
+            f"example-forwards (its start and one step on {len(data.train)} train and {len(data.dev)} dev "
+            f"examples); give a budget of at least {minimum}")
+    return minimum
+
+
+def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+    """What a search would cost: budget, split sizes, and seconds from timing a few forwards."""
+    searcher = create(spec.strategy, spec.params)
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    budget = spec.budget if spec.budget is not None else searcher.default_budget
+    minimum = check_budget(searcher, budget, data)
+    lm = lm or load_model(spec.model)
+    sample = data.dev[:16]
+    ev = Evaluator(lm, data.task, cache=False)
+    ev.score(data.task.default_prompt, sample[:2])  # warm-up
+    start = time.perf_counter()
+    ev.score(data.task.default_prompt, sample)
+    per_forward = (time.perf_counter() - start) / len(sample)
+    start_cost, per_step = searcher.costs(len(data.train), len(data.dev))
+    return {"task": data.task.name, "strategy": spec.strategy, "params": searcher.params(), "budget": budget,
+            "minimum_budget": minimum, "steps": (budget - start_cost) // max(1, per_step),
+            "train": len(data.train), "dev": len(data.dev), "seconds_per_forward": round(per_forward, 4),
+            "estimated_search_s": round(budget * per_forward, 1),
+            "note": "steps: at most, at the minimum's cost per step (steps that accept a change may cost more); "
+                    "a backward counts as two forwards; test and baseline scoring come on top"}

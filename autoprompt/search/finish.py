@@ -1,0 +1,138 @@
+"""The end of every run, the same for every strategy: the gate, the held-out scores, ``result.json``.
+
+The top candidates and the manual prompt are re-scored on every labelled non-test example the
+strategy did not fit on, and the gate decides what is reported (`autoprompt.search.selection`).
+Then the core, outside the budget, scores the reported prompt and the manual baseline on dev and
+test, with paired-bootstrap deltas, and says so when dev and test disagree.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from autoprompt.errors import AutopromptError
+from autoprompt.evaluator import Budget, EvalResult, Evaluator
+from autoprompt.models import FrozenLM, weights_checksum
+from autoprompt.prompts import Prompt
+from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.registry import variant
+from autoprompt.search.runs import RunDir, SearchSpec
+from autoprompt.search.selection import bootstrap_delta, choose
+from autoprompt.tasks.base import Example, TaskData, examples_fingerprint
+from autoprompt.versions import versions
+
+
+@dataclass
+class Finished:
+    """What the loop hands to `finish`: the search as it ended."""
+
+    spec: SearchSpec
+    searcher: Searcher
+    data: TaskData
+    lm: FrozenLM
+    folder: RunDir
+    ctx: SearchContext
+    budget: Budget
+    state: SearchState
+    steps: int
+    backbone_before: str
+    started: float           # time.perf_counter() when this call began
+    elapsed_before: float    # seconds spent by earlier calls (a resumed run)
+    warnings: list[str] = field(default_factory=list)
+
+
+def finish(run: Finished, progress: bool = False) -> dict[str, Any]:
+    """Gate, write ``prompt.json``, score on dev and test, and return ``result.json``'s content."""
+    spec, data, lm = run.spec, run.data, run.lm
+    backbone_after = weights_checksum(lm.model)
+    if backbone_after != run.backbone_before:  # a broken strategy must not report anything
+        raise AutopromptError(f"strategy {spec.strategy} changed the backbone's weights; this is a bug in it")
+    run.ctx.evaluator.budget = None  # the selection is the core's, not the strategy's, to pay
+    manual = data.task.default_prompt
+    holdout = _selection_examples(run)
+    candidates = run.searcher.candidates(run.ctx, run.state)[: run.searcher.final_candidates]
+    if run.searcher.gated:
+        selection = choose(run.ctx.evaluator, candidates, manual, holdout, run.searcher.objective,
+                           run.searcher.min_gain, gate=run.searcher.gate)
+        best, selection_json = selection.chosen, selection.to_json()
+    else:
+        best, selection_json = candidates[0], {"reliable": None, "message": f"{spec.strategy}: no selection"}
+    best = best.with_meta({"strategy": spec.strategy, "task": data.task.name, "model": lm.name,
+                           "seed": spec.seed, "params": spec.params})
+    run.folder.write_prompt(best)
+    details = run.searcher.details(run.ctx, run.state)
+
+    final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
+    dev, test = data.dev, data.test
+    base_dev, base_test = _baseline(final, manual, dev), _baseline(final, manual, test, progress)
+    found_dev, found_test = ((base_dev, base_test) if best.fingerprint == manual.fingerprint
+                             else (final.score(best, dev), final.score(best, test, progress=progress)))
+    deltas = {"dev": bootstrap_delta(found_dev, base_dev, seed=spec.seed),
+              "test": bootstrap_delta(found_test, base_test, seed=spec.seed)}
+    warnings = run.warnings + _end_warnings(run, deltas)
+    trigger_ids = list(best.trigger_ids)
+    result = {
+        "task": data.task.name, "strategy": spec.strategy, "variant": variant(spec.strategy, spec.params),
+        "model": lm.name, "seed": spec.seed,
+        "shots": spec.shots, "data_seed": spec.data_seed, "params": spec.params, "metric": data.task.metric,
+        "prompt": best.to_json(), "prompt_fingerprint": best.fingerprint,
+        "prompt_text": best.template.render({f: "{" + f + "}" for f in data.task.fields}),
+        "triggers": [lm.tokenizer.decode([i]) for i in trigger_ids],
+        "trigger_text": lm.tokenizer.decode(trigger_ids) if trigger_ids else "",
+        "calibration": best.calibration.method,
+        "scores": {"dev": found_dev.score, "test": found_test.score},
+        "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source,
+                     "fingerprint": manual.fingerprint},
+        "deltas": deltas, "selection": selection_json,
+        "budget": run.budget.to_json(), "steps": run.steps, "details": details, "warnings": warnings,
+        "backbone": {"sha256_before": run.backbone_before, "sha256": backbone_after,
+                     "unchanged": backbone_after == run.backbone_before,
+                     "requires_grad": any(p.requires_grad for p in lm.model.parameters())},
+        "wall_s": round(time.perf_counter() - run.started + run.elapsed_before, 2),
+        "split_sizes": {"train": len(data.train), "dev": len(dev), "test": len(test), "selection": len(holdout)},
+        "protocol": data.protocol, "versions": versions(), "run_dir": str(run.folder.path),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if found_test.extra:
+        result["lama"] = {"found": found_test.extra, "baseline": base_test.extra}
+    return result
+
+
+def _selection_examples(run: Finished) -> list[Example]:
+    """Dev and every train example the strategy did not fit on."""
+    fitted = {id(ex) for ex in run.searcher.fitted(run.ctx, run.state)}
+    return run.data.dev + [ex for ex in run.data.train if id(ex) not in fitted]
+
+
+def _end_warnings(run: Finished, deltas: dict[str, dict[str, float]]) -> list[str]:
+    out = []
+    gap_se = (deltas["dev"]["se"] ** 2 + deltas["test"]["se"] ** 2) ** 0.5
+    if deltas["dev"]["delta"] - deltas["test"]["delta"] > 2 * gap_se > 0:
+        out.append(f"dev and test disagree: the found prompt gains {deltas['dev']['delta']:+.4f} on dev but "
+                   f"{deltas['test']['delta']:+.4f} on test, more than 2 standard errors apart; it is fitted to dev")
+    if run.steps == 0 and not run.state.get("done"):
+        ended_by = "time limit" if run.budget.exhausted and run.budget.remaining > 0 else "budget"
+        out.append(f"0 search steps: the {ended_by} ended the search before its first step; the result is the "
+                   "starting prompt, gated")
+    return out
+
+
+# The manual baseline scores the same in every run on a split: a process that runs many searches
+# (a benchmark suite, a tuning worker) scores it once per model, task and examples.
+_baselines: weakref.WeakKeyDictionary[FrozenLM, dict[tuple[Any, ...], EvalResult]] = weakref.WeakKeyDictionary()
+
+
+def _baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
+    task = final.task
+    key = (task.name, task.metric, tuple(task.labels), final.majority_label, manual.fingerprint,
+           examples_fingerprint(examples))
+    known = _baselines.setdefault(final.lm, {})
+    if key not in known:
+        known[key] = final.score(manual, examples, progress=progress)
+    return known[key]
+

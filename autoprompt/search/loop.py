@@ -1,0 +1,209 @@
+"""`run_search`: start (or resume) a strategy, step it under the budget with a checkpoint after every
+step, then hand the state to `finish` (the gate and the held-out scores) and record the result.
+
+    ctx   = SearchContext(lm, task, train, dev, evaluator, budget)
+    state = strategy.start(ctx); while budget: state = strategy.step(ctx, state)  # checkpoint each step
+    result = finish(...)   # selection.choose(candidates + manual), dev/test scores, result.json
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from autoprompt import events
+from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
+from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.io import check_writable_folder
+from autoprompt.leaderboard import record
+from autoprompt.model_store import load_model
+from autoprompt.models import FrozenLM, weights_checksum
+from autoprompt.search.base import SearchContext
+from autoprompt.search.estimate import check_budget
+from autoprompt.search.finish import Finished, finish
+from autoprompt.search.registry import create, variant
+from autoprompt.search.runs import RunDir, SearchSpec
+from autoprompt.tasks import load_task
+from autoprompt.tasks.base import Example, TaskData
+
+OnStep = Callable[[int, dict[str, Any]], None]
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    lm: FrozenLM | None = None,
+    data: TaskData | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    stop_after: int | None = None,
+    db: str | Path | None = None,
+    on_step: OnStep | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a search, write its artifacts and record it in the leaderboard.
+
+    Returns ``result.json``'s content (or ``{"interrupted": True, ...}`` after ``stop_after``).
+
+    Args:
+        spec: what to run.
+        lm: an already loaded backend (default: load ``spec.model``).
+        data: already loaded splits (default: load ``spec.task``).
+        resume: a run folder to continue from its last checkpoint.
+        progress: report progress events (the CLI's listener draws them as bars).
+        stop_after: stop after this many steps of this call (for tests of interruption).
+        db: the leaderboard (a SQLAlchemy URL or a file; default ``$AUTOPROMPT_DB``, else
+            ``leaderboard.db`` in ``spec.out``).
+        on_step: called after every checkpointed step with (step, ``{"best_dev", "budget"}``); an
+            exception it raises stops the run there, checkpoint intact (a tuner prunes this way).
+    """
+    started = time.perf_counter()
+    folder = RunDir(resume) if resume is not None else None
+    if folder is not None:
+        spec = folder.spec()
+        done = folder.result()
+        if done is not None:  # finished: make sure it is recorded (a no-op if it is)
+            done.setdefault("variant", variant(done["strategy"], done.get("params", {})))
+            _record(done, leaderboard_db(db, spec.out))
+            return done
+    else:
+        check_writable_folder(spec.out, "run folder")
+    searcher = create(spec.strategy, spec.params)
+    spec.params = searcher.params()
+    if spec.max_seconds is not None and not spec.max_seconds > 0:
+        raise AutopromptError(f"max_seconds must be a positive number of seconds, got {spec.max_seconds}")
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    if spec.test_limit is not None:
+        data = limit_test(data, spec.test_limit)
+    limit = spec.budget if spec.budget is not None else searcher.default_budget
+    minimum = check_budget(searcher, limit, data)
+    lm = lm or load_model(spec.model)
+    folder = folder or RunDir.create(spec, data.task.name)
+
+    budget = Budget(limit)
+    # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
+    calibration = "none" if data.task.metric == "lama" else searcher.calibration
+    ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
+                        spec.seed, calibration=calibration, objective=searcher.objective)
+    run = Finished(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)
+    if resume is not None and folder.has_checkpoint():
+        _restore(run)
+    else:
+        _start(run, minimum)
+    if not _steps(run, progress, stop_after, on_step):
+        return {"interrupted": True, "run_dir": str(folder.path), "step": run.steps}
+    result = finish(run, progress)
+    folder.write_result(result)
+    if not _record(result, leaderboard_db(db, spec.out)):
+        folder.write_result(result)  # now saying why the leaderboard does not hold it
+    return result
+
+
+def _start(run: Finished, minimum: int) -> None:
+    info: dict[str, Any] = {}
+    run.ctx.report, run.ctx.warn = info.update, _warner(run, info)
+    try:
+        run.state = run.searcher.start(run.ctx)
+    except BudgetExhausted:
+        raise AutopromptError(f"budget {run.budget.max_forwards} does not pay for {run.spec.strategy}'s start on "
+                              f"{run.data.task.name} (estimated minimum {minimum}); give a larger budget") from None
+
+
+def _restore(run: Finished) -> None:
+    """The state, step, budget spent, paid-for examples and elapsed time of the last checkpoint."""
+    ckpt = run.folder.read_checkpoint()
+    try:
+        run.state, run.steps = ckpt["state"], ckpt["step"]
+        run.budget.forwards, run.budget.backwards = ckpt["budget"]["forwards"], ckpt["budget"]["backwards"]
+        run.ctx.evaluator.paid.update(tuple(k) for k in ckpt["paid"])
+        run.elapsed_before = ckpt["elapsed_s"]
+    except (KeyError, TypeError) as err:
+        raise AutopromptError(f"checkpoint {run.folder.checkpoint_path} is corrupt ({type(err).__name__}); "
+                              "start a new run instead of resuming this one") from None
+
+
+def _steps(run: Finished, progress: bool, stop_after: int | None, on_step: OnStep | None) -> bool:
+    """Step until the strategy is done or the budget ends (True), or ``stop_after`` steps (False)."""
+    budget, ctx = run.budget, run.ctx
+    trace = run.folder.trace(keep=run.steps if run.folder.has_checkpoint() else None)
+    budget.max_seconds, budget.started = run.spec.max_seconds, time.monotonic()  # the start is what any run costs
+    clock = time.perf_counter() - run.elapsed_before
+    taken = 0
+    bar = events.Progress(f"{run.spec.strategy} on {run.data.task.name}", budget.max_forwards, "fwd",
+                          initial=budget.used, enabled=progress)
+    try:
+        with bar:
+            while not run.state.get("done") and not budget.exhausted and (stop_after is None or taken < stop_after):
+                info: dict[str, Any] = {}
+                ctx.step_index, ctx.report, ctx.warn = run.steps, info.update, _warner(run, info)
+                try:
+                    run.state = run.searcher.step(ctx, run.state)
+                except BudgetExhausted:
+                    break
+                run.steps += 1
+                taken += 1
+                best_dev = run.state.get("best_dev")
+                trace.append({"step": run.steps, **info, "best_dev": best_dev, "budget": budget.used,
+                              "forwards": budget.forwards, "backwards": budget.backwards,
+                              "time_s": round(time.perf_counter() - clock, 3)})
+                run.folder.write_checkpoint(run.steps, run.state, {
+                    "budget": budget.to_json(), "paid": sorted(ctx.evaluator.paid),
+                    "elapsed_s": time.perf_counter() - clock})
+                bar.update(budget.used, step=run.steps, best_dev=best_dev)
+                if on_step is not None:
+                    on_step(run.steps, {"best_dev": best_dev, "budget": budget.used})
+    except KeyboardInterrupt:
+        raise SearchInterrupted(str(run.folder.path)) from None
+    return stop_after is None or taken < stop_after or bool(run.state.get("done")) or budget.exhausted
+
+
+def _warner(run: Finished, info: dict[str, Any]) -> Callable[[str], None]:
+    """``ctx.warn`` for one step: kept for the result, added to the step's trace line, and shown."""
+
+    def warn(message: str) -> None:
+        run.warnings.append(message)
+        info["warnings"] = [*info.get("warnings", []), message]
+        events.warn(message)
+
+    return warn
+
+
+def _record(result: dict[str, Any], db: str | Path) -> bool:
+    """Record a finished run; if the leaderboard cannot take it, say so in ``result`` and return False.
+
+    A finished search is never lost to its database: the run folder is complete and can be
+    imported later (``result["leaderboard"]`` names the database and the reason).
+    """
+    try:
+        record(result, db)
+    except AutopromptError as err:
+        message = f"the run was not recorded in the leaderboard: {err}"
+        result["leaderboard"] = {"recorded": False, "db": str(db), "error": str(err)}
+        result.setdefault("warnings", []).append(message)
+        events.warn(message)
+        return False
+    return True
+
+
+def leaderboard_db(db: str | Path | None, out: str | Path) -> str | Path:
+    """Where a run under ``out`` records: ``db``, ``$AUTOPROMPT_DB``, else ``<out>/leaderboard.db``."""
+    return db or os.environ.get("AUTOPROMPT_DB") or Path(out) / "leaderboard.db"
+
+
+def limit_test(data: TaskData, k: int) -> TaskData:
+    """The same splits with a seeded random ``k`` of the test examples (recorded in the protocol).
+
+    For quick benchmark suites on a CPU; such runs form their own leaderboard rows.
+    """
+    if k < 1:
+        raise AutopromptError(f"test_limit {k} leaves nothing to score; give a positive number")
+
+    def test() -> list[Example]:
+        full = data.test
+        return full if k >= len(full) else random.Random(0).sample(full, k)
+
+    return TaskData(data.task, {**data.protocol, "test_limit": k}, {**data.loaders, "test": test})
+

@@ -1,0 +1,166 @@
+"""Finding strategies by name and building them from ``{"k": v}`` or the CLI's ``["k=v", ...]``.
+
+Installed strategies are entry points of the ``autoprompt.searchers`` group (only the one asked
+for is imported); `register` adds one in-process, so a notebook or a test can try a strategy
+without packaging it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+from autoprompt.errors import AutopromptError
+from autoprompt.search.base import Searcher
+
+ENTRY_POINT_GROUP = "autoprompt.searchers"
+_registered: dict[str, type[Searcher]] = {}
+
+
+def register(cls: type[Searcher], name: str | None = None) -> type[Searcher]:
+    """Make ``cls`` available as ``name`` (default ``cls.name``) in this process; usable as a decorator.
+
+    A registered name shadows an installed strategy of the same name until `unregister`.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Searcher) and dataclasses.is_dataclass(cls)):
+        raise AutopromptError(f"{cls!r} is not a Searcher dataclass; subclass Searcher and add @dataclass")
+    _registered[name or cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Forget a strategy `register` added (installed ones stay)."""
+    _registered.pop(name, None)
+
+
+def available() -> dict[str, type[Searcher]]:
+    """Every strategy, by name: the installed entry points and those `register` added."""
+    found: dict[str, type[Searcher]] = {ep.name: ep.load() for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return dict(sorted({**found, **_registered}.items()))
+
+
+def get_strategy(name: str) -> type[Searcher]:
+    """The strategy class registered as ``name`` (only that plug-in is imported)."""
+    if name in _registered:
+        return _registered[name]
+    found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        names = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(_registered))
+        raise AutopromptError(f"unknown strategy {name!r}; choose one of {', '.join(names) or '(none installed)'}")
+    return found[0].load()
+
+
+def param_types(cls: type[Searcher]) -> dict[str, Any]:
+    """The type of every hyper-parameter (dataclass field) of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "|".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def describe_params(cls: type[Searcher]) -> str:
+    """``name: type = default`` for every parameter (for errors and ``autoprompt strategies``)."""
+    types_ = param_types(cls)
+    return ", ".join(f"{f.name}: {_type_name(types_[f.name])} = {f.default!r}"
+                     for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+
+def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ValueError
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value in (None, "none", "None") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, cls)
+            except (ValueError, TypeError):
+                continue
+        raise ValueError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    if tp is float:
+        return float(value)
+    if tp is str:
+        return str(value)
+    raise TypeError(f"parameter {key} of {cls.name} has an unsupported type {tp}")
+
+
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` (the CLI's ``--param``) as a dict; a one-line error for anything else."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise AutopromptError(f"--param {item!r} is not key=value; see `autoprompt strategies` for the names")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def create(name: str, params: Mapping[str, Any] | Sequence[str] = ()) -> Searcher:
+    """Instantiate a strategy from ``{"k": v}`` or ``["k=v", ...]``; one-line errors otherwise."""
+    cls = get_strategy(name)
+    if not isinstance(params, Mapping):
+        params = parse_params(params)
+    types_ = param_types(cls)
+    converted = {}
+    for key, value in params.items():
+        if key not in types_:
+            raise AutopromptError(f"{name} has no parameter {key!r}; valid: {describe_params(cls)}")
+        try:
+            converted[key] = _convert(value, types_[key], key, cls)
+        except ValueError:
+            raise AutopromptError(f"{name} parameter {key}={value!r} is not a valid "
+                                  f"{_type_name(types_[key])}; valid: {describe_params(cls)}") from None
+    try:
+        return cls(**converted)
+    except AutopromptError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise AutopromptError(f"{name}: {err}") from None
+
+
+def variant(strategy: str, params: dict[str, Any]) -> str:
+    """``strategy`` plus the parameters that differ from its defaults: ``ptuning[mode=prefix]``.
+
+    Defaults a strategy derives from other parameters (ptuning's per-mode ``lr``) count as defaults.
+    """
+    try:
+        cls = get_strategy(strategy)
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        explicit = {k: v for k, v in params.items() if fields.get(k) is not None and fields[k] != v}
+        base = dataclasses.asdict(cls(**explicit))  # type: ignore[call-overload]
+    except (AutopromptError, TypeError):
+        explicit, base = {}, {}
+    changed = {k: v for k, v in sorted(params.items()) if k in explicit or k not in base or base[k] != v}
+    # a calibrated and an uncalibrated prompt never share a row, whatever the strategy's default
+    changed.pop("calibration", None)
+    if params.get("calibration", "none") != "none":
+        changed = dict(sorted({**changed, "calibration": params["calibration"]}.items()))
+    return strategy + (f"[{', '.join(f'{k}={v}' for k, v in changed.items())}]" if changed else "")

@@ -1,0 +1,226 @@
+"""A run's folder and what it holds: the spec that reruns it, the trace, checkpoints, the result.
+
+    runs/<task>/<strategy>/<stamp>-s<seed>-<digest>/
+        spec.json         SearchSpec: everything needed to rerun (and to resume) the search
+        trace.jsonl       one line per step
+        checkpoint.json   the last step's state (tensors in checkpoint-<step>.safetensors)
+        prompt.json       the reported prompt
+        result.json       scores, deltas, selection, budget, versions (`run_search`'s return value)
+
+Every file is written atomically: an interrupted run leaves its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoprompt.errors import AutopromptError
+from autoprompt.io import atomic_write_json, read_json
+from autoprompt.prompts import AnyPrompt, save_prompt
+from autoprompt.schema import CheckpointFile, SpecFile, validate
+from autoprompt.search.registry import create
+
+
+@dataclass
+class SearchSpec:
+    """Everything needed to rerun a search (written to ``spec.json``)."""
+
+    task: str
+    strategy: str
+    params: dict[str, Any] = field(default_factory=dict)
+    model: str = "smollm2-135m"
+    shots: int | None = None
+    data_seed: int = 13
+    seed: int = 0
+    budget: int | None = None
+    max_seconds: float | None = None
+    out: str = "runs"
+    data_dir: str | None = None
+    test_limit: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "run spec") -> SearchSpec:
+        return cls(**validate(SpecFile, data, source).model_dump())
+
+    @classmethod
+    def load(cls, run_dir: Path) -> SearchSpec:
+        """The ``spec.json`` of the run folder ``run_dir``."""
+        path = run_dir / "spec.json"
+        if not path.is_file():
+            raise AutopromptError(f"{run_dir} is not a run folder (no spec.json); give the folder of one run")
+        try:
+            data = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise AutopromptError(f"{path} is not valid JSON ({err}); the run cannot be resumed, start a new one") \
+                from None
+        return cls.from_json(data, str(path))
+
+
+def find_run(spec: SearchSpec) -> Path | None:
+    """The folder of an earlier run of the same spec under ``spec.out`` (finished first, newest first).
+
+    Parameters are compared after defaults are filled in, so ``{}`` matches the explicit defaults;
+    against the parameters the run recorded (every one, defaults included), so a run made before a
+    parameter existed, or under another default, is not taken for this one.
+    """
+    wanted = {**spec.to_json(), "params": json.loads(json.dumps(create(spec.strategy, spec.params).params()))}
+    found = []
+    for path in Path(spec.out).glob(f"*/{spec.strategy}/*/spec.json"):
+        try:
+            old = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue
+        if all(old.get(k) == v for k, v in wanted.items() if k != "out"):
+            found.append(path.parent)
+    found.sort(key=lambda d: ((d / "result.json").is_file(), d.name), reverse=True)
+    return found[0] if found else None
+
+
+def finished_result(spec: SearchSpec) -> dict[str, Any] | None:
+    """``result.json`` of an earlier finished run of the same spec, if there is one (benchmarks reuse it)."""
+    folder = find_run(spec)
+    return RunDir(folder).result() if folder else None
+
+
+class RunDir:
+    """The folder of one run; it owns the names and formats of the files in it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, spec: SearchSpec, task_name: str) -> RunDir:
+        """A new folder ``<out>/<task>/<strategy>/<id>`` holding ``spec.json``."""
+        base = Path(spec.out) / _safe(task_name) / spec.strategy / _run_id(spec)
+        path, n = base, 1
+        while True:  # the same spec started twice in one second gets a suffix, never a shared folder
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
+        atomic_write_json(path / "spec.json", spec.to_json())
+        return cls(path)
+
+    def spec(self) -> SearchSpec:
+        return SearchSpec.load(self.path)
+
+    def result(self) -> dict[str, Any] | None:
+        """``result.json`` if the run finished."""
+        path = self.path / "result.json"
+        return read_json(path) if path.is_file() else None
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "result.json", result)
+
+    def write_prompt(self, prompt: AnyPrompt) -> None:
+        save_prompt(prompt, self.path / "prompt.json")
+
+    def trace(self, keep: int | None) -> Trace:
+        """The step trace, continued after ``keep`` lines on resume (``None``: a new run)."""
+        return Trace(self.path / "trace.jsonl", keep)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.json"
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.is_file()
+
+    def write_checkpoint(self, step: int, state: dict[str, Any], extra: dict[str, Any]) -> None:
+        """``checkpoint.json`` (and the state's tensors in ``checkpoint-<step>.safetensors``).
+
+        The tensor file is written first and named by step, so the JSON always names a complete
+        file; older tensor files are removed only after the new JSON is in place.
+        """
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        tensors: dict[str, torch.Tensor] = {}
+        packed = _pack(state, tensors)
+        name = None
+        if tensors:
+            name = f"checkpoint-{step}.safetensors"
+            tmp = self.path / f".{name}.tmp"
+            save_file(tensors, str(tmp))
+            tmp.replace(self.path / name)
+        atomic_write_json(self.path / "checkpoint.json", {"step": step, "state": packed, "tensors": name, **extra})
+        for old in self.path.glob("checkpoint-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def read_checkpoint(self) -> dict[str, Any]:
+        """The last checkpoint, tensors restored; a one-line error if it is corrupt."""
+        from safetensors import SafetensorError  # noqa: PLC0415
+        from safetensors.torch import load_file  # noqa: PLC0415
+
+        path = self.checkpoint_path
+        fix = "; the checkpoint is corrupt: start a new run instead of resuming this one"
+        try:
+            ckpt = validate(CheckpointFile, read_json(path), f"checkpoint {path}", fix).model_dump()
+            tensors = load_file(str(path.parent / ckpt["tensors"])) if ckpt.get("tensors") else {}
+            ckpt["state"] = _unpack(ckpt["state"], tensors)
+            return ckpt
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, OSError, SafetensorError) as err:
+            raise AutopromptError(f"checkpoint {path} is corrupt ({type(err).__name__}){fix}") from None
+
+
+class Trace:
+    """``trace.jsonl``: one line per step; on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep: int | None) -> None:
+        self.path = path
+        if keep is not None and path.exists():
+            lines = path.read_text().splitlines()[:keep]
+            path.write_text("".join(line + "\n" for line in lines))
+        elif keep is None:
+            path.write_text("")
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+def _run_id(spec: SearchSpec) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:6]
+    return f"{stamp}-s{spec.seed}-{digest}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` with every tensor replaced by ``{"__tensor__": key}`` (the tensors go to ``tensors``)."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {k: _pack(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, tensors) for v in obj]
+    return obj
+
+
+def _unpack(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        return {k: _unpack(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    return obj

@@ -1,0 +1,118 @@
+"""The rules of the house (README's layout section), read from the source: who may import whom.
+
+Every import form counts: ``import a.b``, ``from a.b import c``, ``from a import b`` (a module),
+relative imports, and imports inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "autoprompt"
+
+# lower layers never import higher ones: cli -> api -> tune/report -> search -> leaderboard ->
+# evaluator -> backends -> prompts/tasks -> the basics
+LAYERS = [
+    {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics"},
+    {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema"},
+    {"autoprompt.models", "autoprompt.model_store"},
+    {"autoprompt.evaluator"},
+    {"autoprompt.leaderboard"},
+    {"autoprompt.search"},
+    {"autoprompt.tune", "autoprompt.report", "autoprompt.testing"},
+    {"autoprompt.api"},
+    {"autoprompt.cli", "autoprompt.terminal", "autoprompt.__main__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, as dotted names (``from pkg import mod`` names ``pkg.mod``)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .x import y
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+            found.add(base)
+            for alias in node.names:  # `from autoprompt import leaderboard` imports a module
+                candidate = f"{base}.{alias.name}"
+                if (REPO / Path(*candidate.split("."))).with_suffix(".py").is_file() or \
+                        (REPO / Path(*candidate.split(".")) / "__init__.py").is_file():
+                    found.add(candidate)
+    return found
+
+
+def layer(module: str) -> int | None:
+    for i, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return i
+    return None
+
+
+CORE_FILES = sorted(CORE.rglob("*.py"))
+
+
+def test_every_core_module_has_a_layer():
+    assert [module_name(p) for p in CORE_FILES if layer(module_name(p)) is None] in ([], ["autoprompt"])
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_arrows_point_down(path):
+    """No core module imports a higher layer; only the CLI imports the API; nothing imports the CLI."""
+    here = layer(module_name(path))
+    if here is None:  # the package's __init__ re-exports the public API
+        return
+    for target in imports(path):
+        if not target.startswith("autoprompt.") or target.startswith(module_name(path) + "."):
+            continue
+        there = layer(target)
+        assert there is not None and there <= here, f"{module_name(path)} imports {target} (a higher layer)"
+
+
+def test_core_never_imports_searchers():
+    for path in CORE_FILES:
+        bad = {m for m in imports(path) if m == "searchers" or m.startswith("searchers.")}
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_searchers_import_only_public_api():
+    public = {"autoprompt", "autoprompt.search", "autoprompt.search.selection"}
+    for path in (REPO / "searchers").rglob("*.py"):
+        for module in imports(path):
+            assert not module.startswith("autoprompt") or module in public, f"{path.name} imports {module}"
+
+
+def test_no_import_cycles():
+    graph = {module_name(p): {m for m in imports(p) if m.startswith("autoprompt")} for p in CORE_FILES}
+    graph["autoprompt"] = set()  # the package root only re-exports: importing it is importing what it lists
+    cycles = []
+
+    def visit(node: str, path: list[str], done: set[str]) -> None:
+        if node in path:
+            cycles.append([*path[path.index(node):], node])
+            return
+        if node in done or node not in graph:
+            return
+        for target in sorted(graph[node]):
+            if target == node.rpartition(".")[0]:  # a module importing its own package's re-exports
+                continue
+            visit(target, [*path, node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [], done)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
