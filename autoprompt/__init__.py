@@ -8,10 +8,10 @@ The public API a strategy or a user needs::
     result = Evaluator(lm, data.task).score(data.task.default_prompt, data.dev)
 """
 
+from autoprompt.backends import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Budget, EvalResult, Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
-from autoprompt.models import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
 from autoprompt.prompts import (
     AnyPrompt,
     Calibration,

@@ -8,22 +8,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model
-from autoprompt.models import FrozenLM
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
 from autoprompt.tasks.base import stratified_sample
 from autoprompt.versions import versions
 
 
-def build_prompt(data: TaskData, template: str | None = None, verbalizer: str | Mapping | None = None,
+def build_prompt(data: TaskData, template: str | None = None,
+                 verbalizer: str | Mapping[str, str | Sequence[str]] | None = None,
                  prompt: str | Path | AnyPrompt | None = None) -> AnyPrompt:
     """The prompt to score: a prompt file, else the task's default with ``template``/``verbalizer`` overrides."""
     if prompt is not None:
         if template is not None or verbalizer is not None:
-            raise AutopromptError("give either --prompt or --template/--verbalizer, not both")
+            raise AutopromptError("give either `prompt` or `template`/`verbalizer`, not both")
         return prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
     base = data.task.default_prompt
     tpl = Template(template) if template is not None else base.template
@@ -38,7 +39,7 @@ def evaluate(
     task: str | Path,
     *,
     template: str | None = None,
-    verbalizer: str | Mapping | None = None,
+    verbalizer: str | Mapping[str, str | Sequence[str]] | None = None,
     prompt: str | Path | AnyPrompt | None = None,
     model: str | FrozenLM = DEFAULT_MODEL,
     split: str = "test",
@@ -176,7 +177,7 @@ def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, 
         raise AutopromptError("`lama` runs each relation's own template; pick one relation (lama:P19) to override it")
     root = resolve_data_dir(data_dir)
     if root is None:
-        raise AutopromptError("LAMA needs the local data folder; set AUTOPROMPT_DATA_DIR or --data-dir")
+        raise AutopromptError("LAMA needs the local data folder; set AUTOPROMPT_DATA_DIR or `data_dir`")
     lm = load_model(model) if isinstance(model, str) else model
     started = time.perf_counter()
     rows = [evaluate(f"lama:{rel}", model=lm, split=split, limit=limit, batch_size=batch_size,
@@ -212,3 +213,101 @@ def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, 
     from autoprompt.search.registry import variant  # noqa: PLC0415
 
     return leaderboard.import_runs(folder, db, variant)
+
+
+def search(
+    task: str | None = None,
+    strategy: str | None = None,
+    params: Mapping[str, Any] | Sequence[str] = (),
+    *,
+    model: str = DEFAULT_MODEL,
+    shots: int | None = None,
+    data_seed: int = 13,
+    seed: int = 0,
+    budget: int | None = None,
+    max_seconds: float | None = None,
+    out: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    test_limit: int | None = None,
+    resume: str | Path | None = None,
+    dry_run: bool = False,
+    db: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Search for a prompt for ``task`` and score it and the manual prompt on dev and test.
+
+    Returns ``result.json``'s content (with ``dry_run``: the budget and a time estimate instead).
+    ``strategy`` defaults to ``gradient``.
+    ``resume`` continues a run folder with the spec it was started with; giving any setting that
+    would change that spec is an error. ``params`` are the strategy's hyper-parameters, as a dict
+    or as ``["k=v", ...]``. See `autoprompt.search.run_search` for the rest.
+    """
+    from autoprompt.search import SearchSpec, estimate, parse_params, run_search  # noqa: PLC0415
+
+    if resume is not None:
+        given = {"task": task, "strategy": strategy, "budget": budget, "params": params, "shots": shots,
+                 "max_seconds": max_seconds, "test_limit": test_limit}
+        conflicting = [f"`{name}`" for name, value in given.items() if value]
+        if conflicting:
+            raise AutopromptError(f"resuming continues a run with the spec it was started with; "
+                                  f"{', '.join(conflicting)} cannot change it: leave them out, or start a new run")
+        return run_search(SearchSpec("", ""), resume=resume, progress=progress, db=db)
+    if not task:
+        raise AutopromptError("give a `task` (or `resume` a run folder)")
+    given_params = dict(params) if isinstance(params, Mapping) else parse_params(params)
+    spec = SearchSpec(task=task, strategy=strategy or "gradient", params=given_params, model=model, shots=shots,
+                      data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out),
+                      data_dir=str(data_dir) if data_dir else None, test_limit=test_limit)
+    if dry_run:
+        return estimate(spec)
+    return run_search(spec, progress=progress, db=db)
+
+
+def tune(
+    task: str,
+    strategy: str = "gradient",
+    *,
+    n_trials: int = 20,
+    space: str | Path | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    workers: int = 1,
+    out: str | Path = "runs",
+    model: str = DEFAULT_MODEL,
+    shots: int | None = None,
+    data_seeds: str | Sequence[int] = "13",
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int = 0,
+    budget: int | None = None,
+    params: Mapping[str, Any] | Sequence[str] = (),
+    heartbeat: int = 10,
+    grace: int = 30,
+    data_dir: str | Path | None = None,
+    db: str | None = None,
+) -> dict[str, Any]:
+    """Tune ``strategy``'s hyper-parameters on ``task`` with optuna (see `autoprompt.tune`).
+
+    Each trial is a search; its value is the mean dev score over ``data_seeds`` (test is recorded,
+    never optimised). ``space`` is a TOML search space (default: the strategy's own); ``params``
+    are fixed, untuned parameters. Several workers (``workers``, or the same call on other
+    machines with a shared ``storage`` URL) work on one study.
+    """
+    from autoprompt.search import create, parse_params  # noqa: PLC0415
+    from autoprompt.tune import TuneConfig, default_space, load_space, parse_seeds, storage_url  # noqa: PLC0415
+    from autoprompt.tune import tune as run  # noqa: PLC0415
+
+    if n_trials < 1 or workers < 1:
+        raise AutopromptError("`n_trials` and `workers` must be at least 1")
+    fixed = dict(params) if isinstance(params, Mapping) else parse_params(params)
+    create(strategy, fixed)  # one-line errors for unknown names and bad values, before any trial
+    chosen = load_space(space, strategy) if space else default_space(strategy)
+    seeds = parse_seeds(data_seeds) if isinstance(data_seeds, str) else tuple(data_seeds)
+    config = TuneConfig(task=task, strategy=strategy, n_trials=n_trials,
+                        space={k: v for k, v in chosen.items() if k not in fixed},
+                        storage=storage_url(storage, out), out=str(out),
+                        study=study or f"{Path(task).stem}-{strategy}-{shots or 'full'}shot", model=model, shots=shots,
+                        data_seeds=seeds, sampler=sampler, pruner=pruner, seed=seed, budget=budget,
+                        fixed=fixed, data_dir=str(data_dir) if data_dir else None, db=db, heartbeat=heartbeat,
+                        grace=grace)
+    return run(config, workers=workers)

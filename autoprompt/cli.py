@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -19,19 +19,23 @@ from typer.core import TyperGroup
 
 from autoprompt.errors import AutopromptError, SearchInterrupted
 
+if TYPE_CHECKING:  # the run-time class of `_UsageError` under the typer installed here (>= 0.29)
+    from typer._click.exceptions import UsageError
+
 out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 # click's UsageError, whichever click typer runs on (typer >= 0.29 vendors its own): BadParameter's parent
-_UsageError = typer.BadParameter.__mro__[1]
+_UsageError = cast("type[UsageError]", typer.BadParameter.__mro__[1])
 
 
 class _Commands(TyperGroup):
     """Usage errors (a bad option value, an unknown option) as one line and exit 2, like every other error."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    # ignore: the base method is typed with click's Context; typer passes its own subclass, which this names
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except _UsageError as e:
@@ -52,6 +56,25 @@ app = typer.Typer(
 BatchSize = Annotated[int, typer.Option(min=1, help="Examples per forward pass.")]
 
 
+# the settings core errors name (in backticks) that are options of some command here
+_FLAGS = {"data_dir", "data_seed", "data_seeds", "shots", "split", "limit", "prompt", "template", "verbalizer",
+          "strategy", "storage", "study", "sampler", "pruner", "space", "test_limit", "budget", "model", "task"}
+
+
+_RENAMED = {"params": "--param", "resume": "--resume", "out": "--out"}
+
+
+def _as_flag(name: str, value: str | None, is_param: bool) -> str | None:
+    """A core error's ```data_seed``` as ``--data-seed``, a strategy's ```clip=1``` as ``--param clip=1``."""
+    if is_param:
+        return f"--param {name}" + (f"={value}" if value is not None else "")
+    if name in _RENAMED:
+        return _RENAMED[name] + (f"={value}" if value is not None else "")
+    if name in _FLAGS:
+        return f"--{name.replace('_', '-')}" + (f" {value}" if value is not None else "")
+    return None
+
+
 def friendly(fn: F) -> F:
     """Draw the core's progress and warnings; `AutopromptError` as one line on stderr and exit code 2;
     Ctrl-C as exit 130."""
@@ -65,7 +88,7 @@ def friendly(fn: F) -> F:
             with listening(Terminal()):
                 return fn(*args, **kwargs)
         except AutopromptError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {e.worded(_as_flag)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -196,8 +219,9 @@ def strategies(as_json: AsJson = False) -> None:
     """List search strategies: what each does and its parameters with defaults."""
     from autoprompt.search import available, describe_params  # noqa: PLC0415
 
-    rows = [{"strategy": name, "summary": cls.summary, "default_budget": cls.default_budget,
-             "params": describe_params(cls)} for name, cls in available().items()]
+    rows: list[dict[str, Any]] = [
+        {"strategy": name, "summary": cls.summary, "default_budget": cls.default_budget,
+         "params": describe_params(cls)} for name, cls in available().items()]
     if as_json:
         return _print_json(rows)
     table = Table("strategy", "what it does", "default budget", "parameters (--param k=v)", show_lines=True)
@@ -237,29 +261,21 @@ def search(
 
     Writes runs/<task>/<strategy>/<run-id>/ with spec.json, trace.jsonl, prompt.json, result.json.
     """
-    from autoprompt.search import SearchSpec, estimate, parse_params, run_search  # noqa: PLC0415
+    from autoprompt.api import search as run  # noqa: PLC0415
 
-    if resume is not None:
-        given = {"--task": task, "--strategy": strategy, "--budget": budget, "--param": param, "--shots": shots,
-                 "--max-seconds": max_seconds, "--test-limit": test_limit}
-        conflicting = [flag for flag, value in given.items() if value]
-        if conflicting:
-            raise AutopromptError(f"--resume continues a run with the spec it was started with; "
-                                  f"{', '.join(conflicting)} cannot change it: drop them, or start a new run")
-    elif task is None:
-        raise AutopromptError("give --task (or --resume a run folder)")
-    spec = SearchSpec(task=task or "", strategy=strategy or "gradient", params=parse_params(param or []), model=model,
-                      shots=shots, data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds,
-                      out=str(out_dir), data_dir=str(data_dir) if data_dir else None, test_limit=test_limit)
+    settings: dict[str, Any] = {
+        "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db}
     if dry_run:
-        plan = estimate(spec)
+        plan = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
+                   test_limit=test_limit, dry_run=True, **settings)
         return _print_json(plan) if as_json else out.print(
             f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards (minimum "
             f"{plan['minimum_budget']}), at most {plan['steps']} steps, train {plan['train']}, dev {plan['dev']}; "
             f"about {plan['estimated_search_s']:.0f} s of search "
             f"({plan['seconds_per_forward'] * 1000:.1f} ms per example-forward measured here)", highlight=False)
     try:
-        result = run_search(spec, resume=resume, progress=True, db=db)
+        result = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
+                     test_limit=test_limit, resume=resume, progress=True, **settings)
     except SearchInterrupted as stop:
         err.print("interrupted: the last step is checkpointed; continue with "
                   f"`autoprompt search --resume {stop.run_dir}`")
@@ -404,23 +420,12 @@ def tune(
 
     Run the same command on several machines with a shared --storage postgresql://... to work on one study.
     """
-    from autoprompt.search import create, parse_params  # noqa: PLC0415
-    from autoprompt.tune import TuneConfig, default_space, load_space, parse_seeds, storage_url  # noqa: PLC0415
-    from autoprompt.tune import tune as run  # noqa: PLC0415
+    from autoprompt.api import tune as run  # noqa: PLC0415
 
-    if n_trials < 1 or workers < 1:
-        raise AutopromptError("--n-trials and --workers must be at least 1")
-    fixed = parse_params(param or [])
-    create(strategy, fixed)  # one-line errors for unknown names and bad values, before any trial
-    chosen = load_space(space, strategy) if space else default_space(strategy)
-    config = TuneConfig(task=task, strategy=strategy, n_trials=n_trials,
-                        space={k: v for k, v in chosen.items() if k not in fixed},
-                        storage=storage_url(storage, out_dir), out=str(out_dir),
-                        study=study or f"{Path(task).stem}-{strategy}-{shots or 'full'}shot", model=model, shots=shots,
-                        data_seeds=parse_seeds(data_seeds), sampler=sampler, pruner=pruner, seed=seed, budget=budget,
-                        fixed=fixed, data_dir=str(data_dir) if data_dir else None, db=db, heartbeat=heartbeat,
-                        grace=grace)
-    result = run(config, workers=workers)
+    result = run(task, strategy, n_trials=n_trials, space=space, storage=storage, study=study, workers=workers,
+                 out=out_dir, model=model, shots=shots, data_seeds=data_seeds, sampler=sampler, pruner=pruner,
+                 seed=seed, budget=budget, params=param or [], heartbeat=heartbeat, grace=grace, data_dir=data_dir,
+                 db=db)
     if as_json:
         return _print_json(result)
     out.print(f"study {result['study']} ({result['storage']}): {result['states']}", highlight=False)

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from autoprompt import events, metrics
+from autoprompt.backends import Encoded, LanguageModel, WordTable
 from autoprompt.errors import AutopromptError, BudgetExhausted
-from autoprompt.models import Encoded, FrozenLM, WordTable
 from autoprompt.prompts import AnyPrompt, Calibration, Ensemble, Prompt
 from autoprompt.soft import SoftPrompt, resolve_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
@@ -119,6 +119,9 @@ class _Job:
     encoded: Encoded
 
 
+_SharedItem = tuple[int, int, list[_Job]]  # (shared prefix length, example, its jobs)
+
+
 class Evaluator:
     """Scores prompts of one task on a frozen LM.
 
@@ -134,7 +137,7 @@ class Evaluator:
             and only the rest per prompt (trigger candidates differ after the input text).
     """
 
-    def __init__(self, lm: FrozenLM, task: Task, batch_size: int = 32, max_tokens: int = 8192,
+    def __init__(self, lm: LanguageModel, task: Task, batch_size: int = 32, max_tokens: int = 8192,
                  budget: Budget | None = None, cache: bool = True, majority_label: int | None = None,
                  shared_prefix: bool = True) -> None:
         if batch_size < 1:
@@ -145,12 +148,12 @@ class Evaluator:
         self.max_tokens = max_tokens
         self.budget = budget
         self.majority_label = majority_label
-        self.shared_prefix = shared_prefix and hasattr(lm, "label_logprobs_shared")
+        self.shared_prefix = shared_prefix and lm.shares_prefix
         self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
         # (prompt, examples) keys already charged to the budget: a resumed search restores this
         # set, so recomputing what the cache lost costs nothing, as it did before the interruption
         self.paid: set[tuple[str, str]] = set()
-        self.stats = Counter()  # real/padded tokens and batches, for benchmarks
+        self.stats: Counter[str] = Counter()  # real/padded tokens and batches, for benchmarks
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
         """Score one prompt or ensemble (see `score_many`)."""
@@ -185,7 +188,8 @@ class Evaluator:
         for q in prompts:
             if isinstance(q, Ensemble):
                 members = [scored[m.fingerprint] for m in q.members]
-                logprobs = sum(w * r.logprobs for w, r in zip(q.weights, members, strict=True))
+                logprobs = sum((w * r.logprobs for w, r in zip(q.weights, members, strict=True)),
+                               torch.zeros_like(members[0].logprobs))
                 heaviest = members[max(range(len(q.weights)), key=q.weights.__getitem__)]
                 out.append(self._result(q, (logprobs, heaviest.top_token), labels))
             else:
@@ -196,10 +200,7 @@ class Evaluator:
 
     def content_free(self) -> list[Example]:
         """Zhao et al.'s content-free inputs: every field ``""``, ``"N/A"`` (and the mask token on a masked LM)."""
-        fillers = ["", "N/A"]
-        if self.lm.kind == "masked" and getattr(self.lm.tokenizer, "mask_token", None):
-            fillers.append(self.lm.tokenizer.mask_token)
-        return [Example({f: filler for f in self.task.fields}, 0) for filler in fillers]
+        return [Example({f: filler for f in self.task.fields}, 0) for filler in self.lm.content_free_texts()]
 
     def calibrate(self, prompts: Sequence[AnyPrompt], method: str,
                   inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
@@ -211,7 +212,7 @@ class Evaluator:
                 ``prior`` (the mean class distribution over ``inputs``; their labels are not read).
             inputs: the train inputs for ``prior``.
         """
-        Calibration(method)  # type: ignore[arg-type] - validates the name
+        Calibration(method)  # type: ignore[arg-type]  # validates the name
         singles = list({m.fingerprint: m for q in prompts
                         for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
         if method == "none":
@@ -246,6 +247,7 @@ class Evaluator:
                 raise AutopromptError("the prompt has calibration 'prior' but no stored class prior; estimate it "
                                       "on train inputs first (Evaluator.calibrate)")
             cal = self.calibrate([prompt], cal.method)[0].calibration
+        assert cal.log_prior is not None  # estimated just above when it was missing
         missing = [lab for lab in self.task.labels if lab not in cal.log_prior]
         if missing:
             raise AutopromptError(f"the prompt's calibration has no prior for the label(s) {missing}; "
@@ -255,7 +257,7 @@ class Evaluator:
     def _score_singles(self, prompts: Sequence[Prompt], examples: Sequence[Example],
                        progress: bool) -> list[EvalResult]:
         if not examples:
-            raise AutopromptError("nothing to score: the example list is empty (check --limit and the split)")
+            raise AutopromptError("nothing to score: the example list is empty (check `limit` and the split)")
         data_key = examples_fingerprint(examples)
         results: list[EvalResult | None] = [None] * len(prompts)
         todo = []
@@ -293,7 +295,7 @@ class Evaluator:
         """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt."""
         labels = self.task.labels
         tables: list[WordTable] = []
-        groups: dict[tuple, list[_Job]] = {}
+        groups: dict[tuple[Any, ...], list[_Job]] = {}
         softs: list[SoftPrompt | None] = []
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
@@ -339,7 +341,7 @@ class Evaluator:
         if soft is None:
             if slots:
                 raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but the prompt has "
-                                      "no soft tensors; train them (--strategy ptuning) or remove the [S] slots")
+                                      "no soft tensors; train them (`strategy=ptuning`) or remove the [S] slots")
             return None
         if soft.num_slots != slots:
             raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but its soft prompt "
@@ -372,7 +374,7 @@ class Evaluator:
             else:
                 unshared.extend(group)
         items.sort(key=lambda item: (item[0], item[1]))
-        batch: list = []
+        batch: list[_SharedItem] = []
         for item in items:
             suffix_len = max(len(j.encoded) for j in item[2]) - item[0]
             if batch and (len(batch) >= self.batch_size or
@@ -386,7 +388,7 @@ class Evaluator:
             bar.advance(len(batch) * k)
         return unshared
 
-    def _score_shared(self, batch: list, table: WordTable, examples: Sequence[Example],
+    def _score_shared(self, batch: list[_SharedItem], table: WordTable, examples: Sequence[Example],
                       out: list[tuple[Tensor, Tensor]]) -> None:
         prefixes = [group[0].encoded.ids[:shared] for shared, _, group in batch]
         suffixes = [[j.encoded.ids[shared:] for j in group] for shared, _, group in batch]
@@ -404,7 +406,8 @@ class Evaluator:
     def _buckets(self, jobs: list[_Job]) -> list[list[_Job]]:
         """Length-sorted batches, each capped by ``batch_size`` and ``max_tokens`` (padded)."""
         ordered = sorted(jobs, key=lambda j: len(j.encoded))
-        batches, current = [], []
+        batches: list[list[_Job]] = []
+        current: list[_Job] = []
         for job in ordered:
             width = len(job.encoded)
             if current and (len(current) >= self.batch_size or (len(current) + 1) * width > self.max_tokens):
@@ -421,7 +424,7 @@ class Evaluator:
             self.stats["batches"] += 1
         return batches
 
-    def _result(self, prompt: AnyPrompt, scored: tuple[Tensor, Tensor], labels: Tensor) -> EvalResult:
+    def _result(self, prompt: AnyPrompt, scored: tuple[Tensor, Tensor | None], labels: Tensor) -> EvalResult:
         logprobs, top = scored
         metric = self.task.metric
         result = EvalResult(metric, metrics.score(metric, logprobs, labels), logprobs, labels, top_token=top)
@@ -430,9 +433,10 @@ class Evaluator:
             if self.majority_label is not None:
                 result.extra["majority_p@1"] = float((labels == self.majority_label).float().mean())
             # classic LAMA P@1 over the full vocabulary, on facts whose object is one token
-            table = self.lm.word_table(prompt, self.task.labels)
+            single_prompt = prompt.members[0] if isinstance(prompt, Ensemble) else prompt  # members share words
+            table = self.lm.word_table(single_prompt, self.task.labels)
             single = torch.tensor([len(table[y][0]) == 1 for y in labels.tolist()])
-            if single.any():
+            if single.any() and top is not None:
                 gold_tok = torch.tensor([table[y][0][0] for y in labels.tolist()])
                 hits = (top == gold_tok) & single
                 result.extra["vocab_p@1"] = float(hits.sum() / single.sum())

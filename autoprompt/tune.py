@@ -23,11 +23,21 @@ import statistics
 import time
 import tomllib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder
+
+if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
+    from datetime import datetime
+
+    from matplotlib.figure import Figure
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial, Trial
 
 SURPLUS = "surplus"
 STARTED = "started"
@@ -75,7 +85,7 @@ def default_space(strategy: str) -> dict[str, dict[str, Any]]:
 
     space = dict(get_strategy(strategy).search_space)
     if not space:
-        raise AutopromptError(f"strategy {strategy} has no default search space; give one with --space space.toml")
+        raise AutopromptError(f"strategy {strategy} has no default search space; give one with `space=space.toml`")
     return space
 
 
@@ -104,9 +114,9 @@ def load_space(path: str | Path, strategy: str) -> dict[str, dict[str, Any]]:
     return space
 
 
-def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def suggest(trial: Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Draw one value per parameter of ``space`` from the trial."""
-    params = {}
+    params: dict[str, Any] = {}
     for name, spec in space.items():
         if spec["type"] == "int":
             params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
@@ -133,7 +143,7 @@ def grid(space: dict[str, dict[str, Any]], points: int = 3) -> dict[str, list[An
     return out
 
 
-def _sampler(config: TuneConfig, worker: int):
+def _sampler(config: TuneConfig, worker: int) -> BaseSampler:
     import optuna  # noqa: PLC0415
 
     seed = config.seed + 1000 * worker  # workers must not draw the same points
@@ -143,10 +153,10 @@ def _sampler(config: TuneConfig, worker: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "grid":
         return optuna.samplers.GridSampler(grid(config.space), seed=seed)
-    raise AutopromptError(f"--sampler {config.sampler!r} is not one of tpe, random, grid")
+    raise AutopromptError(f"`sampler` {config.sampler!r} is not one of tpe, random, grid")
 
 
-def _pruner(name: str):
+def _pruner(name: str) -> BasePruner:
     import optuna  # noqa: PLC0415
 
     if name == "median":
@@ -155,10 +165,10 @@ def _pruner(name: str):
         return optuna.pruners.SuccessiveHalvingPruner()
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise AutopromptError(f"--pruner {name!r} is not one of median, halving, none")
+    raise AutopromptError(f"`pruner` {name!r} is not one of median, halving, none")
 
 
-def _retry_once():
+def _retry_once() -> Callable[[Study, FrozenTrial], None]:
     """Optuna's callback that re-queues a stale (dead worker's) trial once."""
     from optuna import storages  # noqa: PLC0415
     from optuna.exceptions import ExperimentalWarning  # noqa: PLC0415
@@ -171,7 +181,7 @@ def _retry_once():
         return retry(max_retry=1)
 
 
-def open_study(config: TuneConfig, worker: int = 0):
+def open_study(config: TuneConfig, worker: int = 0) -> Study:
     """The study in its RDB storage (created if missing), with heartbeats and one retry of failed trials."""
     import optuna  # noqa: PLC0415
     from optuna.exceptions import ExperimentalWarning  # noqa: PLC0415
@@ -187,12 +197,12 @@ def open_study(config: TuneConfig, worker: int = 0):
                                  engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     except Exception as err:  # optuna/SQLAlchemy raise many kinds here; all mean "cannot open"
         raise AutopromptError(f"cannot open the optuna storage {url} ({type(err).__name__}: {err}); "
-                              "check --storage") from None
+                              "check `storage`") from None
     return optuna.create_study(study_name=config.study, storage=storage, direction="maximize",
                                sampler=_sampler(config, worker), pruner=_pruner(config.pruner), load_if_exists=True)
 
 
-def _counts(study) -> dict[str, int]:
+def _counts(study: Study) -> dict[str, int]:
     from optuna.trial import TrialState  # noqa: PLC0415
 
     trials = study.get_trials(deepcopy=False)
@@ -201,7 +211,7 @@ def _counts(study) -> dict[str, int]:
             "waiting": sum(t.state == TrialState.WAITING for t in trials)}
 
 
-def objective(config: TuneConfig, trial) -> float:
+def objective(config: TuneConfig, trial: Trial) -> float:
     """One trial: a search per data seed with the drawn parameters; the mean dev score."""
     import optuna  # noqa: PLC0415
     from optuna.trial import TrialState  # noqa: PLC0415
@@ -248,7 +258,7 @@ def objective(config: TuneConfig, trial) -> float:
     return statistics.mean(devs)
 
 
-def fail_orphans(study, grace: float) -> list[int]:
+def fail_orphans(study: Study, grace: float) -> list[int]:
     """Fail (and retry) RUNNING trials whose worker died before the trial's first heartbeat.
 
     Optuna's stale-trial check only sees trials that have a heartbeat; a worker killed between
@@ -266,10 +276,10 @@ def fail_orphans(study, grace: float) -> list[int]:
         if STARTED in t.user_attrs or age <= grace:
             continue
         try:
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        except UpdateFinishedTrialError:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
             continue  # another worker got there first
-        _retry_once()(study, study._storage.get_trial(t._trial_id))
+        _retry_once()(study, next(f for f in study.get_trials(deepcopy=False) if f.number == t.number))
         failed.append(t.number)
     return failed
 
@@ -291,7 +301,9 @@ def worker(config: TuneConfig, index: int = 0, poll: float = 2.0) -> None:
             time.sleep(poll)  # the last trials are running elsewhere
             continue
         study.optimize(lambda trial: objective(config, trial), n_trials=1)
-        last = max(study.get_trials(deepcopy=False), key=lambda t: t.datetime_start or t.datetime_complete)
+        # mypy sees datetime | None; the comparison assumes every trial has a start or completion time
+        last = max(study.get_trials(deepcopy=False),
+                   key=lambda t: cast("datetime", t.datetime_start or t.datetime_complete))
         errors = errors + 1 if "error" in last.user_attrs else 0
         if errors >= 3:  # the same mistake every time is a setup problem, not a bad draw
             raise AutopromptError(f"three trials in a row failed; the last: {last.user_attrs['error']}")
@@ -337,7 +349,7 @@ def summary(config: TuneConfig) -> dict[str, Any]:
         "surplus": sum(bool(t.user_attrs.get(SURPLUS)) for t in trials),
     }
     if complete:
-        best = max(complete, key=lambda t: t.value)
+        best = max(complete, key=lambda t: cast(float, t.value))  # a COMPLETE trial has a value
         params = {**config.fixed, **best.params}
         out["best"] = {"number": best.number, "dev": best.value, "params": params,
                        "dev_per_seed": best.user_attrs.get("dev_per_seed"),
@@ -368,7 +380,7 @@ def study_section(name: str, storage: str) -> tuple[str, str, dict[str, bytes]]:
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise AutopromptError(f"no study {name!r} in {storage}; check --study and --storage") from None
+        raise AutopromptError(f"no study {name!r} in {storage}; check `study` and `storage`") from None
     attrs = study.user_attrs
     config = TuneConfig(task=attrs.get("task", "?"), strategy=attrs.get("strategy", "?"), n_trials=0, space={},
                         storage=storage, study=name, model=attrs.get("model", "?"), shots=attrs.get("shots"),
@@ -405,8 +417,9 @@ def study_figures(config: TuneConfig) -> tuple[str, dict[str, bytes]]:
             lines.append(f"({name}: {err})")
             continue
         buffer = io.BytesIO()
-        ax.figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        plt.close(ax.figure)
+        figure = cast("Figure", ax.figure)  # optuna draws on a top-level figure, never a subfigure
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
         file = f"tune-{name}-{''.join(c if c.isalnum() else '_' for c in config.study)}.png"
         images[file] = buffer.getvalue()
         lines.append(f"![{name} of {config.study}]({file})")
@@ -417,9 +430,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise AutopromptError(f"--data-seeds {text!r} must be comma-separated integers, e.g. 13,21,42") from None
+        raise AutopromptError(f"`data_seeds` {text!r} must be comma-separated integers, e.g. 13,21,42") from None
     if not seeds:
-        raise AutopromptError("--data-seeds is empty; give e.g. 13,21,42")
+        raise AutopromptError("`data_seeds` is empty; give e.g. 13,21,42")
     return seeds
 
 

@@ -145,14 +145,9 @@ class Gradient(Searcher):
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         base = Prompt.from_json(state["prompt"])
         prompt = base.with_triggers(state["triggers"])
-        words = ctx.lm.word_table(prompt, ctx.task.labels)
         grad = None
         for i in range(self.accumulation_steps):
-            batch = ctx.sample(ctx.train, self.batch_size, salt=f"grad{i}")
-            ctx.budget.require(backwards=len(batch))
-            g, loss = ctx.lm.trigger_gradient([ctx.lm.encode(prompt, ex) for ex in batch], words,
-                                              [ex.label for ex in batch])
-            ctx.budget.charge(backwards=len(batch))
+            g, loss = ctx.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt=f"grad{i}"))
             grad = g if grad is None else grad + g
         swaps = self.hotflip(ctx, prompt, grad)
         # the same examples every step, so scores of different steps compare (and the current
@@ -190,11 +185,7 @@ class Gradient(Searcher):
         empty = Example({f: "" for f in ctx.task.fields}, 0)
         todo = [p for p in prompts if _key(p.trigger_ids) not in state["nll"]]
         if todo:
-            encoded = [ctx.lm.encode(p, empty) for p in todo]
-            cost = ctx.lm.trigger_nll_cost(encoded)
-            ctx.budget.require(forwards=cost)
-            values = ctx.lm.trigger_nll(encoded).tolist()
-            ctx.budget.charge(forwards=cost)
+            values = ctx.trigger_nll([ctx.lm.encode(p, empty) for p in todo]).tolist()
             state["nll"].update({_key(p.trigger_ids): v for p, v in zip(todo, values, strict=True)})
         return [state["nll"][_key(p.trigger_ids)] for p in prompts]
 

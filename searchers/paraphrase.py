@@ -102,11 +102,10 @@ class Paraphrase(Searcher):
         """The template if its slots survived: the task's fields, one [P], [P] last on a causal LM."""
         try:
             template = Template(text)
+            ctx.lm.check_template(template)  # e.g. a causal LM needs [P] last
         except AutopromptError:
             return None
         if set(template.fields) != set(ctx.task.fields) or template.num_triggers or template.num_soft:
-            return None
-        if ctx.lm.kind == "causal" and not template.predict_is_last:
             return None
         return template
 
@@ -244,7 +243,7 @@ class Paraphrase(Searcher):
                 seen.add(template.source)
         if fresh:
             sample = self._sample(ctx)
-            affordable = int(ctx.budget.remaining // len(sample))
+            affordable = int(ctx.budget_left // len(sample))
             fresh = fresh[: max(1, affordable)]  # what the budget pays for (at least one, or stop)
             prompts = ctx.calibrate([Prompt(t, verbalizer) for t in fresh], inputs=sample)
             for template, score in zip(fresh, ctx.objective_scores(prompts, sample), strict=True):

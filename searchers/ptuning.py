@@ -298,23 +298,22 @@ class PTuning(Searcher):
         end = min(self.steps, k + self.eval_every)
         while k < end:
             batch = self._batch(ctx, k)
-            ctx.budget.require(forwards=len(batch), backwards=len(batch))
             for group in opt.param_groups:
                 group["lr"] = self._lr(k)
             gold = torch.tensor([ex.label for ex in batch], device=lm.device)
-            logprobs = lm.soft_logprobs([lm.encode(prompt, ex) for ex in batch], table, module())   # [B, C]
+            logprobs = ctx.soft_logprobs([lm.encode(prompt, ex) for ex in batch], table, module())  # [B, C]
             if self.loss == "class":
                 logprobs = logprobs.log_softmax(-1)
             loss = -logprobs[torch.arange(len(batch)), gold].mean()
             if not torch.isfinite(loss):
                 raise AutopromptError(f"ptuning: the loss became {loss.item()} at optimiser step {k} (lr={self.lr}); "
-                                      "the last good checkpoint is kept; lower --param lr or set --param clip=1")
+                                      "the last good checkpoint is kept; lower `lr` or set `clip=1`",
+                                      params=("lr", "clip"))
             opt.zero_grad()
             loss.backward()
             if self.clip > 0:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip)
             opt.step()
-            ctx.budget.charge(forwards=len(batch), backwards=len(batch))
             losses.append(round(loss.item(), 6))
             k += 1
         losses = losses[-max(self.flat_steps, self.eval_every):]
@@ -358,7 +357,7 @@ class PTuning(Searcher):
         with torch.random.fork_rng(devices=[]):
             trainable = sum(p.numel() for p in self.build(ctx).parameters())
         out: dict[str, Any] = {"mode": self.mode, "trainable_parameters": trainable,
-                               "backbone_parameters": sum(p.numel() for p in ctx.lm.model.parameters()),
+                               "backbone_parameters": ctx.lm.num_parameters(),
                                "optimizer_steps": state["k"], "start_dev": state["start_dev"],
                                "selected": "manual" if state["best_soft"] is None else "soft"}
         if state["best_soft"] is not None and "slots" in state["best_soft"]:

@@ -141,27 +141,14 @@ class VerbalizerSearch(Searcher):
     def word_logprobs(self, ctx: SearchContext, prompt: Prompt, examples: list,
                       words: list[tuple[str, tuple[int, ...]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(word | example) [N, W], hidden at the slot [N, H])``; charges the budget."""
-        lm = ctx.lm
-        encoded = [lm.encode(prompt, ex) for ex in examples]
-        hidden, first = [], []
-        for start in range(0, len(encoded), 32):
-            ctx.budget.require(forwards=len(encoded[start : start + 32]))
-            h, logp = lm.slot_features(encoded[start : start + 32])
-            ctx.budget.charge(forwards=len(encoded[start : start + 32]))
-            hidden.append(h.cpu())
-            first.append(logp.cpu())
-        logp_first = torch.cat(first)
+        encoded = [ctx.lm.encode(prompt, ex) for ex in examples]
+        hidden, logp_first = ctx.slot_features(encoded)
         scores = logp_first[:, [toks[0] for _, toks in words]].clone()
         multi = [j for j, (_, toks) in enumerate(words) if len(toks) > 1]
         for start in range(0, len(multi), 64):  # multi-token words: exact scores, one "class" per word
             chunk = multi[start : start + 64]
-            table = [[words[j][1]] for j in chunk]
-            ctx.budget.require(forwards=len(encoded))
-            for b in range(0, len(encoded), 32):
-                exact = lm.label_logprobs(encoded[b : b + 32], table).logprobs.cpu()
-                scores[b : b + 32, chunk] = exact
-            ctx.budget.charge(forwards=len(encoded))
-        return scores, torch.cat(hidden)
+            scores[:, chunk] = ctx.word_logprobs(encoded, [[words[j][1]] for j in chunk])
+        return scores, hidden
 
     def plausible(self, prompt: Prompt, words: list[tuple[str, tuple[int, ...]]],
                   scores: torch.Tensor) -> tuple[list[tuple[str, tuple[int, ...]]], torch.Tensor]:
@@ -212,7 +199,7 @@ class VerbalizerSearch(Searcher):
         bias = torch.tensor(probe.intercept_, dtype=torch.float32)
         if n_classes == 2:  # sklearn keeps one row for two classes: class 1 vs class 0
             weight, bias = torch.cat([-weight, weight]) / 2, torch.cat([-bias, bias]) / 2
-        out_emb = ctx.lm.model.get_output_embeddings().weight.detach().float().cpu()
+        out_emb = ctx.lm.output_embedding_matrix().detach().float().cpu()
         first = torch.tensor([toks[0] for _, toks in words])
         return (weight @ out_emb[first].T + bias[:, None]).softmax(0)                             # [C, W]
 
@@ -265,7 +252,7 @@ class VerbalizerSearch(Searcher):
         found = list({p.fingerprint: p for p in found}.values())
         # as many as the budget pays for (calibration's content-free inputs and the dev check included)
         per_prompt = len(examples) + (len(ctx.evaluator.content_free()) if ctx.calibration == "contextual" else 0)
-        found = found[: max(2, int((ctx.budget.remaining - len(ctx.dev)) // per_prompt))]
+        found = found[: max(2, int((ctx.budget_left - len(ctx.dev)) // per_prompt))]
         found = ctx.calibrate(found, inputs=examples)
         train_scores = ctx.objective_scores(found, examples)
         order = sorted(range(len(found)), key=lambda i: -train_scores[i])

@@ -7,6 +7,7 @@ relative imports, and imports inside functions.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ CORE = REPO / "autoprompt"
 LAYERS = [
     {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics"},
     {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema"},
-    {"autoprompt.models", "autoprompt.model_store"},
+    {"autoprompt.backends", "autoprompt.model_store"},
     {"autoprompt.evaluator"},
     {"autoprompt.leaderboard"},
     {"autoprompt.search"},
@@ -116,3 +117,33 @@ def test_no_import_cycles():
     for module in sorted(graph):
         visit(module, [], done)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
+
+
+def _raised_text(node: ast.Raise) -> str:
+    """The literal text of ``raise AutopromptError(...)``'s message (f-string parts included)."""
+    call = node.exc
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "AutopromptError"):
+        return ""
+    return " ".join(n.value for arg in call.args for n in ast.walk(arg)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str))
+
+
+@pytest.mark.parametrize("path", [p for p in CORE_FILES if p.name not in ("cli.py", "terminal.py")],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_core_errors_name_no_cli_flags(path):
+    """Core messages name settings as the API does (```data_seed```); the CLI words them as flags."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise):
+            text = re.sub(r"`[^`]*`", "", _raised_text(node))  # a quoted shell command may have flags
+            assert not re.search(r"(?<![\w-])--[a-z]", text), f"{path.name}:{node.lineno} names a flag: {text!r}"
+
+
+def test_the_cli_words_named_settings_as_flags():
+    from autoprompt.cli import _as_flag  # noqa: PLC0415
+    from autoprompt.errors import AutopromptError  # noqa: PLC0415
+
+    err = AutopromptError("`data_seed` 99 has no split; use `shots=16` or lower `lr`, set `clip=1` (`other`)",
+                          params=("lr", "clip"))
+    assert str(err) == "`data_seed` 99 has no split; use `shots=16` or lower `lr`, set `clip=1` (`other`)"
+    assert err.worded(_as_flag) == "--data-seed 99 has no split; use --shots 16 or lower --param lr, set " \
+                                   "--param clip=1 (`other`)"

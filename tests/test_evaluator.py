@@ -234,3 +234,46 @@ def test_ensemble_is_the_weighted_mean_of_members(causal, task, tmp_path):
     assert isinstance(again, Ensemble) and again.fingerprint == ens.fingerprint
     with pytest.raises(Exception, match="one weight per member"):
         Ensemble((a, b), (1.0,))
+
+
+class WordCounter:
+    """A fake backend, short because the protocol is: a 'model' that scores each class by how often
+    the class's label word appears in the input (ids are words, from a growing vocabulary)."""
+
+    kind, name, shares_prefix, max_length = "causal", "word-counter", False, 512
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def tokenize(self, text: str) -> tuple[int, ...]:
+        return tuple(self.vocab.setdefault(w, len(self.vocab)) for w in text.split())
+
+    def word_table(self, prompt, labels):
+        return [[self.tokenize(w) for w in ws] for ws in prompt.verbalizer.for_labels(labels)]
+
+    def encode(self, prompt, example):
+        from autoprompt.backends import Encoded  # noqa: PLC0415
+
+        ids = self.tokenize(prompt.template.render(example.fields).replace("[P]", ""))
+        return Encoded(ids, len(ids))
+
+    def label_logprobs(self, batch, words, gold=None, soft=None):
+        from autoprompt.backends import Scores  # noqa: PLC0415
+
+        counts = torch.tensor([[float(sum(e.ids.count(w[0]) for w in ws)) for ws in words] for e in batch])
+        return Scores(counts.log_softmax(-1), torch.zeros(len(batch), dtype=torch.long))
+
+    def check_template(self, template): ...
+    def check_triggers(self, prompt): ...
+    def content_free_texts(self):
+        return ["", "N/A"]
+
+
+def test_a_fake_backend_needs_only_the_protocol():
+    task = Task("words", ("sentence",), ("negative", "positive"), "{sentence} So [P]",
+                {"negative": ["bad"], "positive": ["good"]}, "accuracy", "")
+    examples = [Example({"sentence": s}, y) for s, y in
+                [("good good bad", 1), ("bad film", 0), ("good", 1), ("bad bad good", 0), ("good bad bad", 1)]]
+    result = Evaluator(WordCounter(), task).score(task.default_prompt, examples)  # type: ignore[arg-type]
+    assert result.score == pytest.approx(4 / 5)  # the last sentence says "bad" more often than "good"
+    assert result.logprobs[0].exp().tolist() == pytest.approx([1 / (1 + torch.e), torch.e / (1 + torch.e)])

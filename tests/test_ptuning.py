@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, Prompt, load_prompt
+from autoprompt.backends import weights_checksum
 from autoprompt.evaluator import EvalResult
-from autoprompt.models import weights_checksum
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, TaskData

@@ -29,12 +29,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypedDict
 
+import torch
+from torch import Tensor
+
 from autoprompt import events
+from autoprompt.backends import Encoded, FrozenLM, WordTable
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Budget, Evaluator
-from autoprompt.models import FrozenLM
-from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt
+from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt, Prompt
 from autoprompt.search.selection import Objective, objective_score
+from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, Task
 
 
@@ -181,6 +185,11 @@ class SearchContext:
         """The selection objective of each prompt on ``examples``, scored as one batched job."""
         return [objective_score(r, self.objective) for r in self.evaluator.score_many(prompts, examples)]
 
+    @property
+    def budget_left(self) -> float:
+        """Example-forwards the budget still pays for (``inf`` without a limit)."""
+        return self.budget.remaining
+
     def rng(self, step: int | None = None) -> random.Random:
         """A generator seeded by (seed, step): the same draws after a resume."""
         step = self.step_index if step is None else step
@@ -195,3 +204,52 @@ class SearchContext:
             return list(examples)
         step = "fixed" if fixed else self.step_index
         return random.Random(f"{self.seed}:{step}:{salt}").sample(list(examples), k)
+
+    # ---- metered model operations: each pays for itself before it runs ---------------------------
+
+    def trigger_gradient(self, prompt: Prompt, examples: Sequence[Example]) -> tuple[Tensor, float]:
+        """Gradient ``[T, H]`` of the mean gold-label loss w.r.t. the trigger embeddings, and the loss
+        (`LanguageModel.trigger_gradient`); one backward per example."""
+        self.budget.require(backwards=len(examples))
+        out = self.lm.trigger_gradient([self.lm.encode(prompt, ex) for ex in examples],
+                                       self.lm.word_table(prompt, self.task.labels), [ex.label for ex in examples])
+        self.budget.charge(backwards=len(examples))
+        return out
+
+    def trigger_nll(self, encoded: Sequence[Encoded]) -> Tensor:
+        """``[B]`` fluency of each row's triggers (`LanguageModel.trigger_nll`), at the backend's cost."""
+        cost = self.lm.trigger_nll_cost(encoded)
+        self.budget.require(forwards=cost)
+        out = self.lm.trigger_nll(encoded)
+        self.budget.charge(forwards=cost)
+        return out
+
+    def slot_features(self, encoded: Sequence[Encoded], batch_size: int = 32) -> tuple[Tensor, Tensor]:
+        """``(hidden [N, H], vocabulary log-probs [N, V])`` at the prediction slot, on the CPU
+        (`LanguageModel.slot_features`); one forward per example."""
+        hidden, logprobs = [], []
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            self.budget.require(forwards=len(chunk))
+            h, logp = self.lm.slot_features(chunk)
+            self.budget.charge(forwards=len(chunk))
+            hidden.append(h.cpu())
+            logprobs.append(logp.cpu())
+        return torch.cat(hidden), torch.cat(logprobs)
+
+    def word_logprobs(self, encoded: Sequence[Encoded], words: WordTable, batch_size: int = 32) -> Tensor:
+        """``[N, C]`` log-probs of ``words`` (``C`` classes of words) at the slot, on the CPU; one
+        forward per example for the whole table."""
+        self.budget.require(forwards=len(encoded))
+        out = torch.cat([self.lm.label_logprobs(encoded[b : b + batch_size], words).logprobs.cpu()
+                         for b in range(0, len(encoded), batch_size)])
+        self.budget.charge(forwards=len(encoded))
+        return out
+
+    def soft_logprobs(self, encoded: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
+        """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors, for one training step
+        (`LanguageModel.soft_logprobs`); one forward and one backward per example."""
+        self.budget.require(forwards=len(encoded), backwards=len(encoded))
+        out = self.lm.soft_logprobs(encoded, words, soft)
+        self.budget.charge(forwards=len(encoded), backwards=len(encoded))
+        return out

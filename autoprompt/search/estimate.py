@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import load_model
-from autoprompt.models import FrozenLM
 from autoprompt.search.base import Searcher
 from autoprompt.search.registry import create
 from autoprompt.search.runs import SearchSpec

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Budget, EvalResult, Evaluator
-from autoprompt.models import FrozenLM, weights_checksum
 from autoprompt.prompts import Prompt
 from autoprompt.search.base import SearchContext, Searcher, SearchState
 from autoprompt.search.registry import variant
@@ -124,7 +124,7 @@ def _end_warnings(run: Finished, deltas: dict[str, dict[str, float]]) -> list[st
 
 # The manual baseline scores the same in every run on a split: a process that runs many searches
 # (a benchmark suite, a tuning worker) scores it once per model, task and examples.
-_baselines: weakref.WeakKeyDictionary[FrozenLM, dict[tuple[Any, ...], EvalResult]] = weakref.WeakKeyDictionary()
+_baselines: weakref.WeakKeyDictionary[LanguageModel, dict[tuple[Any, ...], EvalResult]] = weakref.WeakKeyDictionary()
 
 
 def _baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:

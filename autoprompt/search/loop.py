@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt import events
+from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
 from autoprompt.evaluator import Budget, Evaluator
 from autoprompt.io import check_writable_folder
 from autoprompt.leaderboard import record
 from autoprompt.model_store import load_model
-from autoprompt.models import FrozenLM, weights_checksum
 from autoprompt.search.base import SearchContext
 from autoprompt.search.estimate import check_budget
 from autoprompt.search.finish import Finished, finish

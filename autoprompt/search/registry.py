@@ -51,13 +51,14 @@ def get_strategy(name: str) -> type[Searcher]:
     if not found:
         names = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(_registered))
         raise AutopromptError(f"unknown strategy {name!r}; choose one of {', '.join(names) or '(none installed)'}")
-    return found[0].load()
+    cls: type[Searcher] = found[0].load()
+    return cls
 
 
 def param_types(cls: type[Searcher]) -> dict[str, Any]:
     """The type of every hyper-parameter (dataclass field) of ``cls``."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _type_name(tp: Any) -> str:
@@ -72,7 +73,7 @@ def describe_params(cls: type[Searcher]) -> str:
     """``name: type = default`` for every parameter (for errors and ``autoprompt strategies``)."""
     types_ = param_types(cls)
     return ", ".join(f"{f.name}: {_type_name(types_[f.name])} = {f.default!r}"
-                     for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+                     for f in dataclasses.fields(cls))
 
 
 def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
@@ -117,7 +118,7 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise AutopromptError(f"--param {item!r} is not key=value; see `autoprompt strategies` for the names")
+            raise AutopromptError(f"parameter {item!r} is not key=value")
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
@@ -153,9 +154,9 @@ def variant(strategy: str, params: dict[str, Any]) -> str:
     """
     try:
         cls = get_strategy(strategy)
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
         explicit = {k: v for k, v in params.items() if fields.get(k) is not None and fields[k] != v}
-        base = dataclasses.asdict(cls(**explicit))  # type: ignore[call-overload]
+        base = dataclasses.asdict(cls(**explicit))
     except (AutopromptError, TypeError):
         explicit, base = {}, {}
     changed = {k: v for k, v in sorted(params.items()) if k in explicit or k not in base or base[k] != v}

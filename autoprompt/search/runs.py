@@ -140,7 +140,7 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.is_file()
 
-    def write_checkpoint(self, step: int, state: dict[str, Any], extra: dict[str, Any]) -> None:
+    def write_checkpoint(self, step: int, state: Mapping[str, Any], extra: dict[str, Any]) -> None:
         """``checkpoint.json`` (and the state's tensors in ``checkpoint-<step>.safetensors``).
 
         The tensor file is written first and named by step, so the JSON always names a complete

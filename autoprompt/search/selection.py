@@ -72,7 +72,7 @@ def paired_gain(found: Tensor, base: Tensor) -> tuple[float, float]:
     return float(diff.mean()), se
 
 
-def bootstrap_delta(found: EvalResult, base: EvalResult, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+def bootstrap_delta(found: EvalResult, base: EvalResult, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The task metric's difference ``found − base`` on the same examples, with a 95% paired-bootstrap
     interval and the bootstrap standard error (percentiles of ``n_boot`` resamples, seeded)."""
     n = found.n

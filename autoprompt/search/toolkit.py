@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
-from autoprompt.models import FrozenLM
 from autoprompt.prompts import Prompt, Segment, Template, Verbalizer
 from autoprompt.search.base import SearchContext
 

@@ -156,7 +156,7 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     path = Path(chosen).expanduser()
     if not path.is_dir():
         raise AutopromptError(
-            f"data directory {path} does not exist; set --data-dir or AUTOPROMPT_DATA_DIR to the "
+            f"data directory {path} does not exist; set `data_dir` or AUTOPROMPT_DATA_DIR to the "
             "folder that holds sst2/, rte/, lm-bff-16shot/, ..."
         )
     return path

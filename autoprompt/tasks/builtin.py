@@ -23,10 +23,10 @@ LM-BFF's cloze "This is" subjective/objective.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData, carve_dev, unavailable
@@ -34,18 +34,23 @@ from autoprompt.tasks.readers import read_csv, read_jsonl, read_label_first, rea
 
 LMBFF_SEEDS = (13, 21, 42, 87, 100)
 
+_Row = TypeVar("_Row")
+# what a task's ``make`` returns: split name → loader, and split name → where it came from
+_Splits = tuple[dict[str, SplitLoader], dict[str, str]]
+_Make = Callable[[Path, int | None, int], _Splits]
+
 
 @dataclass(frozen=True)
 class _Builtin:
     task: Task
-    make: Callable[[Path, int | None, int], tuple[dict[str, SplitLoader], dict[str, str]]]
+    make: _Make
     shots: tuple[int, ...]
 
 
-def _labelled(rows, fields: Callable[[Any], dict[str, str]], label: Callable[[Any], str],
+def _labelled(rows: Iterable[_Row], fields: Callable[[_Row], dict[str, str]], label: Callable[[_Row], str],
               raw_labels: tuple[str, ...]) -> list[Example]:
     index = {raw: i for i, raw in enumerate(raw_labels)}
-    out = []
+    out: list[Example] = []
     for row in rows:
         raw = label(row)
         if raw not in index:
@@ -56,7 +61,7 @@ def _labelled(rows, fields: Callable[[Any], dict[str, str]], label: Callable[[An
 
 def _lmbff_dir(root: Path, folder: str, seed: int) -> Path:
     if seed not in LMBFF_SEEDS:
-        raise AutopromptError(f"--data-seed {seed} has no LM-BFF split; use one of {list(LMBFF_SEEDS)}")
+        raise AutopromptError(f"`data_seed` {seed} has no LM-BFF split; use one of {list(LMBFF_SEEDS)}")
     return root / "lm-bff-16shot" / folder / f"16-{seed}"
 
 
@@ -77,15 +82,17 @@ def _memo(fn: Callable[[], tuple[list[Example], list[Example]]]) -> tuple[SplitL
 def _sentence_task(full_train: Callable[[Path], list[tuple[str, str]]],
                    full_dev: Callable[[Path], list[tuple[str, str]]] | None,
                    full_test: Callable[[Path], list[tuple[str, str]]], folder: str,
-                   raw_labels: tuple[str, ...], exclude_test_from_train: bool = False):
+                   raw_labels: tuple[str, ...], exclude_test_from_train: bool = False) -> _Make:
     def convert(pairs: list[tuple[str, str]]) -> list[Example]:
         return _labelled(pairs, lambda r: {"sentence": r[1]}, lambda r: r[0], raw_labels)
 
-    def make(root: Path, shots: int | None, seed: int):
+    def make(root: Path, shots: int | None, seed: int) -> _Splits:
         if shots:
             d = _lmbff_dir(root, folder, seed)
-            csv_pairs = lambda p: [(r[0], r[1]) for r in read_csv(p)]
-            loaders = {s: (lambda s=s: convert(csv_pairs(d / f"{s}.csv"))) for s in ("train", "dev", "test")}
+            csv_pairs: Callable[[Path], list[tuple[str, str]]] = lambda p: [(r[0], r[1]) for r in read_csv(p)]
+            # mypy types a lambda with a default argument as taking one: cast to the no-argument loader it is
+            loaders = {s: cast(SplitLoader, lambda s=s: convert(csv_pairs(d / f"{s}.csv")))
+                       for s in ("train", "dev", "test")}
             return loaders, {"train": f"{d}/train.csv", "dev": f"{d}/dev.csv", "test": f"{d}/test.csv"}
         test = lambda: convert(full_test(root))
 
@@ -114,13 +121,13 @@ def _lmbff_test(folder: str) -> Callable[[Path], list[tuple[str, str]]]:
 
 def _glue_task(folder: str, lmbff: str | None, fields: dict[str, str], label_col: str,
                raw_labels: tuple[str, ...], train_file: str | None, test_file: str | None,
-               train_note: str, test_note: str = "", dev_file: str = "dev.tsv"):
+               train_note: str, test_note: str = "", dev_file: str = "dev.tsv") -> _Make:
     """A task in GLUE TSV format: local full train (if any), LM-BFF k-shot train/dev, GLUE dev as test."""
 
-    def convert(rows) -> list[Example]:
+    def convert(rows: list[dict[str, str]]) -> list[Example]:
         return _labelled(rows, lambda r: {f: r[c] for f, c in fields.items()}, lambda r: r[label_col], raw_labels)
 
-    def make(root: Path, shots: int | None, seed: int):
+    def make(root: Path, shots: int | None, seed: int) -> _Splits:
         test: SplitLoader = (lambda: convert(read_tsv(root / test_file))) if test_file else unavailable(test_note)
         if shots:
             if lmbff is None:
@@ -130,7 +137,7 @@ def _glue_task(folder: str, lmbff: str | None, fields: dict[str, str], label_col
                        "dev": lambda: convert(read_tsv(d / dev_file)), "test": test}
             return loaders, {"train": f"{d}/train.tsv", "dev": f"{d}/{dev_file}", "test": str(test_file)}
         if train_file is None:
-            msg = f"{train_note}; use --shots 16 --data-seed S (LM-BFF splits)"
+            msg = f"{train_note}; use `shots=16` `data_seed=S` (LM-BFF splits)"
             return {"train": unavailable(msg), "dev": unavailable(msg), "test": test}, {"test": str(test_file)}
         train, dev = _memo(lambda: carve_dev(convert(read_tsv(root / train_file)), seed))
         return {"train": train, "dev": dev, "test": test}, {"dev": f"seeded slice of train (seed {seed})"}
@@ -148,10 +155,10 @@ def _mrpc_train(root: Path) -> list[dict[str, str]]:
     return [r for r in rows if (r["#1 ID"], r["#2 ID"]) not in dev_ids]
 
 
-def _mrpc(root: Path, shots: int | None, seed: int):
+def _mrpc(root: Path, shots: int | None, seed: int) -> _Splits:
     fields = {"sentence1": "#1 String", "sentence2": "#2 String"}
 
-    def convert(rows):
+    def convert(rows: list[dict[str, str]]) -> list[Example]:
         return _labelled(rows, lambda r: {f: r[c] for f, c in fields.items()}, lambda r: r["Quality"], ("0", "1"))
 
     test = lambda: convert(read_tsv(root / "mrpc/glue/dev.tsv"))
@@ -165,12 +172,12 @@ def _mrpc(root: Path, shots: int | None, seed: int):
 
 # ---- SuperGLUE jsonl tasks (CB, BoolQ) and FewGLUE 32-shot -----------------------------------------
 
-def _superglue(folder: str, fields: dict[str, str], raw_labels: tuple[str, ...], full_train: bool):
-    def convert(rows):
+def _superglue(folder: str, fields: dict[str, str], raw_labels: tuple[str, ...], full_train: bool) -> _Make:
+    def convert(rows: list[dict[str, Any]]) -> list[Example]:
         return _labelled(rows, lambda r: {f: str(r[c]) for f, c in fields.items()}, lambda r: str(r["label"]),
                          raw_labels)
 
-    def make(root: Path, shots: int | None, seed: int):
+    def make(root: Path, shots: int | None, seed: int) -> _Splits:
         base = root / folder
         test_path = base / ("superglue/val.jsonl" if full_train else "fewglue_32dev/val.jsonl")
         test = lambda: convert(read_jsonl(test_path))
@@ -185,7 +192,7 @@ def _superglue(folder: str, fields: dict[str, str], raw_labels: tuple[str, ...],
     return make
 
 
-def _rte(root: Path, shots: int | None, seed: int):
+def _rte(root: Path, shots: int | None, seed: int) -> _Splits:
     if shots == 32:
         return _superglue("rte", {"premise": "premise", "hypothesis": "hypothesis"},
                           ("entailment", "not_entailment"), True)(root, shots, seed)
@@ -195,17 +202,17 @@ def _rte(root: Path, shots: int | None, seed: int):
 
 # ---- AG News ----------------------------------------------------------------------------------------
 
-def _agnews(root: Path, shots: int | None, seed: int):
+def _agnews(root: Path, shots: int | None, seed: int) -> _Splits:
     def test() -> list[Example]:
         rows = read_csv(root / "agnews/test.csv")[1:]
         return _labelled(rows, lambda r: {"text": f"{r[1].strip()} {r[2].strip()}"}, lambda r: r[0],
                          ("1", "2", "3", "4"))
 
     if not shots:
-        msg = "agnews has no training set locally (only the official test); use --shots 16 (RLPrompt splits)"
+        msg = "agnews has no training set locally (only the official test); use `shots=16` (RLPrompt splits)"
         return {"train": unavailable(msg), "dev": unavailable(msg), "test": test}, {"test": "agnews/test.csv"}
     if seed not in LMBFF_SEEDS:
-        raise AutopromptError(f"--data-seed {seed} has no AG News split; use one of {list(LMBFF_SEEDS)}")
+        raise AutopromptError(f"`data_seed` {seed} has no AG News split; use one of {list(LMBFF_SEEDS)}")
     d = root / "agnews/rlprompt_16shot" / f"16-{seed}"
 
     def read(split: str) -> list[Example]:
@@ -311,19 +318,19 @@ BUILTIN: dict[str, _Builtin] = {
         _t("mnli", ("premise", "hypothesis"), ("contradiction", "entailment", "neutral"),
            "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer: [P]", ("False", "True", "Neither"),
            "accuracy", "MNLI three-way entailment",
-           "only 16-shot LM-BFF train/dev_matched; no labelled test locally (evaluate --split dev)"),
+           "only 16-shot LM-BFF train/dev_matched; no labelled test locally (evaluate with `split=dev`)"),
         _glue_task("mnli", "MNLI", {"premise": "sentence1", "hypothesis": "sentence2"}, "gold_label",
                    ("contradiction", "entailment", "neutral"), None, None, "mnli has no full training set locally",
-                   "mnli's test (GLUE dev_matched) is not available locally; use --split dev", "dev_matched.tsv"),
+                   "mnli's test (GLUE dev_matched) is not available locally; use `split=dev`", "dev_matched.tsv"),
         (16,)),
     "qqp": _Builtin(
         _t("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"),
            "{question1} Question: {question2} Same question? Answer: [P]", ("No", "Yes"), "f1",
            "QQP duplicate questions (F1)",
-           "only 16-shot LM-BFF train/dev; no labelled test locally (evaluate --split dev)"),
+           "only 16-shot LM-BFF train/dev; no labelled test locally (evaluate with `split=dev`)"),
         _glue_task("qqp", "QQP", {"question1": "question1", "question2": "question2"}, "is_duplicate",
                    ("0", "1"), None, None, "qqp has no full training set locally",
-                   "qqp's test (GLUE dev) is not available locally; use --split dev"), (16,)),
+                   "qqp's test (GLUE dev) is not available locally; use `split=dev`"), (16,)),
     "agnews": _Builtin(
         _t("agnews", ("text",), ("world", "sports", "business", "technology"),
            "{text} This article is about [P]", ("world", "sports", "business", "technology"), "accuracy",
@@ -337,8 +344,8 @@ def load_builtin(name: str, root: Path, shots: int | None, data_seed: int) -> Ta
     entry = BUILTIN[name]
     if shots is not None and shots not in entry.shots:
         raise AutopromptError(
-            f"--shots {shots} is not available for {name}; local k-shot splits: {list(entry.shots)} "
-            "(or leave --shots out for the full protocol)"
+            f"`shots` {shots} is not available for {name}; local k-shot splits: {list(entry.shots)} "
+            "(or leave `shots` out for the full protocol)"
         )
     loaders, sources = entry.make(root, shots, data_seed)
     protocol = {"shots": shots, "data_seed": data_seed, "sources": sources}

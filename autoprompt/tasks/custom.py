@@ -31,11 +31,11 @@ import random
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.schema import TaskFile, validate
-from autoprompt.tasks.base import Example, Task, TaskData, carve_dev, unavailable
+from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData, carve_dev, unavailable
 from autoprompt.tasks.readers import read_csv, read_jsonl, read_label_first, read_tsv
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "label-first", ".all": "label-first"}
@@ -146,7 +146,8 @@ def custom_task(
     def load(split: str) -> list[Example]:
         return _examples(read_table(paths[split], fmt, columns), paths[split], columns_of, label_column, labels)
 
-    loaders = {s: (lambda s=s: load(s)) for s in paths}
+    # mypy types a lambda with a default argument as taking one: cast to the no-argument loader it is
+    loaders = {s: cast(SplitLoader, lambda s=s: load(s)) for s in paths}
     if "train" in paths and (shots is not None or "dev" not in paths):
         box: dict[str, tuple[list[Example], list[Example]]] = {}
 
@@ -175,7 +176,9 @@ def load_custom(path: Path, data_seed: int = 13, shots: int | None = None) -> Ta
         raise AutopromptError(f"task spec {path} is not valid TOML: {err}") from None
     spec = validate(TaskFile, raw, f"task spec {path}", "; see the example in the README or `autoprompt.tasks.custom`")
     return custom_task(
-        spec.name or path.stem, spec.files, spec.fields, spec.label_column, [str(v) for v in spec.labels],
+        # the schema keys `files` by Literal split names; a Mapping is invariant in its key type
+        spec.name or path.stem, cast(Mapping[str, str], spec.files), spec.fields, spec.label_column,
+        [str(v) for v in spec.labels],
         spec.template, {k: [v] if isinstance(v, str) else v for k, v in spec.verbalizer.items()}, spec.metric,
         data_seed, path.parent, shots, spec.format, spec.columns,
     )

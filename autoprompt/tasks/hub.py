@@ -16,7 +16,7 @@ _HUB = {
     "cb": ("aps/super_glue", "cb", {"premise": "premise", "hypothesis": "hypothesis"}, "label", "validation"),
     "boolq": ("aps/super_glue", "boolq", {"passage": "passage", "question": "question"}, "label", "validation"),
 }
-_OFFLINE = "set AUTOPROMPT_DATA_DIR (or --data-dir) to the local data folder"
+_OFFLINE = "set AUTOPROMPT_DATA_DIR (or `data_dir`) to the local data folder"
 
 
 def load_from_hub(name: str, shots: int | None, data_seed: int) -> TaskData:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 from autoprompt.errors import AutopromptError
-from autoprompt.tasks.base import Example, Task, TaskData
+from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData
 from autoprompt.tasks.readers import read_jsonl
 
 # LAMA templates whose object is not last, rewritten so ``[P]`` ends the prompt (causal LMs).
@@ -47,7 +48,7 @@ def _template(root: Path, relation: str) -> str:
         if meta["relation"] == relation:
             if relation in _OBJECT_LAST:
                 return _OBJECT_LAST[relation]
-            text = meta["template"].replace("[X]", "{subject}").replace("[Y]", "[P]")
+            text: str = meta["template"].replace("[X]", "{subject}").replace("[Y]", "[P]")
             return text.rstrip(" .")
     raise AutopromptError(f"relation {relation} is not in relations.jsonl")
 
@@ -55,7 +56,7 @@ def _template(root: Path, relation: str) -> str:
 def load_lama(relation: str, root: Path, shots: int | None) -> TaskData:
     """The task ``lama:<relation>`` with AutoPrompt's train/dev and the LAMA test facts."""
     if shots is not None:
-        raise AutopromptError("LAMA has no k-shot protocol; leave --shots out")
+        raise AutopromptError("LAMA has no k-shot protocol; leave `shots` out")
     known = lama_relations(root)
     if relation not in known:
         raise AutopromptError(f"unknown LAMA relation {relation!r}; known: {', '.join(known)}")
@@ -78,4 +79,5 @@ def load_lama(relation: str, root: Path, shots: int | None) -> TaskData:
     )
     protocol = {"shots": None, "data_seed": None, "majority_label": index[majority],
                 "sources": {"train": str(base / "train.jsonl"), "test": str(test_path)}}
-    return TaskData(task, protocol, {s: (lambda s=s: examples[s]) for s in examples})
+    # mypy types a lambda with a default argument as taking one: cast to the no-argument loader it is
+    return TaskData(task, protocol, {s: cast(SplitLoader, lambda s=s: examples[s]) for s in examples})

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any, Literal, overload
 
 from autoprompt.errors import AutopromptError
 
@@ -17,7 +18,7 @@ def _open(path: Path) -> io.StringIO:
     """The file's text: UTF-8 (a BOM is dropped), else Latin-1 (MR's and TREC's raw bytes)."""
     if not path.is_file():
         raise AutopromptError(
-            f"data file {path} is missing; point --data-dir or AUTOPROMPT_DATA_DIR at a folder "
+            f"data file {path} is missing; point `data_dir` or AUTOPROMPT_DATA_DIR at a folder "
             "with the autoprompt data layout"
         )
     raw = path.read_bytes()
@@ -26,6 +27,14 @@ def _open(path: Path) -> io.StringIO:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     return io.StringIO(text, newline="")
+
+
+@overload
+def read_tsv(path: Path, header: Literal[True] = True) -> list[dict[str, str]]: ...
+
+
+@overload
+def read_tsv(path: Path, header: Literal[False]) -> list[list[str]]: ...
 
 
 def read_tsv(path: Path, header: bool = True) -> list[dict[str, str]] | list[list[str]]:
@@ -56,6 +65,6 @@ def read_label_first(path: Path) -> list[tuple[str, str]]:
         return out
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with _open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

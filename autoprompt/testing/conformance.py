@@ -10,12 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.errors import BudgetExhausted
 from autoprompt.evaluator import Budget, Evaluator
-from autoprompt.models import FrozenLM, weights_checksum
 from autoprompt.prompts import AnyPrompt, load_prompt, prompt_from_json, save_prompt
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
-from autoprompt.tasks.base import TaskData
+from autoprompt.tasks.base import Example, TaskData
 from autoprompt.testing.tiny import tiny_causal_lm, tiny_task
 
 
@@ -24,7 +24,7 @@ def _with_test_sentinel(data: TaskData) -> tuple[TaskData, dict[str, int]]:
     seen = {"test": 0}
     real = data.loaders["test"]
 
-    def load_test():
+    def load_test() -> list[Example]:
         seen["test"] += 1
         return real()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -18,11 +19,13 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
-from autoprompt.models import CausalLM, MaskedLM
-from autoprompt.tasks.base import Example, Task, TaskData
+from autoprompt.backends import CausalLM, MaskedLM
+from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData
 
 POSITIVE = ["good", "great", "fine", "nice", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "terrible", "weak"]
@@ -65,7 +68,7 @@ def _wordpiece_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, **kwargs) -> CausalLM:
+def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, **kwargs: Any) -> CausalLM:
     """A 2-layer causal LM (``llama`` or ``gpt2``) with a byte-level BPE tokenizer, CPU, frozen.
 
     ``tie=False`` gives the LM head its own weights (tests that plant a signal there).
@@ -73,6 +76,8 @@ def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, **kwarg
     tokenizer = _bpe_tokenizer()
     torch.manual_seed(seed)
     vocab = len(tokenizer)
+    config: PretrainedConfig
+    model: PreTrainedModel
     if arch == "llama":
         config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -89,7 +94,7 @@ def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, **kwarg
     return CausalLM(model, tokenizer, name=f"tiny-{arch}", device="cpu", max_length=128, **kwargs)
 
 
-def tiny_masked_lm(seed: int = 0, tie: bool = True, **kwargs) -> MaskedLM:
+def tiny_masked_lm(seed: int = 0, tie: bool = True, **kwargs: Any) -> MaskedLM:
     """A 2-layer BERT masked LM with a WordPiece tokenizer, CPU, frozen."""
     tokenizer = _wordpiece_tokenizer()
     torch.manual_seed(seed)
@@ -116,7 +121,8 @@ def tiny_task(n: int = 24, seed: int = 0) -> TaskData:
     task = Task("tiny", ("sentence",), ("negative", "positive"), "{sentence} It was [P]",
                 {"negative": ["bad"], "positive": ["good"]}, "accuracy", "tiny generated sentiment")
     return TaskData(task, {"shots": None, "data_seed": seed, "sources": {"generated": "tiny_task"}},
-                    {s: (lambda s=s: splits[s]) for s in splits})
+                    # mypy types a lambda with a default argument as taking one: cast to the no-argument loader
+                    {s: cast(SplitLoader, lambda s=s: splits[s]) for s in splits})
 
 
 def toy_task_file(folder: Path) -> Path:

@@ -1,0 +1,280 @@
+"""Frozen language-model backends behind one protocol: masked LMs and causal LMs.
+
+A backend turns (prompt, example) into token ids (`encode`) and scores label words at the
+prediction slot (`label_logprobs`). The weights are frozen on construction (``eval()``,
+``requires_grad_(False)``) and never written.
+
+Scoring rules:
+
+* **masked LM** — ``[P]`` becomes ``n`` mask tokens, anywhere in the template; a label word of
+  ``n`` tokens scores the sum of the log-probs of its tokens at the ``n`` masks, all predicted in
+  one pass (PET's parallel decoding). Words of different lengths get one pass per length.
+* **causal LM** — ``[P]`` must end the template; a word's score is the sum of the log-probs of its
+  tokens after the prefix (teacher-forced), optionally divided by its token count
+  (``length_norm``). The prefix runs once; multi-token words continue from its key/value cache.
+
+A class with several words scores the log of their total probability (log-sum-exp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autoprompt.backends.encoding import PromptEncoder
+from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
+from autoprompt.backends.vocabulary import stable_tokens, word_start_tokens
+from autoprompt.errors import AutopromptError
+from autoprompt.soft import SoftPrompt
+
+Widen = Callable[[list[int], int, int], list[int]]  # (row, predict_at, fill) -> the row with [P] widened
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """sha256 of every weight's bytes: a search must leave it unchanged."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class FrozenLM(PromptEncoder):
+    """What both backends share: freezing, padding, vector injection and the scoring entry points.
+
+    Args:
+        model: a ``transformers`` model with an LM head (frozen here).
+        tokenizer: its tokenizer.
+        name: the name recorded in results.
+        device: ``cuda``/``cpu``/None (auto: CUDA when present).
+        max_length: inputs longer than this are truncated, longest field first.
+        length_norm: divide a word's log-prob by its token count (causal only).
+    """
+
+    kind: Kind
+    shares_prefix: bool = False  # `label_logprobs_shared` is available (see `LanguageModel`)
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str = "model",
+                 device: str | torch.device | None = None, max_length: int = 512,
+                 length_norm: bool = False) -> None:
+        self.device = _resolve_device(device)
+        self.model = _freeze(model).to(self.device)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_length = max_length
+        self.length_norm = length_norm
+        self.pad_id = self._pad_id()
+        self.prefix_special, self.suffix_special = self._special_frame()
+        # bf16 autocast on GPU (activations only; the weights stay as they are)
+        self.autocast = self.device.type == "cuda"
+        self._word_start: Tensor | None = None
+        self._stable_words: Tensor | None = None
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        for cand in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, 0):
+            if cand is not None:
+                return int(cand)
+        return 0
+
+    def _special_frame(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The special tokens the tokenizer puts before and after a text (CLS/SEP, BOS)."""
+        bare = self.tokenizer("hello", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("hello")["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return tuple(full[:start]), tuple(full[start + len(bare):])
+        return (), ()
+
+    # ---- vocabulary -----------------------------------------------------------------------------
+
+    def word_start_tokens(self) -> Tensor:
+        """``[V]`` bool: tokens that begin a whole alphabetic word (`vocabulary.word_start_tokens`)."""
+        if self._word_start is None:
+            self._word_start = word_start_tokens(self.tokenizer, self.embedding_matrix().shape[0])
+        return self._word_start
+
+    def stable_word_tokens(self) -> Tensor:
+        """``[V]`` bool: word-start tokens whose decoded text encodes back to that one token."""
+        if self._stable_words is None:
+            self._stable_words = stable_tokens(self.tokenizer, self.word_start_tokens())
+        return self._stable_words
+
+    # ---- shared tensor helpers ----------------------------------------------------------------
+
+    def embedding_matrix(self) -> Tensor:
+        """The input embedding matrix ``[V, H]`` (a view of the frozen weights)."""
+        embeddings: torch.nn.Embedding = self.model.get_input_embeddings()  # type: ignore[operator]
+        return embeddings.weight
+
+    def output_embedding_matrix(self) -> Tensor:
+        """The LM head's weight ``[V, H]`` (tied to the input embeddings in most small LMs)."""
+        head: torch.nn.Linear = self.model.get_output_embeddings()  # type: ignore[operator]
+        return head.weight
+
+    def num_parameters(self) -> int:
+        """How many weights the backbone has (all frozen)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def pad(self, rows: Sequence[Sequence[int]], left: bool = False, fill: int | None = None) -> tuple[Tensor, Tensor]:
+        """Pad token rows into ``(ids [B, L], attention_mask [B, L])`` on the model's device."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id if fill is None else fill, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            sl = slice(width - len(r), width) if left else slice(0, len(r))
+            ids[i, sl] = torch.tensor(r, dtype=torch.long)
+            mask[i, sl] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+
+    def _embed(self, ids: Tensor, slots: Tensor, vectors: Tensor) -> Tensor:
+        """Input embeddings ``[B, L, H]`` with ``vectors[k]`` wherever ``slots == k`` (else -1)."""
+        embeds: Tensor = self.model.get_input_embeddings()(ids)  # type: ignore[operator]
+        picked = vectors.to(embeds.dtype)[slots.clamp(min=0)]                    # [B, L, H]
+        return torch.where((slots >= 0)[..., None], picked, embeds)
+
+    @staticmethod
+    def _slot_row(enc: Encoded, triggers: bool = True, soft: bool = False) -> list[int]:
+        """Per position, the row of the injected-vector table it takes (-1: its own token).
+
+        The table is the trigger vectors (if ``triggers``) followed by the soft slot vectors.
+        """
+        row, k = [-1] * len(enc.ids), 0
+        for pos in (enc.trigger_at if triggers else ()) + (enc.soft_at if soft else ()):
+            row[pos] = k
+            k += 1
+        return row
+
+    def _injected(self, batch: Sequence[Encoded], ids: Tensor, vectors: Tensor | None, soft: SoftPrompt | None,
+                  left: bool = False, widen: Widen | None = None) -> Tensor | None:
+        """Input embeddings ``[B, L, H]`` with trigger and soft-slot vectors in place, or None if neither."""
+        use_soft = soft is not None and soft.slots is not None
+        if vectors is None and not use_soft:
+            return None
+        slot_vectors = soft.slots if soft is not None and use_soft else None
+        table = torch.cat([t.to(self.device) for t in (vectors, slot_vectors) if t is not None])
+        rows = [self._slot_row(e, vectors is not None, use_soft) for e in batch]
+        if widen is not None:
+            rows = [widen(r, e.predict_at, -1) for r, e in zip(rows, batch, strict=True)]
+        slots, _ = self.pad(rows, left=left, fill=-1)
+        return self._embed(ids, slots, table)
+
+    def check_prefix(self) -> None:
+        """Raise unless this model can take a per-layer key/value prefix."""
+        model_type = getattr(getattr(self.model, "config", None), "model_type", type(self.model).__name__)
+        raise AutopromptError(
+            f"{self.name} ({model_type}, {type(self.model).__name__}) does not take past key/values, so it "
+            "cannot use a key/value prefix; use mode=prompt or mode=ptuning"
+        )
+
+    @torch.inference_mode()
+    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable,
+                       gold: Sequence[int] | None = None, soft: SoftPrompt | None = None) -> Scores:
+        """Class log-probs ``[B, C]`` of a batch encoded under one prompt.
+
+        Args:
+            batch: encoded examples.
+            words: token ids of each class's words (`word_table`).
+            gold: gold classes; lets a causal LM skip words that cannot outrank the gold
+                (see `CausalLM._scores`); metrics that only need the gold's rank stay exact.
+            soft: the prompt's continuous part (vectors at ``[S]``, a key/value prefix).
+        """
+        return self._scores(batch, words, gold, soft=soft)
+
+    def soft_logprobs(self, batch: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
+        """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors (for training them).
+
+        The same computation as `label_logprobs`, so a trained soft prompt scores as it trained.
+        """
+        with torch.enable_grad():
+            return self._scores(batch, words, None, soft=soft).logprobs
+
+    def trigger_gradient(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int]) -> tuple[Tensor, float]:
+        """Gradient of the mean gold-label loss (−log p(label word)) w.r.t. the trigger embeddings.
+
+        Returns ``(grad [T, H], loss)``. The weights stay frozen: only a copy of the trigger
+        embeddings requires a gradient.
+        """
+        enc = batch[0]
+        trigger_ids = torch.tensor([enc.ids[i] for i in enc.trigger_at], device=self.device)
+        vectors = self.embedding_matrix()[trigger_ids].detach().clone().requires_grad_(True)   # [T, H]
+        with torch.enable_grad():
+            scores = self._scores(batch, words, None, vectors).logprobs                       # [B, C]
+            loss = -scores[torch.arange(len(batch)), torch.tensor(list(gold), device=self.device)].mean()
+            loss.backward()
+        assert vectors.grad is not None  # the loss depends on every trigger vector
+        return vectors.grad.detach(), float(loss.detach())
+
+    def label_logprobs_shared(self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
+                              words: WordTable, gold: Sequence[int] | None = None) -> Scores:
+        """Score K prompts that share each example's prefix (backends with ``shares_prefix``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share prefixes; check shares_prefix first")
+
+    def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
+                vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
+        raise NotImplementedError
+
+    def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor:
+        """``[B]`` mean negative log-likelihood of each row's trigger tokens given what precedes them
+        (a causal LM) or the rest of the row (a masked LM's pseudo-likelihood): a fluency measure."""
+        raise NotImplementedError
+
+    def trigger_nll_cost(self, batch: Sequence[Encoded]) -> int:
+        """Example-forwards `trigger_nll` runs for ``batch``."""
+        return len(batch)
+
+    @torch.inference_mode()
+    def slot_features(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        """What the LM head sees and says at the prediction slot (first token of a word).
+
+        Returns ``(hidden [B, H], logprobs [B, V])``: the input of the output-embedding layer
+        (so ``hidden @ E_out.T`` are the logits) and the log-softmax over the vocabulary.
+        """
+        captured: dict[str, Tensor] = {}
+        head: torch.nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
+        handle = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("h", inputs[0]))
+        try:
+            logits, rows = self._slot_forward(batch)
+        finally:
+            handle.remove()
+        hidden = captured["h"]
+        index = torch.arange(len(batch), device=self.device)
+        return upcast(hidden[index, rows]), upcast(logits[index, rows]).log_softmax(-1)
+
+    def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        """Logits ``[B, L', V]`` of one forward and, per row, the column of the prediction slot."""
+        raise NotImplementedError
+
+
+
+def upcast(t: Tensor) -> Tensor:
+    """bf16/fp16 logits to float32 for the log-softmax; float64 stays float64."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def logsumexp_classes(word_scores: Tensor, words: WordTable) -> Tensor:
+    """``[B, W]`` scores of all words (flattened in table order) → ``[B, C]`` class scores."""
+    out, k = [], 0
+    for class_words in words:
+        out.append(torch.logsumexp(word_scores[:, k : k + len(class_words)], dim=-1))
+        k += len(class_words)
+    return torch.stack(out, dim=-1)

@@ -1,0 +1,232 @@
+"""Causal LMs (GPT-2, Llama, SmolLM2, ...): ``[P]`` last, label words scored as a continuation.
+
+A word's score is the sum of the log-probs of its tokens after the prompt (teacher-forced),
+optionally divided by its token count (``length_norm``). The prompt runs once; multi-token words
+continue from its key/value cache, and prompts that share an input share its cache
+(`label_logprobs_shared`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autoprompt.backends.base import FrozenLM, logsumexp_classes, upcast
+from autoprompt.backends.kv_cache import cache_layers, make_cache, select_rows
+from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
+from autoprompt.errors import AutopromptError
+from autoprompt.prompts import Template
+from autoprompt.soft import SoftPrompt
+
+
+class CausalLM(FrozenLM):
+    """A causal LM backend (GPT-2, Llama, SmolLM2, ...): ``[P]`` last, words scored as a suffix.
+
+    Args:
+        padding_side: ``left`` or ``right``; results do not depend on it (positions are passed
+            explicitly). Left lets the LM head run on the last column only.
+        max_rows: cap on (example, word) rows per continuation pass, to bound memory.
+        (others as in `FrozenLM`)
+    """
+
+    kind: Kind = "causal"
+    shares_prefix = True
+
+    def __init__(self, *args: Any, padding_side: str = "left", max_rows: int = 512, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if padding_side not in ("left", "right"):
+            raise AutopromptError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        self.left = padding_side == "left"
+        self.max_rows = max_rows
+        params = inspect.signature(self.model.forward).parameters
+        self.keep_arg = "logits_to_keep" in params
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+
+    def check_template(self, template: Template) -> None:
+        if not template.predict_is_last:
+            raise AutopromptError(
+                f"template {template.source!r}: a causal LM scores label words after the prompt, so "
+                "[P] must be the last slot; move [P] to the end"
+            )
+
+    def _forward(self, ids: Tensor | None, attn: Tensor, positions: Tensor, cache: Any = None,
+                 keep: int | Tensor | None = None, inputs_embeds: Tensor | None = None) -> tuple[Tensor, Any]:
+        """One forward with explicit positions; ``keep`` = sequence indices whose logits are needed."""
+        extra: dict[str, Any] = {}
+        if keep is not None and self.keep_arg:
+            extra["logits_to_keep"] = keep
+        if cache is not None:
+            extra[self.cache_arg] = cache
+        with self._autocast():
+            out = self.model(input_ids=ids if inputs_embeds is None else None, inputs_embeds=inputs_embeds,
+                             attention_mask=attn, position_ids=positions, use_cache=True, **extra)
+        logits = out.logits
+        if keep is not None and not self.keep_arg:
+            logits = logits[:, keep] if isinstance(keep, Tensor) else logits[:, -keep:]
+        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return upcast(logits), new_cache
+
+    def _last_logprobs(self, ids: Tensor, attn: Tensor, positions: Tensor, cache: Any = None,
+                       inputs_embeds: Tensor | None = None, left: bool | None = None) -> tuple[Tensor, Any]:
+        """Log-probs after each row's last real token ``[B, V]`` and the updated cache.
+
+        ``left``: the rows of ``ids`` are left-padded (default: so when there is no cache).
+        """
+        if left is None:
+            left = self.left and cache is None
+        if left:
+            logits, cache = self._forward(ids, attn, positions, cache=cache, keep=1, inputs_embeds=inputs_embeds)
+            return logits[:, -1].log_softmax(-1), cache
+        # right padding (or a suffix after a cache): keep only the distinct last positions
+        width = attn.shape[1] if cache is None else ids.shape[1]
+        real = attn.sum(-1) if cache is None else attn[:, -width:].sum(-1)
+        last = real - 1                                                              # [B]
+        keep = torch.unique(last)
+        logits, cache = self._forward(ids, attn, positions, cache=cache, keep=keep, inputs_embeds=inputs_embeds)
+        column = torch.searchsorted(keep, last)
+        return logits[torch.arange(len(last), device=self.device), column].log_softmax(-1), cache
+
+    def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
+        ids, attn = self.pad([e.ids for e in batch], left=True)
+        logits, _ = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
+        return logits, torch.full((len(batch),), logits.shape[1] - 1, device=self.device)
+
+    @torch.inference_mode()
+    def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor:
+        # one forward of each row up to its last trigger; the logits before a trigger predict it
+        ends = [max(e.trigger_at, default=-1) + 1 for e in batch]
+        ids, attn = self.pad([e.ids[: max(end, 1)] for e, end in zip(batch, ends, strict=True)])
+        logits, _ = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0))            # [B, L, V]
+        logp = logits.log_softmax(-1)
+        out = torch.zeros(len(batch))
+        for b, enc in enumerate(batch):
+            scored = [pos for pos in enc.trigger_at if pos > 0]  # a first token has no context
+            if scored:
+                pos = torch.tensor(scored, device=self.device)
+                out[b] = -logp[b, pos - 1, torch.tensor([enc.ids[q] for q in scored], device=self.device)].mean()
+        return out
+
+    def continuation_logprobs(self, cache: Any, attn: Tensor, pairs: Sequence[tuple[int, Sequence[int]]]) -> Tensor:
+        """Log-prob of word tokens ``1..n-1`` after a prefix, for each (prefix row, word) pair: ``[P]``.
+
+        The word's first token is scored from the prefix logits; here tokens ``0..n-2`` are fed on
+        top of the prefix's key/value cache (rows gathered per pair).
+        """
+        out = torch.zeros(len(pairs), device=self.device)
+        lengths = attn.sum(-1)
+        for start in range(0, len(pairs), self.max_rows):
+            chunk = pairs[start : start + self.max_rows]
+            rows = torch.tensor([b for b, _ in chunk], device=self.device)
+            inp, inp_mask = self.pad([w[:-1] for _, w in chunk])                 # [k, m]
+            tgt, _ = self.pad([w[1:] for _, w in chunk])                          # [k, m]
+            full_mask = torch.cat([attn.index_select(0, rows), inp_mask], dim=1)
+            pos = lengths.index_select(0, rows)[:, None] + torch.arange(inp.shape[1], device=self.device)
+            logits, _ = self._forward(inp, full_mask, pos, cache=select_rows(cache, rows))  # [k, m, V]
+            logp = logits.log_softmax(-1).gather(-1, tgt[:, :, None])[..., 0]      # [k, m]
+            out[start : start + len(chunk)] = (logp * inp_mask).sum(-1)
+        return out
+
+    def check_prefix(self) -> None:
+        if self.cache_arg not in inspect.signature(self.model.forward).parameters:
+            super().check_prefix()
+
+    def prefix_from_text(self, ids: Sequence[int]) -> Tensor:
+        """The keys and values ``[L, 2, K, P, D]`` the model computes for ``ids`` (a prefix's init)."""
+        self.check_prefix()
+        inp = torch.tensor([list(ids)], device=self.device)
+        with torch.inference_mode():
+            _, cache = self._forward(inp, torch.ones_like(inp), torch.arange(inp.shape[1], device=self.device)[None],
+                                     keep=1)
+        return torch.stack([torch.stack([k[0], v[0]]) for k, v in cache_layers(cache)]).float().clone()
+
+    def _prefix_cache(self, prefix: Tensor, rows: int) -> Any:
+        """A fresh cache holding ``prefix`` ``[L, 2, K, P, D]`` for each of ``rows`` rows."""
+        prefix = prefix.to(self.device)
+        return make_cache([(layer[0].expand(rows, -1, -1, -1), layer[1].expand(rows, -1, -1, -1))
+                            for layer in prefix])
+
+    def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
+                vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
+        ids, attn = self.pad([e.ids for e in batch], left=self.left)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        embeds = self._injected(batch, ids, vectors, soft, left=self.left)
+        cache = None
+        if soft is not None and soft.prefix is not None:  # P-tuning v2: the prefix is every layer's past
+            self.check_prefix()
+            cache = self._prefix_cache(soft.prefix, len(batch))
+            attn = torch.cat([attn.new_ones(len(batch), soft.prefix_length), attn], dim=1)   # [B, P + L]
+            positions = positions + soft.prefix_length
+        logp_first, cache = self._last_logprobs(ids, attn, positions, cache=cache, inputs_embeds=embeds,
+                                                left=self.left)                            # [B, V]
+        return self._word_scores(logp_first, cache, attn, words, gold)
+
+    def _word_scores(self, logp_first: Tensor, cache: Any, attn: Tensor, words: WordTable,
+                     gold: Sequence[int] | None) -> Scores:
+        """Class scores from the next-token log-probs and, for multi-token words, the cache.
+
+        With ``gold`` (one word per class, no length norm), multi-token words that cannot outrank
+        the gold class are not continued: a word's first-token log-prob bounds its full score
+        from above, so a word whose bound is below the gold's exact score keeps the bound. The
+        gold's rank, the argmax, P@k and MRR stay exact; LAMA's hundreds of candidates need this
+        on a CPU.
+        """
+        flat = [w for class_words in words for w in class_words]
+        multi = [j for j, w in enumerate(flat) if len(w) > 1]
+        first = torch.tensor([w[0] for w in flat], device=self.device)
+        word_scores = logp_first[:, first]                                          # [B, W]
+        rows = range(logp_first.shape[0])
+        if multi and gold is not None and not self.length_norm and len(flat) == len(words):
+            word_scores = word_scores + self._continue(word_scores, cache, attn, flat,
+                                                       [(b, j) for b, j in zip(rows, gold) if len(flat[j]) > 1])
+            bar = word_scores[torch.arange(len(gold)), torch.tensor(list(gold), device=self.device)]
+            rest = [(b, j) for b in rows for j in multi if j != gold[b] and word_scores[b, j] >= bar[b]]
+            word_scores = word_scores + self._continue(word_scores, cache, attn, flat, rest)
+        elif multi:
+            word_scores = word_scores + self._continue(word_scores, cache, attn, flat,
+                                                       [(b, j) for b in rows for j in multi])
+        if self.length_norm:
+            word_scores = word_scores / torch.tensor([len(w) for w in flat], device=self.device)
+        return Scores(logsumexp_classes(word_scores, words), logp_first.argmax(-1))
+
+    def _continue(self, like: Tensor, cache: Any, attn: Tensor, flat: list[tuple[int, ...]],
+                  pairs: list[tuple[int, int]]) -> Tensor:
+        """A ``[B, W]`` tensor of continuation log-probs at ``pairs`` (zeros elsewhere)."""
+        extra = torch.zeros_like(like)
+        if pairs:
+            pairs = sorted(pairs, key=lambda p: len(flat[p[1]]))  # chunks of similar length pad less
+            values = self.continuation_logprobs(cache, attn, [(b, flat[j]) for b, j in pairs])
+            rows, cols = zip(*pairs)
+            extra = extra.index_put((torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)),
+                                    values)
+        return extra
+
+    @torch.inference_mode()
+    def label_logprobs_shared(self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
+                              words: WordTable, gold: Sequence[int] | None = None) -> Scores:
+        """Score K prompts that share each example's prefix: ``[B * K, C]`` in (example, prompt) order.
+
+        The prefix (typically the input text) runs once per example; its key/value cache is
+        copied to the K prompts and only their suffixes (triggers, template text) run. This is
+        what makes re-scoring many trigger candidates cheap.
+
+        Args:
+            prefixes: per example, the token ids all K prompts share.
+            suffixes: per example, K non-empty suffixes (the rest of each prompt).
+            words: the word table (shared by the K prompts).
+            gold: per example, the gold class (repeated for its K rows), see `_word_scores`.
+        """
+        k = len(suffixes[0])
+        ids, attn = self.pad(prefixes, left=True)
+        _, cache = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
+        rows = torch.arange(len(prefixes), device=self.device).repeat_interleave(k)
+        cache = select_rows(cache, rows)
+        suf_ids, suf_mask = self.pad([s for per_example in suffixes for s in per_example])
+        full_mask = torch.cat([attn.index_select(0, rows), suf_mask], dim=1)
+        positions = attn.sum(-1).index_select(0, rows)[:, None] + torch.arange(suf_ids.shape[1], device=self.device)
+        logp_first, cache = self._last_logprobs(suf_ids, full_mask, positions, cache=cache)
+        rep_gold = [g for g in gold for _ in range(k)] if gold is not None else None
+        return self._word_scores(logp_first, cache, full_mask, words, rep_gold)

@@ -1,0 +1,101 @@
+"""What the evaluator and the strategies may ask of a frozen LM: one protocol, and its value types.
+
+A fake backend for a test is a short class with these members; `FrozenLM` implements them on
+``transformers`` models (`MaskedLM`, `CausalLM`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from autoprompt.prompts import Prompt, Template
+from autoprompt.soft import SoftPrompt
+from autoprompt.tasks.base import Example
+
+Kind = Literal["masked", "causal"]
+WordTable = list[list[tuple[int, ...]]]  # per class, per word: token ids
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example under one prompt, as token ids.
+
+    Attributes:
+        ids: token ids; for a masked LM ``[P]`` is one mask token at ``predict_at`` (widened to the
+            word length when scoring); for a causal LM ``ids`` is the prefix and
+            ``predict_at == len(ids)``.
+        predict_at: index of the prediction slot.
+        trigger_at: indices of the ``[T]`` tokens.
+        soft_at: indices of the ``[S]`` placeholders.
+    """
+
+    ids: tuple[int, ...]
+    predict_at: int
+    trigger_at: tuple[int, ...] = ()
+    soft_at: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Scores:
+    """Backend output for one batch.
+
+    Attributes:
+        logprobs: ``[B, C]`` class log-probs.
+        top_token: ``[B]`` the most likely vocabulary token at the (first) prediction position.
+    """
+
+    logprobs: Tensor
+    top_token: Tensor
+
+
+class LanguageModel(Protocol):
+    """A frozen LM as the evaluator and the strategies use it.
+
+    Capabilities are declared, not probed: ``shares_prefix`` says `label_logprobs_shared` runs a
+    prefix once for many prompts (causal LMs); `check_prefix` raises where a key/value prefix
+    cannot be taken.
+    """
+
+    kind: Kind
+    name: str
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    max_length: int
+    shares_prefix: bool
+
+    # encoding
+    def tokenize(self, text: str) -> tuple[int, ...]: ...
+    def encode(self, prompt: Prompt, example: Example) -> Encoded: ...
+    def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable: ...
+    def check_template(self, template: Template) -> None: ...
+    def check_triggers(self, prompt: Prompt) -> None: ...
+    def content_free_texts(self) -> list[str]: ...
+
+    # vocabulary
+    def embedding_matrix(self) -> Tensor: ...
+    def output_embedding_matrix(self) -> Tensor: ...
+    def num_parameters(self) -> int: ...
+    def word_start_tokens(self) -> Tensor: ...
+    def stable_word_tokens(self) -> Tensor: ...
+
+    # scoring
+    def label_logprobs(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None = None,
+                       soft: SoftPrompt | None = None) -> Scores: ...
+    def label_logprobs_shared(self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
+                              words: WordTable, gold: Sequence[int] | None = None) -> Scores: ...
+    def soft_logprobs(self, batch: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor: ...
+    def trigger_gradient(self, batch: Sequence[Encoded], words: WordTable,
+                         gold: Sequence[int]) -> tuple[Tensor, float]: ...
+    def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor: ...
+    def trigger_nll_cost(self, batch: Sequence[Encoded]) -> int: ...
+    def slot_features(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]: ...
+    def check_prefix(self) -> None: ...
