@@ -9,8 +9,9 @@ The public API a strategy or a user needs::
 """
 
 from autoprompt.backends import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
+from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError, BudgetExhausted
-from autoprompt.evaluator import Budget, EvalResult, Evaluator
+from autoprompt.evaluator import EvalResult, Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
 from autoprompt.prompts import (
     AnyPrompt,

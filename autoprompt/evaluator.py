@@ -9,7 +9,6 @@ a cached result costs no budget.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,53 +19,11 @@ from torch import Tensor
 
 from autoprompt import events, metrics
 from autoprompt.backends import Encoded, LanguageModel, WordTable
-from autoprompt.errors import AutopromptError, BudgetExhausted
+from autoprompt.budget import Budget
+from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Calibration, Ensemble, Prompt
 from autoprompt.soft import SoftPrompt, resolve_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
-
-
-class Budget:
-    """Compute spent by a search, in example-forwards (a backward counts as two).
-
-    Args:
-        max_forwards: the limit in example-forwards, or None for no limit.
-        max_seconds: an optional wall-clock limit.
-    """
-
-    def __init__(self, max_forwards: int | None = None, max_seconds: float | None = None) -> None:
-        self.max_forwards = max_forwards
-        self.max_seconds = max_seconds
-        self.forwards = 0
-        self.backwards = 0
-        self.started = time.monotonic()
-
-    @property
-    def used(self) -> int:
-        return self.forwards + 2 * self.backwards
-
-    @property
-    def remaining(self) -> float:
-        return float("inf") if self.max_forwards is None else self.max_forwards - self.used
-
-    @property
-    def exhausted(self) -> bool:
-        late = self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds
-        return self.remaining <= 0 or late
-
-    def require(self, forwards: int = 0, backwards: int = 0) -> None:
-        """Raise `BudgetExhausted` unless this much work still fits (free work always fits)."""
-        cost = forwards + 2 * backwards
-        if cost and (cost > self.remaining or self.exhausted):
-            raise BudgetExhausted(f"budget spent: {self.used} of {self.max_forwards} example-forwards")
-
-    def charge(self, forwards: int = 0, backwards: int = 0) -> None:
-        self.forwards += forwards
-        self.backwards += backwards
-
-    def to_json(self) -> dict[str, Any]:
-        return {"forwards": self.forwards, "backwards": self.backwards, "used": self.used,
-                "limit": self.max_forwards, "max_seconds": self.max_seconds}
 
 
 @dataclass
@@ -148,6 +105,7 @@ class Evaluator:
         self.max_tokens = max_tokens
         self.budget = budget
         self.majority_label = majority_label
+        self.metric = metrics.metric_for(task.metric)
         self.shared_prefix = shared_prefix and lm.shares_prefix
         self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
         # (prompt, examples) keys already charged to the budget: a resumed search restores this
@@ -218,7 +176,7 @@ class Evaluator:
         if method == "none":
             done = {m.fingerprint: m.uncalibrated for m in singles}
         else:
-            if self.task.metric == "lama":
+            if not self.metric.calibratable:
                 raise AutopromptError("calibration is for classification tasks; LAMA ranks objects uncalibrated")
             if method == "prior" and not inputs:
                 raise AutopromptError("calibration 'prior' needs the task's train inputs to estimate the class prior")
@@ -326,7 +284,7 @@ class Evaluator:
             if self.shared_prefix and n_prompts > 1:
                 jobs = self._run_shared(jobs, n_prompts, table, examples, out, bar)
             for batch in self._buckets(jobs):
-                gold = [examples[j.example].label for j in batch] if self.task.metric == "lama" else None
+                gold = [examples[j.example].label for j in batch] if self.metric.ranks_gold else None
                 scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold, soft=soft)
                 logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
                 for row, job in enumerate(batch):
@@ -392,7 +350,7 @@ class Evaluator:
                       out: list[tuple[Tensor, Tensor]]) -> None:
         prefixes = [group[0].encoded.ids[:shared] for shared, _, group in batch]
         suffixes = [[j.encoded.ids[shared:] for j in group] for shared, _, group in batch]
-        gold = [examples[e].label for _, e, _ in batch] if self.task.metric == "lama" else None
+        gold = [examples[e].label for _, e, _ in batch] if self.metric.ranks_gold else None
         scores = self.lm.label_logprobs_shared(prefixes, suffixes, table, gold=gold)
         logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
         row = 0
@@ -426,19 +384,12 @@ class Evaluator:
 
     def _result(self, prompt: AnyPrompt, scored: tuple[Tensor, Tensor | None], labels: Tensor) -> EvalResult:
         logprobs, top = scored
-        metric = self.task.metric
-        result = EvalResult(metric, metrics.score(metric, logprobs, labels), logprobs, labels, top_token=top)
-        if metric == "lama":
-            result.extra.update(metrics.ranking(logprobs, labels))
-            if self.majority_label is not None:
-                result.extra["majority_p@1"] = float((labels == self.majority_label).float().mean())
-            # classic LAMA P@1 over the full vocabulary, on facts whose object is one token
+        metric = self.metric
+        result = EvalResult(metric.name, metric.score(logprobs, labels), logprobs, labels, top_token=top)
+        gold_token = None
+        if metric.ranks_gold:  # the gold object as one vocabulary token, where it is one (-1 elsewhere)
             single_prompt = prompt.members[0] if isinstance(prompt, Ensemble) else prompt  # members share words
             table = self.lm.word_table(single_prompt, self.task.labels)
-            single = torch.tensor([len(table[y][0]) == 1 for y in labels.tolist()])
-            if single.any() and top is not None:
-                gold_tok = torch.tensor([table[y][0][0] for y in labels.tolist()])
-                hits = (top == gold_tok) & single
-                result.extra["vocab_p@1"] = float(hits.sum() / single.sum())
-                result.extra["vocab_n"] = int(single.sum())
+            gold_token = torch.tensor([table[y][0][0] if len(table[y][0]) == 1 else -1 for y in labels.tolist()])
+        result.extra.update(metric.extras(logprobs, labels, top, gold_token, self.majority_label))
         return result

@@ -1,6 +1,12 @@
-"""Metrics over class log-probs: accuracy, F1, macro-F1, and LAMA's ranking metrics."""
+"""Metrics over class log-probs: accuracy, F1, macro-F1, and LAMA's ranking metrics.
+
+A task names its metric; `metric_for` gives the `Metric` object, which also says what scoring
+may assume for it (LAMA's special cases live in `LamaRanking`, not in the evaluator).
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -42,3 +48,49 @@ def score(metric: str, logprobs: Tensor, labels: Tensor) -> float:
     if metric == "macro_f1":
         return macro_f1(preds, labels, logprobs.shape[-1])
     return accuracy(preds, labels)  # accuracy, and LAMA's P@1
+
+
+class Metric:
+    """A task's headline metric over class log-probs ``[N, C]`` and gold labels ``[N]``."""
+
+    #: only the gold class's rank matters: a backend may skip words that cannot outrank it
+    ranks_gold: ClassVar[bool] = False
+    #: a class prior means something here (it does not over LAMA's hundreds of objects)
+    calibratable: ClassVar[bool] = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def score(self, logprobs: Tensor, labels: Tensor) -> float:
+        return score(self.name, logprobs, labels)
+
+    def extras(self, logprobs: Tensor, labels: Tensor, top_token: Tensor | None = None,
+               gold_token: Tensor | None = None, majority_label: int | None = None) -> dict[str, float]:
+        """Further figures reported with the score (none for classification)."""
+        return {}
+
+
+class LamaRanking(Metric):
+    """LAMA: P@1 over the relation's candidate objects, with P@10, MRR, the majority baseline and
+    the classic P@1 over the whole vocabulary (on facts whose object is one token)."""
+
+    ranks_gold = True
+    calibratable = False
+
+    def extras(self, logprobs: Tensor, labels: Tensor, top_token: Tensor | None = None,
+               gold_token: Tensor | None = None, majority_label: int | None = None) -> dict[str, float]:
+        """``gold_token``: per fact, the gold object's token if it is one token, else -1."""
+        out = ranking(logprobs, labels)
+        if majority_label is not None:
+            out["majority_p@1"] = float((labels == majority_label).float().mean())
+        if top_token is not None and gold_token is not None and bool((gold_token >= 0).any()):
+            single = gold_token >= 0
+            out["vocab_p@1"] = float(((top_token == gold_token) & single).sum() / single.sum())
+            out["vocab_n"] = int(single.sum())
+        return out
+
+
+def metric_for(name: str) -> Metric:
+    """The `Metric` object of a task's metric name."""
+    return LamaRanking(name) if name == "lama" else Metric(name)
+

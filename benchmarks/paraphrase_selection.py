@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from autoprompt import load_model
-from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.budget import Budget
+from autoprompt.evaluator import Evaluator
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import TaskData

@@ -34,8 +34,9 @@ from torch import Tensor
 
 from autoprompt import events
 from autoprompt.backends import Encoded, FrozenLM, WordTable
+from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt, Prompt
 from autoprompt.search.selection import Objective, objective_score
 from autoprompt.soft import SoftPrompt

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
+from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Budget, EvalResult, Evaluator
+from autoprompt.evaluator import EvalResult, Evaluator
 from autoprompt.prompts import Prompt
 from autoprompt.search.base import SearchContext, Searcher, SearchState
 from autoprompt.search.registry import variant

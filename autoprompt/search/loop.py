@@ -17,10 +17,12 @@ from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
+from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
-from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.evaluator import Evaluator
 from autoprompt.io import check_writable_folder
 from autoprompt.leaderboard import record
+from autoprompt.metrics import metric_for
 from autoprompt.model_store import load_model
 from autoprompt.search.base import SearchContext
 from autoprompt.search.estimate import check_budget
@@ -85,7 +87,7 @@ def run_search(
 
     budget = Budget(limit)
     # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
-    calibration = "none" if data.task.metric == "lama" else searcher.calibration
+    calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
     ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
                         spec.seed, calibration=calibration, objective=searcher.objective)
     run = Finished(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt.backends import FrozenLM, weights_checksum
+from autoprompt.budget import Budget
 from autoprompt.errors import BudgetExhausted
-from autoprompt.evaluator import Budget, Evaluator
+from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import AnyPrompt, load_prompt, prompt_from_json, save_prompt
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.tasks.base import Example, TaskData

@@ -1,0 +1,27 @@
+"""Prompts as immutable values: `Template`, `Verbalizer`, `Calibration`, `Prompt` and `Ensemble`.
+
+A template is text with slots:
+
+* ``{field}`` — an input field of the task (``{sentence}``, ``{premise}``);
+* ``[T]`` — a trigger token, filled by discrete search (AutoPrompt);
+* ``[P]`` — the prediction slot, where label words are scored (exactly one);
+* ``[S]`` — a soft token, a trainable embedding for continuous prompts.
+
+Whitespace in front of a slot belongs to the slot: in ``"{sentence} It was [P]"`` the label word
+is scored as ``" great"``, which is what a BPE model sees in running text. ``{{``, ``}}`` and
+``[[`` escape a literal brace or bracket.
+
+    template.py     Template, Segment: text with slots
+    verbalizer.py   Verbalizer: label -> words
+    calibration.py  Calibration: none | contextual | prior
+    prompt.py       Prompt, Ensemble, AnyPrompt; prompt.json read and written
+"""
+
+from autoprompt.prompts.calibration import CALIBRATION_METHODS, NO_CALIBRATION, Calibration, CalibrationMethod
+from autoprompt.prompts.prompt import AnyPrompt, Ensemble, Prompt, load_prompt, prompt_from_json, save_prompt
+from autoprompt.prompts.template import Segment, SlotKind, Template
+from autoprompt.prompts.verbalizer import Verbalizer
+
+__all__ = ["CALIBRATION_METHODS", "NO_CALIBRATION", "AnyPrompt", "Calibration", "CalibrationMethod", "Ensemble",
+           "Prompt", "Segment", "SlotKind", "Template", "Verbalizer", "load_prompt", "prompt_from_json",
+           "save_prompt"]

@@ -1,0 +1,257 @@
+"""`Prompt` (template, verbalizer, triggers, soft part, calibration) and `Ensemble`; their JSON and files."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel
+
+from autoprompt.errors import AutopromptError
+from autoprompt.io import atomic_write_json
+from autoprompt.prompts.calibration import NO_CALIBRATION, Calibration
+from autoprompt.prompts.template import Template
+from autoprompt.prompts.verbalizer import Verbalizer
+from autoprompt.schema import EnsembleFile, PromptFile, validate
+from autoprompt.soft import SOFT_FILE, SoftPrompt, resolve_soft
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A complete prompt: template, verbalizer, trigger token ids and optional soft prompt.
+
+    Immutable; `to_json`/`from_json` round-trip; `fingerprint` is stable across processes.
+
+    Args:
+        template: the template (or its text).
+        verbalizer: the label words (or a mapping).
+        trigger_ids: one vocabulary id per ``[T]`` slot, in order.
+        soft: the continuous-prompt tensors (`SoftPrompt`), or the path of their safetensors
+            file (relative paths are resolved against the prompt file's folder); None for a
+            discrete prompt.
+        meta: free-form provenance (strategy, model, scores); not part of the fingerprint.
+        calibration: how the class distribution is calibrated (`Calibration`, or a method name).
+    """
+
+    template: Template
+    verbalizer: Verbalizer
+    trigger_ids: tuple[int, ...] = ()
+    soft: str | SoftPrompt | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    calibration: Calibration = NO_CALIBRATION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.calibration, Calibration):
+            object.__setattr__(self, "calibration", Calibration.from_json(self.calibration))
+        if isinstance(self.soft, Path):
+            object.__setattr__(self, "soft", str(self.soft))
+        if isinstance(self.template, str):
+            object.__setattr__(self, "template", Template(self.template))
+        if not isinstance(self.verbalizer, Verbalizer):
+            object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer))
+        ids = tuple(int(i) for i in self.trigger_ids)
+        object.__setattr__(self, "trigger_ids", ids)
+        if self.template.num_triggers and len(ids) != self.template.num_triggers:
+            raise AutopromptError(
+                f"template {self.template.source!r} has {self.template.num_triggers} [T] slots "
+                f"but {len(ids)} trigger ids were given; give one id per [T]"
+            )
+        if not self.template.num_triggers and ids:
+            raise AutopromptError(
+                f"{len(ids)} trigger ids given but template {self.template.source!r} has no [T]"
+            )
+
+    def with_triggers(self, trigger_ids: Sequence[int]) -> Prompt:
+        return dataclasses.replace(self, trigger_ids=tuple(trigger_ids))
+
+    def with_meta(self, meta: Mapping[str, Any]) -> Prompt:
+        """The same prompt with ``meta`` merged into its provenance."""
+        return dataclasses.replace(self, meta={**self.meta, **meta})
+
+    def with_soft(self, soft: str | SoftPrompt | None) -> Prompt:
+        return dataclasses.replace(self, soft=soft)
+
+    def with_calibration(self, calibration: Calibration | str) -> Prompt:
+        # a method name is turned into a `Calibration` by `__post_init__`
+        return dataclasses.replace(self, calibration=cast(Calibration, calibration))
+
+    @property
+    def uncalibrated(self) -> Prompt:
+        """The same prompt scored without calibration (what the model itself says)."""
+        return self if not self.calibration.active else dataclasses.replace(self, calibration=NO_CALIBRATION)
+
+    def to_json(self) -> dict[str, Any]:
+        """The prompt as JSON; tensors of an in-memory soft prompt are named ``soft.safetensors``
+        (`save_prompt` writes them there). ``calibration`` is present only when it is active, so an
+        uncalibrated prompt keeps the JSON (and the fingerprint) it always had."""
+        out = {
+            "template": self.template.source,
+            "verbalizer": self.verbalizer.to_json(),
+            "trigger_ids": list(self.trigger_ids),
+            "soft": SOFT_FILE if isinstance(self.soft, SoftPrompt) else self.soft,
+            "meta": dict(self.meta),
+        }
+        if self.calibration.active:
+            out["calibration"] = self.calibration.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "prompt JSON") -> Prompt:
+        """The prompt ``to_json`` wrote; one-line errors name ``source`` and the bad field."""
+        checked = validate(PromptFile, data, source)
+        calibration = checked.calibration
+        return cls(
+            Template(checked.template),
+            Verbalizer(checked.verbalizer),
+            tuple(checked.trigger_ids),
+            checked.soft,
+            dict(checked.meta),
+            Calibration.from_json(calibration.model_dump() if isinstance(calibration, BaseModel) else calibration),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Prompt:
+        """Read a ``prompt.json`` artifact."""
+        return cls._from_file(_read_json(Path(path)), Path(path))
+
+    @classmethod
+    def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
+        prompt = cls.from_json(data, f"prompt file {path}")
+        assert not isinstance(prompt.soft, SoftPrompt)  # from_json reads a path (or None), never tensors
+        if prompt.soft and not Path(prompt.soft).is_absolute():
+            prompt = prompt.with_soft(str(path.parent / prompt.soft))
+        return prompt
+
+    @property
+    def fingerprint(self) -> str:
+        """A short stable hash of everything that changes the prompt's scores (for a soft prompt,
+        its tensors' values, wherever they are stored)."""
+        key = {k: v for k, v in self.to_json().items() if k != "meta"}
+        if self.soft is not None:
+            tensors = resolve_soft(self.soft)
+            assert tensors is not None  # resolve_soft returns None only for soft=None
+            key["soft"] = tensors.digest
+        blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Weighted prompts scored as one: the class log-probs are the weighted mean of the members'.
+
+    This is LPAQA's ensemble (Jiang et al., 2020): ``topk`` gives equal weights, ``optimized``
+    learns them. The weights are normalised to sum to one.
+
+    Args:
+        members: the prompts (they must share the task's labels).
+        weights: one non-negative weight per member.
+        meta: provenance, not part of the fingerprint.
+    """
+
+    members: tuple[Prompt, ...]
+    weights: tuple[float, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        members, weights = tuple(self.members), tuple(float(w) for w in self.weights)
+        if not members or len(members) != len(weights):
+            raise AutopromptError(f"an ensemble needs one weight per member; got {len(members)} members "
+                                  f"and {len(weights)} weights")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise AutopromptError(f"ensemble weights must be non-negative with a positive sum, got {list(weights)}")
+        total = sum(weights)
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "weights", tuple(w / total for w in weights))
+
+    @property
+    def template(self) -> Template:
+        """The heaviest member's template (for display)."""
+        return self.members[max(range(len(self.weights)), key=self.weights.__getitem__)].template
+
+    @property
+    def verbalizer(self) -> Verbalizer:
+        return self.members[0].verbalizer
+
+    @property
+    def trigger_ids(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def soft(self) -> None:
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ensemble": [m.to_json() for m in self.members], "weights": list(self.weights),
+                "meta": dict(self.meta)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "ensemble JSON") -> Ensemble:
+        checked = validate(EnsembleFile, data, source)
+        members = tuple(Prompt.from_json(m, f"{source}, member {i}") for i, m in enumerate(data["ensemble"]))
+        return cls(members, tuple(float(w) for w in checked.weights), dict(checked.meta))
+
+    @property
+    def fingerprint(self) -> str:
+        key = [[m.fingerprint for m in self.members], [round(w, 12) for w in self.weights]]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def with_meta(self, meta: Mapping[str, Any]) -> Ensemble:
+        return Ensemble(self.members, self.weights, {**self.meta, **meta})
+
+    @property
+    def calibration(self) -> Calibration:
+        """The members' calibration (the first member's; `Evaluator.calibrate` sets all alike)."""
+        return self.members[0].calibration
+
+
+AnyPrompt = Prompt | Ensemble
+
+
+def prompt_from_json(data: Mapping[str, Any], source: str = "prompt JSON") -> AnyPrompt:
+    """A `Prompt` or an `Ensemble`, whichever the JSON holds."""
+    return Ensemble.from_json(data, source) if "ensemble" in data else Prompt.from_json(data, source)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AutopromptError(f"prompt file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise AutopromptError(f"prompt file {path} is not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise AutopromptError(f"prompt file {path} does not hold a JSON object")
+    return data
+
+
+def save_prompt(prompt: AnyPrompt, path: str | Path) -> None:
+    """Write ``prompt.json`` (and the soft-prompt tensors beside it), each file atomically.
+
+    The tensors are written first, so a ``prompt.json`` never names a file that is not there.
+    """
+    path = Path(path)
+    members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
+    saved = []
+    for i, member in enumerate(members):
+        if isinstance(member.soft, SoftPrompt):
+            name = SOFT_FILE if len(members) == 1 else f"soft-{i}.safetensors"
+            member.soft.save(path.parent / name)
+            member = member.with_soft(name)
+        saved.append(member)
+    data = (Ensemble(tuple(saved), prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else saved[0]).to_json()
+    atomic_write_json(path, data)
+
+
+def load_prompt(path: str | Path) -> AnyPrompt:
+    """Read a ``prompt.json`` artifact: a single prompt or an ensemble."""
+    data = _read_json(Path(path))
+    if "ensemble" not in data:
+        return Prompt._from_file(data, Path(path))
+    ensemble = Ensemble.from_json(data, f"prompt file {path}")
+    members = tuple(Prompt._from_file(m.to_json(), Path(path)) for m in ensemble.members)
+    return Ensemble(members, ensemble.weights, ensemble.meta)
