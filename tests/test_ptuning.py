@@ -15,7 +15,7 @@ from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, TaskData
 from autoprompt.testing.conformance import check_strategy
-from searchers.ptuning import dev_loss, improves
+from searchers.continuous import dev_loss, improves
 
 FAST = {"steps": 6, "eval_every": 2, "batch_size": 4}
 
@@ -147,9 +147,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(causal, task
     assert run_search(spec, lm=causal, data=task, stop_after=1)["interrupted"]
     (folder,) = list((tmp_path / "tiny" / "ptuning").iterdir())
     checkpoint = (folder / "checkpoint.json").read_text()
-    from searchers import ptuning  # noqa: PLC0415
+    from searchers.continuous import encoders  # noqa: PLC0415
 
-    monkeypatch.setattr(ptuning._Slots, "forward", lambda self: SoftPrompt(slots=self.vectors * float("nan")))
+    monkeypatch.setattr(encoders.Slots, "forward", lambda self: SoftPrompt(slots=self.vectors * float("nan")))
     with pytest.raises(AutopromptError, match=r"loss became nan.*last good checkpoint"):
         run_search(spec, lm=causal, data=task, resume=folder)
     assert (folder / "checkpoint.json").read_text() == checkpoint
@@ -214,3 +214,12 @@ def test_a_prefix_of_a_texts_keys_and_values_equals_that_text_in_front(backend, 
     assert len(ids) == 4
     ev = Evaluator(lm, task.task, batch_size=3)  # several lengths per batch: padding under the prefix too
     assert torch.allclose(ev.score(soft, task.dev).logprobs, ev.score(hard, task.dev).logprobs, atol=1e-5)
+
+
+def test_the_modes_have_their_own_names():
+    from autoprompt.search import create  # noqa: PLC0415
+
+    assert create("prompt_tuning").mode == "prompt" and create("prefix").mode == "prefix"
+    assert create("ptuning", {"mode": "prefix"}).params() == create("prefix").params()  # the old spelling works
+    with pytest.raises(AutopromptError, match="prefix trains mode=prefix; for mode=prompt use the ptuning strategy"):
+        create("prefix", {"mode": "prompt"})

@@ -1,28 +1,6 @@
-"""``ptuning``: continuous prompts trained through the frozen model, three ways (``mode``).
+"""The ``ptuning``, ``prompt_tuning`` and ``prefix`` strategies: one trainer, three parameterisations.
 
-* ``prompt`` — prompt tuning (Lester et al., 2021): ``num_tokens`` trainable vectors put in
-  front of the task's template, no encoder.
-* ``ptuning`` — P-tuning v1 (Liu et al., "GPT understands, too"): pseudo tokens produced by a
-  prompt encoder (MLP, or bi-LSTM + MLP) shared across the batch, in front of the template's words
-  (which stay as anchors) or at any ``[S]`` slots of a ``template``.
-* ``prefix`` — P-tuning v2 / prefix-tuning: a trainable key/value prefix at every layer, passed
-  as the model's past key/values with the attention mask extended; optionally re-parameterised
-  by an MLP.
-
-Only the prompt's parameters train; the backbone is frozen and never written. The loss is the
-cross-entropy of the verbalizer's class scores at ``[P]`` (``loss=class``, as PET/LM-BFF) or the
-label word's log-likelihood over the whole vocabulary (``loss=word``), computed by the same
-backend code the evaluator scores with (`FrozenLM.soft_logprobs`), so a soft prompt scores as it
-trained. Each search step is ``eval_every`` optimiser steps then a ``dev`` evaluation; the best
-on ``dev`` is kept and ``patience`` evaluations without a gain stop the run. "Best" is the dev
-metric, ties broken by the dev cross-entropy: 32 dev examples move accuracy in steps of 1/32, so
-ties are common, and without the tie-break the first checkpoint that reaches a level (often one
-barely trained) would win and early stopping would end training there.
-
-Initialisation matters: every parameterisation here *starts at* real embeddings (of a text, or of
-sampled vocabulary words), and the encoders add a learned correction whose last layer starts at
-zero. Soft tokens that start far from the embedding scale do not train (OpenPrompt's P-tuning,
-whose soft tokens start ~1.75x larger than word vectors, stays at chance on SmolLM2).
+See the package's docstring for the methods; the modules are in `encoders`, the readout in `readout`.
 """
 
 from __future__ import annotations
@@ -35,8 +13,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from autoprompt import AnyPrompt, AutopromptError, EvalResult, Evaluator, Prompt, Segment, SoftPrompt, Template
+from autoprompt import AnyPrompt, AutopromptError, Prompt, Segment, SoftPrompt, Template
 from autoprompt.search import SearchContext, Searcher
+from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots
+from searchers.continuous.readout import detached, dev_loss, improves, nearest_token_readout
 
 Mode = Literal["prompt", "ptuning", "prefix"]
 
@@ -48,63 +28,6 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "prefix": {"num_tokens": 10, "lr": 3e-3},
 }
 
-
-class _Slots(nn.Module):
-    """Prompt tuning: the vectors themselves. ``[S, H]``."""
-
-    def __init__(self, init: Tensor) -> None:
-        super().__init__()
-        self.vectors = nn.Parameter(init.clone())
-
-    def forward(self) -> SoftPrompt:
-        return SoftPrompt(slots=self.vectors)
-
-
-class _Encoder(nn.Module):
-    """P-tuning's prompt encoder: ``inputs + head(LSTM(inputs))`` (or ``inputs + head(inputs)``).
-
-    The head's last layer starts at zero, so training starts from the init embeddings and the
-    encoder learns a correction that couples the pseudo tokens.
-    """
-
-    def __init__(self, init: Tensor, kind: str, hidden: int) -> None:
-        super().__init__()
-        size = init.shape[1]
-        self.inputs = nn.Parameter(init.clone())                                 # [S, H]
-        self.lstm = nn.LSTM(size, hidden // 2, num_layers=2, bidirectional=True, batch_first=True) \
-            if kind == "lstm" else None
-        self.head = nn.Sequential(nn.Linear(hidden if self.lstm else size, hidden), nn.ReLU(), nn.Linear(hidden, size))
-        nn.init.zeros_(self.head[2].weight)
-        nn.init.zeros_(self.head[2].bias)
-
-    def forward(self) -> SoftPrompt:
-        x = self.inputs
-        h = self.lstm(x[None])[0][0] if self.lstm is not None else x           # [S, hidden]
-        return SoftPrompt(slots=x + self.head(h))
-
-
-class _Prefix(nn.Module):
-    """A key/value prefix ``[L, 2, K, P, D]``: free, or ``init + MLP(embedding)`` (re-parameterised)."""
-
-    def __init__(self, init: Tensor, token_init: Tensor | None, hidden: int) -> None:
-        super().__init__()
-        self.shape = tuple(init.shape)
-        if token_init is None:
-            self.prefix = nn.Parameter(init.clone())
-        else:
-            self.register_buffer("base", init.clone())
-            self.tokens = nn.Parameter(token_init.clone())                       # [P, H]
-            out = init[:, :, :, 0].numel()                                       # L * 2 * K * D
-            self.mlp = nn.Sequential(nn.Linear(token_init.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, out))
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
-
-    def forward(self) -> SoftPrompt:
-        if hasattr(self, "prefix"):
-            return SoftPrompt(prefix=self.prefix)
-        n_layers, _, heads, length, dim = self.shape
-        delta = self.mlp(self.tokens).view(length, n_layers, 2, heads, dim).permute(1, 2, 3, 0, 4)
-        return SoftPrompt(prefix=self.base + delta)
 
 
 @dataclass
@@ -235,11 +158,11 @@ class PTuning(Searcher):
             if self.init == "random":
                 gen = torch.Generator().manual_seed(ctx.seed)
                 kv = torch.randn(kv.shape, generator=gen) * kv.std(dim=(1, 2, 3, 4), keepdim=True)
-            return _Prefix(kv, self._vectors(ctx, self.num_tokens) if self.reparam else None, hidden)
+            return KVPrefix(kv, self._vectors(ctx, self.num_tokens) if self.reparam else None, hidden)
         n = self.prompt_template(ctx).num_soft
         if self.mode == "prompt":
-            return _Slots(self._vectors(ctx, n))
-        return _Encoder(self._vectors(ctx, n), self.encoder, hidden)
+            return Slots(self._vectors(ctx, n))
+        return PromptEncoder(self._vectors(ctx, n), self.encoder, hidden)
 
     def _module(self, ctx: SearchContext, params: dict[str, Tensor]) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -260,7 +183,7 @@ class PTuning(Searcher):
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         with torch.random.fork_rng(devices=[]):
             module = self.build(ctx)
-        soft = _detached(module())
+        soft = detached(module())
         start = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
         state = {"params": dict(module.state_dict()), "opt": {}, "k": 0, "losses": [], "best_soft": soft.tensors(),
                  "best_dev": start.score, "best_dev_loss": dev_loss(start), "start_dev": start.score, "stale": 0,
@@ -323,7 +246,7 @@ class PTuning(Searcher):
             ctx.warn(f"ptuning: the train loss has not moved over {self.flat_steps} steps ({recent[-1]:.4f}); "
                      f"the prompt is not learning: try a larger lr (now {self.lr}) or another init")
 
-        soft = _detached(module())
+        soft = detached(module())
         result = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
         dev, loss_dev = result.score, dev_loss(result)
         best_loss = state.get("best_dev_loss", math.inf)  # absent in checkpoints of older versions
@@ -365,37 +288,37 @@ class PTuning(Searcher):
         return out
 
 
-def dev_loss(result: EvalResult) -> float:
-    """Mean cross-entropy of the gold class over the verbalizer's classes (the tie-break on dev)."""
-    logprobs = result.logprobs.float().log_softmax(-1)                      # [N, C]
-    return -logprobs[torch.arange(result.n), result.labels].mean().item()
+@dataclass
+class PromptTuning(PTuning):
+    """Prompt tuning (Lester et al., 2021): ``ptuning`` with ``mode=prompt``, under its own name."""
+
+    name = "prompt_tuning"
+    summary = "prompt tuning (Lester et al.): trainable vectors in front of the template, frozen backbone"
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        k: v for k, v in PTuning.search_space.items() if k in ("lr", "num_tokens", "init")}
+    mode: Mode = "prompt"
+
+    def __post_init__(self) -> None:
+        _fixed_mode(self, "prompt")
+        super().__post_init__()
 
 
-def improves(score: float, loss: float, best_score: float, best_loss: float) -> bool:
-    """A higher dev metric, or the same metric at a lower dev cross-entropy."""
-    return score > best_score or (score == best_score and loss < best_loss)
+@dataclass
+class PrefixTuning(PTuning):
+    """Prefix tuning / P-tuning v2: ``ptuning`` with ``mode=prefix``, under its own name."""
+
+    name = "prefix"
+    summary = "prefix tuning / P-tuning v2: a trainable key/value prefix at every layer, frozen backbone"
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        k: v for k, v in PTuning.search_space.items() if k in ("lr", "num_tokens", "init")}
+    mode: Mode = "prefix"
+
+    def __post_init__(self) -> None:
+        _fixed_mode(self, "prefix")
+        super().__post_init__()
 
 
-def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dict[str, Any]:
-    """Each soft vector's nearest vocabulary tokens, and the discrete prompt they spell, scored on dev.
-
-    The discrete prompt puts the nearest token in each ``[S]`` (as a ``[T]`` trigger); its dev
-    score says how much of what the soft prompt does survives discretisation.
-    """
-    soft = prompt.soft
-    assert isinstance(soft, SoftPrompt) and soft.slots is not None
-    lm = ctx.lm
-    cos, ids = soft.nearest(lm.embedding_matrix(), k)                                              # [S, k]
-    decode = lambda i: lm.tokenizer.convert_tokens_to_string([lm.tokenizer.convert_ids_to_tokens(i)])
-    segments = [Segment("trigger", space=s.space) if s.kind == "soft" else s for s in prompt.template.segments]
-    discrete = Prompt(Template.from_segments(segments), prompt.verbalizer, tuple(ids[:, 0].tolist()))
-    dev = Evaluator(lm, ctx.task).score(discrete, ctx.dev).score  # outside the budget: a report, not search
-    pieces = discrete.template.render({f: "{" + f + "}" for f in ctx.task.fields}, trigger="\0").split("\0")
-    text = pieces[0] + "".join(f"[{decode(i)}]{p}" for i, p in zip(discrete.trigger_ids, pieces[1:], strict=True))
-    return {"nearest": [[decode(i) for i in row] for row in ids.tolist()],
-            "cosine": [round(c, 3) for c in cos[:, 0].tolist()],
-            "discrete_prompt": text, "discrete_trigger_ids": list(discrete.trigger_ids), "discrete_dev": dev}
-
-
-def _detached(soft: SoftPrompt) -> SoftPrompt:
-    return SoftPrompt(*(None if t is None else t.detach().cpu().clone() for t in (soft.slots, soft.prefix)))
+def _fixed_mode(searcher: PTuning, mode: str) -> None:
+    if searcher.mode != mode:
+        raise AutopromptError(f"{searcher.name} trains mode={mode}; for mode={searcher.mode} use the ptuning "
+                              "strategy", params=("mode",))
