@@ -215,19 +215,36 @@ def predict(
 
 @app.command()
 @friendly
-def strategies(as_json: AsJson = False) -> None:
-    """List search strategies: what each does and its parameters with defaults."""
-    from autoprompt.search import available, describe_params  # noqa: PLC0415
+def strategies(
+    name: Annotated[str | None, typer.Argument(help="A strategy: list its parameters with their help.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List search strategies: what each does and its parameters with defaults (NAME: one strategy in full)."""
+    from autoprompt.search import available, describe_params, describe_strategy, get_strategy  # noqa: PLC0415
 
+    if name is not None:
+        cls = get_strategy(name)
+        params = describe_strategy(cls)
+        if as_json:
+            return _print_json({"strategy": name, "summary": cls.summary, "default_budget": cls.default_budget,
+                                "params": params})
+        out.print(f"{name}: {cls.summary} (default budget {cls.default_budget} example-forwards)", highlight=False)
+        table = Table("parameter (--param k=v)", "type", "default", "what it does", show_lines=True)
+        for p in params:
+            bound = f" (at least {p['low']:g})" if p["low"] is not None else ""
+            table.add_row(p["name"], p["type"], repr(p["default"]), p["help"].replace("``", "") + bound)
+        out.print(table)
+        return None
     rows: list[dict[str, Any]] = [
-        {"strategy": name, "summary": cls.summary, "default_budget": cls.default_budget,
-         "params": describe_params(cls)} for name, cls in available().items()]
+        {"strategy": key, "summary": cls.summary, "default_budget": cls.default_budget,
+         "params": describe_params(cls)} for key, cls in available().items()]
     if as_json:
         return _print_json(rows)
     table = Table("strategy", "what it does", "default budget", "parameters (--param k=v)", show_lines=True)
     for r in rows:
         table.add_row(r["strategy"], r["summary"], str(r["default_budget"]), r["params"])
     out.print(table)
+    out.print("`autoprompt strategies NAME` explains each parameter of one strategy.", highlight=False)
     return None
 
 

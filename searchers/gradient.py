@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Ensemble, Example, Prompt
-from autoprompt.search import SearchContext, Searcher, keep_best, starting_prompt
+from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
 
 
 @dataclass
@@ -64,31 +64,23 @@ class Gradient(Searcher):
         "fluency": {"type": "float", "low": 0.0, "high": 1.0},
     }
 
-    num_triggers: int = 5
+    num_triggers: int = hyper(5, low=1)
     init: str = "the"
-    num_candidates: int = 10
-    batch_size: int = 16
-    accumulation_steps: int = 1
+    num_candidates: int = hyper(10, low=1)
+    batch_size: int = hyper(16, low=1)
+    accumulation_steps: int = hyper(1, low=1)
     positions: Literal["random", "all"] = "random"
-    rescore_examples: int | None = None
+    rescore_examples: int | None = hyper(None, low=1)
     # held out (benchmarks/selection_defaults.py): at 0.1 the fluent "the the the the the" start turned away
     # every HotFlip swap for 42 steps; 0 is the default until a smaller λ shows a held-out gain
-    fluency: float = 0.0
-    ensemble: int = 1
+    fluency: float = hyper(0.0, low=0)
+    ensemble: int = hyper(1, low=1)
     filter_proper_nouns: bool = False
     template: str | None = None
     verbalizer: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("num_triggers", "num_candidates", "batch_size", "accumulation_steps", "ensemble"):
-            if getattr(self, key) < 1:
-                raise AutopromptError(f"gradient: {key} must be at least 1, got {getattr(self, key)}")
-        if self.rescore_examples is not None and self.rescore_examples < 1:
-            raise AutopromptError(f"gradient: rescore_examples must be at least 1 (or none), "
-                                  f"got {self.rescore_examples}")
-        if not self.fluency >= 0:
-            raise AutopromptError(f"gradient: fluency must be >= 0, got {self.fluency}")
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         # start: calibrate on train, score dev; a step: the gradient batches (a backward is two),

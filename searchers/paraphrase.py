@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Ensemble, Prompt, Template, load_model
-from autoprompt.search import SearchContext, Searcher, starting_prompt
+from autoprompt.search import SearchContext, Searcher, hyper, starting_prompt
 
 _ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
 
@@ -71,11 +71,11 @@ class Paraphrase(Searcher):
     templates: str | None = None
     corpus: str | None = None
     num_mined: int = 8
-    num_paraphrases: int = 6
-    beam: int = 3
-    score_examples: int = 32
+    num_paraphrases: int = hyper(6, low=1)
+    beam: int = hyper(3, low=1)
+    score_examples: int = hyper(32, low=1)
     select: Literal["auto", "top1", "topk", "optimized"] = "auto"
-    ensemble_k: int = 3
+    ensemble_k: int = hyper(3, low=1)
     temperature: float = 0.8
     generator: str | None = None
 
@@ -85,9 +85,6 @@ class Paraphrase(Searcher):
         if unknown or not self._sources():
             raise AutopromptError(f"paraphrase: sources must be a comma list of manual, mine, paraphrase; "
                                   f"got {self.sources!r}")
-        for key in ("num_paraphrases", "beam", "score_examples", "ensemble_k"):
-            if getattr(self, key) < 1:
-                raise AutopromptError(f"paraphrase: {key} must be at least 1, got {getattr(self, key)}")
 
     def _sample(self, ctx: SearchContext) -> list:
         """The train examples every template is scored on: the same draw all run, so scores compare."""

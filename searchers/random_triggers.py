@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from autoprompt import AnyPrompt, AutopromptError, Prompt
-from autoprompt.search import SearchContext, Searcher, keep_best, starting_prompt
+from autoprompt import AnyPrompt, Prompt
+from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
 
 
 @dataclass
@@ -31,16 +31,11 @@ class RandomTriggers(Searcher):
         "num_candidates": {"type": "int", "low": 4, "high": 32, "log": True},
     }
 
-    num_triggers: int = 5
-    num_candidates: int = 10
-    rescore_examples: int | None = None
+    num_triggers: int = hyper(5, low=1)
+    num_candidates: int = hyper(10, low=1)
+    rescore_examples: int | None = hyper(None, low=1)
     template: str | None = None
     verbalizer: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if min(self.num_triggers, self.num_candidates, self.rescore_examples or 1) < 1:
-            raise AutopromptError("random: num_triggers, num_candidates and rescore_examples must be at least 1")
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         rescore = min(self.rescore_examples or train, train)

@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Prompt, Verbalizer
-from autoprompt.search import SearchContext, Searcher, starting_prompt
+from autoprompt.search import SearchContext, Searcher, hyper, starting_prompt
 from autoprompt.search.selection import margins
 
 
@@ -76,23 +76,20 @@ class VerbalizerSearch(Searcher):
     }
 
     method: Literal["probe", "likelihood", "petal"] = "likelihood"
-    k: int = 10
+    k: int = hyper(10, low=1)
     # held out (benchmarks/selection_defaults.py --part verbalizer, 4 GLUE-train splits): the best candidate
     # scored 0.670 with 1000 words vs 0.593 with every word (anyway/enhanced), 0.7075 vs 0.6771 after the gate
     vocab: int = 1000
-    n_pairs: int = 20
-    words_per_class: int = 1
-    max_word_tokens: int = 1
-    max_examples: int = 256
+    n_pairs: int = hyper(20, low=1)
+    words_per_class: int = hyper(1, low=1)
+    max_word_tokens: int = hyper(1, low=1)
+    max_examples: int = hyper(256, low=1)
     probe_c: float = 1.0
     prompt: str | None = None
     template: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("k", "n_pairs", "words_per_class", "max_word_tokens", "max_examples"):
-            if getattr(self, key) < 1:
-                raise AutopromptError(f"verbalizer: {key} must be at least 1, got {getattr(self, key)}")
         if self.vocab < 0:
             raise AutopromptError(f"verbalizer: vocab must be 0 (every word) or a positive count, got {self.vocab}")
 

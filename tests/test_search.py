@@ -258,3 +258,30 @@ def test_a_strategy_that_writes_the_backbone_reports_nothing(task, tmp_path):
         search.unregister("vandal")
     assert list(tmp_path.rglob("spec.json")) and not list(tmp_path.rglob("result.json"))
     assert not list(tmp_path.rglob("prompt.json"))
+
+
+def test_every_parameter_has_help_and_bounds_are_one_rule():
+    from autoprompt.search import describe_strategy  # noqa: PLC0415
+
+    for name, cls in available().items():
+        undocumented = [p["name"] for p in describe_strategy(cls) if not p["help"]]
+        assert not undocumented, f"{name}: document {undocumented} in the class docstring's Args section"
+    bounded = {p["name"]: p["low"] for p in describe_strategy(available()["gradient"]) if p["low"] is not None}
+    assert bounded == {"min_gain": 0, "num_triggers": 1, "num_candidates": 1, "batch_size": 1,
+                       "accumulation_steps": 1, "rescore_examples": 1, "fluency": 0, "ensemble": 1}
+    for strategy, key in [("random", "num_candidates"), ("verbalizer", "k"), ("paraphrase", "beam"),
+                          ("ptuning", "steps"), ("gradient", "min_gain")]:
+        with pytest.raises(AutopromptError, match=rf"^{strategy}: `{key}` must be at least"):
+            create(strategy, {key: -1})
+    create("gradient", {"rescore_examples": None})  # None passes a bound
+
+
+def test_cli_explains_one_strategy():
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from autoprompt.cli import app  # noqa: PLC0415
+
+    shown = CliRunner().invoke(app, ["strategies", "gradient"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "fluency" in shown.output and "negative log-likelihood" in shown.output
+    bad = CliRunner().invoke(app, ["search", "--task", "sst2", "--param", "num_candidates=0"])
+    assert bad.exit_code == 2 and "--param num_candidates must be at least 1, got 0" in bad.output

@@ -10,7 +10,7 @@
     estimate.py   the minimum useful budget and a time estimate
 """
 
-from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
 from autoprompt.search.estimate import check_budget, estimate
 from autoprompt.search.loop import leaderboard_db, limit_test, run_search
 from autoprompt.search.registry import (
@@ -18,7 +18,9 @@ from autoprompt.search.registry import (
     available,
     create,
     describe_params,
+    describe_strategy,
     get_strategy,
+    param_docs,
     param_types,
     parse_params,
     register,
@@ -39,14 +41,17 @@ __all__ = [
     "check_budget",
     "create",
     "describe_params",
+    "describe_strategy",
     "estimate",
     "find_run",
     "finished_result",
     "get_strategy",
+    "hyper",
     "keep_best",
     "leaderboard_db",
     "limit_test",
     "one_token",
+    "param_docs",
     "param_types",
     "parse_params",
     "register",

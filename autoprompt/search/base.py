@@ -54,6 +54,15 @@ class SearchState(TypedDict, total=False):
     best_prompt: dict[str, Any]  # the strategy's best prompt so far, as `Prompt.to_json`
 
 
+def hyper(default: Any, *, low: float | None = None) -> Any:
+    """A hyper-parameter field with its lowest valid value, checked by `Searcher` for every strategy
+    (one rule instead of a copy of "must be at least 1" per strategy); ``None`` always passes.
+
+    Its help text is the strategy docstring's ``Args:`` entry (`autoprompt.search.param_docs`).
+    """
+    return dataclasses.field(default=default, metadata={"low": low})
+
+
 @dataclass
 class Searcher(ABC):
     """Base class of strategies: subclasses are dataclasses whose fields are hyper-parameters.
@@ -87,7 +96,7 @@ class Searcher(ABC):
 
     calibration: Literal["none", "contextual", "prior"] = "prior"
     objective: Literal["margin", "loglik", "accuracy"] = "margin"
-    min_gain: float = 1.0
+    min_gain: float = hyper(1.0, low=0)
     gate: bool = True
 
     @abstractmethod
@@ -139,8 +148,11 @@ class Searcher(ABC):
         if self.calibration not in CALIBRATION_METHODS:
             raise AutopromptError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, not "
                                   f"{self.calibration!r}")
-        if not self.min_gain >= 0:
-            raise AutopromptError(f"min_gain must be >= 0 standard errors, got {self.min_gain}")
+        for f in dataclasses.fields(self):
+            low, value = f.metadata.get("low"), getattr(self, f.name)
+            if low is not None and value is not None and not value >= low:  # `not >=`: NaN fails too
+                raise AutopromptError(f"{self.name}: `{f.name}` must be at least {low:g}, got {value}",
+                                      params=(f.name,))
 
 
 @dataclass

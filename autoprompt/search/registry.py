@@ -8,6 +8,7 @@ without packaging it.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -165,3 +166,31 @@ def variant(strategy: str, params: dict[str, Any]) -> str:
     if params.get("calibration", "none") != "none":
         changed = dict(sorted({**changed, "calibration": params["calibration"]}.items()))
     return strategy + (f"[{', '.join(f'{k}={v}' for k, v in changed.items())}]" if changed else "")
+
+
+def param_docs(cls: type[Searcher]) -> dict[str, str]:
+    """Each hyper-parameter's help text: its entry in the ``Args:`` section of the docstring of
+    ``cls`` or of a base class (Google style), joined into one line."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines()
+        if "Args:" not in lines:
+            continue
+        name = None
+        for line in lines[lines.index("Args:") + 1:]:
+            if line and not line.startswith(" "):  # the next section
+                break
+            head, sep, text = line.strip().partition(": ")
+            if line.startswith("    ") and not line.startswith("     ") and sep and head.isidentifier():
+                name, docs[head] = head, text.strip()
+            elif name and line.strip():
+                docs[name] += " " + line.strip()
+    return docs
+
+
+def describe_strategy(cls: type[Searcher]) -> list[dict[str, Any]]:
+    """One row per hyper-parameter: ``name``, ``type``, ``default``, ``low`` (the lowest valid value,
+    if any) and ``help``."""
+    types_, docs = param_types(cls), param_docs(cls)
+    return [{"name": f.name, "type": _type_name(types_[f.name]), "default": f.default, "low": f.metadata.get("low"),
+             "help": docs.get(f.name, "")} for f in dataclasses.fields(cls)]

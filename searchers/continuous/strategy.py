@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from autoprompt import AnyPrompt, AutopromptError, Prompt, Segment, SoftPrompt, Template
-from autoprompt.search import SearchContext, Searcher
+from autoprompt.search import SearchContext, Searcher, hyper
 from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots
 from searchers.continuous.readout import detached, dev_loss, improves, nearest_token_readout
 
@@ -70,7 +70,7 @@ class PTuning(Searcher):
     }
 
     mode: Mode = "prompt"
-    num_tokens: int | None = None
+    num_tokens: int | None = hyper(None, low=1)
     template: str | None = None
     init: Literal["text", "vocab", "random"] = "text"
     init_text: str | None = None
@@ -81,9 +81,9 @@ class PTuning(Searcher):
     lr: float | None = None
     weight_decay: float = 0.0
     warmup: float = 0.1
-    steps: int = 150
-    batch_size: int = 8
-    eval_every: int = 15
+    steps: int = hyper(150, low=1)
+    batch_size: int = hyper(8, low=1)
+    eval_every: int = hyper(15, low=1)
     patience: int = 4
     clip: float = 1.0
     flat_steps: int = 30
@@ -100,9 +100,6 @@ class PTuning(Searcher):
             self.num_tokens = defaults["num_tokens"]
         if self.lr is None:
             self.lr = defaults["lr"]
-        for key in ("num_tokens", "steps", "batch_size", "eval_every"):
-            if getattr(self, key) < 1:
-                raise AutopromptError(f"ptuning: {key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise AutopromptError(f"ptuning: lr must be a positive number, got {self.lr}")
         if self.template is not None and self.mode == "prefix":
