@@ -224,6 +224,14 @@ class FrozenLM(PromptEncoder):
         assert vectors.grad is not None  # the loss depends on every trigger vector
         return vectors.grad.detach(), float(loss.detach())
 
+    def reply_samples(self, request: str, n: int, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+        """Sampled replies to ``request`` (a causal LM's capability; see `CausalLM.reply_samples`)."""
+        raise AutopromptError(f"{self.name} is a {self.kind} LM: it does not generate text; use a causal LM")
+
+    def fill_mask(self, text: str, which: int, k: int) -> list[str]:
+        """Top whole words at a mask of ``text`` (a masked LM's capability; see `MaskedLM.fill_mask`)."""
+        raise AutopromptError(f"{self.name} is a {self.kind} LM: it has no mask to fill; use a masked LM")
+
     def label_logprobs_shared(self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
                               words: WordTable, gold: Sequence[int] | None = None) -> Scores:
         """Score K prompts that share each example's prefix (backends with ``shares_prefix``)."""

@@ -230,3 +230,21 @@ class CausalLM(FrozenLM):
         logp_first, cache = self._last_logprobs(suf_ids, full_mask, positions, cache=cache)
         rep_gold = [g for g in gold for _ in range(k)] if gold is not None else None
         return self._word_scores(logp_first, cache, full_mask, words, rep_gold)
+
+    @torch.inference_mode()
+    def reply_samples(self, request: str, n: int, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+        """``n`` replies to ``request`` sampled at ``temperature`` from ``seed`` (through the chat
+        template where the tokenizer has one), decoded and stripped."""
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
+                                           add_generation_prompt=True)
+        else:
+            text = f"{request}\n\nAnswer:"
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,  # type: ignore[operator]
+                                      temperature=temperature, max_new_tokens=max_new_tokens,
+                                      num_return_sequences=n, pad_token_id=self.pad_id)
+        return [t.strip() for t in tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]

@@ -66,6 +66,17 @@ class MaskedLM(FrozenLM):
                     columns[j] = logp[:, torch.arange(n), torch.tensor(w, device=self.device)].sum(-1)
         return Scores(logsumexp_classes(torch.stack(columns, dim=-1), words), top)
 
+    @torch.inference_mode()
+    def fill_mask(self, text: str, which: int, k: int) -> list[str]:
+        """The ``k`` most likely whole words (`word_start_tokens`) at the ``which``-th mask token of ``text``."""
+        ids = torch.tensor([self.tokenizer(text)["input_ids"]], device=self.device)
+        logits = self.model(input_ids=ids).logits[0]
+        at = (ids[0] == self._mask_id()).nonzero()[:, 0][which]
+        keep = self.word_start_tokens().to(logits.device)
+        scores = logits[at].float().masked_fill(~keep, -float("inf"))
+        return [self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(tok)]).strip()
+                for tok in scores.topk(k).indices.tolist()]
+
     def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
         ids, attn = self.pad([e.ids for e in batch])
         with self._autocast():

@@ -37,6 +37,7 @@ from autoprompt.backends import Encoded, FrozenLM, WordTable
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
+from autoprompt.model_store import load_model
 from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt, Prompt
 from autoprompt.search.selection import Objective, objective_score
 from autoprompt.soft import SoftPrompt
@@ -266,3 +267,34 @@ class SearchContext:
         out = self.lm.soft_logprobs(encoded, words, soft)
         self.budget.charge(forwards=len(encoded), backwards=len(encoded))
         return out
+
+    def other_model(self, name: str | None) -> FrozenLM:
+        """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser)."""
+        if name is None:
+            return self.lm
+        if name not in _other_models:
+            _other_models[name] = load_model(name)
+        return _other_models[name]
+
+    def generate(self, model: FrozenLM, requests: Sequence[tuple[str, int]], n: int, temperature: float,
+                 max_new_tokens: int = 40) -> list[list[str]]:
+        """``n`` sampled replies to each ``(request, seed)`` from the causal ``model``.
+
+        Charged ``n`` example-forwards per call, the unit paraphrase rounds have always been
+        budgeted in (one set of rewrites of one template, whatever the number of requests).
+        """
+        self.budget.require(forwards=n)
+        out = [model.reply_samples(text, n, temperature, max_new_tokens, seed) for text, seed in requests]
+        self.budget.charge(forwards=n)
+        return out
+
+    def fill_masks(self, model: FrozenLM, jobs: Sequence[tuple[str, int]], k: int) -> list[list[str]]:
+        """The ``k`` top whole words at mask ``which`` of each ``(text, which)``, from the masked ``model``;
+        one example-forward per job."""
+        self.budget.require(forwards=len(jobs))
+        out = [model.fill_mask(text, which, k) for text, which in jobs]
+        self.budget.charge(forwards=len(jobs))
+        return out
+
+
+_other_models: dict[str, FrozenLM] = {}  # models strategies use besides the scored one, by name

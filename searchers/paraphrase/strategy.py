@@ -1,42 +1,16 @@
-"""``paraphrase``: mined and paraphrased templates, top-1 or ensembles (Jiang et al., 2020, LPAQA).
-
-Candidate templates come from pluggable sources (``sources=manual,mine,paraphrase``):
-
-* **manual** — the task's manual template and any listed in ``templates`` (``||``-separated);
-* **mine** — middle words from a corpus (``corpus=FILE``, default the train inputs): for
-  classification, the words just before a label word in the text (``{sentence} it was [P]``);
-  for LAMA, the words between a training subject and its object in one sentence
-  (``{subject} was born in [P]``); frequency-ranked;
-* **paraphrase** — rewrites by the frozen LM itself (or ``generator=MODEL``): a causal LM is asked,
-  through its chat template where it has one, to rewrite the template, sampled with the seed; a
-  masked LM masks one template word at a time and refills it with its top predictions.
-
-Slots survive every rewrite or the rewrite is dropped (and counted): a candidate has exactly the
-task's fields and one ``[P]`` (last, on a causal LM). Each round paraphrases the current beam
-again; every new candidate is scored on the same train sample as one batched evaluator job, and
-the beam is watched on ``dev``. Candidates are ranked by the search's objective (calibrated
-as the search is) on that train sample, and the core re-scores the best of them on dev against
-the manual prompt (`autoprompt.search.selection`). ``select``: ``auto`` offers the core the top-k
-equal-weight ensemble and the best single templates, so the ensemble is reported when it wins
-on dev; ``top1`` (single templates only), ``topk`` (an equal-weight ensemble of the
-``ensemble_k`` best) or ``optimized`` (the same members, softmax weights learned on the train
-sample, as LPAQA) force one form.
-"""
+"""The ``paraphrase`` strategy: seeds, the beam of rewrites, selection (see the package docstring)."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from autoprompt import AnyPrompt, AutopromptError, Ensemble, Prompt, Template, load_model
+from autoprompt import AnyPrompt, AutopromptError, Ensemble, Prompt, Template
 from autoprompt.search import SearchContext, Searcher, hyper, starting_prompt
-
-_ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
+from searchers.paraphrase.mining import mine
+from searchers.paraphrase.rewriting import ask, refill
 
 
 @dataclass
@@ -114,116 +88,15 @@ class Paraphrase(Searcher):
         return out
 
     def mine(self, ctx: SearchContext) -> list[str]:
-        """Middle-word templates from the corpus, most frequent first."""
-        if self.corpus:
-            if not Path(self.corpus).is_file():
-                raise AutopromptError(f"paraphrase: corpus file {self.corpus} does not exist")
-            lines = Path(self.corpus).read_text(errors="replace").splitlines()
-        else:
-            lines = [" ".join(ex.fields.values()) for ex in ctx.train]
-        counts: Counter[str] = Counter()
-        if ctx.task.fields == ("subject",):  # relation: the words between subject and object
-            pairs = [(ex.fields["subject"], ctx.task.labels[ex.label]) for ex in ctx.train]
-            for line in lines:
-                for subject, obj in pairs:
-                    i, j = line.find(subject), line.find(obj)
-                    if 0 <= i < j:
-                        middle = line[i + len(subject) : j].strip()
-                        if middle and len(middle.split()) <= 6 and not re.search(r"[\[\]{}]", middle):
-                            counts[middle] += 1
-            head = "{subject}"
-        else:  # classification: the words before a label word
-            manual = ctx.task.default_prompt
-            words = {w.lower() for ws in manual.verbalizer.words.values() for w in ws}
-            for line in lines:
-                tokens = line.split()
-                for k, token in enumerate(tokens):
-                    if token.lower().strip(".,!?") in words and k >= 1:
-                        context = " ".join(tokens[max(0, k - 3) : k])
-                        if not re.search(r"[\[\]{}]", context):
-                            counts[context] += 1
-            last = max(i for i, s in enumerate(manual.template.segments) if s.kind == "field")
-            head = "".join(s.value if s.kind == "text" else s.space + "{" + s.value + "}"
-                           for s in manual.template.segments[: last + 1]).replace("[", "[[")
-        return [f"{head} {middle} [P]" for middle, _ in counts.most_common(self.num_mined)]
-
-    def _generator(self, ctx: SearchContext):
-        if self.generator is None:
-            return ctx.lm
-        if not hasattr(self, "_gen"):
-            self._gen = load_model(self.generator)
-        return self._gen
+        """Middle-word templates from the corpus, most frequent first (`mining.mine`)."""
+        return mine(ctx, self.corpus, self.num_mined)
 
     def rewrite(self, ctx: SearchContext, template: Template, salt: str) -> list[str]:
-        """Rewrites of ``template`` by the generator LM (sampled from the step's seed)."""
-        gen = self._generator(ctx)
-        return self._refill(gen, template) if gen.kind == "masked" else self._ask(ctx, gen, template, salt)
-
-    def _ask(self, ctx: SearchContext, gen, template: Template, salt: str) -> list[str]:
-        """Causal LM: rewrite the whole template, and each of its text pieces on its own.
-
-        Small models rarely keep placeholders through a whole-template rewrite; a text piece
-        ("It was", "Sentiment (positive or negative):") is rewritten between the untouched slots,
-        so those rewrites keep their slots by construction.
-        """
-        shown = template.source.replace("[P]", _ANSWER)
-        fields = ", ".join("{" + f + "}" for f in template.fields)
-        whole = (f"Rewrite this prompt template in a different way. Keep {fields} and {_ANSWER} exactly "
-                 f"as written, with {_ANSWER} at the end. Reply with the new template only.\n\n{shown}")
-        out = [t.replace(_ANSWER, "[P]") for t in self._generate(ctx, gen, whole, salt)]
-        pieces = [i for i, s in enumerate(template.segments) if s.kind == "text" and any(c.isalpha() for c in s.value)]
-        for i in pieces:
-            text = template.segments[i].value
-            core = text.strip()
-            request = ("Rewrite the phrase in other words, keeping its meaning. Reply with the new phrase only.\n\n"
-                       f"Phrase: {core}")
-            for new in self._generate(ctx, gen, request, f"{salt}:{i}"):
-                new = new.splitlines()[0].strip().strip('"') if new.strip() else ""
-                if new and new != core:
-                    segments = list(template.segments)
-                    segments[i] = type(segments[i])("text", text.replace(core, new))
-                    out.append(Template.from_segments(segments).source)
-        return out
-
-    def _generate(self, ctx: SearchContext, gen, request: str, salt: str) -> list[str]:
-        """``num_paraphrases`` sampled replies, through the chat template where there is one."""
-        tok = gen.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
-                                           add_generation_prompt=True)
-        else:
-            text = f"{request}\n\nAnswer:"
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=gen.device)
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(ctx.rng().randrange(2**31) + sum(map(ord, salt)))  # the step's seed
-            out = gen.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                     temperature=self.temperature, max_new_tokens=40,
-                                     num_return_sequences=self.num_paraphrases, pad_token_id=gen.pad_id)
-        return [t.strip() for t in tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
-
-    def _refill(self, gen, template: Template) -> list[str]:
-        """Masked LM: mask one template word at a time, refill with the top whole-word predictions."""
-        words = template.source.split(" ")
-        plain = [i for i, w in enumerate(words) if w.isalpha()]
-        predict = next(i for i, w in enumerate(words) if "[P]" in w)
-        mask = gen.tokenizer.mask_token
-        keep = gen.word_start_tokens()
-        out = []
-        for i in plain:
-            masked = " ".join(mask if j == i else w for j, w in enumerate(words))
-            text = masked.replace("[P]", mask)
-            for field in template.fields:  # a neutral filler: the template's own words are what change
-                text = text.replace("{" + field + "}", "something")
-            ids = torch.tensor([gen.tokenizer(text)["input_ids"]], device=gen.device)
-            with torch.inference_mode():
-                logits = gen.model(input_ids=ids).logits[0]
-            masks = (ids[0] == gen.tokenizer.mask_token_id).nonzero()[:, 0]
-            at = masks[1] if predict < i else masks[0]  # the [P] mask may come first
-            scores = logits[at].float().masked_fill(~keep.to(logits.device), -float("inf"))
-            for tok in scores.topk(max(1, self.num_paraphrases // max(1, len(plain)) + 1)).indices.tolist():
-                word = gen.tokenizer.convert_tokens_to_string([gen.tokenizer.convert_ids_to_tokens(tok)]).strip()
-                out.append(" ".join(word if j == i else w for j, w in enumerate(words)))
-        return out
+        """Rewrites of ``template`` by the generator LM (sampled from the step's seed); charged by the core."""
+        gen = ctx.other_model(self.generator)
+        if gen.kind == "masked":
+            return refill(ctx, gen, template, self.num_paraphrases)
+        return ask(ctx, gen, template, salt, self.num_paraphrases, self.temperature)
 
     # ---- the strategy -------------------------------------------------------------------------
 
@@ -289,14 +162,7 @@ class Paraphrase(Searcher):
             return {**state, "done": True}
         generated = []
         for i, source in enumerate(state["beam"]):
-            template = Template(source)
-            # generation's cost in example-forwards: one per sampled rewrite (causal), one per
-            # masked word (masked)
-            cost = sum(w.isalpha() for w in source.split(" ")) if self._generator(ctx).kind == "masked" \
-                else self.num_paraphrases
-            ctx.budget.require(forwards=cost)
-            generated += self.rewrite(ctx, template, salt=f"{state['round']}:{i}")
-            ctx.budget.charge(forwards=cost)
+            generated += self.rewrite(ctx, Template(source), salt=f"{state['round']}:{i}")
         added = self._score(ctx, state, generated)
         state["round"] += 1
         self._beam_on_dev(ctx, state)
