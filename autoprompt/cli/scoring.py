@@ -1,0 +1,98 @@
+"""Commands that score a given prompt: evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from autoprompt.cli.common import (
+    AsJson,
+    BatchSize,
+    DataDir,
+    DataSeed,
+    Model,
+    Shots,
+    app,
+    err,
+    friendly,
+    out,
+    print_json,
+)
+
+
+@app.command()
+@friendly
+def evaluate(
+    task: Annotated[str, typer.Option(help="Task name (sst2, rte, lama:P19, lama) or a task .toml file.")],
+    template: Annotated[str | None, typer.Option(help="Template, e.g. '{sentence} It was [P]'.")] = None,
+    verbalizer: Annotated[
+        str | None, typer.Option(help='Label words as JSON, e.g. \'{"0": ["bad"], "1": ["good"]}\'.')
+    ] = None,
+    prompt: Annotated[Path | None, typer.Option(help="A prompt.json artifact to score instead.")] = None,
+    model: Model = "smollm2-135m",
+    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    shots: Shots = None,
+    data_seed: DataSeed = 13,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Score a seeded, class-stratified sample of N examples (data files are often sorted by "
+                    "label, so never the first N).")] = None,
+    batch_size: BatchSize = 32,
+    calibration: Annotated[str | None, typer.Option(
+        help="Calibrate the prompt: none, contextual (content-free inputs, Zhao et al. 2021) or prior (mean class "
+             "distribution over the task's train inputs); default: the prompt's own.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Score a prompt (the task's manual prompt by default) on one split."""
+    from autoprompt.api import evaluate as run  # noqa: PLC0415
+
+    result = run(task, template=template, verbalizer=verbalizer, prompt=prompt, model=model, split=split,
+                 shots=shots, data_seed=data_seed, limit=limit, batch_size=batch_size, data_dir=data_dir,
+                 progress=True, calibration=calibration)
+    if as_json:
+        return print_json(result)
+    rows = result.get("relations", [result])
+    table = Table("task", "split", "n", "metric", "score", "extra")
+    for r in rows:
+        extra = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.get("lama", {}).items())
+        table.add_row(r["task"], r["split"], str(r["n"]), r["metric"], f"{r['score']:.4f}", extra)
+    if "relations" in result:
+        table.add_row("lama (mean)", result["split"], str(result["n"]), "P@1", f"{result['score']:.4f}", "")
+    out.print(table)
+    if "template" in result:
+        words = result["verbalizer"]
+        shown = (json.dumps(words) if len(words) <= 8  # LAMA has hundreds of candidate objects
+                 else f"{len(words)} labels, e.g. {json.dumps(dict(list(words.items())[:3]))}")
+        out.print(f"template: {result['template']!r}  verbalizer: {shown}  "
+                  f"calibration: {result['calibration']['method']}", highlight=False)
+    out.print(f"model {result['model']}, {result['wall_s']:.1f} s", highlight=False)
+    return None
+
+
+@app.command()
+@friendly
+def predict(
+    prompt: Annotated[Path, typer.Option(help="A prompt.json artifact (discrete, soft or ensemble).")],
+    input_file: Annotated[Path, typer.Option("--input", help="JSONL, one object per line with the template's fields.")],
+    model: Annotated[str | None, typer.Option(help="Backbone (default: the one the prompt was searched on).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write JSONL here (atomically) instead of stdout.")] = None,
+    batch_size: BatchSize = 32,
+) -> None:
+    """Label new inputs with a saved prompt: one JSON line per input with its label and probabilities."""
+    from autoprompt.api import predict as run  # noqa: PLC0415
+    from autoprompt.io import atomic_write_bytes, check_writable_file  # noqa: PLC0415
+
+    if output is not None:
+        check_writable_file(output, "--output")
+    rows = run(prompt, input_file, model=model, batch_size=batch_size, progress=output is not None)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(output, text.encode())
+        err.print(f"{len(rows)} predictions written to {output}", highlight=False)

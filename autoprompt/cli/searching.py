@@ -1,0 +1,165 @@
+"""Commands that search: search, tune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from autoprompt.cli.common import (
+    AsJson,
+    DataDir,
+    DataSeed,
+    Db,
+    Model,
+    Shots,
+    app,
+    err,
+    friendly,
+    out,
+    print_json,
+)
+from autoprompt.errors import AutopromptError, SearchInterrupted
+
+
+@app.command()
+@friendly
+def search(
+    task: Annotated[str | None, typer.Option(help="Task name (sst2, rte, lama:P19) or a task .toml file.")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Search strategy (see `autoprompt strategies`); default gradient.")] = None,
+    model: Model = "smollm2-135m",
+    shots: Shots = None,
+    data_seed: DataSeed = 13,
+    seed: Annotated[int, typer.Option(help="Search seed: the same seed gives the same result.")] = 0,
+    budget: Annotated[int | None, typer.Option(
+        help="Example-forwards the search may spend (a backward counts as two); default: the strategy's.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        min=0.001, help="Optional wall-clock limit for the search steps (the start always runs).")] = None,
+    test_limit: Annotated[int | None, typer.Option(
+        min=1, help="Score the result on a seeded random N test examples (quick runs; its own leaderboard rows).")
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter k=v (repeatable).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for run artifacts.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its folder.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the budget and a time estimate; search nothing.")] = False,
+    db: Annotated[str | None, typer.Option(help="Leaderboard database to record the run in: a file or SQLAlchemy "
+                                                "URL (default: $AUTOPROMPT_DB, else <out>/leaderboard.db).")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Search for a prompt, then score it and the manual baseline on dev and test.
+
+    Writes runs/<task>/<strategy>/<run-id>/ with spec.json, trace.jsonl, prompt.json, result.json.
+    """
+    from autoprompt.api import search as run  # noqa: PLC0415
+
+    settings: dict[str, Any] = {
+        "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db}
+    if dry_run:
+        plan = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
+                   test_limit=test_limit, dry_run=True, **settings)
+        return print_json(plan) if as_json else out.print(
+            f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards (minimum "
+            f"{plan['minimum_budget']}), at most {plan['steps']} steps, train {plan['train']}, dev {plan['dev']}; "
+            f"about {plan['estimated_search_s']:.0f} s of search "
+            f"({plan['seconds_per_forward'] * 1000:.1f} ms per example-forward measured here)", highlight=False)
+    try:
+        result = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
+                     test_limit=test_limit, resume=resume, progress=True, **settings)
+    except SearchInterrupted as stop:
+        err.print("interrupted: the last step is checkpointed; continue with "
+                  f"`autoprompt search --resume {stop.run_dir}`")
+        raise typer.Exit(130) from None
+    if not result.get("leaderboard", {"recorded": True})["recorded"]:
+        err.print(f"the run is complete in {result['run_dir']}; once the database is fixed, add it with "
+                  f"`autoprompt leaderboard import {result['run_dir']} --db {result['leaderboard']['db']}`",
+                  highlight=False, soft_wrap=True)
+    if as_json:
+        return print_json(result)
+    metric = result["metric"]
+    table = Table("prompt", f"dev {metric}", f"test {metric}")
+    table.add_row("manual baseline", f"{result['baseline']['dev']:.4f}", f"{result['baseline']['test']:.4f}")
+    table.add_row(f"found ({result['strategy']})", f"{result['scores']['dev']:.4f}", f"{result['scores']['test']:.4f}")
+    deltas = result.get("deltas")
+    if deltas:
+        table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                                                   for d in (deltas["dev"], deltas["test"])))
+    out.print(table)
+    selection = result.get("selection") or {}
+    if selection.get("message"):
+        out.print(selection["message"], highlight=False)
+    words = (result["prompt"].get("verbalizer") or (result["prompt"].get("ensemble") or [{}])[0].get("verbalizer"))
+    out.print(f"prompt: {result['prompt_text']!r}  label words: {json.dumps(words, ensure_ascii=False)}  "
+              f"calibration: {result.get('calibration', 'none')}", highlight=False)
+    if result.get("trigger_text"):
+        out.print(f"triggers: {result['trigger_text']!r}", highlight=False)
+    details = result.get("details", {})
+    if "trainable_parameters" in details:
+        out.print(f"trainable parameters: {details['trainable_parameters']:,} "
+                  f"(backbone {details['backbone_parameters']:,}, frozen and unchanged)", highlight=False)
+    if "readout" in details:
+        readout = details["readout"]
+        out.print(f"nearest tokens: {readout['discrete_prompt']!r} (dev {readout['discrete_dev']:.4f} as a discrete "
+                  "prompt)", highlight=False)
+    for warning in result.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    spent = result["budget"]
+    out.print(f"budget: {spent['used']} of {spent['limit']} example-forwards ({spent['forwards']} forwards, "
+              f"{spent['backwards']} backwards), {result['steps']} steps, {result['wall_s']:.0f} s", highlight=False)
+    out.print(f"artifacts: {result['run_dir']}", highlight=False)
+    return None
+
+
+@app.command()
+@friendly
+def tune(
+    task: Annotated[str, typer.Option(help="Task name or a task .toml file.")],
+    strategy: Annotated[str, typer.Option(help="Strategy whose parameters to tune.")] = "gradient",
+    n_trials: Annotated[int, typer.Option(help="Complete or pruned trials the study should have.")] = 20,
+    space: Annotated[Path | None, typer.Option(
+        help="Search space TOML ([param] type=int|float|categorical, low/high/log or choices); "
+             "default: the strategy's own.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="optuna storage URL (postgresql://... to share a study between machines); default <out>/tune.db.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: <task>-<strategy>-<shots>shot).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the trials' run artifacts.")] = Path("runs"),
+    model: Model = "smollm2-135m",
+    shots: Shots = None,
+    data_seeds: Annotated[str, typer.Option(help="Data seeds; a trial scores the mean dev over them.")] = "13",
+    sampler: Annotated[str, typer.Option(help="tpe, random or grid.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median, halving or none (pruning uses best-so-far dev).")] = "median",
+    seed: Annotated[int, typer.Option(help="Search seed of every trial, and the sampler's seed.")] = 0,
+    budget: Annotated[int | None, typer.Option(help="Budget of each search (default: the strategy's).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="A fixed (untuned) strategy parameter k=v.")] = None,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between worker heartbeats.")] = 10,
+    grace: Annotated[int, typer.Option(help="Seconds without a heartbeat before a trial counts as failed.")] = 30,
+    data_dir: DataDir = None,
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Tune a strategy's parameters with optuna: each trial is a search (dev score optimised, test recorded).
+
+    Run the same command on several machines with a shared --storage postgresql://... to work on one study.
+    """
+    from autoprompt.api import tune as run  # noqa: PLC0415
+
+    result = run(task, strategy, n_trials=n_trials, space=space, storage=storage, study=study, workers=workers,
+                 out=out_dir, model=model, shots=shots, data_seeds=data_seeds, sampler=sampler, pruner=pruner,
+                 seed=seed, budget=budget, params=param or [], heartbeat=heartbeat, grace=grace, data_dir=data_dir,
+                 db=db)
+    if as_json:
+        return print_json(result)
+    out.print(f"study {result['study']} ({result['storage']}): {result['states']}", highlight=False)
+    best = result.get("best")
+    if best is None:
+        raise AutopromptError("no trial completed; see the errors above")
+    out.print(f"best trial #{best['number']}: dev {best['dev']:.4f} (mean over {len(best['dev_per_seed'])} seeds), "
+              f"test {best['test_mean']:.4f} (recorded, not optimised)", highlight=False)
+    out.print(f"params: {best['params']}", highlight=False)
+    out.print(f"reproduce: {best['command']}", highlight=False)
+    return None
