@@ -1,27 +1,11 @@
-"""Hyper-parameter tuning of a strategy with optuna, on one or many workers and machines.
-
-Each trial is one normal search per data seed (artifacts, a leaderboard row each) with the
-strategy's parameters drawn from a search space (the strategy's ``search_space``, or a TOML file).
-A trial's value is the **dev** score, averaged over the data seeds; test scores are recorded as
-trial attributes, never optimised. The best-so-far dev score is reported to optuna after every
-search step, so a median or successive-halving pruner stops hopeless trials early.
-
-The study lives in optuna's RDB storage: a SQLite file by default, any storage URL otherwise
-(``postgresql://...`` for several machines). Workers heartbeat; a worker killed mid-trial leaves
-its trial RUNNING until another worker's stale-trial check marks it FAILED, and the failed trial
-is retried once with the same parameters. Workers on one study stop once it has ``n_trials``
-complete or pruned trials; a trial started while that many are already done or running is
-marked FAILED as surplus (so the count is exact however many workers race).
-"""
+"""Running a study: samplers, pruners, workers (heartbeats, orphaned and surplus trials), the objective."""
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import shlex
 import statistics
 import time
-import tomllib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,114 +17,12 @@ from autoprompt.io import check_writable_folder
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
     from datetime import datetime
 
-    from matplotlib.figure import Figure
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
     from optuna.study import Study
     from optuna.trial import FrozenTrial, Trial
 
-SURPLUS = "surplus"
-STARTED = "started"
-
-
-@dataclasses.dataclass
-class TuneConfig:
-    """Everything a worker needs (picklable: workers are separate processes).
-
-    Attributes mirror ``autoprompt tune``'s options; ``fixed`` are ``--param`` values that are
-    not tuned.
-    """
-
-    task: str
-    strategy: str
-    n_trials: int
-    space: dict[str, dict[str, Any]]
-    storage: str
-    study: str
-    out: str = "runs"
-    model: str = "smollm2-135m"
-    shots: int | None = None
-    data_seeds: tuple[int, ...] = (13,)
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int = 0
-    budget: int | None = None
-    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
-    data_dir: str | None = None
-    db: str | None = None
-    heartbeat: int = 10
-    grace: int = 30
-
-    @property
-    def leaderboard(self) -> str:
-        """Where every trial records: ``db``, ``$AUTOPROMPT_DB``, else one ``<out>/leaderboard.db``."""
-        from autoprompt.search import leaderboard_db  # noqa: PLC0415
-
-        return str(leaderboard_db(self.db, self.out))
-
-
-def default_space(strategy: str) -> dict[str, dict[str, Any]]:
-    """The search space a strategy ships (``Searcher.search_space``)."""
-    from autoprompt.search import get_strategy  # noqa: PLC0415
-
-    space = dict(get_strategy(strategy).search_space)
-    if not space:
-        raise AutopromptError(f"strategy {strategy} has no default search space; give one with `space=space.toml`")
-    return space
-
-
-def load_space(path: str | Path, strategy: str) -> dict[str, dict[str, Any]]:
-    """A search space from TOML: one table per parameter (``[lr] type="float" low=1e-4 high=0.1 log=true``)."""
-    from autoprompt.search import get_strategy, param_types  # noqa: PLC0415
-
-    file = Path(path)
-    if not file.is_file():
-        raise AutopromptError(f"search space file {file} does not exist")
-    try:
-        space = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise AutopromptError(f"search space file {file} is not valid TOML ({err})") from None
-    names = param_types(get_strategy(strategy))
-    for name, spec in space.items():
-        if name not in names:
-            raise AutopromptError(f"search space: {strategy} has no parameter {name!r}; valid: {', '.join(names)}")
-        kind = spec.get("type") if isinstance(spec, dict) else None
-        if kind not in ("int", "float", "categorical"):
-            raise AutopromptError(f"search space: {name} needs type = \"int\", \"float\" or \"categorical\"")
-        if kind == "categorical" and not spec.get("choices"):
-            raise AutopromptError(f"search space: {name} is categorical and needs choices = [...]")
-        if kind != "categorical" and not ("low" in spec and "high" in spec and spec["low"] <= spec["high"]):
-            raise AutopromptError(f"search space: {name} needs low <= high")
-    return space
-
-
-def suggest(trial: Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Draw one value per parameter of ``space`` from the trial."""
-    params: dict[str, Any] = {}
-    for name, spec in space.items():
-        if spec["type"] == "int":
-            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
-        elif spec["type"] == "float":
-            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
-                                               log=bool(spec.get("log")))
-        else:
-            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
-    return params
-
-
-def grid(space: dict[str, dict[str, Any]], points: int = 3) -> dict[str, list[Any]]:
-    """A grid for ``--sampler grid``: choices, or ``points`` values spread over each range."""
-    import numpy as np  # noqa: PLC0415
-
-    out: dict[str, list[Any]] = {}
-    for name, spec in space.items():
-        if spec["type"] == "categorical":
-            out[name] = list(spec["choices"])
-            continue
-        low, high = float(spec["low"]), float(spec["high"])
-        values = np.geomspace(low, high, points) if spec.get("log") else np.linspace(low, high, points)
-        out[name] = sorted({round(float(v)) for v in values}) if spec["type"] == "int" else [float(v) for v in values]
-    return out
+from autoprompt.tune.config import STARTED, SURPLUS, TuneConfig, grid, suggest
 
 
 def _sampler(config: TuneConfig, worker: int) -> BaseSampler:
@@ -371,75 +253,3 @@ def reproduce_command(config: TuneConfig, params: dict[str, Any], data_seed: int
     for key, value in sorted(params.items()):
         parts += ["--param", f"{key}={value}"]
     return shlex.join(parts)
-
-
-def study_section(name: str, storage: str) -> tuple[str, str, dict[str, bytes]]:
-    """A report section for a stored study: (title, Markdown, PNGs)."""
-    import optuna  # noqa: PLC0415
-
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise AutopromptError(f"no study {name!r} in {storage}; check `study` and `storage`") from None
-    attrs = study.user_attrs
-    config = TuneConfig(task=attrs.get("task", "?"), strategy=attrs.get("strategy", "?"), n_trials=0, space={},
-                        storage=storage, study=name, model=attrs.get("model", "?"), shots=attrs.get("shots"),
-                        data_seeds=tuple(attrs.get("data_seeds", (13,))), seed=attrs.get("seed", 0),
-                        budget=attrs.get("budget"), fixed=attrs.get("fixed", {}))
-    body, images = study_figures(config)
-    return f"Tuning: {name}", body, images
-
-
-def study_figures(config: TuneConfig) -> tuple[str, dict[str, bytes]]:
-    """Markdown and PNGs for the report: optimisation history and parameter importances."""
-    import io  # noqa: PLC0415
-
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    import optuna  # noqa: PLC0415
-    import optuna.visualization.matplotlib as vis  # noqa: PLC0415
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study = open_study(config)
-    info = summary(config)
-    images: dict[str, bytes] = {}
-    lines = [f"Study `{config.study}` ({config.strategy} on {config.task}): trial states {info['states']}."]
-    if "best" in info:
-        best = info["best"]
-        lines.append(f"Best trial #{best['number']}: dev {best['dev']:.4f}, test (recorded, not optimised) "
-                     f"{best['test_mean']:.4f}; reproduce: `{best['command']}`")
-    for name, plot in (("history", vis.plot_optimization_history), ("importances", vis.plot_param_importances)):
-        try:
-            ax = plot(study)
-        except (ValueError, RuntimeError) as err:  # e.g. importances need two complete trials
-            lines.append(f"({name}: {err})")
-            continue
-        buffer = io.BytesIO()
-        figure = cast("Figure", ax.figure)  # optuna draws on a top-level figure, never a subfigure
-        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        file = f"tune-{name}-{''.join(c if c.isalnum() else '_' for c in config.study)}.png"
-        images[file] = buffer.getvalue()
-        lines.append(f"![{name} of {config.study}]({file})")
-    return "\n\n".join(lines), images
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise AutopromptError(f"`data_seeds` {text!r} must be comma-separated integers, e.g. 13,21,42") from None
-    if not seeds:
-        raise AutopromptError("`data_seeds` is empty; give e.g. 13,21,42")
-    return seeds
-
-
-def storage_url(storage: str | None, out: str | Path) -> str:
-    """An optuna storage URL: the given one, or a SQLite file ``<out>/tune.db``."""
-    if storage:
-        return storage if "://" in storage else f"sqlite:///{Path(storage).resolve()}"
-    check_writable_folder(out, "tuning output folder")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(Path(out) / 'tune.db').resolve()}"
