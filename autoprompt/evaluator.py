@@ -19,6 +19,7 @@ from torch import Tensor
 
 from autoprompt import events, metrics
 from autoprompt.backends import Encoded, LanguageModel, WordTable
+from autoprompt.batching import Job, SharedGroup, buckets, shared_prefix_batches
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Calibration, Ensemble, Prompt
@@ -67,16 +68,6 @@ def log_mean_prob(logprobs: Tensor) -> Tensor:
 def calibrate_logprobs(logprobs: Tensor, log_prior: Tensor) -> Tensor:
     """``softmax(log p(c | x) − log prior(c))`` in log space: ``[N, C]``, each row a distribution."""
     return (logprobs.log_softmax(-1) - log_prior.to(logprobs.dtype)).log_softmax(-1)
-
-
-@dataclass
-class _Job:
-    prompt: int
-    example: int
-    encoded: Encoded
-
-
-_SharedItem = tuple[int, int, list[_Job]]  # (shared prefix length, example, its jobs)
 
 
 class Evaluator:
@@ -244,7 +235,7 @@ class Evaluator:
     def plan(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Encoded]]:
         """The batches `score` would run for one prompt (for benchmarks and debugging)."""
         return [[j.encoded for j in batch]
-                for batch in self._buckets([_Job(0, e, self.lm.encode(prompt, ex)) for e, ex in enumerate(examples)])]
+                for batch in self._buckets([Job(0, e, self.lm.encode(prompt, ex)) for e, ex in enumerate(examples)])]
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -253,7 +244,7 @@ class Evaluator:
         """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt."""
         labels = self.task.labels
         tables: list[WordTable] = []
-        groups: dict[tuple[Any, ...], list[_Job]] = {}
+        groups: dict[tuple[Any, ...], list[Job]] = {}
         softs: list[SoftPrompt | None] = []
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
@@ -264,7 +255,7 @@ class Evaluator:
             # prompts with their own soft tensors never share a batch (or a prefix) with others
             key = (tuple(tuple(ws) for ws in table), p if softs[-1] is not None else -1)
             for e, ex in enumerate(examples):
-                groups.setdefault(key, []).append(_Job(p, e, self.lm.encode(prompt, ex)))
+                groups.setdefault(key, []).append(Job(p, e, self.lm.encode(prompt, ex)))
         n_classes = len(labels)
         out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
                for _ in prompts]
@@ -273,7 +264,7 @@ class Evaluator:
             self._run_groups(groups, tables, softs, examples, out, bar)
         return out
 
-    def _run_groups(self, groups: dict[tuple[Any, ...], list[_Job]], tables: list[WordTable],
+    def _run_groups(self, groups: dict[tuple[Any, ...], list[Job]], tables: list[WordTable],
                     softs: list[SoftPrompt | None], examples: Sequence[Example], out: list[tuple[Tensor, Tensor]],
                     bar: events.Progress) -> None:
         """Score every group of jobs that share label words (and soft tensors) into ``out``."""
@@ -312,41 +303,19 @@ class Evaluator:
             self.lm.check_prefix()
         return soft
 
-    def _run_shared(self, jobs: list[_Job], k: int, table: WordTable, examples: Sequence[Example],
-                    out: list[tuple[Tensor, Tensor]], bar: events.Progress) -> list[_Job]:
+    def _run_shared(self, jobs: list[Job], k: int, table: WordTable, examples: Sequence[Example],
+                    out: list[tuple[Tensor, Tensor]], bar: events.Progress) -> list[Job]:
         """Score K prompts per example with the shared part of each input run once.
 
         Returns the jobs of examples whose prompts share no prefix (left for the plain path).
         """
-        per_example: dict[int, list[_Job]] = {}
-        for job in jobs:
-            per_example.setdefault(job.example, []).append(job)
-        items, unshared = [], []
-        for e, group in per_example.items():
-            seqs = [j.encoded.ids for j in group]
-            shared = min(len(s) for s in seqs) - 1  # every prompt keeps at least one token of its own
-            for s in seqs[1:]:
-                shared = min(shared, next((i for i, (a, b) in enumerate(zip(seqs[0], s)) if a != b), shared))
-            if shared > 0:
-                items.append((shared, e, group))
-            else:
-                unshared.extend(group)
-        items.sort(key=lambda item: (item[0], item[1]))
-        batch: list[_SharedItem] = []
-        for item in items:
-            suffix_len = max(len(j.encoded) for j in item[2]) - item[0]
-            if batch and (len(batch) >= self.batch_size or
-                          (len(batch) + 1) * k * (item[0] + suffix_len) > 4 * self.max_tokens):
-                self._score_shared(batch, table, examples, out)
-                bar.advance(len(batch) * k)
-                batch = []
-            batch.append(item)
-        if batch:
+        batches, unshared = shared_prefix_batches(jobs, k, self.batch_size, self.max_tokens)
+        for batch in batches:
             self._score_shared(batch, table, examples, out)
             bar.advance(len(batch) * k)
         return unshared
 
-    def _score_shared(self, batch: list[_SharedItem], table: WordTable, examples: Sequence[Example],
+    def _score_shared(self, batch: list[SharedGroup], table: WordTable, examples: Sequence[Example],
                       out: list[tuple[Tensor, Tensor]]) -> None:
         prefixes = [group[0].encoded.ids[:shared] for shared, _, group in batch]
         suffixes = [[j.encoded.ids[shared:] for j in group] for shared, _, group in batch]
@@ -361,26 +330,8 @@ class Evaluator:
                 row += 1
             self.stats["real_tokens"] += sum(len(j.encoded) for j in group)
 
-    def _buckets(self, jobs: list[_Job]) -> list[list[_Job]]:
-        """Length-sorted batches, each capped by ``batch_size`` and ``max_tokens`` (padded)."""
-        ordered = sorted(jobs, key=lambda j: len(j.encoded))
-        batches: list[list[_Job]] = []
-        current: list[_Job] = []
-        for job in ordered:
-            width = len(job.encoded)
-            if current and (len(current) >= self.batch_size or (len(current) + 1) * width > self.max_tokens):
-                batches.append(current)
-                current = []
-            current.append(job)
-        if current:
-            batches.append(current)
-        for batch in batches:
-            width = max(len(j.encoded) for j in batch)
-            real = sum(len(j.encoded) for j in batch)
-            self.stats["real_tokens"] += real
-            self.stats["padded_tokens"] += width * len(batch) - real
-            self.stats["batches"] += 1
-        return batches
+    def _buckets(self, jobs: list[Job]) -> list[list[Job]]:
+        return buckets(jobs, self.batch_size, self.max_tokens, self.stats)
 
     def _result(self, prompt: AnyPrompt, scored: tuple[Tensor, Tensor | None], labels: Tensor) -> EvalResult:
         logprobs, top = scored

@@ -21,7 +21,7 @@ LAYERS = [
     {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics"},
     {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema"},
     {"autoprompt.backends", "autoprompt.model_store"},
-    {"autoprompt.budget", "autoprompt.evaluator"},
+    {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator"},
     {"autoprompt.leaderboard"},
     {"autoprompt.search"},
     {"autoprompt.tune", "autoprompt.report", "autoprompt.testing"},
