@@ -6,10 +6,11 @@ from pathlib import Path
 
 from autoprompt.errors import AutopromptError
 from autoprompt.tasks.base import Example, Task, TaskData, carve_dev, examples_fingerprint, resolve_data_dir
-from autoprompt.tasks.builtin import BUILTIN, LMBFF_SEEDS, load_builtin
+from autoprompt.tasks.builtin import BUILTIN, load_builtin
 from autoprompt.tasks.custom import custom_task, load_custom
 from autoprompt.tasks.hub import load_from_hub
 from autoprompt.tasks.lama import lama_relations, load_lama
+from autoprompt.tasks.splits import LMBFF_SEEDS
 
 __all__ = [
     "BUILTIN", "LMBFF_SEEDS", "Example", "Task", "TaskData", "carve_dev", "custom_task",
