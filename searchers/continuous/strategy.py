@@ -5,6 +5,7 @@ See the package's docstring for the methods; the modules are in `encoders`, the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -286,36 +287,33 @@ class PTuning(Searcher):
 
 
 @dataclass
-class PromptTuning(PTuning):
-    """Prompt tuning (Lester et al., 2021): ``ptuning`` with ``mode=prompt``, under its own name."""
+class _OneMode(PTuning):
+    """``ptuning`` with its ``mode`` fixed by the strategy's name (the field's default)."""
 
-    name = "prompt_tuning"
-    summary = "prompt tuning (Lester et al.): trainable vectors in front of the template, frozen backbone"
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         k: v for k, v in PTuning.search_space.items() if k in ("lr", "num_tokens", "init")}
-    mode: Mode = "prompt"
 
     def __post_init__(self) -> None:
-        _fixed_mode(self, "prompt")
+        fixed = next(f.default for f in dataclasses.fields(self) if f.name == "mode")
+        if self.mode != fixed:
+            raise AutopromptError(f"{self.name} trains mode={fixed}; for mode={self.mode} use the ptuning strategy",
+                                  params=("mode",))
         super().__post_init__()
 
 
 @dataclass
-class PrefixTuning(PTuning):
+class PromptTuning(_OneMode):
+    """Prompt tuning (Lester et al., 2021): ``ptuning`` with ``mode=prompt``, under its own name."""
+
+    name = "prompt_tuning"
+    summary = "prompt tuning (Lester et al.): trainable vectors in front of the template, frozen backbone"
+    mode: Mode = "prompt"
+
+
+@dataclass
+class PrefixTuning(_OneMode):
     """Prefix tuning / P-tuning v2: ``ptuning`` with ``mode=prefix``, under its own name."""
 
     name = "prefix"
     summary = "prefix tuning / P-tuning v2: a trainable key/value prefix at every layer, frozen backbone"
-    search_space: ClassVar[dict[str, dict[str, Any]]] = {
-        k: v for k, v in PTuning.search_space.items() if k in ("lr", "num_tokens", "init")}
     mode: Mode = "prefix"
-
-    def __post_init__(self) -> None:
-        _fixed_mode(self, "prefix")
-        super().__post_init__()
-
-
-def _fixed_mode(searcher: PTuning, mode: str) -> None:
-    if searcher.mode != mode:
-        raise AutopromptError(f"{searcher.name} trains mode={mode}; for mode={searcher.mode} use the ptuning "
-                              "strategy", params=("mode",))
