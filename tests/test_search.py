@@ -220,14 +220,14 @@ class _Vandal(Searcher):
     """A broken strategy: it writes the backbone's weights."""
 
     name: ClassVar[str] = "vandal"
-    summary: ClassVar[str] = "adds 1 to the first weight matrix"
+    summary: ClassVar[str] = "adds 1 to the input embeddings"
 
     def start(self, ctx: SearchContext) -> dict:
         return {}
 
     def step(self, ctx: SearchContext, state: dict) -> dict:
         with torch.no_grad():
-            next(ctx.lm.model.parameters()).add_(1.0)
+            ctx.lm.embedding_matrix().add_(1.0)  # a view of the weights: the checksum sees it
         return {"done": True}
 
     def best(self, ctx: SearchContext, state: dict) -> Prompt:
@@ -285,3 +285,18 @@ def test_cli_explains_one_strategy():
     assert shown.exit_code == 0 and "fluency" in shown.output and "negative log-likelihood" in shown.output
     bad = CliRunner().invoke(app, ["search", "--task", "sst2", "--param", "num_candidates=0"])
     assert bad.exit_code == 2 and "--param num_candidates must be at least 1, got 0" in bad.output
+
+
+def test_strategies_see_a_read_only_model(causal, task):
+    budget = Budget(100)
+    ctx = SearchContext(causal, task.task, task.train, task.dev, Evaluator(causal, task.task, budget=budget),
+                        budget, seed=0)
+    assert ctx.lm.tokenize(" good") == causal.tokenize(" good") and ctx.lm.kind == causal.kind
+    for hidden in ("model", "label_logprobs", "trigger_gradient", "slot_features", "soft_logprobs"):
+        with pytest.raises(AttributeError, match="metered operations"):
+            getattr(ctx.lm, hidden)
+    with pytest.raises(AttributeError, match="read-only"):
+        ctx.lm.max_length = 3
+    prompt = task.task.default_prompt
+    hidden, logp = ctx.slot_features([causal.encode(prompt, ex) for ex in task.train[:5]])  # metered: charged
+    assert hidden.shape[0] == logp.shape[0] == 5 and budget.forwards == 5

@@ -27,7 +27,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypedDict
+from typing import Any, ClassVar, Literal, TypedDict, cast
 
 import torch
 from torch import Tensor
@@ -156,12 +156,34 @@ class Searcher(ABC):
                                       params=(f.name,))
 
 
+class ModelView:
+    """The frozen model as a strategy sees it: encoding, tokenizer, vocabulary filters, embeddings and
+    capabilities, but neither the ``transformers`` module nor any operation that runs it. Model work
+    goes through the context's metered operations, so a strategy cannot spend compute the budget does
+    not see (and the core checks the weights' checksum after every run)."""
+
+    _hidden = frozenset({"model", "label_logprobs", "label_logprobs_shared", "soft_logprobs", "trigger_gradient",
+                         "trigger_nll", "slot_features", "reply_samples", "fill_mask"})
+
+    def __init__(self, lm: FrozenLM) -> None:
+        object.__setattr__(self, "_lm", lm)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ModelView._hidden:
+            raise AttributeError(f"strategies do not call the model's {name!r}: use the search context's "
+                                 "metered operations (ctx.evaluator, ctx.trigger_gradient, ...)")
+        return getattr(self._lm, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("the model is read-only to strategies")
+
+
 @dataclass
 class SearchContext:
     """Everything a strategy may use. There is no ``test`` here, by design.
 
     Attributes:
-        lm: the frozen model (never write its weights).
+        lm: the frozen model, as a read-only `ModelView` (its compute goes through the methods here).
         task: labels, metric and the default manual prompt.
         train: examples to search on.
         dev: examples to select on.
@@ -187,6 +209,11 @@ class SearchContext:
     step_index: int = 0
     calibration: str = "none"
     objective: Objective = "margin"
+
+    def __post_init__(self) -> None:
+        self._backend = self.lm._lm if isinstance(self.lm, ModelView) else self.lm
+        # the view has the backend's interface minus what it hides: typed as the backend for strategies
+        self.lm = cast(FrozenLM, ModelView(self._backend))
 
     def calibrate(self, prompts: Sequence[AnyPrompt], inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
         """The prompts with this search's calibration estimated and attached (charged to the budget).
@@ -225,16 +252,17 @@ class SearchContext:
         """Gradient ``[T, H]`` of the mean gold-label loss w.r.t. the trigger embeddings, and the loss
         (`LanguageModel.trigger_gradient`); one backward per example."""
         self.budget.require(backwards=len(examples))
-        out = self.lm.trigger_gradient([self.lm.encode(prompt, ex) for ex in examples],
-                                       self.lm.word_table(prompt, self.task.labels), [ex.label for ex in examples])
+        lm = self._backend
+        out = lm.trigger_gradient([lm.encode(prompt, ex) for ex in examples], lm.word_table(prompt, self.task.labels),
+                                  [ex.label for ex in examples])
         self.budget.charge(backwards=len(examples))
         return out
 
     def trigger_nll(self, encoded: Sequence[Encoded]) -> Tensor:
         """``[B]`` fluency of each row's triggers (`LanguageModel.trigger_nll`), at the backend's cost."""
-        cost = self.lm.trigger_nll_cost(encoded)
+        cost = self._backend.trigger_nll_cost(encoded)
         self.budget.require(forwards=cost)
-        out = self.lm.trigger_nll(encoded)
+        out = self._backend.trigger_nll(encoded)
         self.budget.charge(forwards=cost)
         return out
 
@@ -245,7 +273,7 @@ class SearchContext:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
             self.budget.require(forwards=len(chunk))
-            h, logp = self.lm.slot_features(chunk)
+            h, logp = self._backend.slot_features(chunk)
             self.budget.charge(forwards=len(chunk))
             hidden.append(h.cpu())
             logprobs.append(logp.cpu())
@@ -255,7 +283,7 @@ class SearchContext:
         """``[N, C]`` log-probs of ``words`` (``C`` classes of words) at the slot, on the CPU; one
         forward per example for the whole table."""
         self.budget.require(forwards=len(encoded))
-        out = torch.cat([self.lm.label_logprobs(encoded[b : b + batch_size], words).logprobs.cpu()
+        out = torch.cat([self._backend.label_logprobs(encoded[b : b + batch_size], words).logprobs.cpu()
                          for b in range(0, len(encoded), batch_size)])
         self.budget.charge(forwards=len(encoded))
         return out
@@ -264,35 +292,42 @@ class SearchContext:
         """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors, for one training step
         (`LanguageModel.soft_logprobs`); one forward and one backward per example."""
         self.budget.require(forwards=len(encoded), backwards=len(encoded))
-        out = self.lm.soft_logprobs(encoded, words, soft)
+        out = self._backend.soft_logprobs(encoded, words, soft)
         self.budget.charge(forwards=len(encoded), backwards=len(encoded))
         return out
 
     def other_model(self, name: str | None) -> FrozenLM:
-        """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser)."""
+        """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser),
+        read-only like ``lm``; its compute goes through `generate` and `fill_masks`."""
+        return cast(FrozenLM, ModelView(self._model(name)))
+
+    def _model(self, name: str | None) -> FrozenLM:
         if name is None:
-            return self.lm
+            return self._backend
         if name not in _other_models:
             _other_models[name] = load_model(name)
         return _other_models[name]
 
-    def generate(self, model: FrozenLM, requests: Sequence[tuple[str, int]], n: int, temperature: float,
+    def generate(self, model: str | None, requests: Sequence[tuple[str, int]], n: int, temperature: float,
                  max_new_tokens: int = 40) -> list[list[str]]:
-        """``n`` sampled replies to each ``(request, seed)`` from the causal ``model``.
+        """``n`` sampled replies to each ``(request, seed)`` from the causal model ``model`` (a name for
+        `other_model`; ``None``: ``lm``).
 
         Charged ``n`` example-forwards per call, the unit paraphrase rounds have always been
         budgeted in (one set of rewrites of one template, whatever the number of requests).
         """
         self.budget.require(forwards=n)
-        out = [model.reply_samples(text, n, temperature, max_new_tokens, seed) for text, seed in requests]
+        gen = self._model(model)
+        out = [gen.reply_samples(text, n, temperature, max_new_tokens, seed) for text, seed in requests]
         self.budget.charge(forwards=n)
         return out
 
-    def fill_masks(self, model: FrozenLM, jobs: Sequence[tuple[str, int]], k: int) -> list[list[str]]:
-        """The ``k`` top whole words at mask ``which`` of each ``(text, which)``, from the masked ``model``;
-        one example-forward per job."""
+    def fill_masks(self, model: str | None, jobs: Sequence[tuple[str, int]], k: int) -> list[list[str]]:
+        """The ``k`` top whole words at mask ``which`` of each ``(text, which)``, from the masked model
+        ``model`` (a name for `other_model`; ``None``: ``lm``); one example-forward per job."""
         self.budget.require(forwards=len(jobs))
-        out = [model.fill_mask(text, which, k) for text, which in jobs]
+        filler = self._model(model)
+        out = [filler.fill_mask(text, which, k) for text, which in jobs]
         self.budget.charge(forwards=len(jobs))
         return out
 

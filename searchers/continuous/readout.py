@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from autoprompt import EvalResult, Evaluator, Prompt, Segment, SoftPrompt, Template
+from autoprompt import EvalResult, Prompt, Segment, SoftPrompt, Template
 from autoprompt.search import SearchContext
 
 
@@ -34,7 +34,7 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
     decode = lambda i: lm.tokenizer.convert_tokens_to_string([lm.tokenizer.convert_ids_to_tokens(i)])
     segments = [Segment("trigger", space=s.space) if s.kind == "soft" else s for s in prompt.template.segments]
     discrete = Prompt(Template.from_segments(segments), prompt.verbalizer, tuple(ids[:, 0].tolist()))
-    dev = Evaluator(lm, ctx.task).score(discrete, ctx.dev).score  # outside the budget: a report, not search
+    dev = ctx.evaluator.score(discrete, ctx.dev).score  # after the search: the core no longer budgets it
     pieces = discrete.template.render({f: "{" + f + "}" for f in ctx.task.fields}, trigger="\0").split("\0")
     text = pieces[0] + "".join(f"[{decode(i)}]{p}" for i, p in zip(discrete.trigger_ids, pieces[1:], strict=True))
     return {"nearest": [[decode(i) for i in row] for row in ids.tolist()],

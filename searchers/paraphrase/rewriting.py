@@ -3,13 +3,13 @@ a masked LM refills one template word at a time. The core charges the budget for
 
 from __future__ import annotations
 
-from autoprompt import FrozenLM, Template
+from autoprompt import Template
 from autoprompt.search import SearchContext
 
 ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
 
 
-def ask(ctx: SearchContext, gen: FrozenLM, template: Template, salt: str, n: int, temperature: float) -> list[str]:
+def ask(ctx: SearchContext, gen: str | None, template: Template, salt: str, n: int, temperature: float) -> list[str]:
     """Causal LM: rewrite the whole template, and each of its text pieces on its own.
 
     Small models rarely keep placeholders through a whole-template rewrite; a text piece
@@ -40,12 +40,12 @@ def ask(ctx: SearchContext, gen: FrozenLM, template: Template, salt: str, n: int
     return out
 
 
-def refill(ctx: SearchContext, gen: FrozenLM, template: Template, n: int) -> list[str]:
+def refill(ctx: SearchContext, gen: str | None, template: Template, n: int) -> list[str]:
     """Masked LM: mask one template word at a time, refill with the top whole-word predictions."""
     words = template.source.split(" ")
     plain = [i for i, w in enumerate(words) if w.isalpha()]
     predict = next(i for i, w in enumerate(words) if "[P]" in w)
-    mask = gen.tokenizer.mask_token
+    mask = ctx.other_model(gen).tokenizer.mask_token
     jobs = []
     for i in plain:
         text = " ".join(mask if j == i else w for j, w in enumerate(words)).replace("[P]", mask)

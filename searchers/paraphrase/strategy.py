@@ -93,10 +93,9 @@ class Paraphrase(Searcher):
 
     def rewrite(self, ctx: SearchContext, template: Template, salt: str) -> list[str]:
         """Rewrites of ``template`` by the generator LM (sampled from the step's seed); charged by the core."""
-        gen = ctx.other_model(self.generator)
-        if gen.kind == "masked":
-            return refill(ctx, gen, template, self.num_paraphrases)
-        return ask(ctx, gen, template, salt, self.num_paraphrases, self.temperature)
+        if ctx.other_model(self.generator).kind == "masked":
+            return refill(ctx, self.generator, template, self.num_paraphrases)
+        return ask(ctx, self.generator, template, salt, self.num_paraphrases, self.temperature)
 
     # ---- the strategy -------------------------------------------------------------------------
 
