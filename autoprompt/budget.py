@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from autoprompt.errors import BudgetExhausted
@@ -41,6 +43,13 @@ class Budget:
         cost = forwards + 2 * backwards
         if cost and (cost > self.remaining or self.exhausted):
             raise BudgetExhausted(f"budget spent: {self.used} of {self.max_forwards} example-forwards")
+
+    @contextmanager
+    def paying(self, forwards: int = 0, backwards: int = 0) -> Iterator[None]:
+        """Check this much work fits (`require`), run the ``with`` block, then `charge` for it."""
+        self.require(forwards, backwards)
+        yield
+        self.charge(forwards, backwards)
 
     def charge(self, forwards: int = 0, backwards: int = 0) -> None:
         self.forwards += forwards

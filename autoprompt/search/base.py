@@ -251,20 +251,15 @@ class SearchContext:
     def trigger_gradient(self, prompt: Prompt, examples: Sequence[Example]) -> tuple[Tensor, float]:
         """Gradient ``[T, H]`` of the mean gold-label loss w.r.t. the trigger embeddings, and the loss
         (`LanguageModel.trigger_gradient`); one backward per example."""
-        self.budget.require(backwards=len(examples))
         lm = self._backend
-        out = lm.trigger_gradient([lm.encode(prompt, ex) for ex in examples], lm.word_table(prompt, self.task.labels),
-                                  [ex.label for ex in examples])
-        self.budget.charge(backwards=len(examples))
-        return out
+        with self.budget.paying(backwards=len(examples)):
+            return lm.trigger_gradient([lm.encode(prompt, ex) for ex in examples],
+                                       lm.word_table(prompt, self.task.labels), [ex.label for ex in examples])
 
     def trigger_nll(self, encoded: Sequence[Encoded]) -> Tensor:
         """``[B]`` fluency of each row's triggers (`LanguageModel.trigger_nll`), at the backend's cost."""
-        cost = self._backend.trigger_nll_cost(encoded)
-        self.budget.require(forwards=cost)
-        out = self._backend.trigger_nll(encoded)
-        self.budget.charge(forwards=cost)
-        return out
+        with self.budget.paying(forwards=self._backend.trigger_nll_cost(encoded)):
+            return self._backend.trigger_nll(encoded)
 
     def slot_features(self, encoded: Sequence[Encoded], batch_size: int = 32) -> tuple[Tensor, Tensor]:
         """``(hidden [N, H], vocabulary log-probs [N, V])`` at the prediction slot, on the CPU
@@ -272,9 +267,8 @@ class SearchContext:
         hidden, logprobs = [], []
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
-            self.budget.require(forwards=len(chunk))
-            h, logp = self._backend.slot_features(chunk)
-            self.budget.charge(forwards=len(chunk))
+            with self.budget.paying(forwards=len(chunk)):
+                h, logp = self._backend.slot_features(chunk)
             hidden.append(h.cpu())
             logprobs.append(logp.cpu())
         return torch.cat(hidden), torch.cat(logprobs)
@@ -282,19 +276,15 @@ class SearchContext:
     def word_logprobs(self, encoded: Sequence[Encoded], words: WordTable, batch_size: int = 32) -> Tensor:
         """``[N, C]`` log-probs of ``words`` (``C`` classes of words) at the slot, on the CPU; one
         forward per example for the whole table."""
-        self.budget.require(forwards=len(encoded))
-        out = torch.cat([self._backend.label_logprobs(encoded[b : b + batch_size], words).logprobs.cpu()
-                         for b in range(0, len(encoded), batch_size)])
-        self.budget.charge(forwards=len(encoded))
-        return out
+        with self.budget.paying(forwards=len(encoded)):
+            return torch.cat([self._backend.label_logprobs(encoded[b : b + batch_size], words).logprobs.cpu()
+                              for b in range(0, len(encoded), batch_size)])
 
     def soft_logprobs(self, encoded: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
         """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors, for one training step
         (`LanguageModel.soft_logprobs`); one forward and one backward per example."""
-        self.budget.require(forwards=len(encoded), backwards=len(encoded))
-        out = self._backend.soft_logprobs(encoded, words, soft)
-        self.budget.charge(forwards=len(encoded), backwards=len(encoded))
-        return out
+        with self.budget.paying(forwards=len(encoded), backwards=len(encoded)):
+            return self._backend.soft_logprobs(encoded, words, soft)
 
     def other_model(self, name: str | None) -> FrozenLM:
         """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser),
@@ -316,20 +306,16 @@ class SearchContext:
         Charged ``n`` example-forwards per call, the unit paraphrase rounds have always been
         budgeted in (one set of rewrites of one template, whatever the number of requests).
         """
-        self.budget.require(forwards=n)
         gen = self._model(model)
-        out = [gen.reply_samples(text, n, temperature, max_new_tokens, seed) for text, seed in requests]
-        self.budget.charge(forwards=n)
-        return out
+        with self.budget.paying(forwards=n):
+            return [gen.reply_samples(text, n, temperature, max_new_tokens, seed) for text, seed in requests]
 
     def fill_masks(self, model: str | None, jobs: Sequence[tuple[str, int]], k: int) -> list[list[str]]:
         """The ``k`` top whole words at mask ``which`` of each ``(text, which)``, from the masked model
         ``model`` (a name for `other_model`; ``None``: ``lm``); one example-forward per job."""
-        self.budget.require(forwards=len(jobs))
         filler = self._model(model)
-        out = [filler.fill_mask(text, which, k) for text, which in jobs]
-        self.budget.charge(forwards=len(jobs))
-        return out
+        with self.budget.paying(forwards=len(jobs)):
+            return [filler.fill_mask(text, which, k) for text, which in jobs]
 
 
 _other_models: dict[str, FrozenLM] = {}  # models strategies use besides the scored one, by name

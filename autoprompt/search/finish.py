@@ -29,8 +29,8 @@ from autoprompt.versions import versions
 
 
 @dataclass
-class Finished:
-    """What the loop hands to `finish`: the search as it ended."""
+class SearchRun:
+    """One search as the loop runs it and hands it to `finish`: spec, strategy, data, context, state."""
 
     spec: SearchSpec
     searcher: Searcher
@@ -47,7 +47,7 @@ class Finished:
     warnings: list[str] = field(default_factory=list)
 
 
-def finish(run: Finished, progress: bool = False) -> dict[str, Any]:
+def finish(run: SearchRun, progress: bool = False) -> dict[str, Any]:
     """Gate, write ``prompt.json``, score on dev and test, and return ``result.json``'s content."""
     spec, data, lm = run.spec, run.data, run.lm
     backbone_after = weights_checksum(lm.model)
@@ -104,13 +104,13 @@ def finish(run: Finished, progress: bool = False) -> dict[str, Any]:
     return result
 
 
-def _selection_examples(run: Finished) -> list[Example]:
+def _selection_examples(run: SearchRun) -> list[Example]:
     """Dev and every train example the strategy did not fit on."""
     fitted = {id(ex) for ex in run.searcher.fitted(run.ctx, run.state)}
     return run.data.dev + [ex for ex in run.data.train if id(ex) not in fitted]
 
 
-def _end_warnings(run: Finished, deltas: dict[str, dict[str, float]]) -> list[str]:
+def _end_warnings(run: SearchRun, deltas: dict[str, dict[str, float]]) -> list[str]:
     out = []
     gap_se = (deltas["dev"]["se"] ** 2 + deltas["test"]["se"] ** 2) ** 0.5
     if deltas["dev"]["delta"] - deltas["test"]["delta"] > 2 * gap_se > 0:

@@ -26,7 +26,7 @@ from autoprompt.metrics import metric_for
 from autoprompt.model_store import load_model
 from autoprompt.search.base import SearchContext
 from autoprompt.search.estimate import check_budget
-from autoprompt.search.finish import Finished, finish
+from autoprompt.search.finish import SearchRun, finish
 from autoprompt.search.registry import create, variant
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.tasks import load_task
@@ -90,7 +90,7 @@ def run_search(
     calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
     ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
                         spec.seed, calibration=calibration, objective=searcher.objective)
-    run = Finished(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)
+    run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)
     if resume is not None and folder.has_checkpoint():
         _restore(run)
     else:
@@ -104,7 +104,7 @@ def run_search(
     return result
 
 
-def _start(run: Finished, minimum: int) -> None:
+def _start(run: SearchRun, minimum: int) -> None:
     info: dict[str, Any] = {}
     run.ctx.report, run.ctx.warn = info.update, _warner(run, info)
     try:
@@ -114,7 +114,7 @@ def _start(run: Finished, minimum: int) -> None:
                               f"{run.data.task.name} (estimated minimum {minimum}); give a larger budget") from None
 
 
-def _restore(run: Finished) -> None:
+def _restore(run: SearchRun) -> None:
     """The state, step, budget spent, paid-for examples and elapsed time of the last checkpoint."""
     ckpt = run.folder.read_checkpoint()
     try:
@@ -127,7 +127,7 @@ def _restore(run: Finished) -> None:
                               "start a new run instead of resuming this one") from None
 
 
-def _steps(run: Finished, progress: bool, stop_after: int | None, on_step: OnStep | None) -> bool:
+def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnStep | None) -> bool:
     """Step until the strategy is done or the budget ends (True), or ``stop_after`` steps (False)."""
     budget, ctx = run.budget, run.ctx
     trace = run.folder.trace(keep=run.steps if run.folder.has_checkpoint() else None)
@@ -162,7 +162,7 @@ def _steps(run: Finished, progress: bool, stop_after: int | None, on_step: OnSte
     return stop_after is None or taken < stop_after or bool(run.state.get("done")) or budget.exhausted
 
 
-def _warner(run: Finished, info: dict[str, Any]) -> Callable[[str], None]:
+def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:
     """``ctx.warn`` for one step: kept for the result, added to the step's trace line, and shown."""
 
     def warn(message: str) -> None:
