@@ -11,7 +11,7 @@ The public API a strategy or a user needs::
 from autoprompt.backends import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError, BudgetExhausted
-from autoprompt.evaluator import EvalResult, Evaluator
+from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
 from autoprompt.prompts import (
     AnyPrompt,
@@ -25,6 +25,7 @@ from autoprompt.prompts import (
     prompt_from_json,
     save_prompt,
 )
+from autoprompt.scores import EvalResult
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks import Example, Task, TaskData, custom_task, load_task
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from autoprompt.model_store import DEFAULT_MODEL, load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
 from autoprompt.tasks.base import stratified_sample
+from autoprompt.tasks.readers import read_inputs
 from autoprompt.versions import versions
 
 
@@ -101,34 +101,6 @@ def evaluate(
         **({"sample": f"seeded class-stratified sample of {result.n}"} if limit is not None else {}),
         "wall_s": round(time.perf_counter() - started, 3), "versions": versions(),
     }
-
-
-def read_inputs(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a JSONL file, each an object holding the template's ``fields``."""
-    file = Path(path)
-    if not file.is_file():
-        raise AutopromptError(f"input file {file} does not exist")
-    try:
-        text = file.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise AutopromptError(f"input file {file} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
-    rows = []
-    # split on newlines only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AutopromptError(f"{file} line {n} is not JSON ({err.msg}); write one object per line") from None
-        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
-        if missing:
-            raise AutopromptError(f"{file} line {n} lacks the field(s) {missing} the prompt's template needs "
-                                  f"(it uses {list(fields)})")
-        rows.append({f: str(row[f]) for f in fields})
-    if not rows:
-        raise AutopromptError(f"input file {file} holds no inputs; write one JSON object per line")
-    return rows
 
 
 def predict(

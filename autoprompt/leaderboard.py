@@ -21,12 +21,13 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, event, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from autoprompt.errors import AutopromptError
+from autoprompt.record import RunRecord
 
 DEFAULT_DB = "runs/leaderboard.db"
 
@@ -113,51 +114,37 @@ def _listed_variant(strategy: str, params: dict[str, Any]) -> str:
     return strategy + (f"[{', '.join(f'{k}={v}' for k, v in shown.items())}]" if shown else "")
 
 
-def row_from_result(result: dict[str, Any], variant_of: VariantOf | None = None) -> dict[str, Any]:
-    """The database row of one ``result.json``.
+def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | None = None) -> dict[str, Any]:
+    """The database row of one run (a `RunRecord` or the content of its ``result.json``).
 
     Its leaderboard row is the ``variant`` the run recorded (the strategy and the parameters that
     differ from its defaults); for an older result without one, ``variant_of(strategy, params)``.
     """
-    run_dir = Path(result["run_dir"])
-    sizes = result.get("split_sizes", {})
-    shots = result.get("shots")
-    protocol = f"{shots}-shot" if shots else "full data"
-    protocol += f", test n={sizes.get('test', '?')}"
-    budget = result.get("budget", {})
-    details = result.get("details") or {}
-    versions = result.get("versions", {})
+    run = result if isinstance(result, RunRecord) else RunRecord.from_json(result)
+    run_dir = Path(run.run_dir)
+    protocol = f"{run.shots}-shot" if run.shots else "full data"
+    protocol += f", test n={run.split_sizes.get('test', '?')}"
     return {
-        "run_key": f"{result['task']}/{result['strategy']}/{run_dir.name}", "task": result["task"],
-        "protocol": protocol, "shots": shots, "data_seed": result.get("data_seed"), "split": "test",
-        "model": result["model"], "strategy": result["strategy"],
-        "variant": result.get("variant") or (variant_of or _listed_variant)(result["strategy"],
-                                                                             result.get("params", {})),
-        "params": json.dumps(result.get("params", {}), sort_keys=True, default=str), "seed": result.get("seed"),
-        "metric": result.get("metric"), "dev": result["scores"]["dev"], "test": result["scores"]["test"],
-        "baseline_dev": result["baseline"]["dev"], "baseline_test": result["baseline"]["test"],
-        "forwards": budget.get("forwards"), "backwards": budget.get("backwards"), "budget_used": budget.get("used"),
-        "budget_limit": budget.get("limit"), "wall_s": result.get("wall_s"),
-        "trainable_params": details.get("trainable_parameters"),
-        "versions": json.dumps(versions, sort_keys=True), "git_rev": versions.get("git", "unknown"),
-        "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": result.get("prompt_fingerprint"),
-        "prompt_text": _prompt_text(result), "run_dir": str(run_dir), "finished_at": result.get("finished_at"),
+        "run_key": f"{run.task}/{run.strategy}/{run_dir.name}", "task": run.task,
+        "protocol": protocol, "shots": run.shots, "data_seed": run.data_seed, "split": "test",
+        "model": run.model, "strategy": run.strategy,
+        "variant": run.variant or (variant_of or _listed_variant)(run.strategy, run.params),
+        "params": json.dumps(run.params, sort_keys=True, default=str), "seed": run.seed,
+        "metric": run.metric, "dev": run.scores.dev, "test": run.scores.test,
+        "baseline_dev": run.baseline.dev, "baseline_test": run.baseline.test,
+        "forwards": run.budget.forwards, "backwards": run.budget.backwards, "budget_used": run.budget.used,
+        "budget_limit": run.budget.limit, "wall_s": run.wall_s,
+        "trainable_params": run.details.get("trainable_parameters"),
+        "versions": json.dumps(run.versions, sort_keys=True), "git_rev": run.versions.get("git", "unknown"),
+        "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": run.prompt_fingerprint,
+        "prompt_text": run.shown_prompt, "run_dir": str(run_dir), "finished_at": run.finished_at,
     }
 
 
-def _prompt_text(result: dict[str, Any]) -> str:
-    readout = (result.get("details") or {}).get("readout")
-    if readout:  # soft prompts are shown by their nearest tokens
-        return f"{result['prompt_text']}  (nearest tokens: {readout['discrete_prompt']})"
-    if result.get("trigger_text"):  # decoded text (older results hold raw pieces in "triggers")
-        return f"{result['prompt_text']}  (triggers: {result['trigger_text'].strip()!r})"
-    if result.get("triggers"):
-        return f"{result['prompt_text']}  (triggers: {' '.join(result['triggers'])})"
-    return cast(str, result["prompt_text"])
-
-
-def record(result: dict[str, Any], db: str | Path | None = None, variant_of: VariantOf | None = None) -> bool:
-    """Add one finished run (a ``result.json``) in one transaction; False if it was already there."""
+def record(result: RunRecord | dict[str, Any], db: str | Path | None = None,
+           variant_of: VariantOf | None = None) -> bool:
+    """Add one finished run (a `RunRecord` or its ``result.json``) in one transaction; False if it was
+    already there."""
     engine = engine_for(db)
     row = row_from_result(result, variant_of)
     try:

@@ -29,27 +29,23 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from autoprompt import AnyPrompt, AutopromptError, Ensemble, Example, Prompt
-from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
+from autoprompt import AnyPrompt, Ensemble, Example, Prompt
+from autoprompt.search import SearchContext, TriggerSearch, hyper
 
 
 @dataclass
-class Gradient(Searcher):
+class Gradient(TriggerSearch):
     """AutoPrompt trigger search.
 
     Args:
-        num_triggers: ``[T]`` slots added after the input when the template has none.
         init: initial trigger word (repeated) or one word per trigger.
         num_candidates: HotFlip candidates per step.
         batch_size: train examples per gradient batch.
         accumulation_steps: gradient batches summed per step.
         positions: ``random`` (one position per step, the paper) or ``all`` (GCG-style swaps).
-        rescore_examples: train examples every candidate is re-scored on (None: all of train).
         fluency: λ, the weight of the triggers' mean negative log-likelihood (0: off).
         ensemble: return the top-k trigger sets as one equal-weight ensemble (1: a single prompt).
         filter_proper_nouns: also exclude capitalised tokens.
-        template: a template with ``[T]`` slots instead of the task's manual one.
-        verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
     """
 
     name = "gradient"
@@ -64,38 +60,26 @@ class Gradient(Searcher):
         "fluency": {"type": "float", "low": 0.0, "high": 1.0},
     }
 
-    num_triggers: int = hyper(5, low=1)
     init: str = "the"
     num_candidates: int = hyper(10, low=1)
     batch_size: int = hyper(16, low=1)
     accumulation_steps: int = hyper(1, low=1)
     positions: Literal["random", "all"] = "random"
-    rescore_examples: int | None = hyper(None, low=1)
     # held out (benchmarks/selection_defaults.py): at 0.1 the fluent "the the the the the" start turned away
     # every HotFlip swap for 42 steps; 0 is the default until a smaller λ shows a held-out gain
     fluency: float = hyper(0.0, low=0)
     ensemble: int = hyper(1, low=1)
     filter_proper_nouns: bool = False
-    template: str | None = None
-    verbalizer: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         # start: calibrate on train, score dev; a step: the gradient batches (a backward is two),
         # the current and every candidate trigger set on the re-scoring examples, dev if accepted
-        rescore = min(self.rescore_examples or train, train)
+        rescore = self.rescore_cost(train)
         gradient = 2 * min(self.batch_size, train) * self.accumulation_steps
         return self._calibration_cost(train) + dev, gradient + (self.num_candidates + 1) * rescore + dev
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
-        prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers, self.init)
-        if not prompt.template.num_triggers:
-            raise AutopromptError("gradient search needs [T] slots; give num_triggers >= 1 or a template with [T]")
-        start = ctx.calibrate([prompt])[0]
-        return {"prompt": prompt.to_json(), "triggers": list(prompt.trigger_ids), "accepted": 0, "pool": {},
-                "nll": {}, "best_dev": ctx.evaluator.score(start, ctx.dev).score}
+        return self.started(ctx, self.init, accepted=0, nll={})
 
     def allowed_tokens(self, ctx: SearchContext, prompt: Prompt) -> torch.Tensor:
         """``[V]`` bool: whole words that survive decode → encode, not special, not label-word tokens
@@ -142,18 +126,14 @@ class Gradient(Searcher):
             g, loss = ctx.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt=f"grad{i}"))
             grad = g if grad is None else grad + g
         swaps = self.hotflip(ctx, prompt, grad)
-        # the same examples every step, so scores of different steps compare (and the current
-        # triggers' score is a cache hit)
-        rescore = ctx.sample(ctx.train, self.rescore_examples or len(ctx.train), salt="rescore", fixed=True)
+        rescore = self.rescore_set(ctx)  # the same every step: the current triggers' score is a cache hit
         trigger_sets = [tuple(state["triggers"]), *swaps]
         prompts = ctx.calibrate([base.with_triggers(t) for t in trigger_sets], inputs=rescore)
         objective = ctx.objective_scores(prompts, rescore)
-        state = {**state, "pool": dict(state["pool"]), "nll": dict(state["nll"])}
+        state = {**state, "nll": dict(state["nll"])}
         nll = self.trigger_nll(ctx, state, prompts)
         scores = [o - self.fluency * n for o, n in zip(objective, nll, strict=True)]
-        for triggers, p, o, n, score in zip(trigger_sets, prompts, objective, nll, scores, strict=True):
-            state["pool"][_key(triggers)] = {"score": score, "objective": o, "nll": n, "prompt": p.to_json()}
-        state["pool"] = keep_best(state["pool"])
+        state["pool"] = self.pooled(state, prompts, scores, objective=objective, nll=nll)
         best = max(range(1, len(prompts)), key=lambda i: scores[i], default=0)
         accepted = best > 0 and scores[best] > scores[0]
         if accepted:
@@ -163,7 +143,7 @@ class Gradient(Searcher):
         kept = best if accepted else 0
         ctx.report({"loss": round(loss, 4), "candidates": len(swaps), "train_objective": objective[kept],
                     "fluency_nll": nll[kept], "accepted": accepted,
-                    "triggers": ctx.lm.tokenizer.decode(state["triggers"])})
+                    "triggers": ctx.lm.decode(state["triggers"])})
         return state
 
     def trigger_nll(self, ctx: SearchContext, state: dict[str, Any], prompts: list[AnyPrompt]) -> list[float]:
@@ -183,16 +163,11 @@ class Gradient(Searcher):
 
     def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
         """The pool's best trigger sets by train score (an ensemble of the top ``ensemble`` first)."""
-        ranked = [Prompt.from_json(entry["prompt"]) for entry in state["pool"].values()]
-        if not ranked:  # no step ran: the starting triggers
-            ranked = ctx.calibrate([Prompt.from_json(state["prompt"]).with_triggers(state["triggers"])])
+        ranked = super().candidates(ctx, state)
         if self.ensemble > 1 and len(ranked) > 1:
             members = tuple(ranked[: self.ensemble])
             return [Ensemble(members, (1.0,) * len(members)), *ranked]
         return ranked
-
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
-        return self.candidates(ctx, state)[0]
 
 
 def _key(triggers) -> str:

@@ -44,7 +44,7 @@ import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Prompt, Verbalizer
 from autoprompt.search import SearchContext, Searcher, hyper, starting_prompt
-from autoprompt.search.selection import margins
+from autoprompt.search.selection import per_example
 
 
 @dataclass
@@ -274,22 +274,14 @@ class VerbalizerSearch(Searcher):
         n_classes, k = top.shape
         cols = scores[:, top.reshape(-1)].view(len(labels), n_classes, k)                           # [N, C, k]
 
-        def accuracy(assignments: torch.Tensor) -> torch.Tensor:                                   # [A, c] -> [A]
-            """The objective on the classes assigned so far (accuracy: ties by the lower class index,
-            as argmax does in the evaluator; margin: gold over the best other assigned class; loglik:
-            the gold's log-prob normalised over the assigned classes)."""
+        def objective(assignments: torch.Tensor) -> torch.Tensor:                                  # [A, c] -> [A]
+            """The objective on the classes assigned so far (examples of unassigned classes left out)."""
             c = assignments.shape[1]
-            picked = cols[:, torch.arange(c)[None, :], assignments]                                # [N, A, c]
             keep = labels < c
             if not keep.any() or c < 2:
                 return torch.zeros(len(assignments))
-            if self.objective == "accuracy":
-                return (picked.argmax(-1)[keep] == labels[keep][:, None]).float().mean(0)
-            rows = picked[keep].permute(1, 0, 2)                                                   # [A, N', c]
-            gold = labels[keep]
-            if self.objective == "loglik":
-                return rows.log_softmax(-1).gather(2, gold[None, :, None].expand(len(rows), -1, 1))[..., 0].mean(1)
-            return torch.stack([margins(r, gold).mean() for r in rows])
+            picked = cols[:, torch.arange(c)[None, :], assignments][keep].permute(1, 0, 2)          # [A, N', c]
+            return per_example(picked, labels[keep], self.objective).mean(-1)
 
         def distinct(assignments: torch.Tensor) -> torch.Tensor:  # one class may not take another's word
             chosen = top[torch.arange(assignments.shape[1])[None, :], assignments].sort(-1).values
@@ -297,12 +289,12 @@ class VerbalizerSearch(Searcher):
 
         if k ** n_classes <= 200_000:
             every = distinct(torch.tensor(list(itertools.product(range(k), repeat=n_classes))))
-            acc = accuracy(every)
+            acc = objective(every)
             order = acc.argsort(descending=True, stable=True)[: self.n_pairs]
             return [tuple(every[i].tolist()) for i in order]
         beam = torch.zeros(1, 0, dtype=torch.long)
         for _ in range(n_classes):
             grown = distinct(torch.cat([beam.repeat_interleave(k, 0), torch.arange(k).repeat(len(beam))[:, None]], 1))
-            acc = accuracy(grown)
+            acc = objective(grown)
             beam = grown[acc.argsort(descending=True, stable=True)[: 50 * self.n_pairs]]
         return [tuple(a) for a in beam[: self.n_pairs].tolist()]

@@ -18,8 +18,9 @@ CORE = REPO / "autoprompt"
 # lower layers never import higher ones: cli -> api -> tune/report -> search -> leaderboard ->
 # evaluator -> backends -> prompts/tasks -> the basics
 LAYERS = [
-    {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics"},
-    {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema"},
+    {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics",
+     "autoprompt.record"},
+    {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema", "autoprompt.scores"},
     {"autoprompt.backends", "autoprompt.model_store"},
     {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator"},
     {"autoprompt.leaderboard"},

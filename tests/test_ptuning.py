@@ -10,7 +10,7 @@ import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, Prompt, load_prompt
 from autoprompt.backends import weights_checksum
-from autoprompt.evaluator import EvalResult
+from autoprompt.scores import EvalResult
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, TaskData

@@ -13,6 +13,7 @@ import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, search
 from autoprompt.prompts import Prompt, Template
+from autoprompt.record import RunRecord
 from autoprompt.search import SearchContext, Searcher, SearchSpec, available, create, run_search, with_triggers
 from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_strategy
@@ -119,6 +120,10 @@ def test_run_artifacts(causal, task, tmp_path):
                 "baseline", "budget", "wall_s", "versions", "run_dir"):
         assert key in saved, key
     assert set(saved["scores"]) == {"dev", "test"} and set(saved["budget"]) >= {"forwards", "backwards"}
+    record = RunRecord.from_json(saved)  # the typed record reads and writes result.json exactly
+    assert record.to_json() == saved and list(record.to_json()) == list(saved)
+    assert (record.scores.dev, record.baseline.test, record.budget.used) == (
+        saved["scores"]["dev"], saved["baseline"]["test"], saved["budget"]["used"])
     assert SearchSpec.from_json(json.loads((run_dir / "spec.json").read_text())).params["num_candidates"] == 3
     # the prompt artifact scores the same through the evaluator
     from autoprompt import Prompt  # noqa: PLC0415
@@ -300,3 +305,14 @@ def test_strategies_see_a_read_only_model(causal, task):
     prompt = task.task.default_prompt
     hidden, logp = ctx.slot_features([causal.encode(prompt, ex) for ex in task.train[:5]])  # metered: charged
     assert hidden.shape[0] == logp.shape[0] == 5 and budget.forwards == 5
+
+
+def test_a_result_from_before_the_record_reads_with_defaults():
+    old = {"task": "sst2", "strategy": "gradient", "model": "smollm2-135m", "params": {"calibration": "prior"},
+           "prompt_text": "{sentence} It was [P]", "triggers": ["Ġthe", "Ġgood"], "scores": {"dev": 0.7, "test": 0.6},
+           "baseline": {"dev": 0.65, "test": 0.62}, "budget": {"forwards": 5, "backwards": 1, "used": 7, "limit": 10},
+           "run_dir": "/runs/x", "a_future_key": [1]}
+    record = RunRecord.from_json(old)
+    assert (record.variant, record.calibration, record.backbone, record.trigger_text) == ("", "prior", None, "")
+    assert record.shown_prompt == "{sentence} It was [P]  (triggers: Ġthe Ġgood)"  # raw pieces, as they were saved
+    assert record.to_json()["a_future_key"] == [1] and record.recorded

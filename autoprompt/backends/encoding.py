@@ -61,6 +61,10 @@ class PromptEncoder:
         """Token ids of ``text`` without special tokens (memoised: search re-encodes often)."""
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids (trigger tokens are shown this way, never as raw pieces)."""
+        return str(self.tokenizer.decode(list(ids)))
+
     def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable:
         """Token ids of every label word, as the model sees it at ``[P]`` (with its leading space)."""
         space = next(s.space for s in prompt.template.segments if s.kind == "predict")

@@ -23,6 +23,7 @@ from autoprompt.cli.common import (
     print_json,
 )
 from autoprompt.errors import AutopromptError, SearchInterrupted
+from autoprompt.record import RunRecord
 
 
 @app.command()
@@ -74,30 +75,33 @@ def search(
         err.print("interrupted: the last step is checkpointed; continue with "
                   f"`autoprompt search --resume {stop.run_dir}`")
         raise typer.Exit(130) from None
-    if not result.get("leaderboard", {"recorded": True})["recorded"]:
-        err.print(f"the run is complete in {result['run_dir']}; once the database is fixed, add it with "
-                  f"`autoprompt leaderboard import {result['run_dir']} --db {result['leaderboard']['db']}`",
+    finished = RunRecord.from_json(result)
+    if not finished.recorded and finished.leaderboard is not None:
+        err.print(f"the run is complete in {finished.run_dir}; once the database is fixed, add it with "
+                  f"`autoprompt leaderboard import {finished.run_dir} --db {finished.leaderboard['db']}`",
                   highlight=False, soft_wrap=True)
     if as_json:
         return print_json(result)
-    metric = result["metric"]
-    table = Table("prompt", f"dev {metric}", f"test {metric}")
-    table.add_row("manual baseline", f"{result['baseline']['dev']:.4f}", f"{result['baseline']['test']:.4f}")
-    table.add_row(f"found ({result['strategy']})", f"{result['scores']['dev']:.4f}", f"{result['scores']['test']:.4f}")
-    deltas = result.get("deltas")
-    if deltas:
+    _show_run(finished)
+    return None
+
+
+def _show_run(run: RunRecord) -> None:
+    """The human table of one finished search: scores, deltas, the verdict, the prompt, the spend."""
+    table = Table("prompt", f"dev {run.metric}", f"test {run.metric}")
+    table.add_row("manual baseline", f"{run.baseline.dev:.4f}", f"{run.baseline.test:.4f}")
+    table.add_row(f"found ({run.strategy})", f"{run.scores.dev:.4f}", f"{run.scores.test:.4f}")
+    if run.deltas:
         table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-                                                   for d in (deltas["dev"], deltas["test"])))
+                                                   for d in (run.deltas["dev"], run.deltas["test"])))
     out.print(table)
-    selection = result.get("selection") or {}
-    if selection.get("message"):
-        out.print(selection["message"], highlight=False)
-    words = (result["prompt"].get("verbalizer") or (result["prompt"].get("ensemble") or [{}])[0].get("verbalizer"))
-    out.print(f"prompt: {result['prompt_text']!r}  label words: {json.dumps(words, ensure_ascii=False)}  "
-              f"calibration: {result.get('calibration', 'none')}", highlight=False)
-    if result.get("trigger_text"):
-        out.print(f"triggers: {result['trigger_text']!r}", highlight=False)
-    details = result.get("details", {})
+    if run.selection.get("message"):
+        out.print(run.selection["message"], highlight=False)
+    out.print(f"prompt: {run.prompt_text!r}  label words: {json.dumps(run.label_words, ensure_ascii=False)}  "
+              f"calibration: {run.calibration}", highlight=False)
+    if run.trigger_text:
+        out.print(f"triggers: {run.trigger_text!r}", highlight=False)
+    details = run.details
     if "trainable_parameters" in details:
         out.print(f"trainable parameters: {details['trainable_parameters']:,} "
                   f"(backbone {details['backbone_parameters']:,}, frozen and unchanged)", highlight=False)
@@ -105,13 +109,12 @@ def search(
         readout = details["readout"]
         out.print(f"nearest tokens: {readout['discrete_prompt']!r} (dev {readout['discrete_dev']:.4f} as a discrete "
                   "prompt)", highlight=False)
-    for warning in result.get("warnings", []):
+    for warning in run.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    spent = result["budget"]
-    out.print(f"budget: {spent['used']} of {spent['limit']} example-forwards ({spent['forwards']} forwards, "
-              f"{spent['backwards']} backwards), {result['steps']} steps, {result['wall_s']:.0f} s", highlight=False)
-    out.print(f"artifacts: {result['run_dir']}", highlight=False)
-    return None
+    spent = run.budget
+    out.print(f"budget: {spent.used} of {spent.limit} example-forwards ({spent.forwards} forwards, "
+              f"{spent.backwards} backwards), {run.steps} steps, {run.wall_s:.0f} s", highlight=False)
+    out.print(f"artifacts: {run.run_dir}", highlight=False)
 
 
 @app.command()

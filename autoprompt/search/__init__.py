@@ -2,7 +2,7 @@
 
     base.py       Searcher (what a strategy implements), SearchState, SearchContext (what it sees)
     registry.py   strategies by name: entry points and in-process `register`; parameter parsing
-    toolkit.py    what strategies call: the starting prompt, trigger slots, candidate pools
+    toolkit.py    what strategies call: the starting prompt, trigger slots, a pool of scored trigger sets
     selection.py  the shared protocol: objective, gate, paired-bootstrap deltas
     runs.py       SearchSpec and the run folder (spec, trace, checkpoints, prompt, result)
     loop.py       run_search: start or resume, step under the budget, checkpoint
@@ -28,7 +28,7 @@ from autoprompt.search.registry import (
     variant,
 )
 from autoprompt.search.runs import RunDir, SearchSpec, find_run, finished_result
-from autoprompt.search.toolkit import keep_best, one_token, starting_prompt, with_triggers
+from autoprompt.search.toolkit import TriggerSearch, keep_best, one_token, starting_prompt, with_triggers
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -37,6 +37,7 @@ __all__ = [
     "SearchSpec",
     "SearchState",
     "Searcher",
+    "TriggerSearch",
     "available",
     "check_budget",
     "create",

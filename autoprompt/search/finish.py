@@ -18,8 +18,10 @@ from typing import Any
 from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import EvalResult, Evaluator
+from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import Prompt
+from autoprompt.record import Backbone, Baseline, DevTest, RunRecord, Spent
+from autoprompt.scores import EvalResult
 from autoprompt.search.base import SearchContext, Searcher, SearchState
 from autoprompt.search.registry import variant
 from autoprompt.search.runs import RunDir, SearchSpec
@@ -47,8 +49,8 @@ class SearchRun:
     warnings: list[str] = field(default_factory=list)
 
 
-def finish(run: SearchRun, progress: bool = False) -> dict[str, Any]:
-    """Gate, write ``prompt.json``, score on dev and test, and return ``result.json``'s content."""
+def finish(run: SearchRun, progress: bool = False) -> RunRecord:
+    """Gate, write ``prompt.json``, score on dev and test, and return the run's record."""
     spec, data, lm = run.spec, run.data, run.lm
     backbone_after = weights_checksum(lm.model)
     if backbone_after != run.backbone_before:  # a broken strategy must not report anything
@@ -77,31 +79,26 @@ def finish(run: SearchRun, progress: bool = False) -> dict[str, Any]:
               "test": bootstrap_delta(found_test, base_test, seed=spec.seed)}
     warnings = run.warnings + _end_warnings(run, deltas)
     trigger_ids = list(best.trigger_ids)
-    result = {
-        "task": data.task.name, "strategy": spec.strategy, "variant": variant(spec.strategy, spec.params),
-        "model": lm.name, "seed": spec.seed,
-        "shots": spec.shots, "data_seed": spec.data_seed, "params": spec.params, "metric": data.task.metric,
-        "prompt": best.to_json(), "prompt_fingerprint": best.fingerprint,
-        "prompt_text": best.template.render({f: "{" + f + "}" for f in data.task.fields}),
-        "triggers": [lm.tokenizer.decode([i]) for i in trigger_ids],
-        "trigger_text": lm.tokenizer.decode(trigger_ids) if trigger_ids else "",
-        "calibration": best.calibration.method,
-        "scores": {"dev": found_dev.score, "test": found_test.score},
-        "baseline": {"dev": base_dev.score, "test": base_test.score, "template": manual.template.source,
-                     "fingerprint": manual.fingerprint},
-        "deltas": deltas, "selection": selection_json,
-        "budget": run.budget.to_json(), "steps": run.steps, "details": details, "warnings": warnings,
-        "backbone": {"sha256_before": run.backbone_before, "sha256": backbone_after,
-                     "unchanged": backbone_after == run.backbone_before,
-                     "requires_grad": any(p.requires_grad for p in lm.model.parameters())},
-        "wall_s": round(time.perf_counter() - run.started + run.elapsed_before, 2),
-        "split_sizes": {"train": len(data.train), "dev": len(dev), "test": len(test), "selection": len(holdout)},
-        "protocol": data.protocol, "versions": versions(), "run_dir": str(run.folder.path),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    if found_test.extra:
-        result["lama"] = {"found": found_test.extra, "baseline": base_test.extra}
-    return result
+    return RunRecord(
+        task=data.task.name, strategy=spec.strategy, variant=variant(spec.strategy, spec.params),
+        model=lm.name, seed=spec.seed, shots=spec.shots, data_seed=spec.data_seed, params=spec.params,
+        metric=data.task.metric, prompt=best.to_json(), prompt_fingerprint=best.fingerprint,
+        prompt_text=best.template.render({f: "{" + f + "}" for f in data.task.fields}),
+        triggers=[lm.decode([i]) for i in trigger_ids],
+        trigger_text=lm.decode(trigger_ids) if trigger_ids else "",
+        calibration=best.calibration.method,
+        scores=DevTest(found_dev.score, found_test.score),
+        baseline=Baseline(base_dev.score, base_test.score, manual.template.source, manual.fingerprint),
+        deltas=deltas, selection=selection_json,
+        budget=Spent(**run.budget.to_json()), steps=run.steps, details=details, warnings=warnings,
+        backbone=Backbone(run.backbone_before, backbone_after, backbone_after == run.backbone_before,
+                          any(p.requires_grad for p in lm.model.parameters())),
+        wall_s=round(time.perf_counter() - run.started + run.elapsed_before, 2),
+        split_sizes={"train": len(data.train), "dev": len(dev), "test": len(test), "selection": len(holdout)},
+        protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        lama={"found": found_test.extra, "baseline": base_test.extra} if found_test.extra else None,
+    )
 
 
 def _selection_examples(run: SearchRun) -> list[Example]:

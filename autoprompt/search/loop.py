@@ -24,6 +24,7 @@ from autoprompt.io import check_writable_folder
 from autoprompt.leaderboard import record
 from autoprompt.metrics import metric_for
 from autoprompt.model_store import load_model
+from autoprompt.record import RunRecord
 from autoprompt.search.base import SearchContext
 from autoprompt.search.estimate import check_budget
 from autoprompt.search.finish import SearchRun, finish
@@ -68,9 +69,10 @@ def run_search(
         spec = folder.spec()
         done = folder.result()
         if done is not None:  # finished: make sure it is recorded (a no-op if it is)
-            done.setdefault("variant", variant(done["strategy"], done.get("params", {})))
-            _record(done, leaderboard_db(db, spec.out))
-            return done
+            finished = RunRecord.from_json(done)
+            finished.variant = finished.variant or variant(finished.strategy, finished.params)
+            _record(finished, leaderboard_db(db, spec.out))
+            return finished.to_json()
     else:
         check_writable_folder(spec.out, "run folder")
     searcher = create(spec.strategy, spec.params)
@@ -98,10 +100,10 @@ def run_search(
     if not _steps(run, progress, stop_after, on_step):
         return {"interrupted": True, "run_dir": str(folder.path), "step": run.steps}
     result = finish(run, progress)
-    folder.write_result(result)
+    folder.write_result(result.to_json())
     if not _record(result, leaderboard_db(db, spec.out)):
-        folder.write_result(result)  # now saying why the leaderboard does not hold it
-    return result
+        folder.write_result(result.to_json())  # now saying why the leaderboard does not hold it
+    return result.to_json()
 
 
 def _start(run: SearchRun, minimum: int) -> None:
@@ -173,18 +175,18 @@ def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:
     return warn
 
 
-def _record(result: dict[str, Any], db: str | Path) -> bool:
+def _record(result: RunRecord, db: str | Path) -> bool:
     """Record a finished run; if the leaderboard cannot take it, say so in ``result`` and return False.
 
     A finished search is never lost to its database: the run folder is complete and can be
-    imported later (``result["leaderboard"]`` names the database and the reason).
+    imported later (``result.leaderboard`` names the database and the reason).
     """
     try:
         record(result, db)
     except AutopromptError as err:
         message = f"the run was not recorded in the leaderboard: {err}"
-        result["leaderboard"] = {"recorded": False, "db": str(db), "error": str(err)}
-        result.setdefault("warnings", []).append(message)
+        result.leaderboard = {"recorded": False, "db": str(db), "error": str(err)}
+        result.warnings.append(message)
         events.warn(message)
         return False
     return True

@@ -24,8 +24,9 @@ from torch import Tensor
 
 from autoprompt import metrics
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import EvalResult, Evaluator
+from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import AnyPrompt, Prompt
+from autoprompt.scores import EvalResult
 from autoprompt.tasks.base import Example
 
 Objective = Literal["margin", "loglik", "accuracy"]
@@ -33,31 +34,38 @@ OBJECTIVES: tuple[str, ...] = ("margin", "loglik", "accuracy")
 
 
 def margins(logprobs: Tensor, labels: Tensor) -> Tensor:
-    """``[N]`` gold-class log-prob minus the best other class's (positive: correct, with a margin).
+    """``[..., N]`` gold-class log-prob minus the best other class's (positive: correct, with a margin),
+    for ``[..., N, C]`` scores and ``[N]`` labels.
 
     Invariant to how each row is normalised, so raw and calibrated scores compare alike.
     """
-    gold = logprobs.gather(1, labels[:, None])[:, 0]
-    others = logprobs.scatter(1, labels[:, None], -math.inf)
-    if logprobs.shape[1] == 1:
-        return gold - gold
-    return gold - others.max(-1).values
+    return per_example(logprobs, labels, "margin")
 
 
-def objective_values(result: EvalResult, objective: Objective = "margin") -> Tensor:
-    """``[N]`` per-example values of the objective.
+def per_example(logprobs: Tensor, labels: Tensor, objective: Objective = "margin") -> Tensor:
+    """``[..., N]`` values of the objective for ``[..., N, C]`` class scores and ``[N]`` gold labels.
 
     ``margin``: gold-class log-prob minus the best other class's; ``loglik``: the gold class's
     log-probability with the classes normalised (a proper scoring rule: unlike the margin, a prompt
-    cannot gain by being confidently wrong more often); ``accuracy``: 1/0 for correct/wrong.
+    cannot gain by being confidently wrong more often); ``accuracy``: 1/0 for correct/wrong (ties go
+    to the lower class index, as the evaluator's argmax does).
     """
+    gold_index = labels.expand(logprobs.shape[:-1])[..., None]                   # [..., N, 1]
     if objective == "margin":
-        return margins(result.logprobs, result.labels)
+        gold = logprobs.gather(-1, gold_index)[..., 0]
+        if logprobs.shape[-1] == 1:
+            return gold - gold
+        return gold - logprobs.scatter(-1, gold_index, -math.inf).max(-1).values
     if objective == "loglik":
-        return result.logprobs.log_softmax(-1).gather(1, result.labels[:, None])[:, 0]
+        return logprobs.log_softmax(-1).gather(-1, gold_index)[..., 0]
     if objective == "accuracy":
-        return (result.preds == result.labels).float()
+        return (logprobs.argmax(-1) == labels).float()
     raise AutopromptError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+
+
+def objective_values(result: EvalResult, objective: Objective = "margin") -> Tensor:
+    """``[N]`` per-example values of the objective on one prompt's scores (`per_example`)."""
+    return per_example(result.logprobs, result.labels, objective)
 
 
 def objective_score(result: EvalResult, objective: Objective = "margin") -> float:

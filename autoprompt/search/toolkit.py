@@ -1,16 +1,19 @@
 """What strategies call to build their starting point: the manual prompt with overrides, trigger
-slots, one-token trigger words, and a bounded pool of scored candidates."""
+slots, one-token trigger words, and a bounded pool of scored candidates, and
+`TriggerSearch`, the base of the searches over trigger tokens."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
-from autoprompt.prompts import Prompt, Segment, Template, Verbalizer
-from autoprompt.search.base import SearchContext
+from autoprompt.prompts import AnyPrompt, Prompt, Segment, Template, Verbalizer
+from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
+from autoprompt.tasks.base import Example
 
 
 def with_triggers(template: Template, num_triggers: int) -> Template:
@@ -65,6 +68,68 @@ def keep_best(pool: Mapping[str, Mapping[str, Any]], size: int = 20) -> dict[str
     """The ``size`` entries of ``pool`` with the highest ``"score"``, best first (a candidate pool in a
     strategy's state: trigger sets or templates, each ``{"score": ..., "prompt": ...}``)."""
     return dict(sorted(pool.items(), key=lambda kv: -kv[1]["score"])[:size])
+
+
+@dataclass
+class TriggerSearch(Searcher):
+    """A search over trigger tokens whose candidates are a pool of scored trigger sets in its state.
+
+    The state holds ``prompt`` (the starting prompt's JSON), ``triggers`` (the current set) and
+    ``pool`` (`keep_best` entries keyed by trigger ids, each with its train ``score``); the
+    candidates the core re-scores are the pool's prompts, best first.
+
+    Args:
+        num_triggers: ``[T]`` slots added after the input when the template has none.
+        rescore_examples: train examples each trigger set is scored on (None: all of train).
+        template: a template with ``[T]`` slots instead of the task's manual one.
+        verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
+    """
+
+    num_triggers: int = hyper(5, low=1)
+    rescore_examples: int | None = hyper(None, low=1)
+    template: str | None = None
+    verbalizer: str | None = None
+
+    def start(self, ctx: SearchContext) -> SearchState:
+        return cast(SearchState, self.started(ctx))
+
+    def started(self, ctx: SearchContext, init: str = "the", **extra: Any) -> dict[str, Any]:
+        """The state at the start: the starting prompt, an empty pool, the calibrated start's dev score."""
+        prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers, init)
+        if not prompt.template.num_triggers:
+            raise AutopromptError(f"{self.name} searches [T] slots; give `num_triggers` >= 1 or a `template` with [T]",
+                                  params=("num_triggers", "template"))
+        start = ctx.calibrate([prompt])[0]
+        return {"prompt": prompt.to_json(), "pool": {}, "best_dev": ctx.evaluator.score(start, ctx.dev).score,
+                "triggers": list(prompt.trigger_ids), **extra}
+
+    def rescore_set(self, ctx: SearchContext) -> list[Example]:
+        """The train examples every trigger set is scored on: the same every step, so scores of
+        different steps compare (and a set scored before is a cache hit)."""
+        return ctx.sample(ctx.train, self.rescore_examples or len(ctx.train), salt="rescore", fixed=True)
+
+    def rescore_cost(self, train: int) -> int:
+        """How many examples `rescore_set` holds on ``train`` train examples."""
+        return min(self.rescore_examples or train, train)
+
+    def pooled(self, state: Mapping[str, Any], prompts: Sequence[Prompt], scores: Sequence[float],
+               **extra: Sequence[float]) -> dict[str, Any]:
+        """``state["pool"]`` with these scored prompts added (``extra``: more per-prompt values kept)."""
+        pool = dict(state["pool"])
+        for i, (p, score) in enumerate(zip(prompts, scores, strict=True)):
+            pool[",".join(map(str, p.trigger_ids))] = {"score": score, "prompt": p.to_json(),
+                                                       **{k: v[i] for k, v in extra.items()}}
+        return keep_best(pool)
+
+    def candidates(self, ctx: SearchContext, state: Mapping[str, Any]) -> list[AnyPrompt]:
+        ranked: list[AnyPrompt] = [Prompt.from_json(entry["prompt"]) for entry in state["pool"].values()]
+        if ranked:
+            return ranked
+        start = Prompt.from_json(state["prompt"])  # no step ran: the starting triggers, calibrated
+        return list(ctx.calibrate([start.with_triggers(state.get("triggers", start.trigger_ids))]))
+
+    def best(self, ctx: SearchContext, state: Mapping[str, Any]) -> AnyPrompt:
+        return self.candidates(ctx, state)[0]
 
 
 def one_token(lm: FrozenLM, word: str) -> int:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -68,3 +69,31 @@ def read_label_first(path: Path) -> list[tuple[str, str]]:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with _open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_inputs(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a JSONL file, each an object holding the template's ``fields``."""
+    file = Path(path)
+    if not file.is_file():
+        raise AutopromptError(f"input file {file} does not exist")
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise AutopromptError(f"input file {file} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
+    rows = []
+    # split on newlines only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AutopromptError(f"{file} line {n} is not JSON ({err.msg}); write one object per line") from None
+        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
+        if missing:
+            raise AutopromptError(f"{file} line {n} lacks the field(s) {missing} the prompt's template needs "
+                                  f"(it uses {list(fields)})")
+        rows.append({f: str(row[f]) for f in fields})
+    if not rows:
+        raise AutopromptError(f"input file {file} holds no inputs; write one JSON object per line")
+    return rows

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder
+from autoprompt.record import RunRecord
 
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
     from datetime import datetime
@@ -130,9 +131,10 @@ def objective(config: TuneConfig, trial: Trial) -> float:
         except AutopromptError as err:  # e.g. a NaN loss at a too-large lr: this trial fails, the study goes on
             trial.set_user_attr("error", str(err))
             return float("nan")
-        devs.append(result["scores"]["dev"])
-        tests.append(result["scores"]["test"])
-        runs.append(result["run_dir"])
+        finished = RunRecord.from_json(result)
+        devs.append(finished.scores.dev)
+        tests.append(finished.scores.test)
+        runs.append(finished.run_dir)
         trial.set_user_attr("runs", runs)
         trial.set_user_attr("dev_per_seed", devs)
         trial.set_user_attr("test_per_seed", tests)  # recorded, never optimised

@@ -1,0 +1,147 @@
+"""`RunRecord`: one finished search, typed; ``to_json()`` is its ``result.json``.
+
+The loop builds it, the run folder stores ``to_json()``, and every reader (the leaderboard, the
+CLI's table, the tuner) takes ``RunRecord.from_json(...)`` and reads fields, so a renamed key is a
+type error in one place instead of a ``KeyError`` in four. Results written before a field existed
+read with that field's default. Open-ended parts (a strategy's ``details``, the selection trace, the
+data protocol) stay dicts: each strategy owns their keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DevTest:
+    """One prompt's score on dev and on test."""
+
+    dev: float
+    test: float
+
+
+@dataclass(frozen=True)
+class Baseline(DevTest):
+    """The manual prompt's scores on the same examples, and which prompt that was."""
+
+    template: str = ""
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class Spent:
+    """The budget: example-forwards used of the limit, and how they split."""
+
+    forwards: int
+    backwards: int
+    used: int
+    limit: int | None
+    max_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The frozen model's weight checksum before and after the search (they must be equal)."""
+
+    sha256_before: str
+    sha256: str
+    unchanged: bool
+    requires_grad: bool
+
+
+@dataclass
+class RunRecord:
+    """Everything a finished search reports; ``to_json()`` writes today's ``result.json``."""
+
+    task: str
+    strategy: str
+    variant: str
+    model: str
+    seed: int
+    shots: int | None
+    data_seed: int | None
+    params: dict[str, Any]
+    metric: str
+    prompt: dict[str, Any]             # the reported prompt's prompt.json
+    prompt_fingerprint: str
+    prompt_text: str                   # the template with its fields as {placeholders}
+    triggers: list[str]                # one decoded string per trigger token
+    trigger_text: str                  # the trigger tokens decoded together
+    calibration: str
+    scores: DevTest
+    baseline: Baseline
+    deltas: dict[str, dict[str, Any]]  # dev/test: found − manual with a paired-bootstrap interval
+    selection: dict[str, Any]
+    budget: Spent
+    steps: int
+    details: dict[str, Any]
+    warnings: list[str]
+    backbone: Backbone | None
+    wall_s: float
+    split_sizes: dict[str, int]
+    protocol: dict[str, Any]
+    versions: dict[str, str]
+    run_dir: str
+    finished_at: str | None
+    lama: dict[str, Any] | None = None          # P@k and MRR of found and baseline (LAMA tasks)
+    leaderboard: dict[str, Any] | None = None   # set when the leaderboard could not record the run
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for name in ("scores", "baseline", "budget", "backbone"):
+            out[name] = asdict(out[name]) if out[name] is not None else None
+        for name in ("lama", "leaderboard", "backbone"):
+            if out[name] is None:
+                del out[name]
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """Read a ``result.json``, including one written before some fields existed."""
+        known = {f.name for f in fields(cls)}
+        scores, base, spent = data["scores"], data["baseline"], data.get("budget") or {}
+        params = data.get("params") or {}
+        return cls(
+            task=data["task"], strategy=data["strategy"], variant=data.get("variant") or "",
+            model=data["model"], seed=data.get("seed", 0), shots=data.get("shots"), data_seed=data.get("data_seed"),
+            params=params, metric=data.get("metric") or "accuracy", prompt=data.get("prompt") or {},
+            prompt_fingerprint=data.get("prompt_fingerprint") or "", prompt_text=data.get("prompt_text") or "",
+            triggers=list(data.get("triggers") or []), trigger_text=data.get("trigger_text") or "",
+            calibration=data.get("calibration") or params.get("calibration") or "none",
+            scores=DevTest(scores["dev"], scores["test"]),
+            baseline=Baseline(base["dev"], base["test"], base.get("template", ""), base.get("fingerprint", "")),
+            deltas=data.get("deltas") or {}, selection=data.get("selection") or {},
+            budget=Spent(spent.get("forwards", 0), spent.get("backwards", 0), spent.get("used", 0),
+                         spent.get("limit"), spent.get("max_seconds")),
+            steps=data.get("steps", 0), details=data.get("details") or {}, warnings=list(data.get("warnings") or []),
+            backbone=Backbone(**data["backbone"]) if data.get("backbone") else None,
+            wall_s=data.get("wall_s") or 0.0, split_sizes=data.get("split_sizes") or {},
+            protocol=data.get("protocol") or {}, versions=data.get("versions") or {},
+            run_dir=data.get("run_dir") or "", finished_at=data.get("finished_at"),
+            lama=data.get("lama"), leaderboard=data.get("leaderboard"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    @property
+    def recorded(self) -> bool:
+        """False when the leaderboard could not take this run (``leaderboard`` says why)."""
+        return self.leaderboard is None or bool(self.leaderboard.get("recorded", True))
+
+    @property
+    def label_words(self) -> Any:
+        """The reported prompt's verbalizer (an ensemble's first member's)."""
+        return self.prompt.get("verbalizer") or (self.prompt.get("ensemble") or [{}])[0].get("verbalizer")
+
+    @property
+    def shown_prompt(self) -> str:
+        """The prompt as a row shows it: its text, with triggers or a soft prompt's nearest tokens."""
+        readout = self.details.get("readout")
+        if readout:  # soft prompts are shown by their nearest tokens
+            return f"{self.prompt_text}  (nearest tokens: {readout['discrete_prompt']})"
+        if self.trigger_text:
+            return f"{self.prompt_text}  (triggers: {self.trigger_text.strip()!r})"
+        if self.triggers:  # older results hold raw pieces and no decoded text
+            return f"{self.prompt_text}  (triggers: {' '.join(self.triggers)})"
+        return self.prompt_text

@@ -1,0 +1,54 @@
+"""What scoring returns: `EvalResult` (one prompt's class log-probs and metric on a list of examples)
+and the two log-space operations calibration is made of."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EvalResult:
+    """Scores of one prompt on one list of examples.
+
+    Attributes:
+        score: the task metric (accuracy, F1, macro-F1; P@1 for LAMA).
+        logprobs: ``[N, C]`` class log-probs, in example order.
+        extra: LAMA's ``p@10``, ``mrr``, ``majority_p@1``, ``vocab_p@1`` (and its ``vocab_n``).
+    """
+
+    metric: str
+    score: float
+    logprobs: Tensor
+    labels: Tensor
+    extra: dict[str, float] = field(default_factory=dict)
+    top_token: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def preds(self) -> Tensor:
+        return self.logprobs.argmax(-1)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    def per_class(self, label_names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per label: gold count, predicted count, correct count."""
+        gold, pred = Counter(self.labels.tolist()), Counter(self.preds.tolist())
+        correct = Counter(self.labels[self.preds == self.labels].tolist())
+        return {name: {"gold": gold[i], "predicted": pred[i], "correct": correct[i]}
+                for i, name in enumerate(label_names) if gold[i] or pred[i]}
+
+
+def log_mean_prob(logprobs: Tensor) -> Tensor:
+    """``[N, C]`` class log-probs → ``[C]`` log of the mean class distribution (each row normalised)."""
+    return torch.logsumexp(logprobs.log_softmax(-1), dim=0) - torch.log(torch.tensor(float(len(logprobs))))
+
+
+def calibrate_logprobs(logprobs: Tensor, log_prior: Tensor) -> Tensor:
+    """``softmax(log p(c | x) − log prior(c))`` in log space: ``[N, C]``, each row a distribution."""
+    return (logprobs.log_softmax(-1) - log_prior.to(logprobs.dtype)).log_softmax(-1)
