@@ -1,4 +1,5 @@
-"""Schemas of the files autoprompt reads back: ``prompt.json``, ``spec.json``, checkpoints, task TOMLs.
+"""Schemas of the files autoprompt reads back: ``prompt.json``, checkpoints, task TOMLs (``spec.json``'s
+is `SearchSpec` itself).
 
 Each file is validated once, where it is read, against a typed model; a violation becomes one line
 naming the file, the field and what was expected (`validate`). The models check *shape and type*;
@@ -12,11 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from autoprompt.errors import AutopromptError
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 Words = StrictStr | list[StrictStr]
 Number = StrictInt | StrictFloat
@@ -48,23 +49,6 @@ class EnsembleFile(_Strict):
     ensemble: list[PromptFile] = Field(min_length=1)
     weights: list[Number] = Field(min_length=1)
     meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class SpecFile(_Strict):
-    """A run's ``spec.json`` (`autoprompt.search.SearchSpec`)."""
-
-    task: StrictStr
-    strategy: StrictStr
-    params: dict[str, Any] = Field(default_factory=dict)
-    model: StrictStr = "smollm2-135m"
-    shots: StrictInt | None = None
-    data_seed: StrictInt = 13
-    seed: StrictInt = 0
-    budget: StrictInt | None = None
-    max_seconds: Number | None = None
-    out: StrictStr = "runs"
-    data_dir: StrictStr | None = None
-    test_limit: StrictInt | None = None
 
 
 class BudgetFile(BaseModel):
@@ -105,18 +89,19 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind, value = error["type"], error.get("input")
     if kind == "missing":
         return f"field {where!r} is missing"
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's / a dataclass's
         return f"unknown field {where!r}"
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     return f"field {where!r}: {error['msg'].lower()}, got {shown} ({type(value).__name__})"
 
 
 def validate(model: type[M], data: Any, source: str | Path, fix: str = "") -> M:
-    """``data`` as ``model``, or an `AutopromptError` naming ``source``, the first bad field and ``fix``."""
+    """``data`` as ``model`` (a pydantic model or a dataclass with pydantic field types), or an
+    `AutopromptError` naming ``source``, the first bad field and ``fix``."""
     if not isinstance(data, Mapping):
         raise AutopromptError(f"{source} does not hold a JSON/TOML object (got {type(data).__name__}){fix}")
     try:
-        return model.model_validate(dict(data))
+        return TypeAdapter(model).validate_python(dict(data))
     except ValidationError as err:
         errors = err.errors(include_url=False)
         # a union reports one error per alternative: count fields, not alternatives

@@ -22,37 +22,44 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_json, read_json
 from autoprompt.prompts import AnyPrompt, save_prompt
-from autoprompt.schema import CheckpointFile, SpecFile, validate
+from autoprompt.schema import CheckpointFile, validate
 from autoprompt.search.registry import create
 
 
 @dataclass
 class SearchSpec:
-    """Everything needed to rerun a search (written to ``spec.json``)."""
+    """Everything needed to rerun a search (written to ``spec.json``).
 
-    task: str
-    strategy: str
+    The field types are also ``spec.json``'s schema: `from_json` validates a file against them
+    (strict: ``"13"`` is not a seed), so the file and the class cannot drift apart.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    task: StrictStr
+    strategy: StrictStr
     params: dict[str, Any] = field(default_factory=dict)
-    model: str = "smollm2-135m"
-    shots: int | None = None
-    data_seed: int = 13
-    seed: int = 0
-    budget: int | None = None
-    max_seconds: float | None = None
-    out: str = "runs"
-    data_dir: str | None = None
-    test_limit: int | None = None
+    model: StrictStr = "smollm2-135m"
+    shots: StrictInt | None = None
+    data_seed: StrictInt = 13
+    seed: StrictInt = 0
+    budget: StrictInt | None = None
+    max_seconds: StrictInt | StrictFloat | None = None
+    out: StrictStr = "runs"
+    data_dir: StrictStr | None = None
+    test_limit: StrictInt | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "run spec") -> SearchSpec:
-        return cls(**validate(SpecFile, data, source).model_dump())
+        return validate(cls, data, source)
 
     @classmethod
     def load(cls, run_dir: Path) -> SearchSpec:
