@@ -13,6 +13,9 @@ from autoprompt.errors import BudgetExhausted
 class Budget:
     """Compute spent by a search, in example-forwards (a backward counts as two).
 
+    The tokens those forwards ran are counted beside them (``tokens``): an example shown with eight
+    demonstrations is one example-forward, as for every strategy, but many more tokens.
+
     Args:
         max_forwards: the limit in example-forwards, or None for no limit.
         max_seconds: an optional wall-clock limit.
@@ -23,6 +26,7 @@ class Budget:
         self.max_seconds = max_seconds
         self.forwards = 0
         self.backwards = 0
+        self.tokens = 0
         self.started = time.monotonic()
 
     @property
@@ -51,10 +55,11 @@ class Budget:
         yield
         self.charge(forwards, backwards)
 
-    def charge(self, forwards: int = 0, backwards: int = 0) -> None:
+    def charge(self, forwards: int = 0, backwards: int = 0, tokens: int = 0) -> None:
         self.forwards += forwards
         self.backwards += backwards
+        self.tokens += tokens
 
     def to_json(self) -> dict[str, Any]:
         return {"forwards": self.forwards, "backwards": self.backwards, "used": self.used,
-                "limit": self.max_forwards, "max_seconds": self.max_seconds}
+                "limit": self.max_forwards, "max_seconds": self.max_seconds, "tokens": self.tokens}

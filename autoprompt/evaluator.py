@@ -18,11 +18,13 @@ from torch import Tensor
 
 from autoprompt import events, metrics
 from autoprompt.backends import Encoded, LanguageModel, WordTable
-from autoprompt.batching import Job, SharedGroup, buckets, shared_prefix_batches
+from autoprompt.batching import Job, buckets
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
-from autoprompt.prompts import AnyPrompt, Calibration, Ensemble, Prompt
+from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt
+from autoprompt.retrieval import Retriever
 from autoprompt.scores import EvalResult, calibrate_logprobs, log_mean_prob
+from autoprompt.sharing import SharedScorer
 from autoprompt.soft import SoftPrompt, resolve_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
@@ -60,6 +62,8 @@ class Evaluator:
         # set, so recomputing what the cache lost costs nothing, as it did before the interruption
         self.paid: set[tuple[str, str]] = set()
         self.stats: Counter[str] = Counter()  # real/padded tokens and batches, for benchmarks
+        self.sharing = SharedScorer(lm, batch_size, max_tokens, self.metric.ranks_gold, self.stats)
+        self.retriever = Retriever(lm, batch_size)  # KATE's per-query demonstrations
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
         """Score one prompt or ensemble (see `score_many`)."""
@@ -177,7 +181,7 @@ class Evaluator:
             unpaid = [i for i in todo if (prompts[i].fingerprint, data_key) not in self.paid]
             if self.budget is not None:
                 self.budget.require(forwards=len(unpaid) * len(examples))
-            logprobs = self._run([prompts[i] for i in todo], examples, progress)
+            logprobs, tokens = self._run([prompts[i] for i in todo], examples, progress)
             labels = torch.tensor([ex.label for ex in examples])
             for k, i in enumerate(todo):
                 result = self._result(prompts[i], logprobs[k], labels)
@@ -185,7 +189,8 @@ class Evaluator:
                 if self._cache is not None:
                     self._cache[(prompts[i].fingerprint, data_key)] = result
             if self.budget is not None:
-                self.budget.charge(forwards=len(unpaid) * len(examples))
+                self.budget.charge(forwards=len(unpaid) * len(examples),
+                                   tokens=sum(tokens[k] for k, i in enumerate(todo) if i in unpaid))
             self.paid.update((prompts[i].fingerprint, data_key) for i in unpaid)
         return results  # type: ignore[return-value]
 
@@ -197,8 +202,9 @@ class Evaluator:
     # ---- internals -----------------------------------------------------------------------------
 
     def _run(self, prompts: Sequence[Prompt], examples: Sequence[Example],
-             progress: bool) -> list[tuple[Tensor, Tensor]]:
-        """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt."""
+             progress: bool) -> tuple[list[tuple[Tensor, Tensor]], list[int]]:
+        """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt, and the tokens of
+        each prompt's inputs (its demonstrations included)."""
         labels = self.task.labels
         tables: list[WordTable] = []
         groups: dict[tuple[Any, ...], list[Job]] = {}
@@ -211,15 +217,26 @@ class Evaluator:
             softs.append(self._soft(prompt))
             # prompts with their own soft tensors never share a batch (or a prefix) with others
             key = (tuple(tuple(ws) for ws in table), p if softs[-1] is not None else -1)
+            chosen = self._demos_per_query(prompt, examples)
             for e, ex in enumerate(examples):
-                groups.setdefault(key, []).append(Job(p, e, self.lm.encode(prompt, ex)))
+                groups.setdefault(key, []).append(Job(p, e, self.lm.encode(prompt, ex, chosen[e] if chosen else None)))
         n_classes = len(labels)
         out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
                for _ in prompts]
         total = sum(len(jobs) for jobs in groups.values())
+        tokens = [0] * len(prompts)
+        for jobs in groups.values():
+            for job in jobs:
+                tokens[job.prompt] += len(job.encoded)
         with events.Progress("scoring", total, "ex", enabled=progress) as bar:
             self._run_groups(groups, tables, softs, examples, out, bar)
-        return out
+        return out, tokens
+
+    def _demos_per_query(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Demonstration]] | None:
+        """KATE's demonstrations for each example (a prompt with a pool), else None."""
+        if prompt.demos is None or not prompt.demos.per_query:
+            return None
+        return self.retriever.choose(prompt, [ex.fields for ex in examples], self.budget)
 
     def _run_groups(self, groups: dict[tuple[Any, ...], list[Job]], tables: list[WordTable],
                     softs: list[SoftPrompt | None], examples: Sequence[Example], out: list[tuple[Tensor, Tensor]],
@@ -227,10 +244,12 @@ class Evaluator:
         """Score every group of jobs that share label words (and soft tensors) into ``out``."""
         for jobs in groups.values():
             table = tables[jobs[0].prompt]
-            n_prompts = len({j.prompt for j in jobs})
             soft = softs[jobs[0].prompt]
+            if self.shared_prefix and soft is None:  # demonstrations: one block for all of a prompt's inputs
+                jobs = self.sharing.across_examples(jobs, table, examples, out, bar)
+            n_prompts = len({j.prompt for j in jobs})
             if self.shared_prefix and n_prompts > 1:
-                jobs = self._run_shared(jobs, n_prompts, table, examples, out, bar)
+                jobs = self.sharing.across_prompts(jobs, n_prompts, table, examples, out, bar)
             for batch in self._buckets(jobs):
                 gold = [examples[j.example].label for j in batch] if self.metric.ranks_gold else None
                 scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold, soft=soft)
@@ -259,33 +278,6 @@ class Evaluator:
         if soft.prefix is not None:
             self.lm.check_prefix()
         return soft
-
-    def _run_shared(self, jobs: list[Job], k: int, table: WordTable, examples: Sequence[Example],
-                    out: list[tuple[Tensor, Tensor]], bar: events.Progress) -> list[Job]:
-        """Score K prompts per example with the shared part of each input run once.
-
-        Returns the jobs of examples whose prompts share no prefix (left for the plain path).
-        """
-        batches, unshared = shared_prefix_batches(jobs, k, self.batch_size, self.max_tokens)
-        for batch in batches:
-            self._score_shared(batch, table, examples, out)
-            bar.advance(len(batch) * k)
-        return unshared
-
-    def _score_shared(self, batch: list[SharedGroup], table: WordTable, examples: Sequence[Example],
-                      out: list[tuple[Tensor, Tensor]]) -> None:
-        prefixes = [group[0].encoded.ids[:shared] for shared, _, group in batch]
-        suffixes = [[j.encoded.ids[shared:] for j in group] for shared, _, group in batch]
-        gold = [examples[e].label for _, e, _ in batch] if self.metric.ranks_gold else None
-        scores = self.lm.label_logprobs_shared(prefixes, suffixes, table, gold=gold)
-        logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
-        row = 0
-        for _, e, group in batch:
-            for job in group:
-                out[job.prompt][0][e] = logprobs[row]
-                out[job.prompt][1][e] = top[row]
-                row += 1
-            self.stats["real_tokens"] += sum(len(j.encoded) for j in group)
 
     def _buckets(self, jobs: list[Job]) -> list[list[Job]]:
         return buckets(jobs, self.batch_size, self.max_tokens, self.stats)

@@ -31,13 +31,14 @@ class Baseline(DevTest):
 
 @dataclass(frozen=True)
 class Spent:
-    """The budget: example-forwards used of the limit, and how they split."""
+    """The budget: example-forwards used of the limit, how they split, and the tokens they ran."""
 
     forwards: int
     backwards: int
     used: int
     limit: int | None
     max_seconds: float | None = None
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class RunRecord:
             baseline=Baseline(base["dev"], base["test"], base.get("template", ""), base.get("fingerprint", "")),
             deltas=data.get("deltas") or {}, selection=data.get("selection") or {},
             budget=Spent(spent.get("forwards", 0), spent.get("backwards", 0), spent.get("used", 0),
-                         spent.get("limit"), spent.get("max_seconds")),
+                         spent.get("limit"), spent.get("max_seconds"), spent.get("tokens", 0)),
             steps=data.get("steps", 0), details=data.get("details") or {}, warnings=list(data.get("warnings") or []),
             backbone=Backbone(**data["backbone"]) if data.get("backbone") else None,
             wall_s=data.get("wall_s") or 0.0, split_sizes=data.get("split_sizes") or {},

@@ -32,6 +32,21 @@ class CalibrationFile(_Strict):
     log_prior: dict[str, Number] | None = None
 
 
+class DemonstrationFile(_Strict):
+    fields: dict[str, StrictStr]
+    label: StrictStr
+
+
+class DemonstrationsFile(_Strict):
+    """A prompt's in-context demonstrations (`autoprompt.prompts.Demonstrations.to_json`)."""
+
+    examples: list[DemonstrationFile] = Field(default_factory=list)
+    separator: StrictStr = "\n\n"
+    pool: list[DemonstrationFile] = Field(default_factory=list)
+    k: StrictInt = Field(default=0, ge=0)
+    overflow: Literal["error", "drop"] = "error"
+
+
 class PromptFile(_Strict):
     """One discrete, triggered or soft prompt (`autoprompt.prompts.Prompt.to_json`)."""
 
@@ -41,6 +56,7 @@ class PromptFile(_Strict):
     soft: StrictStr | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     calibration: StrictStr | CalibrationFile | None = None
+    demos: DemonstrationsFile | None = None
 
 
 class EnsembleFile(_Strict):
@@ -54,6 +70,7 @@ class EnsembleFile(_Strict):
 class BudgetFile(BaseModel):
     forwards: StrictInt = Field(ge=0)
     backwards: StrictInt = Field(ge=0)
+    tokens: StrictInt = Field(default=0, ge=0)
 
 
 class CheckpointFile(BaseModel):

@@ -22,7 +22,7 @@ LAYERS = [
      "autoprompt.record"},
     {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema", "autoprompt.scores"},
     {"autoprompt.backends", "autoprompt.model_store"},
-    {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator"},
+    {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator", "autoprompt.sharing", "autoprompt.retrieval"},
     {"autoprompt.leaderboard"},
     {"autoprompt.search"},
     {"autoprompt.tune", "autoprompt.report", "autoprompt.testing"},

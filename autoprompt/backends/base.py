@@ -237,6 +237,21 @@ class FrozenLM(PromptEncoder):
         """Score K prompts that share each example's prefix (backends with ``shares_prefix``)."""
         raise NotImplementedError(f"{type(self).__name__} does not share prefixes; check shares_prefix first")
 
+    def label_logprobs_prefixed(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], words: WordTable,
+                                gold: Sequence[int] | None = None, rows: int = 32) -> Scores:
+        """Score inputs that all start with ``prefix`` (backends with ``shares_prefix``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share prefixes; check shares_prefix first")
+
+    @torch.inference_mode()
+    def sentence_embeddings(self, texts: Sequence[Sequence[int]]) -> Tensor:
+        """``[N, H]`` the mean of the last hidden states over each text's tokens (KATE's retrieval
+        embedding, from the frozen model itself)."""
+        ids, attn = self.pad(texts)
+        with self._autocast():
+            hidden = self.model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]
+        mask = attn[..., None].to(hidden.dtype)
+        return upcast((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+
     def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
                 vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
         raise NotImplementedError

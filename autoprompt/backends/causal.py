@@ -232,6 +232,33 @@ class CausalLM(FrozenLM):
         return self._word_scores(logp_first, cache, full_mask, words, rep_gold)
 
     @torch.inference_mode()
+    def label_logprobs_prefixed(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], words: WordTable,
+                                gold: Sequence[int] | None = None, rows: int = 32) -> Scores:
+        """Score inputs that share one ``prefix`` (a demonstration block): ``[N, C]`` in suffix order.
+
+        The prefix runs once; each chunk of ``rows`` suffixes (the queries) runs on top of its
+        key/value cache, shared by reference, not copied.
+        """
+        head = torch.tensor([list(prefix)], device=self.device)
+        _, cache = self._forward(head, torch.ones_like(head), torch.arange(len(prefix), device=self.device)[None],
+                                 keep=1)
+        layers = cache_layers(cache)
+        logprobs, top = [], []
+        for start in range(0, len(suffixes), rows):
+            chunk = suffixes[start : start + rows]
+            shared = make_cache([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                 for k, v in layers])
+            ids, mask = self.pad(chunk)                                                  # right-padded
+            full_mask = torch.cat([mask.new_ones(len(chunk), len(prefix)), mask], dim=1)
+            positions = len(prefix) + torch.arange(ids.shape[1], device=self.device)[None].expand(len(chunk), -1)
+            logp_first, after = self._last_logprobs(ids, full_mask, positions, cache=shared)
+            scores = self._word_scores(logp_first, after, full_mask, words,
+                                       gold[start : start + len(chunk)] if gold is not None else None)
+            logprobs.append(scores.logprobs)
+            top.append(scores.top_token)
+        return Scores(torch.cat(logprobs), torch.cat(top))
+
+    @torch.inference_mode()
     def reply_samples(self, request: str, n: int, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
         """``n`` replies to ``request`` sampled at ``temperature`` from ``seed`` (through the chat
         template where the tokenizer has one), decoded and stripped."""

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from autoprompt.backends.protocol import Encoded, WordTable
 from autoprompt.errors import AutopromptError
-from autoprompt.prompts import Prompt, Template
+from autoprompt.prompts import Demonstration, Prompt, Template
 from autoprompt.tasks.base import Example
 
 Piece = tuple[str, list[int]]  # (segment kind, its token ids)
@@ -95,23 +95,66 @@ class PromptEncoder:
             raise AutopromptError(f"trigger id(s) {bad[:3]} are outside {self.name}'s vocabulary of {vocab} tokens; "
                                   f"{hint}")
 
-    def encode(self, prompt: Prompt, example: Example) -> Encoded:
-        """Token ids of the prompt filled with ``example`` (fields truncated to ``max_length``)."""
+    def encode(self, prompt: Prompt, example: Example, demos: Sequence[Demonstration] | None = None) -> Encoded:
+        """Token ids of the prompt filled with ``example`` (fields truncated to ``max_length``), with
+        the prompt's demonstrations (or ``demos``, the ones chosen for this query from its pool)."""
         self.check_template(prompt.template)
         pieces = self._pieces(prompt, example)
         self._truncate(pieces)
-        ids: list[int] = list(self.prefix_special)
+        query: list[int] = []
         predict_at, trigger_at, soft_at = -1, [], []
         for kind, toks in pieces:
             if kind == "predict":
-                predict_at = len(ids)
+                predict_at = len(query)
             elif kind == "trigger":
-                trigger_at.append(len(ids))
+                trigger_at.append(len(query))
             elif kind == "soft":
-                soft_at.append(len(ids))
-            ids.extend(toks)
-        ids.extend(self.closing_tokens())
-        return Encoded(tuple(ids), predict_at, tuple(trigger_at), tuple(soft_at))
+                soft_at.append(len(query))
+            query.extend(toks)
+        shown = list(demos if demos is not None else prompt.demos.examples if prompt.demos else ())
+        before, after = self._demo_block(prompt, shown, len(query)) if shown else ([], [])
+        offset = len(self.prefix_special) + len(before)
+        ids = [*self.prefix_special, *before, *query, *after, *self.closing_tokens()]
+        return Encoded(tuple(ids), predict_at + offset, tuple(i + offset for i in trigger_at),
+                       tuple(i + offset for i in soft_at))
+
+    def _demo_block(self, prompt: Prompt, demos: list[Demonstration], query_len: int) -> tuple[list[int], list[int]]:
+        """The demonstrations' ids before and after the query: all before on a causal LM (the
+        last nearest the query), all after on a masked LM (LM-BFF: the query and its mask first)."""
+        assert prompt.demos is not None  # only called for a prompt with demonstrations
+        sep = list(self.tokenize(prompt.demos.separator))
+        rendered = [self._demo_ids(prompt, d) for d in demos]
+        first = not self.predict_tokens()  # a causal LM predicts the next token: demonstrations first
+        room = self.max_length - RESERVED - len(self.prefix_special) - len(self.closing_tokens()) - query_len
+        needed = sum(len(r) + len(sep) for r in rendered)
+        if needed > room and prompt.demos.overflow == "error":
+            raise AutopromptError(
+                f"{len(demos)} demonstrations ({needed} tokens) and the query ({query_len} tokens) exceed "
+                f"{self.name}'s context of {self.max_length} tokens; use fewer demonstrations (`k`) or "
+                "`overflow=drop`")
+        while rendered and sum(len(r) + len(sep) for r in rendered) > room:
+            rendered.pop(0 if first else -1)  # the one farthest from the query
+        block = [t for r in rendered for t in ([*r, *sep] if first else [*sep, *r])]
+        return (block, []) if first else ([], block)
+
+    def _demo_ids(self, prompt: Prompt, demo: Demonstration) -> list[int]:
+        """One demonstration under the prompt's template: its fields, triggers and its label's first
+        word at ``[P]`` (as `word_table` spells it); soft slots belong to the query only."""
+        ids: list[int] = []
+        triggers = iter(prompt.trigger_ids)
+        predicted = False
+        for seg in prompt.template.segments:
+            if seg.kind == "text" and not (predicted and not self.predict_tokens()):
+                ids.extend(self.tokenize(seg.value))
+            elif seg.kind == "field":
+                ids.extend(self.tokenize(seg.space + demo.fields[seg.value]))
+            elif seg.kind == "trigger":
+                ids.append(next(triggers))
+            elif seg.kind == "predict":
+                word = prompt.verbalizer.words[demo.label][0]
+                ids.extend(self.tokenize(seg.space + word) if seg.space else self.tokenize(word))
+                predicted = True
+        return ids
 
     def _pieces(self, prompt: Prompt, example: Example) -> list[Piece]:
         pieces: list[Piece] = []

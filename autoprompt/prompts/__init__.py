@@ -14,14 +14,17 @@ is scored as ``" great"``, which is what a BPE model sees in running text. ``{{`
     template.py     Template, Segment: text with slots
     verbalizer.py   Verbalizer: label -> words
     calibration.py  Calibration: none | contextual | prior
+    demos.py        Demonstrations: labelled examples shown with each query (in-context learning)
     prompt.py       Prompt, Ensemble, AnyPrompt; prompt.json read and written
 """
 
 from autoprompt.prompts.calibration import CALIBRATION_METHODS, NO_CALIBRATION, Calibration, CalibrationMethod
+from autoprompt.prompts.demos import Demonstration, Demonstrations
 from autoprompt.prompts.prompt import AnyPrompt, Ensemble, Prompt, load_prompt, prompt_from_json, save_prompt
 from autoprompt.prompts.template import Segment, SlotKind, Template
 from autoprompt.prompts.verbalizer import Verbalizer
 
-__all__ = ["CALIBRATION_METHODS", "NO_CALIBRATION", "AnyPrompt", "Calibration", "CalibrationMethod", "Ensemble",
+__all__ = ["CALIBRATION_METHODS", "NO_CALIBRATION", "AnyPrompt", "Calibration", "CalibrationMethod", "Demonstration",
+           "Demonstrations", "Ensemble",
            "Prompt", "Segment", "SlotKind", "Template", "Verbalizer", "load_prompt", "prompt_from_json",
            "save_prompt"]

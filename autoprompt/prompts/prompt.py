@@ -1,4 +1,5 @@
-"""`Prompt` (template, verbalizer, triggers, soft part, calibration) and `Ensemble`; their JSON and files."""
+"""`Prompt` (template, verbalizer, triggers, soft part, calibration, demonstrations) and `Ensemble`; their
+JSON and files."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_json
 from autoprompt.prompts.calibration import NO_CALIBRATION, Calibration
+from autoprompt.prompts.demos import Demonstrations
 from autoprompt.prompts.template import Template
 from autoprompt.prompts.verbalizer import Verbalizer
 from autoprompt.schema import EnsembleFile, PromptFile, validate
@@ -36,6 +38,7 @@ class Prompt:
             discrete prompt.
         meta: free-form provenance (strategy, model, scores); not part of the fingerprint.
         calibration: how the class distribution is calibrated (`Calibration`, or a method name).
+        demos: labelled examples shown with every query (`Demonstrations`); None for zero-shot.
     """
 
     template: Template
@@ -44,6 +47,7 @@ class Prompt:
     soft: str | SoftPrompt | None = None
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
     calibration: Calibration = NO_CALIBRATION
+    demos: Demonstrations | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration, Calibration):
@@ -54,6 +58,10 @@ class Prompt:
             object.__setattr__(self, "template", Template(self.template))
         if not isinstance(self.verbalizer, Verbalizer):
             object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer))
+        if self.demos is not None:
+            if isinstance(self.demos, Mapping):
+                object.__setattr__(self, "demos", Demonstrations.from_json(self.demos))
+            self.demos.check(self.verbalizer.labels, self.template.fields)
         ids = tuple(int(i) for i in self.trigger_ids)
         object.__setattr__(self, "trigger_ids", ids)
         if self.template.num_triggers and len(ids) != self.template.num_triggers:
@@ -75,6 +83,9 @@ class Prompt:
 
     def with_soft(self, soft: str | SoftPrompt | None) -> Prompt:
         return dataclasses.replace(self, soft=soft)
+
+    def with_demos(self, demos: Demonstrations | None) -> Prompt:
+        return dataclasses.replace(self, demos=demos)
 
     def with_calibration(self, calibration: Calibration | str) -> Prompt:
         # a method name is turned into a `Calibration` by `__post_init__`
@@ -98,6 +109,8 @@ class Prompt:
         }
         if self.calibration.active:
             out["calibration"] = self.calibration.to_json()
+        if self.demos is not None:  # like calibration: absent from a zero-shot prompt's JSON
+            out["demos"] = self.demos.to_json()
         return out
 
     @classmethod
@@ -112,6 +125,7 @@ class Prompt:
             checked.soft,
             dict(checked.meta),
             Calibration.from_json(calibration.model_dump() if isinstance(calibration, BaseModel) else calibration),
+            Demonstrations.from_json(checked.demos.model_dump()) if checked.demos is not None else None,
         )
 
     @classmethod

@@ -163,7 +163,8 @@ class ModelView:
     not see (and the core checks the weights' checksum after every run)."""
 
     _hidden = frozenset({"model", "label_logprobs", "label_logprobs_shared", "soft_logprobs", "trigger_gradient",
-                         "trigger_nll", "slot_features", "reply_samples", "fill_mask"})
+                         "trigger_nll", "slot_features", "reply_samples", "fill_mask",
+                         "label_logprobs_prefixed", "sentence_embeddings"})
 
     def __init__(self, lm: FrozenLM) -> None:
         object.__setattr__(self, "_lm", lm)

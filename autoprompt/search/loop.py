@@ -122,6 +122,7 @@ def _restore(run: SearchRun) -> None:
     try:
         run.state, run.steps = ckpt["state"], ckpt["step"]
         run.budget.forwards, run.budget.backwards = ckpt["budget"]["forwards"], ckpt["budget"]["backwards"]
+        run.budget.tokens = ckpt["budget"].get("tokens", 0)
         run.ctx.evaluator.paid.update(tuple(k) for k in ckpt["paid"])
         run.elapsed_before = ckpt["elapsed_s"]
     except (KeyError, TypeError) as err:
