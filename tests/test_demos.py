@@ -141,3 +141,32 @@ def test_sentence_embedding_is_the_mean_of_the_last_hidden_states(causal):
         with torch.no_grad():
             hidden = causal.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
         torch.testing.assert_close(row, hidden.mean(0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("params", [{"method": "random"}, {"method": "random", "order": "entropy", "num_orders": 3},
+                                    {"method": "similar", "k": 2, "pool_size": 10},
+                                    {"method": "search", "num_candidates": 3}])
+def test_demos_conformance(params, causal, task):
+    from autoprompt.testing.conformance import check_strategy  # noqa: PLC0415
+
+    result = check_strategy("demos", params, budget=400, lm=causal, data=task)
+    assert result["budget"]["tokens"] > 0 and result["details"]["method"] == params["method"]
+
+
+def test_demos_strategy_shows_train_examples_and_keeps_them_out_of_selection(causal, task, tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    spec = SearchSpec(task="tiny", strategy="demos", params={"method": "search", "num_candidates": 3, "gate": False},
+                      budget=400, out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    shown = result["prompt"]["demos"]["examples"]
+    train = {ex.fields["sentence"]: task.task.labels[ex.label] for ex in task.train}
+    assert len(shown) == 2 and all(train[d["fields"]["sentence"]] == d["label"] for d in shown)  # one per class
+    assert {d["label"] for d in shown} == set(task.task.labels)
+    # search fits on all of train (pool and scoring set): the final selection is dev alone
+    assert result["split_sizes"]["selection"] == len(task.dev)
+    similar = run_search(SearchSpec(task="tiny", strategy="demos", params={"method": "similar", "pool_size": 8,
+                                                                          "gate": False}, budget=400,
+                                    out=str(tmp_path)), lm=causal, data=task)
+    assert len(similar["prompt"]["demos"]["pool"]) == 8 and similar["prompt"]["demos"]["k"] == 2
+    assert similar["split_sizes"]["selection"] == len(task.dev) + len(task.train) - 8

@@ -1,0 +1,210 @@
+"""``demos``: in-context demonstrations — GPT-3's random few-shot prompt, KATE's nearest neighbours, and a
+searched set and order.
+
+The template and label words stay the task's (or the ones given); what changes is which labelled
+train examples the prompt shows before each query (`autoprompt.prompts.Demonstrations`).
+
+* ``random`` (Brown et al., 2020): ``k`` examples per class (or ``k`` in all) drawn from the pool,
+  seeded, in the chosen ``order``.
+* ``similar`` (KATE, Liu et al., 2022): the pool itself goes into the prompt; at prediction time each
+  query is shown its ``k`` nearest pool examples by the frozen model's sentence embedding.
+* ``search``: greedy search over swaps. Train is split into a pool the demonstrations come from
+  and a scoring set they are judged on (never both: an example shown its own label would leak);
+  each step proposes ``num_candidates`` sets that swap one demonstration for another pool example
+  of the same class, scores them with the current set as one batched job (each set's block runs
+  once, `autoprompt.sharing`), and keeps the best if its calibrated margin on the scoring set is
+  strictly higher.
+
+``order=entropy`` is Lu et al. (2022)'s GlobalE: of ``num_orders`` permutations, the one whose
+predictions over unlabelled train inputs have the most even label distribution (a label-free guard
+against the orders that make the model answer one class). The manual zero-shot prompt competes in
+the core's final selection, as for every strategy.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from autoprompt import AnyPrompt, Example, Prompt
+from autoprompt.prompts import Demonstration, Demonstrations
+from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
+
+
+@dataclass
+class Demos(Searcher):
+    """Demonstrations from train, shown with every query.
+
+    Args:
+        method: ``random`` (GPT-3), ``similar`` (KATE: nearest pool examples per query) or ``search``.
+        k: demonstrations per class (``per_class``) or in all.
+        per_class: ``k`` counts per class (LM-BFF's one per class) instead of in all.
+        separator: text between demonstrations and before the query.
+        order: ``given`` (pool order), ``random`` or ``entropy`` (GlobalE over ``num_orders`` permutations).
+        num_orders: permutations ``order=entropy`` compares.
+        pool_size: train examples demonstrations come from, class-balanced (default: all of train; half
+            of it for ``search``, whose other half scores the candidates).
+        num_candidates: swapped sets ``search`` scores per step.
+        overflow: an input longer than the model's context: ``error`` or ``drop`` demonstrations.
+        template: a template instead of the task's manual one.
+        verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
+    """
+
+    name = "demos"
+    summary = "in-context demonstrations: random (GPT-3), similar (KATE), or a searched set and order"
+    default_budget = 3000
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "k": {"type": "int", "low": 1, "high": 4},
+        "order": {"type": "categorical", "choices": ["random", "entropy"]},
+    }
+
+    method: Literal["random", "similar", "search"] = "random"
+    k: int = hyper(1, low=1)
+    per_class: bool = True
+    separator: str = "\n\n"
+    order: Literal["given", "random", "entropy"] = "random"
+    num_orders: int = hyper(4, low=1)
+    pool_size: int | None = hyper(None, low=1)
+    num_candidates: int = hyper(8, low=1)
+    overflow: Literal["error", "drop"] = "error"
+    template: str | None = None
+    verbalizer: str | None = None
+
+    def costs(self, train: int, dev: int) -> tuple[int, int]:
+        pool = min(self.pool_size or (train // 2 if self.method == "search" else train), train)
+        ordering = self.num_orders * train if self.order == "entropy" and self.method != "similar" else 0
+        retrieval = train + dev if self.method == "similar" else 0  # one embedding per text
+        start = self._calibration_cost(train) + dev + ordering + retrieval
+        return start, (self.num_candidates + 1) * (train - pool) + dev if self.method == "search" else 0
+
+    # ---- the start: a pool, a first set, its order ---------------------------------------------
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        base = starting_prompt(ctx, self.template, self.verbalizer)
+        rng = ctx.rng(-1)
+        pool = self._balanced(ctx, list(range(len(ctx.train))), self._pool_count(ctx), rng)
+        state: dict[str, Any] = {"base": base.to_json(), "pool": pool, "scored": {}}
+        if self.method == "similar":
+            prompt = base.with_demos(Demonstrations(pool=tuple(self._demo(ctx, i) for i in pool),
+                                                    k=self._count(ctx), separator=self.separator,
+                                                    overflow=self.overflow))
+            state["current"], state["fixed"] = [], prompt.to_json()
+        else:
+            chosen = self._balanced(ctx, pool, self._count(ctx), rng)
+            state["current"] = self._ordered(ctx, base, chosen, rng)
+        first = ctx.calibrate([self._prompt(ctx, state, state["current"])])[0]
+        return {**state, "best_dev": ctx.evaluator.score(first, ctx.dev).score, "done": self.method != "search"}
+
+    def _pool_count(self, ctx: SearchContext) -> int:
+        default = len(ctx.train) // 2 if self.method == "search" else len(ctx.train)
+        return min(self.pool_size or default, len(ctx.train))
+
+    def _count(self, ctx: SearchContext) -> int:
+        return self.k * len(ctx.task.labels) if self.per_class else self.k
+
+    def _balanced(self, ctx: SearchContext, indices: list[int], n: int, rng: random.Random) -> list[int]:
+        """``n`` of ``indices``, as evenly over the classes as they allow (round-robin over shuffled classes)."""
+        by_class: dict[int, list[int]] = {}
+        for i in rng.sample(indices, len(indices)):
+            by_class.setdefault(ctx.train[i].label, []).append(i)
+        queues = [by_class[c] for c in sorted(by_class)]
+        out: list[int] = []
+        while len(out) < min(n, len(indices)):
+            for queue in queues:
+                if queue and len(out) < n:
+                    out.append(queue.pop())
+        return out
+
+    def _ordered(self, ctx: SearchContext, base: Prompt, chosen: list[int], rng: random.Random) -> list[int]:
+        if self.order == "given" or len(chosen) < 2:
+            return chosen
+        if self.order == "random":
+            return rng.sample(chosen, len(chosen))
+        orders = [rng.sample(chosen, len(chosen)) for _ in range(min(self.num_orders, math.factorial(len(chosen))))]
+        probe = [ex for i, ex in enumerate(ctx.train) if i not in set(chosen)] or ctx.train  # labels unused
+        results = ctx.evaluator.score_many([self._prompt_of(ctx, base, o) for o in orders], probe)
+        return orders[max(range(len(orders)), key=lambda j: _label_entropy(results[j].preds.tolist()))]
+
+    # ---- search: greedy swaps judged on the train examples outside the pool ---------------------
+
+    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        scoring = self._scoring(ctx, state)
+        current, rng = list(state["current"]), ctx.rng()
+        sets = [current, *self._swaps(ctx, state, current, rng)]
+        prompts = ctx.calibrate([self._prompt(ctx, state, s) for s in sets], inputs=scoring)
+        scores = ctx.objective_scores(prompts, scoring)
+        scored = {**state["scored"], **{_key(s): {"score": v, "prompt": p.to_json()}
+                                        for s, v, p in zip(sets, scores, prompts, strict=True)}}
+        best = max(range(len(sets)), key=lambda i: scores[i])
+        accepted = best > 0 and scores[best] > scores[0]
+        state = {**state, "scored": keep_best(scored), "current": sets[best] if accepted else current}
+        if accepted:
+            state["best_dev"] = max(state["best_dev"], ctx.evaluator.score(prompts[best], ctx.dev).score)
+        ctx.report({"train_objective": scores[best if accepted else 0], "accepted": accepted,
+                    "candidates": len(sets) - 1})
+        return {**state, "done": len(sets) == 1}
+
+    def _swaps(self, ctx: SearchContext, state: dict[str, Any], current: list[int],
+               rng: random.Random) -> list[list[int]]:
+        """Up to ``num_candidates`` distinct sets, each ``current`` with one demonstration replaced by
+        another pool example (of the same class with ``per_class``), in its place."""
+        out: dict[str, list[int]] = {}
+        for _ in range(4 * self.num_candidates):
+            if len(out) >= self.num_candidates or not current:
+                break
+            pos = rng.randrange(len(current))
+            options = [i for i in state["pool"] if i not in current
+                       and (not self.per_class or ctx.train[i].label == ctx.train[current[pos]].label)]
+            if options:
+                swapped = [*current[:pos], rng.choice(options), *current[pos + 1:]]
+                out.setdefault(_key(swapped), swapped)
+        return list(out.values())
+
+    def _scoring(self, ctx: SearchContext, state: dict[str, Any]) -> list[Example]:
+        pool = set(state["pool"])
+        return [ex for i, ex in enumerate(ctx.train) if i not in pool] or ctx.dev
+
+    # ---- prompts -----------------------------------------------------------------------------------
+
+    def _demo(self, ctx: SearchContext, i: int) -> Demonstration:
+        example = ctx.train[i]
+        return Demonstration(dict(example.fields), ctx.task.labels[example.label])
+
+    def _prompt_of(self, ctx: SearchContext, base: Prompt, chosen: list[int]) -> Prompt:
+        return base.with_demos(Demonstrations(tuple(self._demo(ctx, i) for i in chosen), self.separator,
+                                              overflow=self.overflow))
+
+    def _prompt(self, ctx: SearchContext, state: dict[str, Any], chosen: list[int]) -> Prompt:
+        if "fixed" in state:
+            return Prompt.from_json(state["fixed"])
+        return self._prompt_of(ctx, Prompt.from_json(state["base"]), chosen)
+
+    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+        ranked: list[AnyPrompt] = [Prompt.from_json(e["prompt"]) for e in state["scored"].values()]
+        return ranked or ctx.calibrate([self._prompt(ctx, state, state["current"])])
+
+    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+        return self.candidates(ctx, state)[0]
+
+    def fitted(self, ctx: SearchContext, state: dict[str, Any]) -> list[Example]:
+        """The pool (a pool example scored with its own label shown would leak), and for ``search``
+        the scoring set the swaps were judged on."""
+        pool = set(state["pool"])
+        return [ex for i, ex in enumerate(ctx.train) if i in pool or self.method == "search"]
+
+    def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        shown = len(state["current"]) if self.method != "similar" else self._count(ctx)
+        return {"method": self.method, "demonstrations": shown, "pool": len(state["pool"])}
+
+
+def _label_entropy(preds: list[int]) -> float:
+    counts = Counter(preds).values()
+    total = sum(counts)
+    return -sum(c / total * math.log(c / total) for c in counts)
+
+
+def _key(indices: list[int]) -> str:
+    return ",".join(map(str, indices))
