@@ -16,6 +16,8 @@ from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
 from autoprompt.prompts import (
     AnyPrompt,
     Calibration,
+    Demonstration,
+    Demonstrations,
     Ensemble,
     Prompt,
     Segment,
@@ -39,6 +41,8 @@ __all__ = [
     "BudgetExhausted",
     "Calibration",
     "CausalLM",
+    "Demonstration",
+    "Demonstrations",
     "Encoded",
     "Ensemble",
     "EvalResult",

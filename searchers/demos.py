@@ -29,8 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from autoprompt import AnyPrompt, Example, Prompt
-from autoprompt.prompts import Demonstration, Demonstrations
+from autoprompt import AnyPrompt, Demonstration, Demonstrations, Example, Prompt
 from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
 
 
