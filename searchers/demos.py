@@ -132,19 +132,24 @@ class Demos(Searcher):
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
         scoring = self._scoring(ctx, state)
         current, rng = list(state["current"]), ctx.rng()
-        sets = [current, *self._swaps(ctx, state, current, rng)]
+        seen = set(state.get("seen", []))
+        fresh = [s for s in self._swaps(ctx, state, current, rng) if _key(s) not in seen]
+        if not fresh:  # every swap was judged before: the search has converged
+            return {**state, "done": True}
+        sets = [current, *fresh]
         prompts = ctx.calibrate([self._prompt(ctx, state, s) for s in sets], inputs=scoring)
         scores = ctx.objective_scores(prompts, scoring)
         scored = {**state["scored"], **{_key(s): {"score": v, "prompt": p.to_json()}
                                         for s, v, p in zip(sets, scores, prompts, strict=True)}}
         best = max(range(len(sets)), key=lambda i: scores[i])
         accepted = best > 0 and scores[best] > scores[0]
-        state = {**state, "scored": keep_best(scored), "current": sets[best] if accepted else current}
+        state = {**state, "scored": keep_best(scored), "current": sets[best] if accepted else current,
+                 "seen": sorted(seen | {_key(x) for x in sets})}
         if accepted:
             state["best_dev"] = max(state["best_dev"], ctx.evaluator.score(prompts[best], ctx.dev).score)
         ctx.report({"train_objective": scores[best if accepted else 0], "accepted": accepted,
                     "candidates": len(sets) - 1})
-        return {**state, "done": len(sets) == 1}
+        return state
 
     def _swaps(self, ctx: SearchContext, state: dict[str, Any], current: list[int],
                rng: random.Random) -> list[list[int]]:
