@@ -219,7 +219,8 @@ class Evaluator:
             key = (tuple(tuple(ws) for ws in table), p if softs[-1] is not None else -1)
             chosen = self._demos_per_query(prompt, examples)
             for e, ex in enumerate(examples):
-                groups.setdefault(key, []).append(Job(p, e, self.lm.encode(prompt, ex, chosen[e] if chosen else None)))
+                encoded = self.lm.encode(prompt, ex, chosen[e]) if chosen else self.lm.encode(prompt, ex)
+                groups.setdefault(key, []).append(Job(p, e, encoded))
         n_classes = len(labels)
         out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
                for _ in prompts]

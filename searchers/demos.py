@@ -75,9 +75,10 @@ class Demos(Searcher):
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         pool = min(self.pool_size or (train // 2 if self.method == "search" else train), train)
         ordering = self.num_orders * train if self.order == "entropy" and self.method != "similar" else 0
-        retrieval = train + dev if self.method == "similar" else 0  # one embedding per text
-        start = self._calibration_cost(train) + dev + ordering + retrieval
-        return start, (self.num_candidates + 1) * (train - pool) + dev if self.method == "search" else 0
+        start = self._calibration_cost(train) + dev + ordering
+        if self.method != "search":  # the one step scores the chosen prompt (similar: one embedding per text)
+            return start, self._calibration_cost(train) + dev + (train + dev if self.method == "similar" else 0)
+        return start, (self.num_candidates + 1) * (train - pool) + dev
 
     # ---- the start: a pool, a first set, its order ---------------------------------------------
 
@@ -94,8 +95,9 @@ class Demos(Searcher):
         else:
             chosen = self._balanced(ctx, pool, self._count(ctx), rng)
             state["current"] = self._ordered(ctx, base, chosen, rng)
-        first = ctx.calibrate([self._prompt(ctx, state, state["current"])])[0]
-        return {**state, "best_dev": ctx.evaluator.score(first, ctx.dev).score, "done": self.method != "search"}
+        # search starts from its first set; random and similar score theirs in their one step
+        first = self._prompt(ctx, state, state["current"]) if self.method == "search" else base
+        return {**state, "best_dev": ctx.evaluator.score(ctx.calibrate([first])[0], ctx.dev).score}
 
     def _pool_count(self, ctx: SearchContext) -> int:
         default = len(ctx.train) // 2 if self.method == "search" else len(ctx.train)
@@ -130,6 +132,10 @@ class Demos(Searcher):
     # ---- search: greedy swaps judged on the train examples outside the pool ---------------------
 
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+        if self.method != "search":  # random and similar: score the prompt the start chose, and stop
+            chosen = ctx.calibrate([self._prompt(ctx, state, state["current"])])[0]
+            dev = ctx.evaluator.score(chosen, ctx.dev).score
+            return {**state, "best_dev": max(state["best_dev"], dev), "done": True}
         scoring = self._scoring(ctx, state)
         current, rng = list(state["current"]), ctx.rng()
         seen = set(state.get("seen", []))
