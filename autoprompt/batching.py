@@ -8,6 +8,7 @@ after the same input) are grouped so the shared prefix runs once per example.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from autoprompt.backends import Encoded
@@ -48,6 +49,17 @@ def buckets(jobs: list[Job], batch_size: int, max_tokens: int, stats: Counter[st
     return batches
 
 
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Tokens all ``seqs`` share at the start, keeping at least one token of each its own."""
+    shared = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        shared = min(shared, next((i for i, (a, b) in enumerate(zip(first, s)) if a != b), shared))
+        if shared <= 0:
+            return 0
+    return shared
+
+
 def shared_prefix_batches(jobs: list[Job], k: int, batch_size: int,
                           max_tokens: int) -> tuple[list[list[SharedGroup]], list[Job]]:
     """Batches of per-example groups of ``k`` prompts with their shared prefix length, and the jobs
@@ -58,10 +70,7 @@ def shared_prefix_batches(jobs: list[Job], k: int, batch_size: int,
     items: list[SharedGroup] = []
     unshared: list[Job] = []
     for e, group in per_example.items():
-        seqs = [j.encoded.ids for j in group]
-        shared = min(len(s) for s in seqs) - 1
-        for s in seqs[1:]:
-            shared = min(shared, next((i for i, (a, b) in enumerate(zip(seqs[0], s)) if a != b), shared))
+        shared = common_prefix([j.encoded.ids for j in group])
         if shared > 0:
             items.append((shared, e, group))
         else:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from autoprompt import events
 from autoprompt.backends import LanguageModel, WordTable
-from autoprompt.batching import Job, SharedGroup, shared_prefix_batches
+from autoprompt.batching import Job, SharedGroup, common_prefix, shared_prefix_batches
 from autoprompt.tasks.base import Example
 
 # a block shorter than this is not worth a separate pass (a template's few leading words)
@@ -75,7 +75,7 @@ class SharedScorer:
             per_prompt.setdefault(job.prompt, []).append(job)
         left: list[Job] = []
         for group in per_prompt.values():
-            shared = _common_prefix([j.encoded.ids for j in group])
+            shared = common_prefix([j.encoded.ids for j in group])
             if len(group) < 2 or shared < MIN_SHARED_BLOCK:
                 left.extend(group)
                 continue
@@ -94,13 +94,3 @@ class SharedScorer:
             bar.advance(len(group))
         return left
 
-
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Tokens all ``seqs`` share at the start, keeping at least one token of each its own."""
-    shared = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    for s in seqs[1:]:
-        shared = min(shared, next((i for i, (a, b) in enumerate(zip(first, s)) if a != b), shared))
-        if shared <= 0:
-            return 0
-    return shared
