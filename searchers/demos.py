@@ -73,7 +73,7 @@ class Demos(Searcher):
     verbalizer: str | None = None
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
-        pool = min(self.pool_size or (train // 2 if self.method == "search" else train), train)
+        pool = self._pool_count(train)
         ordering = self.num_orders * train if self.order == "entropy" and self.method != "similar" else 0
         start = self._calibration_cost(train) + dev + ordering
         if self.method != "search":  # the one step scores the chosen prompt (similar: one embedding per text)
@@ -85,7 +85,7 @@ class Demos(Searcher):
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         base = starting_prompt(ctx, self.template, self.verbalizer)
         rng = ctx.rng(-1)
-        pool = self._balanced(ctx, list(range(len(ctx.train))), self._pool_count(ctx), rng)
+        pool = self._balanced(ctx, list(range(len(ctx.train))), self._pool_count(len(ctx.train)), rng)
         state: dict[str, Any] = {"base": base.to_json(), "pool": pool, "scored": {}}
         if self.method == "similar":
             prompt = base.with_demos(Demonstrations(pool=tuple(self._demo(ctx, i) for i in pool),
@@ -99,9 +99,10 @@ class Demos(Searcher):
         first = self._prompt(ctx, state, state["current"]) if self.method == "search" else base
         return {**state, "best_dev": ctx.evaluator.score(ctx.calibrate([first])[0], ctx.dev).score}
 
-    def _pool_count(self, ctx: SearchContext) -> int:
-        default = len(ctx.train) // 2 if self.method == "search" else len(ctx.train)
-        return min(self.pool_size or default, len(ctx.train))
+    def _pool_count(self, train: int) -> int:
+        """How many of ``train`` examples form the pool (`search` keeps the rest to judge swaps on)."""
+        default = train // 2 if self.method == "search" else train
+        return min(self.pool_size or default, train)
 
     def _count(self, ctx: SearchContext) -> int:
         return self.k * len(ctx.task.labels) if self.per_class else self.k
@@ -125,7 +126,8 @@ class Demos(Searcher):
         if self.order == "random":
             return rng.sample(chosen, len(chosen))
         orders = [rng.sample(chosen, len(chosen)) for _ in range(min(self.num_orders, math.factorial(len(chosen))))]
-        probe = [ex for i, ex in enumerate(ctx.train) if i not in set(chosen)] or ctx.train  # labels unused
+        shown = set(chosen)
+        probe = [ex for i, ex in enumerate(ctx.train) if i not in shown] or ctx.train  # labels unused
         results = ctx.evaluator.score_many([self._prompt_of(ctx, base, o) for o in orders], probe)
         return orders[max(range(len(orders)), key=lambda j: _label_entropy(results[j].preds.tolist()))]
 
