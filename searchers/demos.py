@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from autoprompt import AnyPrompt, Demonstration, Demonstrations, Example, Prompt
+from autoprompt import AnyPrompt, AutopromptError, Demonstration, Demonstrations, Example, Prompt
 from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
 
 
@@ -84,6 +84,10 @@ class Demos(Searcher):
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
         base = starting_prompt(ctx, self.template, self.verbalizer)
+        if self.method == "search" and self._pool_count(len(ctx.train)) >= len(ctx.train):
+            # judging swaps on dev would leave the final selection nothing the search did not fit on
+            raise AutopromptError(f"demos search judges swaps on the train examples outside the pool; give "
+                                  f"`pool_size` below the {len(ctx.train)} train examples", params=("pool_size",))
         rng = ctx.rng(-1)
         pool = self._balanced(ctx, list(range(len(ctx.train))), self._pool_count(len(ctx.train)), rng)
         state: dict[str, Any] = {"base": base.to_json(), "pool": pool, "scored": {}}
@@ -177,7 +181,7 @@ class Demos(Searcher):
 
     def _scoring(self, ctx: SearchContext, state: dict[str, Any]) -> list[Example]:
         pool = set(state["pool"])
-        return [ex for i, ex in enumerate(ctx.train) if i not in pool] or ctx.dev
+        return [ex for i, ex in enumerate(ctx.train) if i not in pool]
 
     # ---- prompts -----------------------------------------------------------------------------------
 

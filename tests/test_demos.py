@@ -170,3 +170,12 @@ def test_demos_strategy_shows_train_examples_and_keeps_them_out_of_selection(cau
                                     out=str(tmp_path)), lm=causal, data=task)
     assert len(similar["prompt"]["demos"]["pool"]) == 8 and similar["prompt"]["demos"]["k"] == 2
     assert similar["split_sizes"]["selection"] == len(task.dev) + len(task.train) - 8
+
+
+def test_demos_search_refuses_a_pool_that_leaves_nothing_to_judge_on(causal, task, tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    spec = SearchSpec(task="tiny", strategy="demos", params={"method": "search", "pool_size": len(task.train)},
+                      budget=400, out=str(tmp_path))
+    with pytest.raises(AutopromptError, match="`pool_size` below the 24 train examples"):
+        run_search(spec, lm=causal, data=task)
