@@ -23,7 +23,21 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, event, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from autoprompt.errors import AutopromptError
@@ -43,7 +57,8 @@ runs = Table(
     Column("params", Text), Column("seed", Integer), Column("metric", String(20)),
     Column("dev", Float), Column("test", Float), Column("baseline_dev", Float), Column("baseline_test", Float),
     Column("forwards", Integer), Column("backwards", Integer), Column("budget_used", Integer),
-    Column("budget_limit", Integer), Column("wall_s", Float), Column("trainable_params", Integer),
+    Column("budget_limit", Integer), Column("tokens", Integer), Column("wall_s", Float),
+    Column("trainable_params", Integer),
     Column("versions", Text), Column("git_rev", String(64)), Column("prompt_path", Text),
     Column("prompt_fingerprint", String(32)), Column("prompt_text", Text), Column("run_dir", Text),
     Column("finished_at", String(40)),
@@ -92,6 +107,7 @@ def engine_for(db: str | Path | None = None) -> Engine:
     for attempt in range(5):  # two processes creating the table at once: one wins, the other retries
         try:
             metadata.create_all(engine, checkfirst=True)
+            _add_missing_columns(engine)
             break
         except OperationalError as err:
             racing = any(word in str(err.orig) for word in ("locked", "already exists"))
@@ -102,6 +118,23 @@ def engine_for(db: str | Path | None = None) -> Engine:
             raise _unusable(url, err) from None
     _ENGINES[url] = engine
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a database made by an older version up to the ``runs`` table: each column it lacks is
+    added (NULL in the rows already there), so old leaderboards keep their runs."""
+    present = {c["name"] for c in inspect(engine).get_columns("runs")}
+    for column in runs.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE runs ADD COLUMN "{column.name}" {kind}'))
+        except (OperationalError, SQLAlchemyError):
+            # another process added it first; anything else shows when the column is still missing
+            if column.name not in {c["name"] for c in inspect(engine).get_columns("runs")}:
+                raise
 
 
 VariantOf = Callable[[str, dict[str, Any]], str]
@@ -133,7 +166,7 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "metric": run.metric, "dev": run.scores.dev, "test": run.scores.test,
         "baseline_dev": run.baseline.dev, "baseline_test": run.baseline.test,
         "forwards": run.budget.forwards, "backwards": run.budget.backwards, "budget_used": run.budget.used,
-        "budget_limit": run.budget.limit, "wall_s": run.wall_s,
+        "budget_limit": run.budget.limit, "tokens": run.budget.tokens, "wall_s": run.wall_s,
         "trainable_params": run.details.get("trainable_parameters"),
         "versions": json.dumps(run.versions, sort_keys=True), "git_rev": run.versions.get("git", "unknown"),
         "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": run.prompt_fingerprint,
@@ -224,6 +257,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "baseline_mean": statistics.mean(m["baseline_test"] for m in members),
             "gain_mean": statistics.mean(gains),
             "budget_median": statistics.median(m["budget_used"] or 0 for m in members),
+            # tokens the budget's forwards ran: a long demonstration block costs more than a short query
+            "tokens_median": _median_known(m["tokens"] for m in members),
             "wall_s_median": statistics.median(m["wall_s"] or 0 for m in members),
             "trainable_params": members[0]["trainable_params"],
             "best_prompt": max(members, key=lambda m: m["dev"])["prompt_text"],
@@ -231,13 +266,29 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["task"], r["model"], r["protocol"], -r["test_mean"]))
 
 
-COLUMNS = ("task", "model", "protocol", "strategy", "n", "test", "gain", "budget", "time_s")
+COLUMNS = ("task", "model", "protocol", "strategy", "n", "test", "gain", "budget", "tokens", "time_s")
 
 
 def table_cells(r: dict[str, Any]) -> list[str]:
     return [r["task"], r["model"], r["protocol"], r["strategy"], str(r["n"]),
             f"{r['test_mean']:.4f} ± {r['test_std']:.4f}", f"{r['gain_mean']:+.4f}",
-            f"{r['budget_median']:.0f}", f"{r['wall_s_median']:.0f}"]
+            f"{r['budget_median']:.0f}", _si(r["tokens_median"]), f"{r['wall_s_median']:.0f}"]
+
+
+def _median_known(values: Iterable[int | None]) -> float | None:
+    """The median of the counts recorded; runs from before a count was kept (None or 0) are left out."""
+    known = [v for v in values if v]
+    return statistics.median(known) if known else None
+
+
+def _si(n: float | None) -> str:
+    """A count in 4 characters or so: 950, 12k, 3.4M; ``–`` when not recorded."""
+    if n is None:
+        return "–"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}" if n < 10 * size else f"{n / size:.0f}{unit}"
+    return f"{n:.0f}"
 
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -249,7 +300,8 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     keys = ["task", "model", "protocol", "strategy", "metric", "n", "seeds", "test_mean", "test_std", "gain_mean",
-            "baseline_mean", "dev_mean", "budget_median", "wall_s_median", "trainable_params", "best_prompt"]
+            "baseline_mean", "dev_mean", "budget_median", "tokens_median", "wall_s_median", "trainable_params",
+            "best_prompt"]
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:

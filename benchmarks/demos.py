@@ -11,7 +11,8 @@ the two must agree to 1e-4.
     python benchmarks/demos.py --tasks sst2 --seeds 13 --methods random,similar --calibrations prior
     python benchmarks/demos.py --tasks sst2,rte,trec,agnews --seeds 13,21,42 --calibrations none,prior
 
-Prints one JSON line per run and writes ``benchmarks/results/demos.json``.
+Prints one JSON line per run, appends it to ``benchmarks/results/demos_runs.jsonl`` (a rerun skips the
+runs already there) and writes the summary over all of them to ``benchmarks/results/demos.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,26 @@ def speed(lm, task: str, seed: int, n_demos: int, n: int) -> dict:
             "max_abs_diff": diff}
 
 
+def summarize(runs: list[dict]) -> list[dict]:
+    """Mean ± std over data seeds per (task, method, calibration, test sample)."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["task"], run["method"], run["calibration"], run["test_n"]), []).append(run)
+    rows = []
+    for (task, method, calibration, test_n), group in sorted(groups.items()):
+        found = [r["found_test"] for r in group]
+        manual = [r["manual_test"] for r in group]
+        rows.append({"task": task, "method": method, "calibration": calibration, "test_n": test_n,
+                     "seeds": sorted(r["data_seed"] for r in group),
+                     "found_test_mean": round(statistics.mean(found), 4),
+                     "found_test_std": round(statistics.pstdev(found), 4),
+                     "manual_test_mean": round(statistics.mean(manual), 4),
+                     "reliable": sum(bool(r["reliable"]) for r in group),
+                     "tokens_mean": round(statistics.mean(r["tokens"] for r in group)),
+                     "wall_s_mean": round(statistics.mean(r["wall_s"] for r in group), 1)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", default="sst2")
@@ -61,18 +82,24 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--speed-demos", type=int, default=8)
     parser.add_argument("--speed-n", type=int, default=64)
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--out", default="runs-demos")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
-    rows, runs = [], []
+    RESULTS.mkdir(exist_ok=True)
+    log = RESULTS / "demos_runs.jsonl"  # one line per finished run: an interrupted benchmark resumes
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     for task in args.tasks.split(","):
         for method in args.methods.split(","):
             for calibration in args.calibrations.split(","):
-                found, manual, tokens, walls = [], [], [], []
                 for seed in map(int, args.seeds.split(",")):
                     data = load_task(task, shots=16, data_seed=seed)
                     if args.test_limit:
                         data = limit_test(data, args.test_limit)
+                    key = (task, method, calibration, seed, min(args.test_limit or 10**9, len(data.test)))
+                    if any((r["task"], r["method"], r["calibration"], r["data_seed"], r["test_n"]) == key
+                           for r in done):
+                        continue
                     spec = SearchSpec(task=task, strategy="demos", shots=16, data_seed=seed, out=args.out,
                                       params={"method": method, "calibration": calibration})
                     result = run_search(spec, lm=lm, data=data)
@@ -82,26 +109,20 @@ def main() -> None:
                            "forwards": result["budget"]["used"], "wall_s": result["wall_s"],
                            "test_n": result["split_sizes"]["test"], "torch_threads": torch.get_num_threads()}
                     print(json.dumps(run), flush=True)
-                    runs.append(run)
-                    found.append(run["found_test"])
-                    manual.append(run["manual_test"])
-                    tokens.append(run["tokens"])
-                    walls.append(run["wall_s"])
-                rows.append({"task": task, "method": method, "calibration": calibration,
-                             "found_test_mean": round(statistics.mean(found), 4),
-                             "found_test_std": round(statistics.pstdev(found), 4),
-                             "manual_test_mean": round(statistics.mean(manual), 4),
-                             "tokens_mean": round(statistics.mean(tokens)),
-                             "wall_s_mean": round(statistics.mean(walls), 1)})
-    seed = int(args.seeds.split(",")[0])
-    timing = [speed(lm, task, seed, args.speed_demos, args.speed_n) for task in args.tasks.split(",")]
-    for t in timing:
-        print(json.dumps(t), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / "demos.json", {"model": lm.name, "torch_threads": torch.get_num_threads(),
-                                               "command": "python benchmarks/demos.py " + " ".join(
-                                                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-                                               "rows": rows, "runs": runs, "speed": timing})
+                    with log.open("a") as f:
+                        f.write(json.dumps(run) + "\n")
+                    done.append(run)
+    out = RESULTS / "demos.json"
+    timing = json.loads(out.read_text()).get("speed", []) if out.exists() else []
+    if not args.skip_speed:
+        seed = int(args.seeds.split(",")[0])
+        timing = [speed(lm, task, seed, args.speed_demos, args.speed_n) for task in args.tasks.split(",")]
+        for t in timing:
+            print(json.dumps(t), flush=True)
+    atomic_write_json(out, {"model": lm.name, "torch_threads": torch.get_num_threads(),
+                            "command": "python benchmarks/demos.py " + " ".join(
+                                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+                            "rows": summarize(done), "runs": done, "speed": timing})
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,28 @@ def test_aggregate_equals_a_hand_computation(tmp_path):
     assert "| sst2 | smollm2-135m | 16-shot, test n=872 | gradient | 3 | 0.7000 ± 0.0400 | +0.0900 |" in md
     assert lb.to_csv(rows).splitlines()[0].startswith("task,model,protocol,strategy")
 
+
+
+def test_a_database_from_before_a_column_existed_keeps_its_runs_and_gains_the_column(tmp_path):
+    db = tmp_path / "old.db"
+    old = [c for c in lb.runs.columns if c.name != "tokens"]   # the table as it was before `tokens`
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE runs (" + ", ".join(
+            f"{c.name} {'INTEGER PRIMARY KEY AUTOINCREMENT' if c.name == 'id' else c.type}"
+            + (" UNIQUE" if c.name == "run_key" else "") for c in old) + ")")
+        conn.execute("INSERT INTO runs (run_key, task, protocol, model, strategy, variant, dev, test, baseline_dev, "
+                     "baseline_test, budget_used, wall_s, data_seed) VALUES ('sst2/gradient/old', 'sst2', "
+                     "'16-shot, test n=872', 'smollm2-135m', 'gradient', 'gradient', 0.8, 0.7, 0.6, 0.6, 50, 1.0, 13)")
+    lb._ENGINES.clear()
+    result = fake_result(tmp_path, 1, seed=21)
+    result["budget"]["tokens"] = 12_345
+    assert lb.record(result, db)
+    rows = lb.load_rows(db)
+    assert [(r["run_key"], r["tokens"]) for r in rows] == [("sst2/gradient/old", None),
+                                                           ("sst2/gradient/run-1", 12_345)]
+    (row,) = lb.aggregate(rows)
+    assert row["n"] == 2 and row["tokens_median"] == 12_345   # the old run's count is unknown, not 0
+    assert "| 12k |" in lb.to_markdown([row])
 
 
 def test_a_run_recorded_twice_counts_once(tmp_path):

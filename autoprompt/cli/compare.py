@@ -60,7 +60,7 @@ def leaderboard(
     for r in rows:
         groups.setdefault((r["task"], r["model"], r["protocol"]), []).append(r)
     for (task_name, model_name, protocol), members in groups.items():
-        table = Table("strategy", "n", f"test {members[0]['metric']}", "gain", "budget", "s",
+        table = Table("strategy", "n", f"test {members[0]['metric']}", "gain", "budget", "tokens", "s",
                       title=f"{task_name} · {model_name} · {protocol}", title_justify="left")
         for r in members:
             table.add_row(*lb.table_cells(r)[3:])
