@@ -2,8 +2,9 @@
 speed of shared-cache scoring vs scoring every full text.
 
 For each (task, seed, method, calibration) a `demos` search runs under the core's protocol (the
-manual prompt competes in the gate); the found and the manual prompt from the same run are scored on
-test (``--test-limit`` takes a seeded class-stratified sample, recorded). Then, side by side in one
+manual prompt competes in the gate). Three prompts of the same run are scored on test: the one the run
+hands back (``found``), the method's own best candidate whether or not the gate kept it (``method``), and
+the manual prompt (``--test-limit`` takes a seeded random sample of test, recorded). Then, side by side in one
 process, one prompt with ``--speed-demos`` demonstrations is scored on ``--speed-n`` test examples
 with the demonstration block's cache shared and with every full text run (``shared_prefix=False``);
 the two must agree to 1e-4.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from autoprompt import Demonstration, Demonstrations, Evaluator, load_model, load_task
+from autoprompt import Demonstration, Demonstrations, Evaluator, Prompt, load_model, load_task
 from autoprompt.io import atomic_write_json
 from autoprompt.search import SearchSpec, limit_test, run_search
 
@@ -61,11 +62,14 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for (task, method, calibration, test_n), group in sorted(groups.items()):
         found = [r["found_test"] for r in group]
+        method = [r["method_test"] for r in group]
         manual = [r["manual_test"] for r in group]
         rows.append({"task": task, "method": method, "calibration": calibration, "test_n": test_n,
                      "seeds": sorted(r["data_seed"] for r in group),
                      "found_test_mean": round(statistics.mean(found), 4),
                      "found_test_std": round(statistics.pstdev(found), 4),
+                     "method_test_mean": round(statistics.mean(method), 4),
+                     "method_test_std": round(statistics.pstdev(method), 4),
                      "manual_test_mean": round(statistics.mean(manual), 4),
                      "reliable": sum(bool(r["reliable"]) for r in group),
                      "tokens_mean": round(statistics.mean(r["tokens"] for r in group)),
@@ -103,9 +107,14 @@ def main() -> None:
                     spec = SearchSpec(task=task, strategy="demos", shots=16, data_seed=seed, out=args.out,
                                       params={"method": method, "calibration": calibration})
                     result = run_search(spec, lm=lm, data=data)
+                    # what the method itself does on test, whether or not the gate handed it back
+                    found = [c for c in result["selection"]["candidates"] if not c["manual"]]
+                    best = Prompt.from_json(max(found, key=lambda c: c["objective"])["prompt"])
+                    method_test = Evaluator(lm, data.task).score(best, data.test).score
                     run = {"task": task, "method": method, "calibration": calibration, "data_seed": seed,
                            "found_test": result["scores"]["test"], "manual_test": result["baseline"]["test"],
-                           "reliable": result["selection"].get("reliable"), "tokens": result["budget"]["tokens"],
+                           "method_test": method_test, "reliable": result["selection"].get("reliable"),
+                           "tokens": result["budget"]["tokens"],
                            "forwards": result["budget"]["used"], "wall_s": result["wall_s"],
                            "test_n": result["split_sizes"]["test"], "torch_threads": torch.get_num_threads()}
                     print(json.dumps(run), flush=True)
