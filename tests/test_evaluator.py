@@ -277,3 +277,46 @@ def test_a_fake_backend_needs_only_the_protocol():
     result = Evaluator(WordCounter(), task).score(task.default_prompt, examples)  # type: ignore[arg-type]
     assert result.score == pytest.approx(4 / 5)  # the last sentence says "bad" more often than "good"
     assert result.logprobs[0].exp().tolist() == pytest.approx([1 / (1 + torch.e), torch.e / (1 + torch.e)])
+
+
+@pytest.mark.parametrize("which", ["causal", "masked"])
+def test_work_split_to_fit_the_working_memory_gives_the_same_numbers(which, request, task):
+    lm = request.getfixturevalue(which)
+    template = "{sentence} [T] [T] It was [P]" if which == "causal" else "{sentence} [T] [T] it was [P] ."
+    triggers = (lm.tokenize(" the")[-1], lm.tokenize(" plot")[-1])
+    prompts = [Prompt(template, MULTI, (a, triggers[1])) for a in (*triggers, lm.tokenize(" movie")[-1])]
+    batch = [lm.encode(prompts[0], ex) for ex in task.train]
+    words = lm.word_table(prompts[0], task.task.labels)
+    gold = [ex.label for ex in task.train]
+    whole = lm.working_memory
+
+    def run():
+        scored = [r.logprobs for r in Evaluator(lm, task.task, cache=False).score_many(prompts, task.train)]
+        return lm.label_logprobs(batch, words).logprobs, lm.trigger_gradient(batch, words, gold), scored
+
+    (logprobs, (grad, loss), scored) = run()
+    lm.working_memory = 1  # every pass one row (one example's K prompts for the shared path)
+    try:
+        assert lm.rows_within(10) == 1 and lm.rows_within(10, backward=True) == 1
+        (small_logprobs, (small_grad, small_loss), small_scored) = run()
+    finally:
+        lm.working_memory = whole
+    torch.testing.assert_close(small_logprobs, logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(small_grad, grad, atol=1e-5, rtol=1e-4)
+    assert small_loss == pytest.approx(loss, abs=1e-5)
+    for a, b in zip(small_scored, scored, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert lm.bytes_per_token() > 0 and lm.bytes_per_token(backward=True) > lm.bytes_per_token()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scores_in_bf16_autocast_match_the_cpu(task):
+    cpu, gpu = tiny_causal_lm("llama"), tiny_causal_lm("llama")
+    gpu.model.to("cuda")
+    gpu.device, gpu.autocast = torch.device("cuda"), True
+    prompt = Prompt("{sentence} It was [P]", MULTI)
+    on_cpu = Evaluator(cpu, task.task).score(prompt, task.train)
+    on_gpu = Evaluator(gpu, task.task).score(prompt, task.train)
+    assert on_gpu.logprobs.device.type == "cpu"          # results come back to the host once scored
+    torch.testing.assert_close(on_gpu.logprobs, on_cpu.logprobs, atol=5e-2, rtol=0)   # bf16 activations
+    assert next(gpu.model.parameters()).dtype == torch.float32                    # the weights stay as they are

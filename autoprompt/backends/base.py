@@ -65,6 +65,9 @@ class FrozenLM(PromptEncoder):
         device: ``cuda``/``cpu``/None (auto: CUDA when present).
         max_length: inputs longer than this are truncated, longest field first.
         length_norm: divide a word's log-prob by its token count (causal only).
+        working_memory: bytes of key/value caches or saved activations one forward may hold beyond
+            the weights; larger jobs run in chunks with the same result. Default: 128 MiB on a CPU
+            (the 135M model's search stays under 1.5 GB resident), 4 GiB on a GPU.
     """
 
     kind: Kind
@@ -72,13 +75,14 @@ class FrozenLM(PromptEncoder):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str = "model",
                  device: str | torch.device | None = None, max_length: int = 512,
-                 length_norm: bool = False) -> None:
+                 length_norm: bool = False, working_memory: int | None = None) -> None:
         self.device = _resolve_device(device)
         self.model = _freeze(model).to(self.device)
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length
         self.length_norm = length_norm
+        self.working_memory = working_memory or (4 * 2**30 if self.device.type == "cuda" else 128 * 2**20)
         self.pad_id = self._pad_id()
         self.prefix_special, self.suffix_special = self._special_frame()
         # bf16 autocast on GPU (activations only; the weights stay as they are)
@@ -127,6 +131,26 @@ class FrozenLM(PromptEncoder):
         """The LM head's weight ``[V, H]`` (tied to the input embeddings in most small LMs)."""
         head: torch.nn.Linear = self.model.get_output_embeddings()  # type: ignore[operator]
         return head.weight
+
+    def bytes_per_token(self, backward: bool = False) -> int:
+        """Memory one token costs a forward: its key/value cache, or (``backward``) the activations a
+        backward pass keeps, estimated from the config (attention, MLP and norms of every layer)."""
+        config: Any = self.model.config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        hidden = int(getattr(config, "hidden_size", None) or config.n_embd)
+        layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+        inner = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden)
+        heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
+        head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        size = 2 if self.autocast else 4
+        if backward:  # inputs of the q/k/v/o projections, norms and residuals; the MLP's up/gate/act
+            return layers * (10 * hidden + 4 * inner) * size
+        return layers * 2 * kv_heads * head_dim * size
+
+    def rows_within(self, tokens_per_row: int, backward: bool = False) -> int:
+        """How many rows of ``tokens_per_row`` tokens fit `working_memory` (at least one)."""
+        return max(1, self.working_memory // max(1, tokens_per_row * self.bytes_per_token(backward)))
 
     def num_parameters(self) -> int:
         """How many weights the backbone has (all frozen)."""
@@ -198,7 +222,13 @@ class FrozenLM(PromptEncoder):
                 (see `CausalLM._scores`); metrics that only need the gold's rank stay exact.
             soft: the prompt's continuous part (vectors at ``[S]``, a key/value prefix).
         """
-        return self._scores(batch, words, gold, soft=soft)
+        extra = soft.prefix_length if soft is not None and soft.prefix is not None else 0
+        step = self.rows_within(max(len(e) for e in batch) + extra)  # the key/value cache of a batch
+        if len(batch) <= step:
+            return self._scores(batch, words, gold, soft=soft)
+        parts = [self._scores(batch[i : i + step], words, gold[i : i + step] if gold is not None else None, soft=soft)
+                 for i in range(0, len(batch), step)]
+        return Scores(torch.cat([p.logprobs for p in parts]), torch.cat([p.top_token for p in parts]))
 
     def soft_logprobs(self, batch: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
         """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors (for training them).
@@ -217,12 +247,19 @@ class FrozenLM(PromptEncoder):
         enc = batch[0]
         trigger_ids = torch.tensor([enc.ids[i] for i in enc.trigger_at], device=self.device)
         vectors = self.embedding_matrix()[trigger_ids].detach().clone().requires_grad_(True)   # [T, H]
+        # the backward keeps every layer's activations: chunks that fit the working memory, their
+        # gradients summed (the mean over the batch, as one backward would give)
+        step = self.rows_within(max(len(e) for e in batch), backward=True)
+        total = 0.0
         with torch.enable_grad():
-            scores = self._scores(batch, words, None, vectors).logprobs                       # [B, C]
-            loss = -scores[torch.arange(len(batch)), torch.tensor(list(gold), device=self.device)].mean()
-            loss.backward()
+            for start in range(0, len(batch), step):
+                chunk, chunk_gold = batch[start : start + step], list(gold[start : start + step])
+                scores = self._scores(chunk, words, None, vectors).logprobs                   # [b, C]
+                loss = -scores[torch.arange(len(chunk)), torch.tensor(chunk_gold, device=self.device)].sum()
+                (loss / len(batch)).backward()
+                total += float(loss.detach())
         assert vectors.grad is not None  # the loss depends on every trigger vector
-        return vectors.grad.detach(), float(loss.detach())
+        return vectors.grad.detach(), total / len(batch)
 
     def reply_samples(self, request: str, n: int, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
         """Sampled replies to ``request`` (a causal LM's capability; see `CausalLM.reply_samples`)."""

@@ -118,8 +118,10 @@ class CausalLM(FrozenLM):
         """
         out = torch.zeros(len(pairs), device=self.device)
         lengths = attn.sum(-1)
-        for start in range(0, len(pairs), self.max_rows):
-            chunk = pairs[start : start + self.max_rows]
+        # each pair gets its own copy of its row's cache
+        step = min(self.max_rows, self.rows_within(attn.shape[1] + max(len(w) for _, w in pairs)))
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start : start + step]
             rows = torch.tensor([b for b, _ in chunk], device=self.device)
             inp, inp_mask = self.pad([w[:-1] for _, w in chunk])                 # [k, m]
             tgt, _ = self.pad([w[1:] for _, w in chunk])                          # [k, m]
@@ -220,6 +222,14 @@ class CausalLM(FrozenLM):
             gold: per example, the gold class (repeated for its K rows), see `_word_scores`.
         """
         k = len(suffixes[0])
+        # every (example, prompt) row holds a copy of its prefix's cache: chunks of examples that fit
+        longest = max(len(p) for p in prefixes) + max(len(s) for per_example in suffixes for s in per_example)
+        step = max(1, self.rows_within(longest) // k)
+        if len(prefixes) > step:
+            parts = [self.label_logprobs_shared(prefixes[i : i + step], suffixes[i : i + step], words,
+                                                gold[i : i + step] if gold is not None else None)
+                     for i in range(0, len(prefixes), step)]
+            return Scores(torch.cat([s.logprobs for s in parts]), torch.cat([s.top_token for s in parts]))
         ids, attn = self.pad(prefixes, left=True)
         _, cache = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
         rows = torch.arange(len(prefixes), device=self.device).repeat_interleave(k)
@@ -239,6 +249,7 @@ class CausalLM(FrozenLM):
         The prefix runs once; each chunk of ``rows`` suffixes (the queries) runs on top of its
         key/value cache, shared by reference, not copied.
         """
+        rows = min(rows, self.rows_within(len(prefix) + max(len(s) for s in suffixes)))
         head = torch.tensor([list(prefix)], device=self.device)
         _, cache = self._forward(head, torch.ones_like(head), torch.arange(len(prefix), device=self.device)[None],
                                  keep=1)
