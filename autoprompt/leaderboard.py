@@ -109,12 +109,14 @@ def engine_for(db: str | Path | None = None) -> Engine:
             metadata.create_all(engine, checkfirst=True)
             _add_missing_columns(engine)
             break
-        except OperationalError as err:
-            racing = any(word in str(err.orig) for word in ("locked", "already exists"))
+        except SQLAlchemyError as err:
+            # SQLite says "locked"; PostgreSQL "relation already exists" or a duplicate key in pg_type
+            reason = str(getattr(err, "orig", None) or err)
+            racing = any(word in reason for word in ("locked", "already exists", "duplicate key"))
             if attempt == 4 or not racing:
                 raise _unusable(url, err) from None
             time.sleep(0.2 * (attempt + 1))
-        except (SQLAlchemyError, ImportError, OSError) as err:  # not a database, no driver, no server
+        except (ImportError, OSError) as err:  # no driver, no server
             raise _unusable(url, err) from None
     _ENGINES[url] = engine
     return engine
