@@ -38,7 +38,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from autoprompt.errors import AutopromptError
 from autoprompt.record import RunRecord
@@ -133,7 +133,7 @@ def _add_missing_columns(engine: Engine) -> None:
         try:
             with engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE runs ADD COLUMN "{column.name}" {kind}'))
-        except (OperationalError, SQLAlchemyError):
+        except SQLAlchemyError:
             # another process added it first; anything else shows when the column is still missing
             if column.name not in {c["name"] for c in inspect(engine).get_columns("runs")}:
                 raise

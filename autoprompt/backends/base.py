@@ -228,7 +228,7 @@ class FrozenLM(PromptEncoder):
             return self._scores(batch, words, gold, soft=soft)
         parts = [self._scores(batch[i : i + step], words, gold[i : i + step] if gold is not None else None, soft=soft)
                  for i in range(0, len(batch), step)]
-        return Scores(torch.cat([p.logprobs for p in parts]), torch.cat([p.top_token for p in parts]))
+        return Scores.concat(parts)
 
     def soft_logprobs(self, batch: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
         """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors (for training them).

@@ -229,7 +229,7 @@ class CausalLM(FrozenLM):
             parts = [self.label_logprobs_shared(prefixes[i : i + step], suffixes[i : i + step], words,
                                                 gold[i : i + step] if gold is not None else None)
                      for i in range(0, len(prefixes), step)]
-            return Scores(torch.cat([s.logprobs for s in parts]), torch.cat([s.top_token for s in parts]))
+            return Scores.concat(parts)
         ids, attn = self.pad(prefixes, left=True)
         _, cache = self._forward(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), keep=1)
         rows = torch.arange(len(prefixes), device=self.device).repeat_interleave(k)
@@ -254,7 +254,7 @@ class CausalLM(FrozenLM):
         _, cache = self._forward(head, torch.ones_like(head), torch.arange(len(prefix), device=self.device)[None],
                                  keep=1)
         layers = cache_layers(cache)
-        logprobs, top = [], []
+        parts = []
         for start in range(0, len(suffixes), rows):
             chunk = suffixes[start : start + rows]
             shared = make_cache([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
@@ -263,11 +263,9 @@ class CausalLM(FrozenLM):
             full_mask = torch.cat([mask.new_ones(len(chunk), len(prefix)), mask], dim=1)
             positions = len(prefix) + torch.arange(ids.shape[1], device=self.device)[None].expand(len(chunk), -1)
             logp_first, after = self._last_logprobs(ids, full_mask, positions, cache=shared)
-            scores = self._word_scores(logp_first, after, full_mask, words,
-                                       gold[start : start + len(chunk)] if gold is not None else None)
-            logprobs.append(scores.logprobs)
-            top.append(scores.top_token)
-        return Scores(torch.cat(logprobs), torch.cat(top))
+            parts.append(self._word_scores(logp_first, after, full_mask, words,
+                                           gold[start : start + len(chunk)] if gold is not None else None))
+        return Scores.concat(parts)
 
     @torch.inference_mode()
     def reply_samples(self, request: str, n: int, temperature: float, max_new_tokens: int, seed: int) -> list[str]:

@@ -55,6 +55,11 @@ class Scores:
     logprobs: Tensor
     top_token: Tensor
 
+    @classmethod
+    def concat(cls, parts: Sequence[Scores]) -> Scores:
+        """The scores of consecutive batches as one, in order."""
+        return cls(torch.cat([p.logprobs for p in parts]), torch.cat([p.top_token for p in parts]))
+
 
 class LanguageModel(Protocol):
     """A frozen LM as the evaluator and the strategies use it.
