@@ -62,14 +62,14 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for (task, method, calibration, test_n), group in sorted(groups.items()):
         found = [r["found_test"] for r in group]
-        method = [r["method_test"] for r in group]
+        own = [r["method_test"] for r in group]
         manual = [r["manual_test"] for r in group]
         rows.append({"task": task, "method": method, "calibration": calibration, "test_n": test_n,
                      "seeds": sorted(r["data_seed"] for r in group),
                      "found_test_mean": round(statistics.mean(found), 4),
                      "found_test_std": round(statistics.pstdev(found), 4),
-                     "method_test_mean": round(statistics.mean(method), 4),
-                     "method_test_std": round(statistics.pstdev(method), 4),
+                     "method_test_mean": round(statistics.mean(own), 4),
+                     "method_test_std": round(statistics.pstdev(own), 4),
                      "manual_test_mean": round(statistics.mean(manual), 4),
                      "reliable": sum(bool(r["reliable"]) for r in group),
                      "tokens_mean": round(statistics.mean(r["tokens"] for r in group)),
@@ -93,6 +93,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     log = RESULTS / "demos_runs.jsonl"  # one line per finished run: an interrupted benchmark resumes
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    finished = {(r["task"], r["method"], r["calibration"], r["data_seed"], r["test_n"]) for r in done}
     for task in args.tasks.split(","):
         for method in args.methods.split(","):
             for calibration in args.calibrations.split(","):
@@ -100,17 +101,18 @@ def main() -> None:
                     data = load_task(task, shots=16, data_seed=seed)
                     if args.test_limit:
                         data = limit_test(data, args.test_limit)
-                    key = (task, method, calibration, seed, min(args.test_limit or 10**9, len(data.test)))
-                    if any((r["task"], r["method"], r["calibration"], r["data_seed"], r["test_n"]) == key
-                           for r in done):
+                    if (task, method, calibration, seed, len(data.test)) in finished:
                         continue
                     spec = SearchSpec(task=task, strategy="demos", shots=16, data_seed=seed, out=args.out,
                                       params={"method": method, "calibration": calibration})
                     result = run_search(spec, lm=lm, data=data)
                     # what the method itself does on test, whether or not the gate handed it back
                     found = [c for c in result["selection"]["candidates"] if not c["manual"]]
-                    best = Prompt.from_json(max(found, key=lambda c: c["objective"])["prompt"])
-                    method_test = Evaluator(lm, data.task).score(best, data.test).score
+                    best = max(found, key=lambda c: c["objective"])
+                    method_test = (result["scores"]["test"]  # the run scored it on test already
+                                   if best["fingerprint"] == result["selection"]["chosen_fingerprint"]
+                                   else Evaluator(lm, data.task).score(Prompt.from_json(best["prompt"]),
+                                                                       data.test).score)
                     run = {"task": task, "method": method, "calibration": calibration, "data_seed": seed,
                            "found_test": result["scores"]["test"], "manual_test": result["baseline"]["test"],
                            "method_test": method_test, "reliable": result["selection"].get("reliable"),
