@@ -105,7 +105,7 @@ def test_bad_demonstrations_are_one_line_errors(causal, task):
     with pytest.raises(AutopromptError, match=r"4 demonstrations \(\d+ tokens\) and the query .* context of"):
         causal.encode(too_long, task.test[0])
     dropped = causal.encode(too_long.with_demos(Demonstrations((long,) * 4, overflow="drop")), task.test[0])
-    assert len(dropped.ids) <= causal.max_length
+    assert len(dropped.ids) <= causal.context_length
 
 
 class PlantedEmbeddings:
@@ -179,3 +179,11 @@ def test_demos_search_refuses_a_pool_that_leaves_nothing_to_judge_on(causal, tas
                       budget=400, out=str(tmp_path))
     with pytest.raises(AutopromptError, match="`pool_size` below the 24 train examples"):
         run_search(spec, lm=causal, data=task)
+
+
+def test_demonstrations_fill_the_model_context_not_the_truncation_length(causal, task):
+    # `max_length` truncates one input's fields; the demonstration block may use the model's context
+    assert causal.context_length == causal.model.config.max_position_embeddings > causal.max_length
+    demo = Demonstration({"sentence": " ".join(["plot"] * causal.max_length)}, "positive")
+    enc = causal.encode(Prompt("{sentence} It was [P]", WORDS, demos=Demonstrations((demo,))), task.test[0])
+    assert causal.max_length < len(enc.ids) <= causal.context_length

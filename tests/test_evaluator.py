@@ -240,7 +240,7 @@ class WordCounter:
     """A fake backend, short because the protocol is: a 'model' that scores each class by how often
     the class's label word appears in the input (ids are words, from a growing vocabulary)."""
 
-    kind, name, shares_prefix, max_length = "causal", "word-counter", False, 512
+    kind, name, shares_prefix, max_length, context_length = "causal", "word-counter", False, 512, 512
 
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {}

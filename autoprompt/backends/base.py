@@ -49,6 +49,16 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """The most tokens the model reads at once: its tokenizer's ``model_max_length`` where that is
+    set (RoBERTa's 514 positions hold 512 tokens), else its config's ``max_position_embeddings``."""
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < 10**6:  # unset reads as 1e30
+        return declared
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return positions if isinstance(positions, int) and positions > 0 else None
+
+
 def _freeze(model: torch.nn.Module) -> torch.nn.Module:
     model.eval()
     model.requires_grad_(False)
@@ -64,6 +74,7 @@ class FrozenLM(PromptEncoder):
         name: the name recorded in results.
         device: ``cuda``/``cpu``/None (auto: CUDA when present).
         max_length: inputs longer than this are truncated, longest field first.
+            Demonstrations are not: they fill up to the model's own context (`context_length`).
         length_norm: divide a word's log-prob by its token count (causal only).
         working_memory: bytes of key/value caches or saved activations one forward may hold beyond
             the weights; larger jobs run in chunks with the same result. Default: 128 MiB on a CPU
@@ -81,6 +92,7 @@ class FrozenLM(PromptEncoder):
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length
+        self.context_length = model_context(model, tokenizer) or max_length
         self.length_norm = length_norm
         self.working_memory = working_memory or (4 * 2**30 if self.device.type == "cuda" else 128 * 2**20)
         self.pad_id = self._pad_id()

@@ -25,11 +25,12 @@ RESERVED = 8  # tokens kept free for multi-token label words (extra masks / a co
 
 class PromptEncoder:
     """The encoding half of a backend (a mixin of `FrozenLM`); needs ``tokenizer``, ``name``,
-    ``max_length``, ``pad_id``, ``prefix_special`` and ``embedding_matrix``."""
+    ``max_length``, ``context_length``, ``pad_id``, ``prefix_special`` and ``embedding_matrix``."""
 
     tokenizer: Any
     name: str
     max_length: int
+    context_length: int
     pad_id: int
     prefix_special: tuple[int, ...]
     suffix_special: tuple[int, ...]
@@ -125,12 +126,12 @@ class PromptEncoder:
         sep = list(self.tokenize(prompt.demos.separator))
         rendered = [self._demo_ids(prompt, d) for d in demos]
         first = not self.predict_tokens()  # a causal LM predicts the next token: demonstrations first
-        room = self.max_length - RESERVED - len(self.prefix_special) - len(self.closing_tokens()) - query_len
+        room = self.context_length - RESERVED - len(self.prefix_special) - len(self.closing_tokens()) - query_len
         needed = sum(len(r) + len(sep) for r in rendered)
         if needed > room and prompt.demos.overflow == "error":
             raise AutopromptError(
                 f"{len(demos)} demonstrations ({needed} tokens) and the query ({query_len} tokens) exceed "
-                f"{self.name}'s context of {self.max_length} tokens; use fewer demonstrations (`k`) or "
+                f"{self.name}'s context of {self.context_length} tokens; use fewer demonstrations (`k`) or "
                 "`overflow=drop`")
         while rendered and sum(len(r) + len(sep) for r in rendered) > room:
             rendered.pop(0 if first else -1)  # the one farthest from the query

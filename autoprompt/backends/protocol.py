@@ -75,6 +75,7 @@ class LanguageModel(Protocol):
     tokenizer: Any
     device: torch.device
     max_length: int
+    context_length: int
     shares_prefix: bool
 
     # encoding
