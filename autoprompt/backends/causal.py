@@ -18,6 +18,7 @@ from torch import Tensor
 from autoprompt.backends.base import FrozenLM, logsumexp_classes, upcast
 from autoprompt.backends.kv_cache import cache_layers, make_cache, select_rows
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
+from autoprompt.backends.trie import outranking_gold
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Template
 from autoprompt.soft import SoftPrompt
@@ -170,11 +171,9 @@ class CausalLM(FrozenLM):
                      gold: Sequence[int] | None) -> Scores:
         """Class scores from the next-token log-probs and, for multi-token words, the cache.
 
-        With ``gold`` (one word per class, no length norm), multi-token words that cannot outrank
-        the gold class are not continued: a word's first-token log-prob bounds its full score
-        from above, so a word whose bound is below the gold's exact score keeps the bound. The
-        gold's rank, the argmax, P@k and MRR stay exact; LAMA's hundreds of candidates need this
-        on a CPU.
+        With ``gold`` (one word per class, no length norm), words are ranked against the gold
+        class over a trie (`_outranking_gold`): only words that can outrank it are scored in full.
+        The gold's rank, P@k and MRR stay exact; LAMA's hundreds of candidates need this on a CPU.
         """
         flat = [w for class_words in words for w in class_words]
         multi = [j for j, w in enumerate(flat) if len(w) > 1]
@@ -182,11 +181,7 @@ class CausalLM(FrozenLM):
         word_scores = logp_first[:, first]                                          # [B, W]
         rows = range(logp_first.shape[0])
         if multi and gold is not None and not self.length_norm and len(flat) == len(words):
-            word_scores = word_scores + self._continue(word_scores, cache, attn, flat,
-                                                       [(b, j) for b, j in zip(rows, gold) if len(flat[j]) > 1])
-            bar = word_scores[torch.arange(len(gold)), torch.tensor(list(gold), device=self.device)]
-            rest = [(b, j) for b in rows for j in multi if j != gold[b] and word_scores[b, j] >= bar[b]]
-            word_scores = word_scores + self._continue(word_scores, cache, attn, flat, rest)
+            word_scores = outranking_gold(self, word_scores, cache, attn, flat, gold)
         elif multi:
             word_scores = word_scores + self._continue(word_scores, cache, attn, flat,
                                                        [(b, j) for b in rows for j in multi])

@@ -1,0 +1,127 @@
+"""Ranking many multi-token words against the gold one: a trie walked in one packed sequence.
+
+LAMA scores hundreds of candidate objects per fact, most of them several tokens long, and its
+metrics (P@k, MRR) only need the gold object's rank. The log-prob of a word's first ``d`` tokens
+bounds its full score from above, so the words are walked as a trie of token sequences, one depth
+at a time, and a node (a fact and a token prefix) whose score is already below the gold word's is
+not expanded: the words under it cannot outrank the gold one.
+
+Every expanded node is one token fed once, whatever the number of words below it. All facts of a
+batch live in one packed row: the prompts' key/value caches side by side, then every fed node,
+each attending (through a custom 4D mask) to its own fact's prompt and its ancestors only. So the
+nodes of all facts at one depth run as one forward with no padding and no per-node cache copies;
+siblings never see each other, which makes the result the same as feeding each path on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from autoprompt.backends.kv_cache import cache_layers, make_cache
+
+if TYPE_CHECKING:
+    from autoprompt.backends.causal import CausalLM
+
+Node = tuple[int, tuple[int, ...]]  # (fact row, token prefix)
+
+
+class PackedTrie:
+    """The fed trie nodes of a batch of facts on top of their prompts' caches, packed in one row.
+
+    Args:
+        lm: the causal LM (its ``_forward`` runs the nodes).
+        cache: the prompts' key/value cache, ``[B, heads, L, d]`` per layer.
+        attn: the prompts' attention mask ``[B, L]`` (left padding allowed).
+        children: per token prefix, the next tokens of the words that continue it.
+    """
+
+    def __init__(self, lm: CausalLM, cache: Any, attn: Tensor, children: dict[tuple[int, ...], list[int]]) -> None:
+        self.lm, self.children = lm, children
+        batch, width = attn.shape
+        # [B, h, L, d] → [1, h, B * L, d]: fact b's prompt is columns b*L .. b*L + L - 1
+        self.cache = make_cache([(k.transpose(0, 1).reshape(1, k.shape[1], -1, k.shape[-1]),
+                                  v.transpose(0, 1).reshape(1, v.shape[1], -1, v.shape[-1]))
+                                 for k, v in cache_layers(cache)])
+        self.prompt_fact = torch.arange(batch, device=attn.device).repeat_interleave(width)   # [B * L]
+        self.prompt_real = attn.reshape(-1).bool()                                           # [B * L]
+        self.lengths = attn.sum(-1)                                                          # [B]
+        self.columns: dict[Node, int] = {}
+        self.next_logp: dict[Node, dict[int, float]] = {}  # per fed node: its children's log-probs
+        self.width = batch * width
+        self.sdpa = getattr(lm.model.config, "_attn_implementation", "eager") == "sdpa"
+
+    def feed(self, nodes: Sequence[Node], step: int) -> None:
+        """Run ``nodes`` (parents first, or already fed) in chunks of ``step`` tokens."""
+        nodes = sorted({n for n in nodes if n not in self.columns}, key=lambda n: len(n[1]))
+        for start in range(0, len(nodes), step):
+            self._run(nodes[start : start + step])
+
+    def _run(self, nodes: list[Node]) -> None:
+        device = self.lm.device
+        for i, node in enumerate(nodes):
+            self.columns[node] = self.width + i
+        q, total = len(nodes), self.width + len(nodes)
+        facts = torch.tensor([b for b, _ in nodes], device=device)
+        allowed = torch.zeros(q, total, dtype=torch.bool, device=device)                    # [q, kv]
+        allowed[:, : len(self.prompt_fact)] = (self.prompt_fact[None] == facts[:, None]) & self.prompt_real[None]
+        rows, cols = zip(*[(i, self.columns[(b, prefix[:d])]) for i, (b, prefix) in enumerate(nodes)
+                           for d in range(1, len(prefix) + 1)], strict=True)
+        allowed[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True  # ancestors, itself
+        mask = allowed if self.sdpa else torch.zeros(allowed.shape, device=device).masked_fill(
+            ~allowed, torch.finfo(torch.float32).min)
+        ids = torch.tensor([[prefix[-1] for _, prefix in nodes]], device=device)             # [1, q]
+        positions = (self.lengths[facts] + torch.tensor([len(p) - 1 for _, p in nodes], device=device))[None]
+        logits, self.cache = self.lm._forward(ids, mask[None, None], positions, cache=self.cache)  # [1, q, V]
+        logp = logits[0].log_softmax(-1)
+        for i, (b, prefix) in enumerate(nodes):
+            tokens = self.children.get(prefix, [])
+            self.next_logp[(b, prefix)] = dict(zip(tokens, logp[i, tokens].tolist(), strict=True))
+        self.width = total
+
+
+def _nodes_per_forward(lm: CausalLM, columns: int) -> int:
+    """Nodes one forward may feed within the working memory: each holds a row of attention
+    scores per head over ``columns`` and its logits and log-probs over the vocabulary."""
+    config: Any = lm.model.config
+    heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
+    vocab = lm.embedding_matrix().shape[0]
+    return max(16, min(1024, lm.working_memory // (4 * (heads * columns + 2 * vocab))))
+
+
+def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words: Sequence[tuple[int, ...]],
+                    gold: Sequence[int]) -> Tensor:
+    """``[B, W]`` word scores from first-token scores ``first``: exact for the gold word and every
+    word that can outrank it, an upper bound below the gold word's score for the rest."""
+    children: dict[tuple[int, ...], list[int]] = {}
+    for w in set(words):
+        for d in range(1, len(w)):
+            children.setdefault(w[:d], []).append(w[d])
+    children = {prefix: sorted(set(tokens)) for prefix, tokens in children.items()}
+    step = _nodes_per_forward(lm, attn.numel() + 2048)
+    trie = PackedTrie(lm, cache, attn, children)
+    scores = first.clone().cpu()
+    # the gold words first (their paths in one go): their scores are the bars
+    trie.feed([(b, words[g][:d]) for b, g in enumerate(gold) for d in range(1, len(words[g]))], step)
+    for b, g in enumerate(gold):
+        w = words[g]
+        scores[b, g] += sum(trie.next_logp[(b, w[:d])][w[d]] for d in range(1, len(w)))
+    bar = scores[torch.arange(len(gold)), torch.tensor(list(gold))]                            # [B]
+    lengths = torch.tensor([len(w) for w in words])
+    open_ = (scores >= bar[:, None]) & (lengths[None] > 1)                                     # [B, W]
+    open_[torch.arange(len(gold)), torch.tensor(list(gold))] = False
+    depth = 1
+    while bool(open_.any()):
+        pairs = open_.nonzero().tolist()
+        trie.feed([(b, words[j][:depth]) for b, j in pairs], step)
+        added = torch.tensor([trie.next_logp[(b, words[j][:depth])][words[j][depth]] for b, j in pairs])
+        b_idx, j_idx = torch.tensor(pairs).T
+        scores = scores.index_put((b_idx, j_idx), added, accumulate=True)
+        depth += 1
+        open_ = torch.zeros_like(open_)
+        still = (scores[b_idx, j_idx] >= bar[b_idx]) & (lengths[j_idx] > depth)
+        open_[b_idx[still], j_idx[still]] = True
+    return scores.to(first.device)

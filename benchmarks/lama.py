@@ -1,0 +1,101 @@
+"""LAMA ranking speed on smollm2-135m: the trie vs today's first-token bound, side by side in one run.
+
+Both rank all of a relation's candidate objects for each test fact with the manual template and
+give the gold object's exact rank:
+
+* ``first_token_bound`` (before): every multi-token object whose first token's log-prob is not
+  below the gold object's full score is scored in full, each in its own continuation row (its own
+  copy of the prompt's cache, every token of the word fed);
+* ``trie`` (the evaluator's way now, `autoprompt.backends.trie`): the objects walked as a trie,
+  one depth at a time, a node expanded only while its prefix can still outrank the gold object,
+  each node fed once for all the words below it, all facts packed in one row.
+
+P@1, P@10 and MRR must be identical (the run stops otherwise). Then the trie alone runs on
+``--per-relation`` seeded test facts of every relation, and the full ``evaluate --task lama``
+time is projected from each relation's facts/s times its test size (a projection, labelled so).
+
+    python benchmarks/lama.py [--relation P19] [--facts 96] [--per-relation 32]
+
+Writes ``benchmarks/results/lama.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from autoprompt import Evaluator, load_model, load_task
+from autoprompt.backends import causal
+from autoprompt.io import atomic_write_json
+from autoprompt.tasks import lama_relations, resolve_data_dir
+from autoprompt.versions import versions
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def first_token_bound(lm, word_scores, cache, attn, flat, gold):
+    """The ranking as it was: the gold word continued, then every word whose first-token bound
+    reaches its score continued in full, one row per (fact, word)."""
+    rows = range(len(gold))
+    word_scores = word_scores + lm._continue(word_scores, cache, attn, flat,
+                                             [(b, j) for b, j in zip(rows, gold) if len(flat[j]) > 1])
+    bar = word_scores[torch.arange(len(gold)), torch.tensor(list(gold))]
+    multi = [j for j, w in enumerate(flat) if len(w) > 1]
+    rest = [(b, j) for b in rows for j in multi if j != gold[b] and word_scores[b, j] >= bar[b]]
+    return word_scores + lm._continue(word_scores, cache, attn, flat, rest)
+
+
+def timed(lm, relation: str, examples, ranking) -> dict:
+    task = load_task(f"lama:{relation}").task
+    causal.outranking_gold = ranking  # the backend's ranking function, swapped for this measurement
+    start = time.perf_counter()
+    result = Evaluator(lm, task, cache=False).score(task.default_prompt, examples)
+    wall = time.perf_counter() - start
+    return {"facts": len(examples), "wall_s": round(wall, 2), "facts_per_s": round(len(examples) / wall, 3),
+            "p@1": result.score, "p@10": result.extra["p@10"], "mrr": result.extra["mrr"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--relation", default="P19")
+    parser.add_argument("--facts", type=int, default=96, help="seeded sample of the relation's test facts")
+    parser.add_argument("--per-relation", type=int, default=32, help="facts per relation for the projection; 0 skips")
+    args = parser.parse_args()
+    lm = load_model("smollm2-135m")
+    trie = causal.outranking_gold
+    data = load_task(f"lama:{args.relation}")
+    examples = random.Random(0).sample(data.test, min(args.facts, len(data.test)))
+    timed(lm, args.relation, examples[:4], trie)  # warm-up: first forwards, word tables
+    before = timed(lm, args.relation, examples, first_token_bound)
+    after = timed(lm, args.relation, examples, trie)
+    same = all(before[k] == after[k] for k in ("p@1", "p@10", "mrr"))
+    print({"before": before, "after": after, "speedup": round(after["facts_per_s"] / before["facts_per_s"], 2)})
+    if not same:
+        raise SystemExit(f"the trie ranks differently: {before} vs {after}")
+    relations = []
+    if args.per_relation:
+        for relation in lama_relations(resolve_data_dir(None)):
+            test = load_task(f"lama:{relation}").test
+            sample = random.Random(0).sample(test, min(args.per_relation, len(test)))
+            row = {"relation": relation, "test_facts": len(test), **timed(lm, relation, sample, trie)}
+            print(row, flush=True)
+            relations.append(row)
+    projected = sum(r["test_facts"] / r["facts_per_s"] for r in relations)
+    atomic_write_json(RESULTS / "lama.json", {
+        "model": lm.name, "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "versions": versions(), "command": "python benchmarks/lama.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "relation": args.relation, "before": before, "after": after,
+        "speedup": round(after["facts_per_s"] / before["facts_per_s"], 2), "identical_metrics": same,
+        "relations": relations, "test_facts_total": sum(r["test_facts"] for r in relations),
+        "projected_full_evaluate_s": round(projected) if relations else None})
+
+
+if __name__ == "__main__":
+    main()
