@@ -12,7 +12,8 @@ give the gold object's exact rank:
 
 P@1, P@10 and MRR must be identical (the run stops otherwise). Then the trie alone runs on
 ``--per-relation`` seeded test facts of every relation, and the full ``evaluate --task lama``
-time is projected from each relation's facts/s times its test size (a projection, labelled so).
+time is projected from each relation's facts/s times its test size (a projection, labelled so;
+``--per-relation 0`` keeps an earlier run's).
 
     python benchmarks/lama.py [--relation P19] [--facts 96] [--per-relation 32]
 
@@ -22,6 +23,7 @@ Writes ``benchmarks/results/lama.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
 import time
@@ -85,8 +87,11 @@ def main() -> None:
             row = {"relation": relation, "test_facts": len(test), **timed(lm, relation, sample, trie)}
             print(row, flush=True)
             relations.append(row)
+    out = RESULTS / "lama.json"
+    if not relations and out.exists():  # --per-relation 0: keep the projection of an earlier run
+        relations = json.loads(out.read_text()).get("relations", [])
     projected = sum(r["test_facts"] / r["facts_per_s"] for r in relations)
-    atomic_write_json(RESULTS / "lama.json", {
+    atomic_write_json(out, {
         "model": lm.name, "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "versions": versions(), "command": "python benchmarks/lama.py " + " ".join(

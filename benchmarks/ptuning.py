@@ -168,9 +168,10 @@ def main() -> None:
     parser.add_argument("--modes", default="prompt,ptuning,prefix")
     parser.add_argument("--peft", default="", help="PEFT methods to compare: prompt,ptuning")
     parser.add_argument("--out", default="runs-benchmark")
+    parser.add_argument("--tag", default="", help="results file suffix: a fresh side-by-side run keeps its own rows")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
-    path = Path(__file__).parent / "results" / f"ptuning_{args.task}.json"
+    path = Path(__file__).parent / "results" / f"ptuning_{args.task}{'_' + args.tag if args.tag else ''}.json"
     for data_seed in map(int, args.seeds.split(",")):
         jobs = [(f"autoprompt {m}", lambda m=m, s=data_seed: ours(args.task, m, s, args.out, lm))
                 for m in filter(None, args.modes.split(","))]

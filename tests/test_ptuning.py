@@ -223,3 +223,28 @@ def test_the_modes_have_their_own_names():
     assert create("ptuning", {"mode": "prefix"}).params() == create("prefix").params()  # the old spelling works
     with pytest.raises(AutopromptError, match="prefix trains mode=prefix; for mode=prompt use the ptuning strategy"):
         create("prefix", {"mode": "prompt"})
+
+
+@pytest.mark.parametrize("backend", ["causal", "gpt2"])
+@pytest.mark.parametrize("part", ["slots", "prefix"])
+def test_packed_training_batches_score_and_differentiate_like_padded_ones(backend, part, task, request):
+    lm = request.getfixturevalue(backend)
+    torch.manual_seed(0)
+    config = lm.model.config
+    layers, heads = config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or config.n_head
+    head_dim = config.hidden_size // config.num_attention_heads
+    tensor = (torch.randn(3, lm.embedding_matrix().shape[1]) if part == "slots"
+              else torch.randn(layers, 2, heads, 4, head_dim)).requires_grad_(True)
+    template = "[S] [S] [S] {sentence} It was [P]" if part == "slots" else "{sentence} It was [P]"
+    prompt = Prompt(template, task.task.default_prompt.verbalizer)
+    soft = SoftPrompt(**{part: tensor})
+    table = lm.word_table(prompt, task.task.labels)
+    batch = [lm.encode(prompt, ex) for ex in task.train[:7]]
+    assert len({len(e.ids) for e in batch}) > 1                                 # padding would be needed
+    packed = lm.soft_logprobs(batch, table, soft)                                 # [B, C], one packed row
+    (grad_packed,) = torch.autograd.grad(packed.logsumexp(-1).sum() + packed[:, 0].sum(), tensor)
+    padded = type(lm).__mro__[1].soft_logprobs(lm, batch, table, soft)            # FrozenLM's padded batch
+    (grad_padded,) = torch.autograd.grad(padded.logsumexp(-1).sum() + padded[:, 0].sum(), tensor)
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_packed, grad_padded, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed.detach(), lm.label_logprobs(batch, table, soft=soft).logprobs, atol=1e-5, rtol=0)

@@ -52,7 +52,6 @@ class PackedTrie:
         self.columns: dict[Node, int] = {}
         self.next_logp: dict[Node, dict[int, float]] = {}  # per fed node: its children's log-probs
         self.width = batch * width
-        self.sdpa = getattr(lm.model.config, "_attn_implementation", "eager") == "sdpa"
 
     def feed(self, nodes: Sequence[Node], step: int) -> None:
         """Run ``nodes`` (parents first, or already fed) in chunks of ``step`` tokens."""
@@ -71,11 +70,10 @@ class PackedTrie:
         rows, cols = zip(*[(i, self.columns[(b, prefix[:d])]) for i, (b, prefix) in enumerate(nodes)
                            for d in range(1, len(prefix) + 1)], strict=True)
         allowed[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True  # ancestors, itself
-        mask = allowed if self.sdpa else torch.zeros(allowed.shape, device=device).masked_fill(
-            ~allowed, torch.finfo(torch.float32).min)
         ids = torch.tensor([[prefix[-1] for _, prefix in nodes]], device=device)             # [1, q]
         positions = (self.lengths[facts] + torch.tensor([len(p) - 1 for _, p in nodes], device=device))[None]
-        logits, self.cache = self.lm._forward(ids, mask[None, None], positions, cache=self.cache)  # [1, q, V]
+        mask = self.lm.attention_mask_4d(allowed)
+        logits, self.cache = self.lm._forward(ids, mask, positions, cache=self.cache)           # [1, q, V]
         logp = logits[0].log_softmax(-1)
         for i, (b, prefix) in enumerate(nodes):
             tokens = self.children.get(prefix, [])
