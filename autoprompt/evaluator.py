@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from autoprompt import events, metrics
-from autoprompt.backends import Encoded, LanguageModel, WordTable
+from autoprompt.backends import Encoded, LanguageModel, Scores, WordTable
 from autoprompt.batching import Job, buckets
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
@@ -251,14 +251,18 @@ class Evaluator:
             n_prompts = len({j.prompt for j in jobs})
             if self.shared_prefix and n_prompts > 1:
                 jobs = self.sharing.across_prompts(jobs, n_prompts, table, examples, out, bar)
+            done: list[tuple[list[Job], Scores]] = []  # kept on the device: one copy to the host per group
             for batch in self._buckets(jobs):
                 gold = [examples[j.example].label for j in batch] if self.metric.ranks_gold else None
-                scores = self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold, soft=soft)
-                logprobs, top = scores.logprobs.float().cpu(), scores.top_token.cpu()
-                for row, job in enumerate(batch):
-                    out[job.prompt][0][job.example] = logprobs[row]
-                    out[job.prompt][1][job.example] = top[row]
+                done.append((batch, self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold, soft=soft)))
                 bar.advance(len(batch))
+            if not done:
+                continue
+            logprobs = torch.cat([scores.logprobs.float() for _, scores in done]).cpu()
+            top = torch.cat([scores.top_token for _, scores in done]).cpu()
+            for row, job in enumerate(j for batch, _ in done for j in batch):
+                out[job.prompt][0][job.example] = logprobs[row]
+                out[job.prompt][1][job.example] = top[row]
 
     def _soft(self, prompt: Prompt) -> SoftPrompt | None:
         """The prompt's soft tensors, checked against its template and the model."""

@@ -27,7 +27,10 @@ CLI = [str(Path(sys.executable).parent / "autoprompt")]  # the console script of
 JOBS = {
     "search (README main job)": ["search", "--task", "sst2", "--shots", "16", "--data-seed", "13",
                                  "--strategy", "gradient"],
+    "search ptuning (training, backward)": ["search", "--task", "sst2", "--shots", "16", "--data-seed", "13",
+                                            "--strategy", "ptuning"],
     "evaluate sst2 test": ["evaluate", "--task", "sst2", "--split", "test", "--json"],
+    "evaluate lama:P19 test": ["evaluate", "--task", "lama:P19", "--split", "test", "--limit", "200", "--json"],
 }
 
 

@@ -177,6 +177,9 @@ class FrozenLM(PromptEncoder):
             sl = slice(width - len(r), width) if left else slice(0, len(r))
             ids[i, sl] = torch.tensor(r, dtype=torch.long)
             mask[i, sl] = 1
+        if self.device.type == "cuda":  # from pinned host memory the copy does not block the host
+            return ids.pin_memory().to(self.device, non_blocking=True), mask.pin_memory().to(self.device,
+                                                                                              non_blocking=True)
         return ids.to(self.device), mask.to(self.device)
 
     def _autocast(self) -> torch.autocast:
