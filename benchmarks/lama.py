@@ -79,7 +79,7 @@ def main() -> None:
     print({"before": before, "after": after, "speedup": round(after["facts_per_s"] / before["facts_per_s"], 2)})
     if not same:
         raise SystemExit(f"the trie ranks differently: {before} vs {after}")
-    relations = []
+    relations, relations_command = [], None
     if args.per_relation:
         for relation in lama_relations(resolve_data_dir(None)):
             test = load_task(f"lama:{relation}").test
@@ -89,16 +89,19 @@ def main() -> None:
             relations.append(row)
     out = RESULTS / "lama.json"
     if not relations and out.exists():  # --per-relation 0: keep the projection of an earlier run
-        relations = json.loads(out.read_text()).get("relations", [])
+        earlier = json.loads(out.read_text())
+        relations = earlier.get("relations", [])
+        relations_command = earlier.get("relations_command") or earlier.get("command")
     projected = sum(r["test_facts"] / r["facts_per_s"] for r in relations)
+    command = "python benchmarks/lama.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     atomic_write_json(out, {
         "model": lm.name, "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "versions": versions(), "command": "python benchmarks/lama.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "versions": versions(), "command": command,
         "relation": args.relation, "before": before, "after": after,
         "speedup": round(after["facts_per_s"] / before["facts_per_s"], 2), "identical_metrics": same,
-        "relations": relations, "test_facts_total": sum(r["test_facts"] for r in relations),
+        "relations": relations, "relations_command": relations_command or command,
+        "test_facts_total": sum(r["test_facts"] for r in relations),
         "projected_full_evaluate_s": round(projected) if relations else None})
 
 

@@ -16,17 +16,27 @@ siblings never see each other, which makes the result the same as feeding each p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from autoprompt.backends.kv_cache import cache_layers, make_cache
 
-if TYPE_CHECKING:
-    from autoprompt.backends.causal import CausalLM
-
 Node = tuple[int, tuple[int, ...]]  # (fact row, token prefix)
+
+
+class CausalLM(Protocol):
+    """What the trie needs of `autoprompt.backends.causal.CausalLM` (which calls it)."""
+
+    model: torch.nn.Module
+    device: torch.device
+    working_memory: int
+
+    def _forward(self, ids: Tensor | None, attn: Tensor, positions: Tensor, cache: Any = None,
+                 keep: int | Tensor | None = None, inputs_embeds: Tensor | None = None) -> tuple[Tensor, Any]: ...
+    def attention_mask_4d(self, allowed: Tensor) -> Tensor: ...
+    def embedding_matrix(self) -> Tensor: ...
 
 
 class PackedTrie:
