@@ -219,7 +219,7 @@ class CausalLM(FrozenLM):
         """Class scores from the next-token log-probs and, for multi-token words, the cache.
 
         With ``gold`` (one word per class, no length norm), words are ranked against the gold
-        class over a trie (`_outranking_gold`): only words that can outrank it are scored in full.
+        class over a trie (`trie.outranking_gold`): only words that can outrank it are scored in full.
         The gold's rank, P@k and MRR stay exact; LAMA's hundreds of candidates need this on a CPU.
         """
         flat = [w for class_words in words for w in class_words]
