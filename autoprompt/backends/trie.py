@@ -109,7 +109,7 @@ def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words
         for d in range(1, len(w)):
             children.setdefault(w[:d], []).append(w[d])
     children = {prefix: sorted(set(tokens)) for prefix, tokens in children.items()}
-    step = _nodes_per_forward(lm, attn.numel() + 2048)
+    step = _nodes_per_forward(lm, attn.numel() + 2048)  # the prompts' columns and room for the nodes fed before
     trie = PackedTrie(lm, cache, attn, children)
     scores = first.clone().cpu()
     # the gold words first (their paths in one go): their scores are the bars
