@@ -81,7 +81,7 @@ def evaluate(
                                     split=split, limit=limit, batch_size=batch_size, data_dir=data_dir,
                                     progress=progress)
     started = time.perf_counter()
-    data = load_task(task, data_dir, shots, data_seed)
+    data = load_task(task, data_dir, shots, data_seed, model if isinstance(model, str) else model.name)
     chosen = build_prompt(data, template, verbalizer, prompt)
     examples = data.split(split) if limit is None else stratified_sample(data.split(split), limit)
     lm = load_model(model) if isinstance(model, str) else model
@@ -90,7 +90,8 @@ def evaluate(
         chosen = evaluator.calibrate([chosen], calibration, data.train if calibration == "prior" else None)[0]
     result = evaluator.score(chosen, examples, progress=progress)
     return {
-        "task": data.task.name, "split": split, "model": lm.name, "n": result.n, "metric": result.metric,
+        "task": data.task.name, "split": split, "model": lm.name, "model_licence": lm.licence,
+        "n": result.n, "metric": result.metric,
         "score": result.score, **({"lama": result.extra} if result.extra else {}),
         "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
         "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,

@@ -61,7 +61,7 @@ runs = Table(
     Column("trainable_params", Integer),
     Column("versions", Text), Column("git_rev", String(64)), Column("prompt_path", Text),
     Column("prompt_fingerprint", String(32)), Column("prompt_text", Text), Column("run_dir", Text),
-    Column("finished_at", String(40)),
+    Column("finished_at", String(40)), Column("model_licence", String(200)),
 )
 
 
@@ -173,6 +173,7 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "versions": json.dumps(run.versions, sort_keys=True), "git_rev": run.versions.get("git", "unknown"),
         "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": run.prompt_fingerprint,
         "prompt_text": run.shown_prompt, "run_dir": str(run_dir), "finished_at": run.finished_at,
+        "model_licence": run.model_licence,
     }
 
 

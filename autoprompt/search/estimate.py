@@ -30,7 +30,7 @@ def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
 def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
     """What a search would cost: budget, split sizes, and seconds from timing a few forwards."""
     searcher = create(spec.strategy, spec.params)
-    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
     budget = spec.budget if spec.budget is not None else searcher.default_budget
     minimum = check_budget(searcher, budget, data)
     lm = lm or load_model(spec.model)

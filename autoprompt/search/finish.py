@@ -98,6 +98,7 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lama={"found": found_test.extra, "baseline": base_test.extra} if found_test.extra else None,
+        model_licence=lm.licence,
     )
 
 

@@ -79,7 +79,7 @@ def run_search(
     spec.params = searcher.params()
     if spec.max_seconds is not None and not spec.max_seconds > 0:
         raise AutopromptError(f"max_seconds must be a positive number of seconds, got {spec.max_seconds}")
-    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed)
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
     if spec.test_limit is not None:
         data = limit_test(data, spec.test_limit)
     limit = spec.budget if spec.budget is not None else searcher.default_budget

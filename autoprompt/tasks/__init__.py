@@ -23,6 +23,7 @@ def load_task(
     data_dir: str | Path | None = None,
     shots: int | None = None,
     data_seed: int = 13,
+    model: str | None = None,
 ) -> TaskData:
     """Load a task's splits.
 
@@ -31,6 +32,8 @@ def load_task(
         data_dir: the local data folder; default ``AUTOPROMPT_DATA_DIR``, else the hub.
         shots: k-shot protocol (16: LM-BFF splits; 32: FewGLUE), or None for the full data.
         data_seed: which k-shot split (13/21/42/87/100), or the seed of the carved dev slice.
+        model: the model the prompts are for: a built-in task's manual prompt is the one chosen on
+            train for it where that differs from the default (``builtin.MODEL_PROMPTS``).
 
     Raises:
         AutopromptError: unknown task, missing data, or an unavailable protocol.
@@ -52,7 +55,7 @@ def load_task(
         return load_from_hub(key, shots, data_seed)
     if is_lama:
         return load_lama(text.split(":", 1)[1].upper(), root, shots)
-    return load_builtin(key, root, shots, data_seed)
+    return load_builtin(key, root, shots, data_seed, model)
 
 
 def list_tasks() -> list[Task]:

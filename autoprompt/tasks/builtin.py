@@ -19,12 +19,17 @@ template wins for the sentiment tasks (SST-2 0.68 vs 0.575 for "It was" great/te
 inputs are phrases, 0.69 vs 0.285 with "Phrase:"), RTE and MNLI; the cloze one for CB, MRPC, QQP,
 BoolQ, TREC and AG News (0.78 vs 0.27). SUBJ ties at 0.53 (near chance for this model), so it keeps
 LM-BFF's cloze "This is" subjective/objective.
+
+Another model gets its own choice where the same procedure on its own scores picks differently
+(`MODEL_PROMPTS`, applied by ``load_task(..., model=...)`` and recorded in the protocol as
+``manual_prompt``): gemma3-270m, a base model, differs on 10 of 14 tasks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from autoprompt.errors import AutopromptError
 from autoprompt.tasks.base import Task, TaskData
@@ -165,7 +170,73 @@ BUILTIN: dict[str, _Builtin] = {
 }
 
 
-def load_builtin(name: str, root: Path, shots: int | None, data_seed: int) -> TaskData:
+# Where another model's train choice differs from smollm2-135m's: (model, task) → (template, words).
+# The same candidates and the same 200 seeded train examples decide
+# (``python benchmarks/select_manual_templates.py --model M``, figures in
+# ``benchmarks/results/manual_templates_<M>.json``); tasks not listed keep the default prompt.
+MODEL_PROMPTS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    # gemma3-270m, a base model: an instruction (mostly a question) before the label words wins
+    ("gemma3-270m", "sst2"): (
+        "Review: {sentence}\n"
+        "Is this review positive or negative?\n"
+        "Answer: [P]",
+        ("negative", "positive")),
+    ("gemma3-270m", "trec"): (
+        "Question: {sentence}\n"
+        "Is it asking for a description, an entity, an abbreviation, a human, a location or a number?\n"
+        "Answer: [P]",
+        ("description", "entity", "abbreviation", "human", "location", "number")),
+    ("gemma3-270m", "mr"): (
+        "Review: {sentence}\n"
+        "Is this review positive or negative?\n"
+        "Answer: [P]",
+        ("negative", "positive")),
+    ("gemma3-270m", "cr"): (
+        "{sentence} It was [P]",
+        ("terrible", "great")),
+    ("gemma3-270m", "subj"): (
+        "Sentence: {sentence}\n"
+        "Subjective or objective: [P]",
+        ("subjective", "objective")),
+    ("gemma3-270m", "mpqa"): (
+        "Phrase: {sentence}\n"
+        "Is this phrase positive or negative?\n"
+        "Answer: [P]",
+        ("negative", "positive")),
+    ("gemma3-270m", "sst5"): (
+        "Review: {sentence}\n"
+        "Rate it terrible, bad, okay, good or great.\n"
+        "Answer: [P]",
+        ("terrible", "bad", "okay", "good", "great")),
+    ("gemma3-270m", "cb"): (
+        "{premise}\n"
+        "Question: {hypothesis} True, False or Neither?\n"
+        "Answer: [P]",
+        ("True", "False", "Neither")),
+    ("gemma3-270m", "boolq"): (
+        "{passage}\n"
+        "Question: {question}? Yes or No?\n"
+        "Answer: [P]",
+        ("No", "Yes")),
+    ("gemma3-270m", "mrpc"): (
+        "Sentence 1: {sentence1}\n"
+        "Sentence 2: {sentence2}\n"
+        "Question: Do both sentences mean the same thing?\n"
+        "Answer: [P]",
+        ("No", "Yes")),
+}
+
+
+def for_model(task: Task, model: str | None) -> Task:
+    """``task`` with the manual prompt chosen for ``model`` where it differs from the default."""
+    chosen = MODEL_PROMPTS.get((model or "", task.name))
+    if chosen is None:
+        return task
+    template, words = chosen
+    return replace(task, template=template, verbalizer={lab: [w] for lab, w in zip(task.labels, words, strict=True)})
+
+
+def load_builtin(name: str, root: Path, shots: int | None, data_seed: int, model: str | None = None) -> TaskData:
     entry = BUILTIN[name]
     if shots is not None and shots not in entry.shots:
         raise AutopromptError(
@@ -173,5 +244,8 @@ def load_builtin(name: str, root: Path, shots: int | None, data_seed: int) -> Ta
             "(or leave `shots` out for the full protocol)"
         )
     loaders, sources = entry.make(root, shots, data_seed)
-    protocol = {"shots": shots, "data_seed": data_seed, "sources": sources}
-    return TaskData(entry.task, protocol, loaders)
+    protocol: dict[str, Any] = {"shots": shots, "data_seed": data_seed, "sources": sources}
+    task = for_model(entry.task, model)
+    if task is not entry.task:
+        protocol["manual_prompt"] = f"chosen on train for {model}"
+    return TaskData(task, protocol, loaders)

@@ -137,11 +137,12 @@ class PTuning(Searcher):
 
     def _vectors(self, ctx: SearchContext, n: int) -> Tensor:
         """``[n, H]`` starting vectors at the embeddings' scale."""
-        emb = ctx.lm.embedding_matrix().detach().float().cpu()
         if self.init == "random":
+            emb = ctx.lm.embedding_matrix().detach().float()
             gen = torch.Generator().manual_seed(ctx.seed)
-            return torch.randn(n, emb.shape[1], generator=gen) * emb.std()
-        return emb[self._init_ids(ctx, n)].clone()
+            return torch.randn(n, emb.shape[1], generator=gen) * float(emb.std()) * ctx.lm.embed_scale
+        ids = torch.tensor(self._init_ids(ctx, n), device=ctx.lm.embedding_matrix().device)
+        return ctx.lm.input_embeddings(ids).detach().float().cpu().clone()
 
     def build(self, ctx: SearchContext) -> nn.Module:
         """The trainable module for this mode, freshly initialised from the seed."""
