@@ -284,3 +284,25 @@ def tune(
                         fixed=fixed, data_dir=str(data_dir) if data_dir else None, db=db, heartbeat=heartbeat,
                         grace=grace)
     return run(config, workers=workers)
+
+
+def transfer(prompt: str | Path, model: str | FrozenLM, *, task: str | None = None, split: str = "test",
+             source_model: str | FrozenLM | None = None, data_dir: str | Path | None = None,
+             db: str | Path | None = None, record: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Score a prompt found on one model on ``model``, next to that model's manual prompt (see
+    `autoprompt.transfer.transfer`)."""
+    from autoprompt.transfer import transfer as run  # noqa: PLC0415
+
+    return run(prompt, model, task=task, split=split, source_model=source_model, data_dir=data_dir, db=db,
+               record=record, progress=progress)
+
+
+def suite_run(name: str, *, suites: str | Path | None = None, storage: str | None = None, db: str | None = None,
+              workers: int = 1, study: str | None = None, heartbeat: int = 10, grace: int = 30,
+              data_dir: str | Path | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Run (or join, from another machine) a benchmark suite as one optuna study over its cells (see
+    `autoprompt.suite.suite_run`)."""
+    from autoprompt.suite import suite_run as run  # noqa: PLC0415
+
+    return run(name, suites=suites, storage=storage, db=db, workers=workers, study=study, heartbeat=heartbeat,
+               grace=grace, data_dir=data_dir, dry_run=dry_run)

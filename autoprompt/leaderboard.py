@@ -62,6 +62,7 @@ runs = Table(
     Column("versions", Text), Column("git_rev", String(64)), Column("prompt_path", Text),
     Column("prompt_fingerprint", String(32)), Column("prompt_text", Text), Column("run_dir", Text),
     Column("finished_at", String(40)), Column("model_licence", String(200)),
+    Column("source_model", String(300)),  # set for a prompt found on another model (`autoprompt transfer`)
 )
 
 
@@ -141,6 +142,15 @@ def _add_missing_columns(engine: Engine) -> None:
 
 VariantOf = Callable[[str, dict[str, Any]], str]
 
+# one row per finished cell of a benchmark suite (`autoprompt.suite`): a cell that optuna's grid hands
+# out twice, on two machines, is recorded once: the second insert fails on the primary key
+suite_cells = Table(
+    "suite_cells", metadata,
+    Column("suite", String(200), primary_key=True), Column("cell", String(400), primary_key=True),
+    Column("run_key", String(400), nullable=False), Column("worker", String(200)),
+    Column("finished_at", String(40)),
+)
+
 
 def _listed_variant(strategy: str, params: dict[str, Any]) -> str:
     """``strategy[k=v, ...]`` over every parameter given (``calibration=none`` left out), for results
@@ -173,7 +183,7 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "versions": json.dumps(run.versions, sort_keys=True), "git_rev": run.versions.get("git", "unknown"),
         "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": run.prompt_fingerprint,
         "prompt_text": run.shown_prompt, "run_dir": str(run_dir), "finished_at": run.finished_at,
-        "model_licence": run.model_licence,
+        "model_licence": run.model_licence, "source_model": run.source_model,
     }
 
 
@@ -189,6 +199,35 @@ def record(result: RunRecord | dict[str, Any], db: str | Path | None = None,
         return True
     except IntegrityError:
         return False  # this run folder is recorded already
+    except SQLAlchemyError as err:
+        raise _unusable(str(engine.url), err) from None
+
+
+def record_cell(result: RunRecord, suite: str, cell: str, worker: str, db: str | Path | None = None) -> bool:
+    """Record a suite cell's run and mark the cell done, in one transaction; False (nothing written)
+    if the cell was recorded already (by another worker)."""
+    engine = engine_for(db)
+    row = row_from_result(result)
+    try:
+        with engine.begin() as conn:
+            conn.execute(suite_cells.insert().values(suite=suite, cell=cell, run_key=row["run_key"], worker=worker,
+                                                     finished_at=result.finished_at))
+            if conn.execute(select(runs.c.id).where(runs.c.run_key == row["run_key"])).first() is None:
+                conn.execute(runs.insert().values(**row))
+        return True
+    except IntegrityError:
+        return False  # this cell is recorded already: the grid handed it out twice
+    except SQLAlchemyError as err:
+        raise _unusable(str(engine.url), err) from None
+
+
+def recorded_cells(suite: str, db: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The finished cells of ``suite``: cell → its run key, worker and time."""
+    engine = engine_for(db)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(select(suite_cells).where(suite_cells.c.suite == suite))
+            return {r.cell: {"run_key": r.run_key, "worker": r.worker, "finished_at": r.finished_at} for r in found}
     except SQLAlchemyError as err:
         raise _unusable(str(engine.url), err) from None
 

@@ -87,6 +87,7 @@ class RunRecord:
     finished_at: str | None
     lama: dict[str, Any] | None = None          # P@k and MRR of found and baseline (LAMA tasks)
     model_licence: str | None = None            # the backbone weights' licence, where known
+    source_model: str | None = None             # a transferred prompt: the model it was found on
     leaderboard: dict[str, Any] | None = None   # set when the leaderboard could not record the run
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
 
@@ -94,7 +95,7 @@ class RunRecord:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         for name in ("scores", "baseline", "budget", "backbone"):
             out[name] = asdict(out[name]) if out[name] is not None else None
-        for name in ("lama", "leaderboard", "backbone", "model_licence"):
+        for name in ("lama", "leaderboard", "backbone", "model_licence", "source_model"):
             if out[name] is None:
                 del out[name]
         return {**out, **self.extra}
@@ -122,7 +123,8 @@ class RunRecord:
             wall_s=data.get("wall_s") or 0.0, split_sizes=data.get("split_sizes") or {},
             protocol=data.get("protocol") or {}, versions=data.get("versions") or {},
             run_dir=data.get("run_dir") or "", finished_at=data.get("finished_at"),
-            lama=data.get("lama"), model_licence=data.get("model_licence"), leaderboard=data.get("leaderboard"),
+            lama=data.get("lama"), model_licence=data.get("model_licence"), source_model=data.get("source_model"),
+            leaderboard=data.get("leaderboard"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

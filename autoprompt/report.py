@@ -2,9 +2,11 @@
 
 Per task (and model and split protocol): the leaderboard table; a bar chart of the test score by
 strategy with error bars over seeds and the manual baseline as a line; best-so-far dev score
-against budget from the runs' traces; the best prompt of each strategy as text (soft prompts by
+against budget from the runs' traces; dev gain against test gain per run and the dev − test gap per
+strategy (how far the few-shot dev set misleads); the best prompt of each strategy as text (soft prompts by
 their nearest tokens); then the environment, and the papers' anchor numbers in a table of their
-own — their models and splits differ from ours, so they are never mixed with our rows.
+own — their models and splits differ from ours, so they are never mixed with our rows. Prompts
+transferred to another model get a matrix of their own (source model · strategy → target model).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import base64
 import html
 import io
 import json
+import math
 import platform
+import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +124,92 @@ def _budget_curves(runs: Sequence[dict[str, Any]], title: str) -> bytes | None:
     return data
 
 
+def _overfitting(runs: Sequence[dict[str, Any]], title: str) -> bytes | None:
+    """Left: dev gain vs test gain over the manual prompt, a point per run, a colour per strategy, with
+    the diagonal (points below it gained more on dev than on test). Right: per strategy, the dev − test
+    gap of its runs as a box (above zero: fitted to dev)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    points = [(r["strategy"], r["dev"] - r["baseline_dev"], r["test"] - r["baseline_test"]) for r in runs
+              if None not in (r["dev"], r["baseline_dev"], r["test"], r["baseline_test"])]
+    if not points:
+        return None
+    strategies = sorted({s for s, _, _ in points})
+    colours = {s: f"C{i % 10}" for i, s in enumerate(strategies)}
+    fig, (scatter, boxes) = plt.subplots(1, 2, figsize=(10.5, 3.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    for strategy in strategies:
+        xs = [x for s, x, _ in points if s == strategy]
+        ys = [y for s, _, y in points if s == strategy]
+        scatter.scatter(xs, ys, color=colours[strategy], label=f"{strategy} ({len(xs)})", alpha=0.8, s=28)
+    low = min(min(x, y) for _, x, y in points) - 0.01
+    high = max(max(x, y) for _, x, y in points) + 0.01
+    scatter.plot([low, high], [low, high], color="#555", linestyle="--", linewidth=1, label="test gain = dev gain")
+    scatter.axhline(0, color="#bbb", linewidth=0.8)
+    scatter.axvline(0, color="#bbb", linewidth=0.8)
+    scatter.set_xlim(low, high)
+    scatter.set_ylim(low, high)
+    scatter.set_xlabel("dev gain over the manual prompt")
+    scatter.set_ylabel("test gain over the manual prompt")
+    scatter.legend(fontsize=7, loc="upper left")
+    gaps = [[x - y for s, x, y in points if s == strategy] for strategy in strategies]
+    drawn = boxes.boxplot(gaps, patch_artist=True, widths=0.6)
+    for i, (patch, strategy) in enumerate(zip(drawn["boxes"], strategies, strict=True), start=1):
+        patch.set_facecolor(colours[strategy])
+        patch.set_alpha(0.5)
+        boxes.scatter([i] * len(gaps[i - 1]), gaps[i - 1], color=colours[strategy], s=14, zorder=3)  # few runs
+    boxes.set_xticks(range(1, len(strategies) + 1), strategies, rotation=20, fontsize=8)
+    boxes.axhline(0, color="#555", linestyle="--", linewidth=1)
+    boxes.set_ylabel("dev gain − test gain")
+    fig.suptitle(title, fontsize=10)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _transfer_matrix(runs: Sequence[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+    """Per task and protocol with transferred prompts: (title, Markdown table, heatmap PNG) of the mean
+    test gain over the *target's* manual prompt, rows source model · strategy, columns target model
+    (the diagonal: prompts scored on the model they were found on)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    out = []
+    for task, protocol in sorted({(r["task"], r["protocol"]) for r in runs if r.get("source_model")}):
+        here = [r for r in runs if (r["task"], r["protocol"]) == (task, protocol)]
+        gains: dict[tuple[str, str], dict[str, list[float]]] = {}
+        for r in here:
+            source = r.get("source_model") or r["model"]
+            gains.setdefault((source, r["strategy"]), {}).setdefault(r["model"], []).append(
+                r["test"] - r["baseline_test"])
+        rows = sorted(gains)
+        targets = sorted({t for cells in gains.values() for t in cells})
+        means = [[statistics.mean(gains[row][t]) if t in gains[row] else float("nan") for t in targets]
+                 for row in rows]
+        table = ["| found on · strategy | " + " | ".join(f"on {t}" for t in targets) + " |",
+                 "|---|" + "---|" * len(targets)]
+        for row, values in zip(rows, means, strict=True):
+            cells = [f"{v:+.4f} (n={len(gains[row][t])})" if t in gains[row] else "–"
+                     for t, v in zip(targets, values, strict=True)]
+            table.append(f"| {row[0]} · {row[1]} | " + " | ".join(cells) + " |")
+        fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(targets), 1.2 + 0.38 * len(rows)))
+        limit = max((abs(v) for values in means for v in values if not math.isnan(v)), default=0.01) or 0.01
+        ax.imshow(means, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        for i, values in enumerate(means):
+            for j, v in enumerate(values):
+                ax.text(j, i, "–" if math.isnan(v) else f"{v:+.3f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(targets)), [f"on {t}" for t in targets], fontsize=8)
+        ax.set_yticks(range(len(rows)), [f"{s} · {k}" for s, k in rows], fontsize=8)
+        ax.set_title(f"{task} · {protocol}: test gain over the target's manual prompt", fontsize=9)
+        out.append((f"{task} · {protocol}", "\n".join(table), _png(fig)))
+        plt.close(fig)
+    return out
+
+
 def _environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
@@ -165,9 +255,24 @@ def build(db: str | Path | None = None, task: str | None = None, model: str | No
             name = f"budget-{_slug(t, m, protocol)}.png"
             images[name] = curve
             md += [f"![best dev score vs budget, {title}]({name})", ""]
+        native = [run for run in members if not run.get("source_model")]
+        overfit = _overfitting(native, f"{title}: how far dev and test disagree")
+        if overfit is not None:
+            name = f"overfit-{_slug(t, m, protocol)}.png"
+            images[name] = overfit
+            md += [f"![dev gain vs test gain per run, and the dev − test gap per strategy, {title}]({name})", ""]
         md += ["Best prompt per strategy (by dev):", "", "| strategy | prompt |", "|---|---|"]
         md += [f"| {r['strategy']} | `{_md_code(r['best_prompt'])}` |" for r in group]
         md.append("")
+    matrices = _transfer_matrix(runs)
+    if matrices:
+        md += ["## Prompt transfer", "", "Prompts found on one model scored on another (`autoprompt transfer`): mean "
+               "test gain over the target model's own manual prompt on the same examples; the diagonal is the "
+               "prompts' own model. Triggers travel as their text, soft prompts as their nearest tokens.", ""]
+    for title, table, png in matrices:
+        name = f"transfer-{_slug(title)}.png"
+        images[name] = png
+        md += [f"### {title}", "", table, "", f"![transfer matrix, {title}]({name})", ""]
     for section_title, body, section_images in extra_sections:
         md += [f"## {section_title}", "", body, ""]
         images.update(section_images)

@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "autoprompt"
 
-# lower layers never import higher ones: cli -> api -> tune/report -> search -> leaderboard ->
+# lower layers never import higher ones: cli -> api -> tune/report/transfer -> search -> leaderboard ->
 # evaluator -> backends -> prompts/tasks -> the basics
 LAYERS = [
     {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics",
@@ -25,7 +25,7 @@ LAYERS = [
     {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator", "autoprompt.sharing", "autoprompt.retrieval"},
     {"autoprompt.leaderboard"},
     {"autoprompt.search"},
-    {"autoprompt.tune", "autoprompt.report", "autoprompt.testing"},
+    {"autoprompt.tune", "autoprompt.report", "autoprompt.testing", "autoprompt.transfer", "autoprompt.suite"},
     {"autoprompt.api"},
     {"autoprompt.cli", "autoprompt.terminal", "autoprompt.__main__"},
 ]

@@ -161,6 +161,9 @@ def make_report(tmp_path: Path) -> Path:
         trace = [{"step": k, "best_dev": 0.6 + 0.05 * k, "budget": 100 * k} for k in range(1, 4)]
         (Path(result["run_dir"]) / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trace))
         lb.record(result, db)
+    moved = fake_result(tmp_path, 9, strategy="gradient", test=0.55, base=0.58, seed=13)
+    moved.update(model="gemma3-270m", source_model="smollm2-135m", variant="gradient (from smollm2-135m)")
+    lb.record(moved, db)  # a smollm2 prompt scored on gemma: 0.03 below gemma's manual prompt
     write_report(tmp_path / "report", db)
     return tmp_path / "report"
 
@@ -169,11 +172,16 @@ def test_report_has_tables_images_and_anchors(tmp_path):
     folder = make_report(tmp_path)
     page = (folder / "report.html").read_text()
     assert page.count("<table>") >= 3  # leaderboard, best prompts, anchors
-    assert page.count('src="data:image/png;base64,') == 2  # bar chart and budget curves, inline
+    # smollm2: bar chart, budget curves, dev-vs-test picture; gemma: bar chart; the transfer matrix
+    assert page.count('src="data:image/png;base64,') == 5
     assert "Published anchor numbers" in page and "91.4" in page
     md = (folder / "report.md").read_text()
     images = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
-    assert len(images) == 2 and all((folder / name).stat().st_size > 1000 for name in images)
+    assert len(images) == 5 and all((folder / name).stat().st_size > 1000 for name in images)
+    assert sum(name.startswith("overfit-") for name in images) == 1  # transferred runs are not in it
+    # the matrix: gradient found on smollm2 gains +0.12 on average there (runs 0.70/0.74 vs 0.60), -0.03 on gemma
+    assert "| smollm2-135m · gradient | –  | +0.1200 (n=2) |".replace("–  ", "-0.0300 (n=1) ") in md
+    assert "gradient (from smollm2-135m)" in md  # its leaderboard row says where the prompt was found
 
 
 @pytest.mark.browser

@@ -132,3 +132,23 @@ def test_gemma_triggers_are_injected_at_the_models_embedding_scale(gemma):
     ids = torch.tensor([[2, 9259, 1902]])
     assert torch.allclose(gemma.input_embeddings(ids), gemma.model.get_input_embeddings()(ids), atol=1e-4)
     assert gemma.embed_scale == pytest.approx(640 ** 0.5)
+
+
+@pytest.mark.parametrize("task", ["sst2", "rte", "trec", "agnews", "boolq", "mrpc"])
+def test_gemma_encoding_is_the_tokenization_of_the_rendered_text(gemma, data_dir, task):
+    """Gemma's sentencepiece tokenizer: the query's ids are those of its whole rendered text and each
+    label word's ids are the tail of the rendered text followed by the word."""
+    data = load_task(task, data_dir, model="gemma3-270m")
+    prompt = data.task.default_prompt
+    segments = prompt.template.segments
+    at = next(i for i, s in enumerate(segments) if s.kind == "predict")
+    table = gemma.word_table(prompt, data.task.labels)
+    for example in data.test[:40]:
+        text = "".join(s.value if s.kind == "text" else s.space + example.fields[s.value] for s in segments[:at])
+        encoded = gemma.encode(prompt, example)
+        query = encoded.ids[len(gemma.prefix_special):encoded.predict_at]
+        if len(query) + 16 < gemma.max_length:  # not truncated
+            assert query == gemma.tokenize(text)
+        for label, words in zip(data.task.labels, table, strict=True):
+            word = prompt.verbalizer.words[label][0]
+            assert gemma.tokenize(text + segments[at].space + word) == (*gemma.tokenize(text), *words[0])

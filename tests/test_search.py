@@ -316,3 +316,17 @@ def test_a_result_from_before_the_record_reads_with_defaults():
     assert (record.variant, record.calibration, record.backbone, record.trigger_text) == ("", "prior", None, "")
     assert record.shown_prompt == "{sentence} It was [P]  (triggers: Ġthe Ġgood)"  # raw pieces, as they were saved
     assert record.to_json()["a_future_key"] == [1] and record.recorded
+
+
+def test_a_search_whose_steps_cost_nothing_stops_with_a_warning(tmp_path, tiny_model_dir):
+    """One trigger over a tiny vocabulary: every candidate is soon one scored before (free), so the
+    budget never runs out; the loop stops the search once steps keep costing nothing."""
+    from autoprompt.search.loop import IDLE_STEPS  # noqa: PLC0415
+    from autoprompt.testing.tiny import toy_task_file  # noqa: PLC0415
+
+    spec = SearchSpec(task=str(toy_task_file(tmp_path)), strategy="random", model=str(tiny_model_dir),
+                      params={"num_candidates": 2, "num_triggers": 1, "rescore_examples": 4}, budget=300,
+                      out=str(tmp_path / "runs"))
+    result = run_search(spec)
+    assert any("cost no budget" in w for w in result["warnings"]) and result["budget"]["used"] < 300
+    assert result["steps"] >= IDLE_STEPS

@@ -1,8 +1,12 @@
 """Prompt + example → token ids, the same way for every backend (`Encoded`).
 
-Template text, fields, trigger tokens, soft-slot placeholders and the prediction slot are
-tokenized piece by piece, so every slot's position is known exactly; the longest field is cut
-when the whole would exceed ``max_length``. Backends differ only in the hooks at the end of
+A template is laid out as *runs* (consecutive template text and fields, rendered and tokenized as
+one string) between *slots* (trigger tokens, soft-slot placeholders, the prediction slot), so every
+slot's position is known exactly and, between slots, the ids are those of the rendered text: a
+sentencepiece tokenizer puts no word-boundary piece at a field's edge and a BPE merge across
+"great." happens as in running text. A slot is a boundary; the run after it is tokenized from a
+fresh start. The longest field is cut (in tokens, then decoded back to text and re-rendered) when
+the whole would exceed ``max_length``. Backends differ only in the hooks at the end of
 `PromptEncoder`: what ``[P]`` becomes and what closes the sequence.
 """
 
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -19,7 +23,9 @@ from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Demonstration, Prompt, Template
 from autoprompt.tasks.base import Example
 
-Piece = tuple[str, list[int]]  # (segment kind, its token ids)
+Part = list[str]  # [kind ("text" | "field"), its text]: a field's text starts with the space in front of it
+Run = list[Part]  # consecutive text and fields, tokenized as one string
+Item = tuple[str, "Run | list[int]"]  # ("run", its parts) or (slot kind, its token ids)
 RESERVED = 8  # tokens kept free for multi-token label words (extra masks / a continuation)
 
 
@@ -62,18 +68,29 @@ class PromptEncoder:
         """Token ids of ``text`` without special tokens (memoised: search re-encodes often)."""
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def continuation(self, context: str, text: str) -> tuple[int, ...]:
+        """Token ids of ``text`` as it tokenizes right after ``context`` (the tail of the whole
+        string's ids), or on its own where the context's last token merges into it."""
+        whole, head = self.tokenize(context + text), self.tokenize(context)
+        if context and whole[: len(head)] == head and len(whole) > len(head):
+            return whole[len(head):]
+        return self.tokenize(text)
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of token ids (trigger tokens are shown this way, never as raw pieces)."""
         return str(self.tokenizer.decode(list(ids)))
 
     def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable:
-        """Token ids of every label word, as the model sees it at ``[P]`` (with its leading space)."""
-        space = next(s.space for s in prompt.template.segments if s.kind == "predict")
+        """Token ids of every label word, as the model sees it at ``[P]``: after the template text in
+        front of the slot, with the space between them (``" great"`` after ``"It was"``)."""
+        segments = prompt.template.segments
+        at = next(i for i, s in enumerate(segments) if s.kind == "predict")
+        before = segments[at - 1].value if at and segments[at - 1].kind == "text" else ""
         table = []
         for label, words in zip(labels, prompt.verbalizer.for_labels(labels), strict=True):
             ids = []
             for word in words:
-                toks = self.tokenize(space + word) if space else self.tokenize(word)
+                toks = self.continuation(before, segments[at].space + word)
                 unk = self.tokenizer.unk_token_id
                 if not toks or (unk is not None and unk in toks and word != self.tokenizer.unk_token):
                     raise AutopromptError(
@@ -100,11 +117,11 @@ class PromptEncoder:
         """Token ids of the prompt filled with ``example`` (fields truncated to ``max_length``), with
         the prompt's demonstrations (or ``demos``, the ones chosen for this query from its pool)."""
         self.check_template(prompt.template)
-        pieces = self._pieces(prompt, example)
-        self._truncate(pieces)
+        layout = self._layout(prompt, example)
+        self._truncate(layout)
         query: list[int] = []
         predict_at, trigger_at, soft_at = -1, [], []
-        for kind, toks in pieces:
+        for kind, toks in self._ids(layout):
             if kind == "predict":
                 predict_at = len(query)
             elif kind == "trigger":
@@ -140,32 +157,32 @@ class PromptEncoder:
 
     def _demo_ids(self, prompt: Prompt, demo: Demonstration) -> list[int]:
         """One demonstration under the prompt's template: its fields, triggers and its label's first
-        word at ``[P]`` (as `word_table` spells it); soft slots belong to the query only."""
-        ids: list[int] = []
+        word at ``[P]`` (rendered into the run around it); soft slots belong to the query only."""
+        layout: list[Item] = []
         triggers = iter(prompt.trigger_ids)
         predicted = False
         for seg in prompt.template.segments:
             if seg.kind == "text" and not (predicted and not self.predict_tokens()):
-                ids.extend(self.tokenize(seg.value))
+                _append_text(layout, "text", seg.value)
             elif seg.kind == "field":
-                ids.extend(self.tokenize(seg.space + demo.fields[seg.value]))
+                _append_text(layout, "field", seg.space + demo.fields[seg.value])
             elif seg.kind == "trigger":
-                ids.append(next(triggers))
+                layout.append(("trigger", [next(triggers)]))
             elif seg.kind == "predict":
-                word = prompt.verbalizer.words[demo.label][0]
-                ids.extend(self.tokenize(seg.space + word) if seg.space else self.tokenize(word))
+                _append_text(layout, "text", seg.space + prompt.verbalizer.words[demo.label][0])
                 predicted = True
-        return ids
+        return [t for _, toks in self._ids(layout) for t in toks]
 
-    def _pieces(self, prompt: Prompt, example: Example) -> list[Piece]:
-        pieces: list[Piece] = []
+    def _layout(self, prompt: Prompt, example: Example) -> list[Item]:
+        """The template filled with ``example``: runs of text and fields between slots."""
+        layout: list[Item] = []
         triggers = iter(prompt.trigger_ids)
         predict = self.predict_tokens()
         for seg in prompt.template.segments:
             if seg.kind == "text":
-                if not predict and pieces and pieces[-1][0] == "predict":
+                if not predict and layout and layout[-1][0] == "predict":
                     continue  # text after an empty [P] (a causal LM's trailing whitespace) is never seen
-                pieces.append(("text", list(self.tokenize(seg.value))))
+                _append_text(layout, "text", seg.value)
             elif seg.kind == "field":
                 try:
                     value = example.fields[seg.value]
@@ -173,25 +190,57 @@ class PromptEncoder:
                     raise AutopromptError(
                         f"template field {{{seg.value}}} is not in the example (fields: {list(example.fields)})"
                     ) from None
-                pieces.append(("field", list(self.tokenize(seg.space + value))))
+                _append_text(layout, "field", seg.space + value)
             elif seg.kind == "trigger":
-                pieces.append(("trigger", [next(triggers)]))
+                layout.append(("trigger", [next(triggers)]))
             elif seg.kind == "soft":
-                pieces.append(("soft", [self.pad_id]))
+                layout.append(("soft", [self.pad_id]))
             else:
-                pieces.append(("predict", list(predict)))
-        return pieces
+                layout.append(("predict", list(predict)))
+        return layout
 
-    def _truncate(self, pieces: list[Piece]) -> None:
-        """Cut the longest field from its end until the sequence fits ``max_length``."""
-        frame = len(self.prefix_special) + len(self.closing_tokens())
-        excess = frame + RESERVED + sum(len(t) for _, t in pieces) - self.max_length
-        while excess > 0:
-            longest = max((p for p in pieces if p[0] == "field"), key=lambda p: len(p[1]), default=None)
-            if longest is None or not longest[1]:
+    def _ids(self, layout: Sequence[Item]) -> list[tuple[str, list[int]]]:
+        """(kind, token ids) of every item: a run's ids are those of its rendered text."""
+        out: list[tuple[str, list[int]]] = []
+        for kind, content in layout:
+            if kind == "run":
+                out.append((kind, list(self.tokenize("".join(text for _, text in cast(Run, content))))))
+            else:
+                out.append((kind, cast(list[int], content)))
+        return out
+
+    def _truncate(self, layout: list[Item]) -> None:
+        """Cut the longest field from its end until the sequence fits ``max_length``.
+
+        The cut is made in the field's own tokens and decoded back to text, so the run is
+        re-rendered and re-tokenized as a whole (a cut never leaves half a merge behind).
+        """
+        frame = len(self.prefix_special) + len(self.closing_tokens()) + RESERVED
+        fields = [part for kind, content in layout if kind == "run" for part in cast(Run, content)
+                  if part[0] == "field"]
+        while (excess := frame + sum(len(t) for _, t in self._ids(layout)) - self.max_length) > 0:
+            sized = [(len(self.tokenize(part[1])), part) for part in fields]
+            longest, part = max(sized, key=lambda s: s[0], default=(0, None))
+            if part is None or longest <= 1:
                 raise AutopromptError(
                     f"the template alone is longer than max_length={self.max_length} tokens; shorten it"
                 )
-            cut = min(excess, len(longest[1]) - 1) or 1
-            del longest[1][-cut:]
-            excess -= cut
+            keep = max(1, longest - excess)
+            part[1] = self._cut_text(part[1], keep)
+
+    def _cut_text(self, text: str, keep: int) -> str:
+        """``text`` cut to (at most) its first ``keep`` tokens, as text with its leading space kept."""
+        cut = self.decode(self.tokenize(text)[:keep]).rstrip("\ufffd")  # no half of a multi-byte character
+        space = text[: len(text) - len(text.lstrip())]
+        if space and not cut.startswith(space):
+            cut = space + cut.lstrip()  # decoders of sentencepiece tokenizers drop a leading space
+        if len(cut) >= len(text) or len(self.tokenize(cut)) >= len(self.tokenize(text)):
+            cut = text[:-1]  # the decoded cut re-merged into as many tokens: shorten by a character instead
+        return cut
+
+
+def _append_text(layout: list[Item], kind: str, text: str) -> None:
+    """Add ``text`` to the run at the end of ``layout`` (a new run after a slot)."""
+    if not layout or layout[-1][0] != "run":
+        layout.append(("run", []))
+    cast(Run, layout[-1][1]).append([kind, text])

@@ -1,4 +1,4 @@
-"""Commands that score a given prompt: evaluate, predict."""
+"""Commands that score a given prompt: evaluate, predict, transfer."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from autoprompt.cli.common import (
     BatchSize,
     DataDir,
     DataSeed,
+    Db,
     Model,
     Shots,
     app,
@@ -96,3 +97,46 @@ def predict(
     else:
         atomic_write_bytes(output, text.encode())
         err.print(f"{len(rows)} predictions written to {output}", highlight=False)
+
+
+@app.command()
+@friendly
+def transfer(
+    prompt: Annotated[Path, typer.Option(help="A found prompt.json (in its run folder: the run's task, shots, data "
+                                              "seed and test sample are used).")],
+    model: Annotated[str, typer.Option(help="The model to score it on (see `autoprompt models`).")],
+    task: Annotated[str | None, typer.Option(help="Task (default: the run's, else the prompt's metadata).")] = None,
+    split: Annotated[str, typer.Option(help="The split scored: test (recorded in the leaderboard) or dev.")] = "test",
+    source_model: Annotated[str | None, typer.Option(
+        help="The model the prompt was found on (default: the prompt's metadata).")] = None,
+    record: Annotated[bool, typer.Option(help="Write the result under the run folder and record a leaderboard row "
+                                              "that names the source model.")] = True,
+    data_dir: DataDir = None,
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Score a prompt found on one model on another, next to that model's own manual prompt.
+
+    Triggers are carried as their decoded text (the target re-tokenizes it); a soft prompt is carried
+    by its nearest source tokens as a hard prompt (a deep prefix cannot transfer); a calibration is
+    re-estimated on the target.
+    """
+    from autoprompt.api import transfer as run  # noqa: PLC0415
+
+    result = run(prompt, model, task=task, split=split, source_model=source_model, data_dir=data_dir, db=db,
+                 record=record, progress=True)
+    if as_json:
+        return print_json(result)
+    table = Table("task", "split", "n", "source model", "model", "strategy", "found", "manual", "gain")
+    gain = result["gain"]
+    table.add_row(result["task"], result["split"], str(result["n"]), result["source_model"], result["model"],
+                  result["strategy"], f"{result['score']:.4f}", f"{result['manual_score']:.4f}",
+                  f"{gain['delta']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]")
+    out.print(table)
+    out.print(f"carried prompt: {result['template']!r}", highlight=False)
+    for note in result["notes"]:
+        out.print(f"note: {note}", highlight=False)
+    if result.get("run_dir"):
+        out.print(f"written to {result['run_dir']} ({'recorded' if result['recorded'] else 'already'} in the "
+                  "leaderboard)", highlight=False)
+    return None

@@ -1,8 +1,9 @@
-"""Commands that search: search, tune."""
+"""Commands that search: search, tune, suite."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -165,4 +166,61 @@ def tune(
               f"test {best['test_mean']:.4f} (recorded, not optimised)", highlight=False)
     out.print(f"params: {best['params']}", highlight=False)
     out.print(f"reproduce: {best['command']}", highlight=False)
+    return None
+
+
+suite_app = typer.Typer(help="Benchmark suites (tasks × data seeds × strategies): run them on one or many machines.",
+                        no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(suite_app, name="suite")
+Suites = Annotated[Path | None, typer.Option(help="The TOML file of suites (default benchmarks/suite.toml).")]
+
+
+@suite_app.command("run")
+@friendly
+def suite_run(
+    suite: Annotated[str, typer.Argument(help="A suite's name in --suites (quick, full), or a TOML file.")],
+    suites: Suites = None,
+    storage: Annotated[str | None, typer.Option(
+        help="optuna storage URL shared by every worker (postgresql://... for several machines); default "
+             "<out>/tune.db.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (cores shared out).")] = 1,
+    study: Annotated[str | None, typer.Option(help="Study name (default suite-<name>).")] = None,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between worker heartbeats.")] = 10,
+    grace: Annotated[int, typer.Option(help="Seconds without a heartbeat before a worker counts as dead.")] = 30,
+    report: Annotated[Path | None, typer.Option(help="Report folder (default <out>/report).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List the cells and which are done; run nothing.")] = False,
+    data_dir: DataDir = None,
+    db: Annotated[str | None, typer.Option(help="The leaderboard every cell lands in (default: the --storage "
+                                                "server's database, else <out>/leaderboard.db).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run a benchmark suite: every cell a search, each done exactly once however many workers share it.
+
+    The same command on N machines with one --storage postgresql://... shares the cells; a killed worker's
+    cell is retried. Finished cells are skipped, so a stopped suite continues where it was.
+    """
+    from autoprompt.api import suite_run as run  # noqa: PLC0415
+    from autoprompt.leaderboard import aggregate, load_rows, to_markdown  # noqa: PLC0415
+    from autoprompt.report import write as write_report  # noqa: PLC0415
+
+    result = run(suite, suites=suites, storage=storage, db=db, workers=workers, study=study, heartbeat=heartbeat,
+                 grace=grace, data_dir=data_dir, dry_run=dry_run)
+    states = result["states"]
+    counts = {s: list(states.values()).count(s) for s in ("done", "resume", "todo")}
+    if not dry_run and counts["done"] == result["cells"]:
+        folder = report or Path(result["out"]) / "report"
+        result["report"] = write_report(folder, result["db"])["html"]
+    if as_json:
+        return print_json(result)
+    out.print(f"suite {result['suite']}: {result['cells']} cells, {counts['done']} done, {counts['resume']} to "
+              f"resume, {counts['todo']} to run (study {result['study']}, leaderboard {result['db']})", highlight=False)
+    if dry_run:
+        for cell, state in states.items():
+            out.print(f"  {state:6} {cell}", highlight=False)
+        return None
+    out.print(f"wall time {result['wall_s']:.0f} s on {result['workers']} worker(s) here; cells recorded by worker: "
+              f"{result['by_worker']}", highlight=False)
+    if "report" in result:
+        sys.stdout.write(to_markdown(aggregate(load_rows(result["db"]))))
+        out.print(f"report: {result['report']}", highlight=False)
     return None

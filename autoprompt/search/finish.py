@@ -72,7 +72,7 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
 
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
     dev, test = data.dev, data.test
-    base_dev, base_test = _baseline(final, manual, dev), _baseline(final, manual, test, progress)
+    base_dev, base_test = manual_baseline(final, manual, dev), manual_baseline(final, manual, test, progress)
     found_dev, found_test = ((base_dev, base_test) if best.fingerprint == manual.fingerprint
                              else (final.score(best, dev), final.score(best, test, progress=progress)))
     deltas = {"dev": bootstrap_delta(found_dev, base_dev, seed=spec.seed),
@@ -126,7 +126,9 @@ def _end_warnings(run: SearchRun, deltas: dict[str, dict[str, float]]) -> list[s
 _baselines: weakref.WeakKeyDictionary[LanguageModel, dict[tuple[Any, ...], EvalResult]] = weakref.WeakKeyDictionary()
 
 
-def _baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
+def manual_baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example], progress: bool = False
+                    ) -> EvalResult:
+    """The manual prompt's score on ``examples``, computed once per model, task and examples."""
     task = final.task
     key = (task.name, task.metric, tuple(task.labels), final.majority_label, manual.fingerprint,
            examples_fingerprint(examples))

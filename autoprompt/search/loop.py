@@ -46,6 +46,7 @@ def run_search(
     stop_after: int | None = None,
     db: str | Path | None = None,
     on_step: OnStep | None = None,
+    record: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) a search, write its artifacts and record it in the leaderboard.
 
@@ -62,6 +63,7 @@ def run_search(
             ``leaderboard.db`` in ``spec.out``).
         on_step: called after every checkpointed step with (step, ``{"best_dev", "budget"}``); an
             exception it raises stops the run there, checkpoint intact (a tuner prunes this way).
+        record: record the finished run in the leaderboard (a benchmark suite records its cells itself).
     """
     started = time.perf_counter()
     folder = RunDir(resume) if resume is not None else None
@@ -71,7 +73,8 @@ def run_search(
         if done is not None:  # finished: make sure it is recorded (a no-op if it is)
             finished = RunRecord.from_json(done)
             finished.variant = finished.variant or variant(finished.strategy, finished.params)
-            _record(finished, leaderboard_db(db, spec.out))
+            if record:
+                _record(finished, leaderboard_db(db, spec.out))
             return finished.to_json()
     else:
         check_writable_folder(spec.out, "run folder")
@@ -101,7 +104,7 @@ def run_search(
         return {"interrupted": True, "run_dir": str(folder.path), "step": run.steps}
     result = finish(run, progress)
     folder.write_result(result.to_json())
-    if not _record(result, leaderboard_db(db, spec.out)):
+    if record and not _record(result, leaderboard_db(db, spec.out)):
         folder.write_result(result.to_json())  # now saying why the leaderboard does not hold it
     return result.to_json()
 
@@ -136,7 +139,7 @@ def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnSt
     trace = run.folder.trace(keep=run.steps if run.folder.has_checkpoint() else None)
     budget.max_seconds, budget.started = run.spec.max_seconds, time.monotonic()  # the start is what any run costs
     clock = time.perf_counter() - run.elapsed_before
-    taken = 0
+    taken, idle, spent = 0, 0, budget.used
     bar = events.Progress(f"{run.spec.strategy} on {run.data.task.name}", budget.max_forwards, "fwd",
                           initial=budget.used, enabled=progress)
     try:
@@ -150,6 +153,12 @@ def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnSt
                     break
                 run.steps += 1
                 taken += 1
+                idle = idle + 1 if budget.used == spent else 0
+                spent = budget.used
+                if idle >= IDLE_STEPS:  # every candidate was scored before: steps cost nothing and never end
+                    ctx.warn(f"{idle} steps in a row cost no budget (every candidate they drew was already "
+                             "scored): the search space is exhausted, so the search stops here")
+                    run.state = {**run.state, "done": True}
                 best_dev = run.state.get("best_dev")
                 trace.append({"step": run.steps, **info, "best_dev": best_dev, "budget": budget.used,
                               "forwards": budget.forwards, "backwards": budget.backwards,
@@ -163,6 +172,9 @@ def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnSt
     except KeyboardInterrupt:
         raise SearchInterrupted(str(run.folder.path)) from None
     return stop_after is None or taken < stop_after or bool(run.state.get("done")) or budget.exhausted
+
+
+IDLE_STEPS = 50  # steps in a row without spending budget after which a search has nothing left to try
 
 
 def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:

@@ -53,6 +53,20 @@ def _bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
                                    bos_token="<s>", eos_token="</s>")
 
 
+def _sentencepiece_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A unigram model over ``▁``-marked words with a dummy prefix (the Llama-2/T5 sentencepiece
+    convention): every tokenized string starts a word, so pieces tokenized apart differ from the
+    whole string at their joins, which is what the encoder must get right."""
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<s>", eos_token="</s>")
+
+
 def _wordpiece_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -68,12 +82,14 @@ def _wordpiece_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, **kwargs: Any) -> CausalLM:
-    """A 2-layer causal LM (``llama`` or ``gpt2``) with a byte-level BPE tokenizer, CPU, frozen.
+def tiny_causal_lm(arch: str = "llama", seed: int = 0, tie: bool = True, tokenizer_kind: str = "bpe",
+                   **kwargs: Any) -> CausalLM:
+    """A 2-layer causal LM (``llama`` or ``gpt2``) with a byte-level BPE tokenizer (or, with
+    ``tokenizer_kind="sentencepiece"``, a unigram one with a dummy prefix), CPU, frozen.
 
     ``tie=False`` gives the LM head its own weights (tests that plant a signal there).
     """
-    tokenizer = _bpe_tokenizer()
+    tokenizer = _sentencepiece_tokenizer() if tokenizer_kind == "sentencepiece" else _bpe_tokenizer()
     torch.manual_seed(seed)
     vocab = len(tokenizer)
     config: PretrainedConfig

@@ -20,8 +20,16 @@ marked FAILED as surplus (so the count is exact however many workers race).
 
 from autoprompt.tune.config import TuneConfig, default_space, grid, load_space, parse_seeds, storage_url, suggest
 from autoprompt.tune.figures import study_figures, study_section
-from autoprompt.tune.study import fail_orphans, open_study, reproduce_command, summary, tune, worker
+from autoprompt.tune.study import (
+    fail_orphans,
+    open_rdb_study,
+    open_study,
+    reproduce_command,
+    summary,
+    tune,
+    worker,
+)
 
-__all__ = ["TuneConfig", "default_space", "fail_orphans", "grid", "load_space", "open_study", "parse_seeds",
-           "reproduce_command", "storage_url", "study_figures", "study_section", "suggest", "summary", "tune",
-           "worker"]
+__all__ = ["TuneConfig", "default_space", "fail_orphans", "grid", "load_space", "open_rdb_study", "open_study",
+           "parse_seeds", "reproduce_command", "storage_url", "study_figures", "study_section", "suggest", "summary",
+           "tune", "worker"]

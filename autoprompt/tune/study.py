@@ -66,23 +66,31 @@ def _retry_once() -> Callable[[Study, FrozenTrial], None]:
 
 def open_study(config: TuneConfig, worker: int = 0) -> Study:
     """The study in its RDB storage (created if missing), with heartbeats and one retry of failed trials."""
+    return open_rdb_study(config.study, config.storage, _sampler(config, worker), _pruner(config.pruner),
+                          config.heartbeat, config.grace)
+
+
+def open_rdb_study(name: str, url: str, sampler: BaseSampler, pruner: BasePruner | None = None,
+                   heartbeat: int = 10, grace: int = 30) -> Study:
+    """A maximising study in the RDB storage ``url`` (created if missing): workers beat every
+    ``heartbeat`` seconds, and a trial whose worker stopped beating for ``grace`` seconds is failed
+    and retried once with the same parameters."""
     import optuna  # noqa: PLC0415
     from optuna.exceptions import ExperimentalWarning  # noqa: PLC0415
     from optuna.storages import RDBStorage  # noqa: PLC0415
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say what happens
-    url = config.storage
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            storage = RDBStorage(url, heartbeat_interval=config.heartbeat, grace_period=config.grace,
+            storage = RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
                                  heartbeat_stale_trial_callback=_retry_once(),
                                  engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     except Exception as err:  # optuna/SQLAlchemy raise many kinds here; all mean "cannot open"
         raise AutopromptError(f"cannot open the optuna storage {url} ({type(err).__name__}: {err}); "
                               "check `storage`") from None
-    return optuna.create_study(study_name=config.study, storage=storage, direction="maximize",
-                               sampler=_sampler(config, worker), pruner=_pruner(config.pruner), load_if_exists=True)
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
 
 
 def _counts(study: Study) -> dict[str, int]:
