@@ -172,7 +172,8 @@ def _overfitting(runs: Sequence[dict[str, Any]], title: str) -> bytes | None:
 def _transfer_matrix(runs: Sequence[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
     """Per task and protocol with transferred prompts: (title, Markdown table, heatmap PNG) of the mean
     test gain over the *target's* manual prompt, rows source model · strategy, columns target model
-    (the diagonal: prompts scored on the model they were found on)."""
+    (the diagonal: prompts scored on the model they were found on). A row is the leaderboard row the
+    prompt had on its own model (strategy and non-default parameters)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -184,13 +185,14 @@ def _transfer_matrix(runs: Sequence[dict[str, Any]]) -> list[tuple[str, str, byt
         gains: dict[tuple[str, str], dict[str, list[float]]] = {}
         for r in here:
             source = r.get("source_model") or r["model"]
-            gains.setdefault((source, r["strategy"]), {}).setdefault(r["model"], []).append(
+            found_as = r["variant"].split(" (from ")[0]  # the row the prompt had on its own model
+            gains.setdefault((source, found_as), {}).setdefault(r["model"], []).append(
                 r["test"] - r["baseline_test"])
         rows = sorted(gains)
         targets = sorted({t for cells in gains.values() for t in cells})
         means = [[statistics.mean(gains[row][t]) if t in gains[row] else float("nan") for t in targets]
                  for row in rows]
-        table = ["| found on · strategy | " + " | ".join(f"on {t}" for t in targets) + " |",
+        table = ["| found on · leaderboard row | " + " | ".join(f"on {t}" for t in targets) + " |",
                  "|---|" + "---|" * len(targets)]
         for row, values in zip(rows, means, strict=True):
             cells = [f"{v:+.4f} (n={len(gains[row][t])})" if t in gains[row] else "–"
@@ -201,9 +203,10 @@ def _transfer_matrix(runs: Sequence[dict[str, Any]]) -> list[tuple[str, str, byt
         ax.imshow(means, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         for i, values in enumerate(means):
             for j, v in enumerate(values):
-                ax.text(j, i, "–" if math.isnan(v) else f"{v:+.3f}", ha="center", va="center", fontsize=8)
+                ax.text(j, i, "–" if math.isnan(v) else f"{v:+.3f}", ha="center", va="center", fontsize=8,
+                        color="white" if not math.isnan(v) and abs(v) > 0.6 * limit else "black")
         ax.set_xticks(range(len(targets)), [f"on {t}" for t in targets], fontsize=8)
-        ax.set_yticks(range(len(rows)), [f"{s} · {k}" for s, k in rows], fontsize=8)
+        ax.set_yticks(range(len(rows)), [f"{s} · {k}" for s, k in rows], fontsize=7)
         ax.set_title(f"{task} · {protocol}: test gain over the target's manual prompt", fontsize=9)
         out.append((f"{task} · {protocol}", "\n".join(table), _png(fig)))
         plt.close(fig)

@@ -117,10 +117,12 @@ def status(run: SuiteRun) -> dict[str, str]:
             for cell, spec in run.cells().items()}
 
 
-def _open(run: SuiteRun, worker: int) -> Study:
+def _open(run: SuiteRun) -> Study:
     import optuna  # noqa: PLC0415
 
-    sampler = optuna.samplers.GridSampler({"cell": list(run.cells())}, seed=worker)
+    # one seed for every worker: a grid id names a cell of the seed's shuffled grid, so workers with
+    # different seeds would read each other's ids as other cells (duplicates and misses)
+    sampler = optuna.samplers.GridSampler({"cell": list(run.cells())}, seed=0)
     return open_rdb_study(run.study, run.storage, sampler, optuna.pruners.NopPruner(), run.heartbeat, run.grace)
 
 
@@ -155,7 +157,7 @@ def worker(run: SuiteRun, index: int = 0, poll: float = 2.0) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, in optuna's words
     if run.threads:
         torch.set_num_threads(run.threads)
-    study = _open(run, index)
+    study = _open(run)
     name = f"{socket.gethostname()}:{os.getpid()}"
     loaded: dict[str, Any] = {}  # the model, loaded when this worker first has a cell to run
 
@@ -223,7 +225,7 @@ def suite_run(name: str, *, suites: str | Path | None = None, storage: str | Non
     if dry_run:
         return {**out, "states": states}
     started = time.perf_counter()
-    _open(run, 0)  # create the study (and fail fast on a bad storage) before the workers start
+    _open(run)  # create the study (and fail fast on a bad storage) before the workers start
     if workers == 1:
         worker(run)
     else:

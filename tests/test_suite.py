@@ -73,6 +73,16 @@ def test_a_cell_handed_out_twice_is_recorded_once(tmp_path, tiny_model_dir):
     assert last.state == TrialState.FAIL and last.user_attrs["surplus"] and len(cell_rows(first["db"])) == 2
 
 
+def test_two_local_workers_share_one_grid(tmp_path, tiny_model_dir):
+    """Workers read each other's grid ids as the same cells: no cell is drawn twice while others wait."""
+    suites = write_suite(tmp_path, tiny_model_dir)
+    result = suite_run("tiny", suites=suites, workers=2)
+    assert result["done"] == 4 and sum(result["by_worker"].values()) == 4
+    trials = optuna.load_study(study_name="suite-tiny", storage=result["storage"]).get_trials()
+    drawn = [t.params["cell"] for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(drawn) == sorted(load_suite("tiny", suites).cells())
+
+
 def test_suite_cli_dry_run_and_bad_names(tmp_path, tiny_model_dir):
     suites = write_suite(tmp_path, tiny_model_dir)
     runner = CliRunner()

@@ -30,12 +30,12 @@ def _sampler(config: TuneConfig, worker: int) -> BaseSampler:
     import optuna  # noqa: PLC0415
 
     seed = config.seed + 1000 * worker  # workers must not draw the same points
+    if config.sampler == "grid":  # but a grid id names a point of the seed's shuffled grid: one seed for all
+        return optuna.samplers.GridSampler(grid(config.space), seed=config.seed)
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if config.sampler == "grid":
-        return optuna.samplers.GridSampler(grid(config.space), seed=seed)
     raise AutopromptError(f"`sampler` {config.sampler!r} is not one of tpe, random, grid")
 
 
