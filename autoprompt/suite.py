@@ -33,13 +33,13 @@ from autoprompt.io import check_writable_folder
 from autoprompt.record import RunRecord
 from autoprompt.search import SearchSpec, find_run, run_search
 from autoprompt.tune import fail_orphans, open_rdb_study, storage_url
+from autoprompt.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
 
 if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import Trial
 
 SUITES_FILE = Path("benchmarks") / "suite.toml"
-SURPLUS, STARTED = "surplus", "started"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,6 @@ class SuiteRun:
     grace: int = 30
     threads: int | None = None  # torch threads per worker (default: the cores shared out)
     data_dir: str | None = None
-
 
     def cells(self) -> dict[str, SearchSpec]:
         """The suite's cells, reading data from ``data_dir``."""
