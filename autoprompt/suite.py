@@ -17,7 +17,6 @@ run folder from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import socket
 import time
@@ -32,7 +31,7 @@ from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder
 from autoprompt.record import RunRecord
 from autoprompt.search import SearchSpec, find_run, run_search
-from autoprompt.tune import fail_orphans, open_rdb_study, storage_url
+from autoprompt.tune import fail_orphans, open_rdb_study, run_processes, storage_url
 from autoprompt.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
 
 if TYPE_CHECKING:
@@ -228,12 +227,7 @@ def suite_run(name: str, *, suites: str | Path | None = None, storage: str | Non
     if workers == 1:
         worker(run)
     else:
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(run, i), name=f"suite-worker-{i}") for i in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        run_processes(_worker_main, run, workers, "suite-worker")
     done = lb.recorded_cells(chosen.name, shared)
     return {**out, "wall_s": round(time.perf_counter() - started, 1), "done": len(done),
             "by_worker": _count(done), "states": status(run)}

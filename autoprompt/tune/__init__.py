@@ -25,11 +25,12 @@ from autoprompt.tune.study import (
     open_rdb_study,
     open_study,
     reproduce_command,
+    run_processes,
     summary,
     tune,
     worker,
 )
 
 __all__ = ["TuneConfig", "default_space", "fail_orphans", "grid", "load_space", "open_rdb_study", "open_study",
-           "parse_seeds", "reproduce_command", "storage_url", "study_figures", "study_section", "suggest", "summary",
-           "tune", "worker"]
+           "parse_seeds", "reproduce_command", "run_processes", "storage_url", "study_figures", "study_section",
+           "suggest", "summary", "tune", "worker"]

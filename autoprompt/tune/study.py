@@ -218,13 +218,18 @@ def tune(config: TuneConfig, workers: int = 1) -> dict[str, Any]:
     if workers <= 1:
         worker(config)
     else:
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(config, i), name=f"tune-worker-{i}") for i in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        run_processes(_worker_main, config, workers, "tune-worker")
     return summary(config)
+
+
+def run_processes(target: Callable[[Any, int], None], config: Any, n: int, name: str) -> None:
+    """``target(config, i)`` for i < ``n``, each in its own spawned process; returns when all have ended."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(config, i), name=f"{name}-{i}") for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
 
 
 def summary(config: TuneConfig) -> dict[str, Any]:
