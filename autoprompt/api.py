@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt.backends import FrozenLM
+from autoprompt.backends.decoding import Decoding
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
+from autoprompt.soft import resolve_soft
 from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
 from autoprompt.tasks.base import stratified_sample
 from autoprompt.tasks.readers import read_inputs
@@ -50,6 +52,8 @@ def evaluate(
     data_dir: str | Path | None = None,
     progress: bool = False,
     calibration: str | None = None,
+    num_beams: int = 1,
+    max_new_tokens: int = 64,
 ) -> dict[str, Any]:
     """Score one prompt on one split of a task.
 
@@ -68,11 +72,14 @@ def evaluate(
         progress: show a progress bar.
         calibration: ``none``, ``contextual`` or ``prior`` (estimated on the task's train inputs,
             labels unused) to (re-)calibrate the prompt; None keeps the prompt's own calibration.
+        num_beams: generation tasks: 1 decodes greedily, more runs beam search.
+        max_new_tokens: generation tasks: the most tokens generated per input.
 
     Returns:
         A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, calibration, per-class
         counts, LAMA extras, protocol, wall time and versions. For ``lama``: one entry per relation
-        plus their mean.
+        plus their mean. For a generation task: ``generation`` (ROUGE-L, the references' per-token
+        log-likelihood, the decoding) and ``outputs`` (input, output, references per example).
     """
     if limit is not None and limit < 1:
         raise AutopromptError(f"limit {limit} leaves nothing to score; give a positive number")
@@ -85,18 +92,24 @@ def evaluate(
     chosen = build_prompt(data, template, verbalizer, prompt)
     examples = data.split(split) if limit is None else stratified_sample(data.split(split), limit)
     lm = load_model(model) if isinstance(model, str) else model
-    evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"))
+    evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"),
+                          decoding=Decoding(num_beams, max_new_tokens))
     if calibration is not None:
         chosen = evaluator.calibrate([chosen], calibration, data.train if calibration == "prior" else None)[0]
     result = evaluator.score(chosen, examples, progress=progress)
+    generated: dict[str, Any] = {}
+    if result.outputs is not None:
+        generated = {"generation": {**result.extra, "decoding": evaluator.decoding.to_json()},
+                     "outputs": [{"input": dict(ex.fields), "output": text, "references": list(ex.targets)}
+                                 for ex, text in zip(examples, result.outputs, strict=True)]}
     return {
         "task": data.task.name, "split": split, "model": lm.name, "model_licence": lm.licence,
         "n": result.n, "metric": result.metric,
-        "score": result.score, **({"lama": result.extra} if result.extra else {}),
+        "score": result.score, **({"lama": result.extra} if result.metric == "lama" else {}), **generated,
         "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
         "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,
         "calibration": chosen.calibration.to_json(),
-        "per_class": result.per_class(data.task.labels) if result.metric != "lama" else None,
+        "per_class": result.per_class(data.task.labels) if result.metric not in ("lama", "bleu") else None,
         "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
         "protocol": data.protocol, "limit": limit,
         **({"sample": f"seeded class-stratified sample of {result.n}"} if limit is not None else {}),
@@ -112,8 +125,11 @@ def predict(
     batch_size: int = 32,
     top: int = 5,
     progress: bool = False,
+    num_beams: int = 1,
+    max_new_tokens: int = 64,
 ) -> list[dict[str, Any]]:
-    """Labels for new inputs under a saved prompt (discrete, soft or an ensemble).
+    """Labels for new inputs under a saved prompt (discrete, soft or an ensemble), or the generated
+    text under a generation prompt (one without label words).
 
     Args:
         prompt: a ``prompt.json`` artifact (its ``soft.safetensors`` beside it) or a prompt.
@@ -122,16 +138,29 @@ def predict(
         batch_size: examples per forward.
         top: class probabilities reported per row (the most likely first).
         progress: show a progress bar.
+        num_beams: generation: 1 decodes greedily, more runs beam search.
+        max_new_tokens: generation: the most tokens generated per input.
 
     Returns:
-        Per input: its fields, the predicted ``label`` and the top class probabilities.
+        Per input: its fields, the predicted ``label`` and the top class probabilities; for a
+        generation prompt its fields and ``output``.
     """
     chosen = prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
     fields = chosen.template.fields
     rows = read_inputs(inputs, fields) if isinstance(inputs, str | Path) else [dict(r) for r in inputs]
-    labels = chosen.verbalizer.labels
+    soft = resolve_soft(chosen.soft) if isinstance(chosen, Prompt) else None
+    head_labels = tuple((soft.meta or {}).get("labels", ())) if soft is not None and soft.head is not None else ()
+    if isinstance(chosen, Prompt) and not chosen.verbalizer.labels and not head_labels:  # a generation prompt
+        task = Task(str(chosen.meta.get("task", "predict")), fields, (), chosen.template.source, {}, "bleu",
+                    kind="generation")
+        lm = model if isinstance(model, FrozenLM) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
+        scorer = Evaluator(lm, task, batch_size=batch_size, cache=False, decoding=Decoding(num_beams, max_new_tokens))
+        assert scorer.generation is not None  # a generation task's evaluator has its scorer
+        texts = scorer.generation.generate(chosen, [Example({f: r[f] for f in fields}, 0) for r in rows], progress)
+        return [{**row, "output": text} for row, text in zip(rows, texts, strict=True)]
+    labels = chosen.verbalizer.labels or head_labels  # a classification head names its classes
     task = Task(str(chosen.meta.get("task", "predict")), fields, labels, chosen.template.source,
-                {label: list(chosen.verbalizer.words[label]) for label in labels})
+                {label: list(chosen.verbalizer.words[label]) for label in chosen.verbalizer.labels})
     lm = model if isinstance(model, FrozenLM) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
     examples = [Example({f: r[f] for f in fields}, 0) for r in rows]  # labels unknown: never read
     result = Evaluator(lm, task, batch_size=batch_size, cache=False).score(chosen, examples, progress=progress)
@@ -163,7 +192,7 @@ def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, 
 
 def describe_tasks(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per built-in task (plus the LAMA relations found locally)."""
-    from autoprompt.tasks import BUILTIN  # noqa: PLC0415
+    from autoprompt.tasks import BUILTIN, E2E_TASK  # noqa: PLC0415
 
     rows = [{"task": name, "labels": list(e.task.labels), "metric": e.task.metric, "shots": list(e.shots),
              "description": e.task.description, "data": e.task.availability, "template": e.task.template}
@@ -174,6 +203,8 @@ def describe_tasks(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
                  "description": "LAMA T-REx fact retrieval; `lama` runs all relations",
                  "data": f"{len(relations)} relations: {' '.join(relations)}" if relations else "needs local data",
                  "template": "{subject} was born in [P] (per relation)"})
+    rows.append({"task": E2E_TASK.name, "labels": [], "metric": E2E_TASK.metric, "shots": ["N training references"],
+                 "description": E2E_TASK.description, "data": E2E_TASK.availability, "template": E2E_TASK.template})
     return rows
 
 

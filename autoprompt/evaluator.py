@@ -18,9 +18,11 @@ from torch import Tensor
 
 from autoprompt import events, metrics
 from autoprompt.backends import Encoded, LanguageModel, Scores, WordTable
+from autoprompt.backends.decoding import Decoding
 from autoprompt.batching import Job, buckets
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
+from autoprompt.generation import GenerationScorer
 from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt
 from autoprompt.retrieval import Retriever
 from autoprompt.scores import EvalResult, calibrate_logprobs, log_mean_prob
@@ -42,11 +44,12 @@ class Evaluator:
         majority_label: LAMA's "always the most common object" baseline class.
         shared_prefix: on causal LMs, run the part of an input that several prompts share once
             and only the rest per prompt (trigger candidates differ after the input text).
+        decoding: how a generation task's outputs are generated (default: greedy, 64 new tokens).
     """
 
     def __init__(self, lm: LanguageModel, task: Task, batch_size: int = 32, max_tokens: int = 8192,
                  budget: Budget | None = None, cache: bool = True, majority_label: int | None = None,
-                 shared_prefix: bool = True) -> None:
+                 shared_prefix: bool = True, decoding: Decoding | None = None) -> None:
         if batch_size < 1:
             raise AutopromptError(f"batch size must be at least 1, got {batch_size}")
         self.lm = lm
@@ -64,6 +67,10 @@ class Evaluator:
         self.stats: Counter[str] = Counter()  # real/padded tokens and batches, for benchmarks
         self.sharing = SharedScorer(lm, batch_size, max_tokens, self.metric.ranks_gold, self.stats)
         self.retriever = Retriever(lm, batch_size)  # KATE's per-query demonstrations
+        self.decoding = decoding or Decoding()
+        # a generation task is scored by decoding and references, not label words
+        self.generation = (GenerationScorer(lm, task, batch_size, max_tokens, budget, self.decoding, self._soft,
+                                            self.stats) if task.is_generation else None)
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
         """Score one prompt or ensemble (see `score_many`)."""
@@ -76,10 +83,16 @@ class Evaluator:
         An ensemble's members are scored like any prompt (and charged once each); its class
         log-probs are their weighted mean.
 
+        On a generation task each prompt's outputs are decoded and scored against the references
+        (`GenerationScorer`).
+
         Raises:
             AutopromptError: no examples, or a prompt that does not fit the task or model.
             BudgetExhausted: the budget cannot pay for the uncached prompts.
         """
+        if self.generation is not None:
+            self.generation.budget = self.budget  # the core may lift the budget after a search
+            return self.generation.score_many(prompts, examples, progress)
         singles = list({p.fingerprint: p for q in prompts
                         for p in (q.members if isinstance(q, Ensemble) else (q,))}.values())
         # a calibrated prompt is its uncalibrated twin's scores with the class prior divided out
@@ -129,7 +142,9 @@ class Evaluator:
             done = {m.fingerprint: m.uncalibrated for m in singles}
         else:
             if not self.metric.calibratable:
-                raise AutopromptError("calibration is for classification tasks; LAMA ranks objects uncalibrated")
+                raise AutopromptError(f"calibration is for classification tasks; {self.task.name} is scored "
+                                      "uncalibrated (LAMA ranks objects, generation has no classes): set "
+                                      "`calibration` to none")
             if method == "prior" and not inputs:
                 raise AutopromptError("calibration 'prior' needs the task's train inputs to estimate the class prior")
             examples = self.content_free() if method == "contextual" else list(inputs or ())
@@ -212,9 +227,10 @@ class Evaluator:
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
             self.lm.check_triggers(prompt)
-            table = self.lm.word_table(prompt, labels)
-            tables.append(table)
             softs.append(self._soft(prompt))
+            # a classification head scores the classes itself: no label words
+            table = [] if softs[-1] is not None and softs[-1].head is not None else self.lm.word_table(prompt, labels)
+            tables.append(table)
             # prompts with their own soft tensors never share a batch (or a prefix) with others
             key = (tuple(tuple(ws) for ws in table), p if softs[-1] is not None else -1)
             chosen = self._demos_per_query(prompt, examples)
@@ -282,6 +298,16 @@ class Evaluator:
                                   f"embeddings have {hidden}; score it with the model it was trained on")
         if soft.prefix is not None:
             self.lm.check_prefix()
+        if soft.head is not None:
+            named = (soft.meta or {}).get("labels")
+            if named is not None and tuple(named) != tuple(self.task.labels):
+                raise AutopromptError(f"the prompt's classification head classifies {list(named)}, not task "
+                                      f"{self.task.name}'s labels {list(self.task.labels)}; train it for this task")
+            width = self.lm.output_embedding_matrix().shape[1] + 1
+            if soft.head.shape != (len(self.task.labels), width):
+                raise AutopromptError(f"the prompt's classification head is {list(soft.head.shape)} but task "
+                                      f"{self.task.name} on {self.lm.name} needs [{len(self.task.labels)}, {width}] "
+                                      "(classes x features + bias); train it for this task and model")
         return soft
 
     def _buckets(self, jobs: list[Job]) -> list[list[Job]]:

@@ -90,7 +90,19 @@ class LamaRanking(Metric):
         return out
 
 
+class TextMetric(Metric):
+    """Generation: corpus BLEU against all references (with ROUGE-L); the generation scorer
+    computes it from decoded texts (`autoprompt.generation`), not from class log-probs."""
+
+    calibratable = False
+
+    def score(self, logprobs: Tensor, labels: Tensor) -> float:
+        raise TypeError("BLEU is computed from generated texts (EvalResult.bleu_stats), not class log-probs")
+
+
 def metric_for(name: str) -> Metric:
     """The `Metric` object of a task's metric name."""
-    return LamaRanking(name) if name == "lama" else Metric(name)
+    if name == "lama":
+        return LamaRanking(name)
+    return TextMetric(name) if name == "bleu" else Metric(name)
 

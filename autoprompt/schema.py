@@ -95,10 +95,11 @@ class TaskFile(_Strict):
     columns: list[StrictStr] | None = Field(default=None, min_length=1)
     fields: list[StrictStr] | dict[str, StrictStr] = Field(min_length=1)
     label_column: StrictStr = "label"
-    labels: list[StrictStr | StrictInt] = Field(min_length=2)
+    target_column: StrictStr | None = None  # a generation task: the reference text's column
+    labels: list[StrictStr | StrictInt] | None = Field(default=None, min_length=2)
     template: StrictStr
-    verbalizer: dict[str, Words] = Field(min_length=2)
-    metric: Literal["accuracy", "f1", "macro_f1"] = "accuracy"
+    verbalizer: dict[str, Words] | None = Field(default=None, min_length=2)
+    metric: Literal["accuracy", "f1", "macro_f1", "bleu"] | None = None
 
 
 def _describe(error: Mapping[str, Any]) -> str:

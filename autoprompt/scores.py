@@ -16,9 +16,15 @@ class EvalResult:
     """Scores of one prompt on one list of examples.
 
     Attributes:
-        score: the task metric (accuracy, F1, macro-F1; P@1 for LAMA).
-        logprobs: ``[N, C]`` class log-probs, in example order.
-        extra: LAMA's ``p@10``, ``mrr``, ``majority_p@1``, ``vocab_p@1`` (and its ``vocab_n``).
+        score: the task metric (accuracy, F1, macro-F1; P@1 for LAMA; corpus BLEU, 0–100, for generation).
+        logprobs: ``[N, C]`` class log-probs, in example order; on a generation task ``[N, 1]``, each
+            input's mean per-token log-likelihood of its references (teacher-forced).
+        extra: LAMA's ``p@10``, ``mrr``, ``majority_p@1``, ``vocab_p@1`` (and its ``vocab_n``);
+            generation's ``rougeL`` and ``loglik_per_token``.
+        outputs: the generated texts (generation tasks).
+        bleu_stats: ``[N, 10]`` each output's BLEU statistics (`text_metrics.bleu_stats`), so a
+            resample of the inputs has an exact corpus BLEU.
+        sentence_scores: ``[N]`` smoothed sentence BLEU of each output (a per-input objective).
     """
 
     metric: str
@@ -27,6 +33,9 @@ class EvalResult:
     labels: Tensor
     extra: dict[str, float] = field(default_factory=dict)
     top_token: Tensor | None = field(default=None, repr=False)
+    outputs: list[str] | None = field(default=None, repr=False)
+    bleu_stats: Tensor | None = field(default=None, repr=False)
+    sentence_scores: Tensor | None = field(default=None, repr=False)
 
     @property
     def preds(self) -> Tensor:

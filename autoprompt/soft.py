@@ -6,7 +6,10 @@ A `SoftPrompt` is what a continuous-prompt search produces and what the evaluato
   tuning, P-tuning v1: a prompt encoder's output is fixed once trained, so only its output is
   needed to score);
 * ``prefix`` ``[L, 2, K, P, D]`` — keys and values prepended at every layer (P-tuning v2 /
-  prefix-tuning): L layers, key/value, K key-value heads, P prefix positions, D head size.
+  prefix-tuning): L layers, key/value, K key-value heads, P prefix positions, D head size;
+* ``head`` ``[C, H + 1]`` — a linear classifier on what the LM head reads at ``[P]`` (P-tuning v2's
+  "back to [CLS]"): one row per class, in the task's label order, its bias in the last column. A
+  prompt with a head has no label words: the head, not a verbalizer, scores the classes.
 
 Saved as ``soft.safetensors`` beside ``prompt.json`` (the prompt's ``soft`` names it). The
 `digest` covers the tensors' contents, so a prompt's fingerprint is the same in memory and on disk.
@@ -38,15 +41,19 @@ class SoftPrompt:
         slots: ``[S, H]`` vectors at the ``[S]`` slots, or None.
         prefix: ``[L, 2, K, P, D]`` per-layer key/value prefix, or None.
         meta: provenance (mode, model, trainable parameter count); saved in the file header.
+        head: ``[C, H + 1]`` a linear classification head at ``[P]`` (weights, then the bias), or None.
     """
 
     slots: Tensor | None = None
     prefix: Tensor | None = None
     meta: dict[str, Any] | None = None
+    head: Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.slots is None and self.prefix is None:
-            raise AutopromptError("a soft prompt needs slot vectors or a key/value prefix")
+        if self.slots is None and self.prefix is None and self.head is None:
+            raise AutopromptError("a soft prompt needs slot vectors, a key/value prefix or a classification head")
+        if self.head is not None and self.head.dim() != 2:
+            raise AutopromptError(f"a classification head must be [C, H + 1], got shape {list(self.head.shape)}")
         if self.slots is not None and self.slots.dim() != 2:
             raise AutopromptError(f"soft slot vectors must be [S, H], got shape {list(self.slots.shape)}")
         if self.prefix is not None and (self.prefix.dim() != 5 or self.prefix.shape[1] != 2):
@@ -66,7 +73,15 @@ class SoftPrompt:
             out["slots"] = self.slots.detach().float().cpu().contiguous()
         if self.prefix is not None:
             out["prefix"] = self.prefix.detach().float().cpu().contiguous()
+        if self.head is not None:
+            out["head"] = self.head.detach().float().cpu().contiguous()
         return out
+
+    def head_logits(self, features: Tensor) -> Tensor:
+        """``[B, C]`` the head's class logits for ``[B, H]`` features at ``[P]``."""
+        assert self.head is not None  # callers check `head` first
+        head = self.head.to(device=features.device, dtype=features.dtype)
+        return features @ head[:, :-1].T + head[:, -1]
 
     @functools.cached_property
     def digest(self) -> str:
@@ -113,9 +128,9 @@ def _load_cached(path: str, _mtime: int) -> SoftPrompt:
         meta = json.loads(json.loads(data[8 : 8 + header_len]).get("__metadata__", {}).get("meta", "{}"))
     except (SafetensorError, ValueError, json.JSONDecodeError) as err:
         raise AutopromptError(f"soft prompt file {file} is corrupt ({err}); rerun the search that made it") from None
-    if not {"slots", "prefix"} & tensors.keys():
-        raise AutopromptError(f"soft prompt file {file} holds neither 'slots' nor 'prefix' tensors")
-    return SoftPrompt(tensors.get("slots"), tensors.get("prefix"), meta)
+    if not {"slots", "prefix", "head"} & tensors.keys():
+        raise AutopromptError(f"soft prompt file {file} holds no 'slots', 'prefix' or 'head' tensor")
+    return SoftPrompt(tensors.get("slots"), tensors.get("prefix"), meta, tensors.get("head"))
 
 
 def resolve_soft(soft: str | SoftPrompt | None) -> SoftPrompt | None:

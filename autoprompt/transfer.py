@@ -9,7 +9,8 @@ What a prompt is made of does not all belong to its model:
 * a soft prompt's ``[S]`` vectors live in the source's embedding space: they are carried by their
   nearest source tokens' text, as a hard prompt (the result says so: what is scored is that
   readout, not the vectors);
-* a deep key/value prefix lives in the source's layers and has no text: it does not transfer;
+* a deep key/value prefix lives in the source's layers and has no text: it does not transfer, and
+  neither does a classification head (``head=linear``), which reads the source's hidden states;
 * a calibration is a class bias measured on the source: its *method* carries and the bias is
   re-estimated on the target.
 
@@ -70,6 +71,9 @@ def carry(prompt: AnyPrompt, source: FrozenLM) -> Carried:
 def _carry_one(prompt: Prompt, source: FrozenLM) -> tuple[Prompt, list[str]]:
     notes: list[str] = []
     soft = resolve_soft(prompt.soft)
+    if soft is not None and soft.head is not None:
+        raise AutopromptError(f"this prompt's classification head reads {source.name}'s hidden states and has no "
+                              "label words to carry; transfer a prompt trained with head=verbalizer")
     if soft is not None and soft.prefix is not None:
         raise AutopromptError(f"this prompt's deep key/value prefix lives in {source.name}'s layers and has no text "
                               "form, so it cannot be scored on another model; transfer a discrete prompt or a "

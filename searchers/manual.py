@@ -20,6 +20,7 @@ class Manual(Searcher):
 
     name = "manual"
     gated = False  # the baseline reports the prompt it was given
+    task_kinds = ("classification", "generation")
 
     summary = "no search: the task's manual prompt (or --param template=...), scored like any other"
     default_budget = 1000

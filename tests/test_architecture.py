@@ -19,10 +19,11 @@ CORE = REPO / "autoprompt"
 # evaluator -> backends -> prompts/tasks -> the basics
 LAYERS = [
     {"autoprompt.errors", "autoprompt.io", "autoprompt.events", "autoprompt.versions", "autoprompt.metrics",
-     "autoprompt.record"},
+     "autoprompt.text_metrics", "autoprompt.record"},
     {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema", "autoprompt.scores"},
     {"autoprompt.backends", "autoprompt.model_store"},
-    {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator", "autoprompt.sharing", "autoprompt.retrieval"},
+    {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator", "autoprompt.sharing", "autoprompt.retrieval",
+     "autoprompt.generation"},
     {"autoprompt.leaderboard"},
     {"autoprompt.search"},
     {"autoprompt.tune", "autoprompt.report", "autoprompt.testing", "autoprompt.transfer", "autoprompt.suite"},

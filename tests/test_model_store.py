@@ -54,3 +54,12 @@ def test_both_offline_models_are_listed_with_their_licences(tmp_path):
     assert rows["smollm2-135m"]["licence"] == "Apache-2.0"
     assert all(ALIASES[a].package is not None for a in ("gemma3-270m", "smollm2-135m"))
     assert model_licence("my-folder", tmp_path) is None  # a local folder without a record: unknown
+
+
+def test_default_budgets_are_sized_by_the_models_cost():
+    from autoprompt.model_store import default_budget  # noqa: PLC0415
+    from autoprompt.search import SearchSpec  # noqa: PLC0415
+
+    assert default_budget(10_000, "smollm2-135m") == 10_000 and default_budget(10_000, "/a/model/folder") == 10_000
+    assert default_budget(10_000, "gemma3-270m") == round(10_000 / ALIASES["gemma3-270m"].relative_cost) == 8_000
+    assert SearchSpec(task="sst2", strategy="gradient").budget is None  # the default is resolved per model

@@ -248,3 +248,56 @@ def test_packed_training_batches_score_and_differentiate_like_padded_ones(backen
     torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)
     torch.testing.assert_close(grad_packed, grad_padded, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(packed.detach(), lm.label_logprobs(batch, table, soft=soft).logprobs, atol=1e-5, rtol=0)
+
+
+# ---- P-tuning v2's classification head (head=linear) ------------------------------------------------
+
+@pytest.mark.parametrize(("backend", "mode"), [("causal", "prompt"), ("causal", "prefix"), ("gpt2", "prefix"),
+                                               ("masked", "prompt")])
+def test_conformance_with_a_linear_head(backend, mode, task, request):
+    lm = request.getfixturevalue(backend)
+    result = check_strategy("ptuning", {"mode": mode, "head": "linear", **FAST}, budget=300, lm=lm, data=task)
+    width = lm.output_embedding_matrix().shape[1] + 1
+    assert result["details"]["head_parameters"] == len(task.task.labels) * width
+    assert result["details"]["trainable_parameters"] > result["details"]["head_parameters"]
+
+
+def test_a_linear_head_learns_a_planted_task_without_label_words(causal, task):
+    data = flipped(causal, task)
+    searcher = create("ptuning", {"mode": "prompt", "head": "linear", "steps": 40, "eval_every": 10, "lr": 0.05,
+                                  "patience": 0})
+    state = train(searcher, context(causal, data))
+    found = searcher.best(context(causal, data), state)
+    assert not found.verbalizer.words and found.soft.head.shape == (2, causal.embedding_matrix().shape[1] + 1)
+    assert Evaluator(causal, data.task).score(found, data.train).score == 1.0
+
+
+def test_a_head_is_the_label_words_scores_when_it_starts_from_their_embeddings(causal, task):
+    """head_init=words: W = the words' output embeddings, b = 0, so its class log-probs are the
+    verbalizer's first-token scores normalised over the classes — the head starts at the verbalizer."""
+    searcher = create("ptuning", {"mode": "prompt", "head": "linear", "head_init": "words", "num_tokens": 2})
+    ctx = context(causal, task)
+    soft = searcher.build(ctx)()
+    ev = Evaluator(causal, task.task)
+    with_head = ev.score(searcher._prompt(ctx, soft), task.dev).logprobs
+    words = Prompt(searcher.prompt_template(ctx), task.task.default_prompt.verbalizer,
+                   soft=SoftPrompt(slots=soft.slots.detach()))
+    plain = ev.score(words, task.dev).logprobs.log_softmax(-1)
+    assert torch.allclose(with_head, plain, atol=1e-4)
+
+
+def test_a_head_prompt_is_saved_predicts_and_refuses_a_generation_task(causal, task, tmp_path):
+    from autoprompt.api import predict  # noqa: PLC0415
+    from autoprompt.testing import tiny_generation_task  # noqa: PLC0415
+
+    spec = SearchSpec(task="tiny", strategy="ptuning", params={"mode": "prompt", "head": "linear", **FAST,
+                                                                "gate": False}, budget=300, out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    reloaded = load_prompt(f"{result['run_dir']}/prompt.json")
+    assert reloaded.fingerprint == result["prompt_fingerprint"] and SoftPrompt.load(reloaded.soft).head is not None
+    assert Evaluator(causal, task.task).score(reloaded, task.test).score == result["scores"]["test"]
+    rows = predict(reloaded, [ex.fields for ex in task.test[:3]], model=causal)
+    assert {r["label"] for r in rows} <= set(task.task.labels) and set(rows[0]["probs"]) <= set(task.task.labels)
+    gen = tiny_generation_task()
+    with pytest.raises(AutopromptError, match="head=linear classifies"):
+        create("prefix", {"head": "linear"}).start(context(causal, gen))

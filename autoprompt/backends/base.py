@@ -251,11 +251,23 @@ class FrozenLM(PromptEncoder):
         """
         extra = soft.prefix_length if soft is not None and soft.prefix is not None else 0
         step = self.rows_within(max(len(e) for e in batch) + extra)  # the key/value cache of a batch
+        score = self._head_scores if soft is not None and soft.head is not None else self._scores
         if len(batch) <= step:
-            return self._scores(batch, words, gold, soft=soft)
-        parts = [self._scores(batch[i : i + step], words, gold[i : i + step] if gold is not None else None, soft=soft)
+            return score(batch, words, gold, soft=soft)
+        parts = [score(batch[i : i + step], words, gold[i : i + step] if gold is not None else None, soft=soft)
                  for i in range(0, len(batch), step)]
         return Scores.concat(parts)
+
+    def _head_scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
+                     soft: SoftPrompt | None = None) -> Scores:
+        """Class log-probs from ``soft``'s linear head on the features at ``[P]`` (no label words)."""
+        assert soft is not None and soft.head is not None  # dispatched here only then
+        logits = soft.head_logits(upcast(self.head_features(batch, soft)))                   # [B, C]
+        return Scores(logits.log_softmax(-1), torch.full((len(batch),), -1, device=self.device))
+
+    def head_features(self, batch: Sequence[Encoded], soft: SoftPrompt | None = None) -> Tensor:
+        """``[B, H]`` what the LM head reads at ``[P]`` (its input), with the prompt's soft part in place."""
+        raise NotImplementedError
 
     def soft_logprobs(self, batch: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
         """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors (for training them).
@@ -263,6 +275,8 @@ class FrozenLM(PromptEncoder):
         The same computation as `label_logprobs`, so a trained soft prompt scores as it trained.
         """
         with torch.enable_grad():
+            if soft.head is not None:
+                return self._head_scores(batch, words, None, soft=soft).logprobs
             return self._scores(batch, words, None, soft=soft).logprobs
 
     def trigger_gradient(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int]) -> tuple[Tensor, float]:
@@ -350,6 +364,12 @@ class FrozenLM(PromptEncoder):
     def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
         """Logits ``[B, L', V]`` of one forward and, per row, the column of the prediction slot."""
         raise NotImplementedError
+
+    def _lm_head_input(self) -> tuple[dict[str, Tensor], Any]:
+        """A hook that keeps the LM head's input of the next forward: ``(store, handle)``."""
+        captured: dict[str, Tensor] = {}
+        head: torch.nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
+        return captured, head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("h", inputs[0]))
 
 
 

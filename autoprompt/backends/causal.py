@@ -62,9 +62,10 @@ class CausalLM(FrozenLM):
         forward and backward on padding (16-shot SST-2, RTE): packed, the examples run back to
         back, each attending to itself (and the prefix) only through a block-diagonal 4D mask, and
         the LM head runs at their last positions only. The numbers are `label_logprobs`'s.
-        Multi-token label words take the padded path (their continuation reads a per-row cache).
+        Multi-token label words take the padded path (their continuation reads a per-row cache), as
+        does a classification head.
         """
-        if any(len(w) > 1 for ws in words for w in ws):
+        if any(len(w) > 1 for ws in words for w in ws) or soft.head is not None:
             return super().soft_logprobs(batch, words, soft)
         with torch.enable_grad():
             return self._packed_scores(batch, words, soft)
@@ -201,9 +202,30 @@ class CausalLM(FrozenLM):
 
     def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
                 vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
-        ids, attn = self.pad([e.ids for e in batch], left=self.left)
+        logp_first, cache, attn = self.prompt_state(batch, vectors, soft)
+        return self._word_scores(logp_first, cache, attn, words, gold)
+
+    def head_features(self, batch: Sequence[Encoded], soft: SoftPrompt | None = None) -> Tensor:
+        captured, handle = self._lm_head_input()
+        try:
+            self.prompt_state(batch, None, soft, left=True)  # left-padded: the head reads the last column only
+        finally:
+            handle.remove()
+        return captured["h"][:, -1]                                                          # [B, H]
+
+    def prompt_state(self, batch: Sequence[Encoded], vectors: Tensor | None = None,
+                     soft: SoftPrompt | None = None, left: bool | None = None) -> tuple[Tensor, Any, Tensor]:
+        """One forward of the prompts: next-token log-probs ``[B, V]``, the key/value cache and its
+        attention mask ``[B, P + L]`` (a prefix's positions first), for continuing each row.
+
+        ``vectors``: trigger embeddings ``[T, H]`` injected at ``[T]``; ``soft``: the continuous part;
+        ``left``: pad on the left (default: the backend's ``padding_side``). Positions are explicit,
+        so a row's next position is the number of ones in its mask.
+        """
+        left = self.left if left is None else left
+        ids, attn = self.pad([e.ids for e in batch], left=left)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        embeds = self._injected(batch, ids, vectors, soft, left=self.left)
+        embeds = self._injected(batch, ids, vectors, soft, left=left)
         cache = None
         if soft is not None and soft.prefix is not None:  # P-tuning v2: the prefix is every layer's past
             self.check_prefix()
@@ -211,8 +233,8 @@ class CausalLM(FrozenLM):
             attn = torch.cat([attn.new_ones(len(batch), soft.prefix_length), attn], dim=1)   # [B, P + L]
             positions = positions + soft.prefix_length
         logp_first, cache = self._last_logprobs(ids, attn, positions, cache=cache, inputs_embeds=embeds,
-                                                left=self.left)                            # [B, V]
-        return self._word_scores(logp_first, cache, attn, words, gold)
+                                                left=left)                                 # [B, V]
+        return logp_first, cache, attn
 
     def _word_scores(self, logp_first: Tensor, cache: Any, attn: Tensor, words: WordTable,
                      gold: Sequence[int] | None) -> Scores:

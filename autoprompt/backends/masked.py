@@ -77,6 +77,20 @@ class MaskedLM(FrozenLM):
         return [self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(tok)]).strip()
                 for tok in scores.topk(k).indices.tolist()]
 
+    def head_features(self, batch: Sequence[Encoded], soft: SoftPrompt | None = None) -> Tensor:
+        if soft is not None and soft.prefix is not None:
+            self.check_prefix()
+        ids, attn = self.pad([e.ids for e in batch])
+        embeds = self._injected(batch, ids, None, soft)
+        captured, handle = self._lm_head_input()
+        try:
+            with self._autocast():
+                self.model(input_ids=ids if embeds is None else None, inputs_embeds=embeds, attention_mask=attn)
+        finally:
+            handle.remove()
+        rows = torch.arange(len(batch), device=self.device)
+        return captured["h"][rows, torch.tensor([e.predict_at for e in batch], device=self.device)]   # [B, H]
+
     def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
         ids, attn = self.pad([e.ids for e in batch])
         with self._autocast():

@@ -57,6 +57,8 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts are shown as written: "[param]", "[P]" are not markup
 )
 BatchSize = Annotated[int, typer.Option(min=1, help="Examples per forward pass.")]
+NumBeams = Annotated[int, typer.Option(min=1, help="Generation tasks: 1 decodes greedily, more runs beam search.")]
+MaxNewTokens = Annotated[int, typer.Option(min=1, help="Generation tasks: the most tokens generated per input.")]
 
 
 # the settings core errors name (in backticks) that are options of some command here
@@ -102,7 +104,8 @@ def friendly(fn: F) -> F:
 
 DataDir = Annotated[Path | None, typer.Option(help="Local data folder (default: $AUTOPROMPT_DATA_DIR, else the hub).")]
 Model = Annotated[str, typer.Option(help="Model alias, local folder or hub id (see `autoprompt models`).")]
-Shots = Annotated[int | None, typer.Option(help="k-shot protocol: 16 reads LM-BFF's splits (32: FewGLUE).")]
+Shots = Annotated[int | None, typer.Option(help="k-shot protocol: 16 reads LM-BFF's splits (32: FewGLUE); on a "
+                                                "generation task (e2e) the number of training references.")]
 DataSeed = Annotated[int, typer.Option(help="Which k-shot split (13/21/42/87/100), or the dev-slice seed.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 

@@ -16,7 +16,9 @@ from autoprompt.cli.common import (
     DataDir,
     DataSeed,
     Db,
+    MaxNewTokens,
     Model,
+    NumBeams,
     Shots,
     app,
     err,
@@ -46,21 +48,28 @@ def evaluate(
     calibration: Annotated[str | None, typer.Option(
         help="Calibrate the prompt: none, contextual (content-free inputs, Zhao et al. 2021) or prior (mean class "
              "distribution over the task's train inputs); default: the prompt's own.")] = None,
+    num_beams: NumBeams = 1,
+    max_new_tokens: MaxNewTokens = 64,
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Score a prompt (the task's manual prompt by default) on one split."""
+    """Score a prompt (the task's manual prompt by default) on one split.
+
+    On a generation task (e2e) the outputs are decoded and scored by corpus BLEU and ROUGE-L against
+    every reference; --json lists each input's output.
+    """
     from autoprompt.api import evaluate as run  # noqa: PLC0415
 
     result = run(task, template=template, verbalizer=verbalizer, prompt=prompt, model=model, split=split,
                  shots=shots, data_seed=data_seed, limit=limit, batch_size=batch_size, data_dir=data_dir,
-                 progress=True, calibration=calibration)
+                 progress=True, calibration=calibration, num_beams=num_beams, max_new_tokens=max_new_tokens)
     if as_json:
         return print_json(result)
     rows = result.get("relations", [result])
     table = Table("task", "split", "n", "metric", "score", "extra")
     for r in rows:
-        extra = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.get("lama", {}).items())
+        figures = {k: v for k, v in (r.get("lama") or r.get("generation") or {}).items() if k != "decoding"}
+        extra = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
         table.add_row(r["task"], r["split"], str(r["n"]), r["metric"], f"{r['score']:.4f}", extra)
     if "relations" in result:
         table.add_row("lama (mean)", result["split"], str(result["n"]), "P@1", f"{result['score']:.4f}", "")
@@ -83,14 +92,18 @@ def predict(
     model: Annotated[str | None, typer.Option(help="Backbone (default: the one the prompt was searched on).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write JSONL here (atomically) instead of stdout.")] = None,
     batch_size: BatchSize = 32,
+    num_beams: NumBeams = 1,
+    max_new_tokens: MaxNewTokens = 64,
 ) -> None:
-    """Label new inputs with a saved prompt: one JSON line per input with its label and probabilities."""
+    """Label new inputs with a saved prompt: one JSON line per input with its label and probabilities
+    (a generation prompt: with its generated `output`)."""
     from autoprompt.api import predict as run  # noqa: PLC0415
     from autoprompt.io import atomic_write_bytes, check_writable_file  # noqa: PLC0415
 
     if output is not None:
         check_writable_file(output, "--output")
-    rows = run(prompt, input_file, model=model, batch_size=batch_size, progress=output is not None)
+    rows = run(prompt, input_file, model=model, batch_size=batch_size, progress=output is not None,
+               num_beams=num_beams, max_new_tokens=max_new_tokens)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if output is None:
         sys.stdout.write(text)

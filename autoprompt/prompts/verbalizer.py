@@ -30,9 +30,7 @@ class Verbalizer:
                     f"verbalizer: label {label!r} needs at least one non-empty word, got {list(ws)}"
                 )
             normal[str(label)] = ws
-        if not normal:
-            raise AutopromptError("verbalizer is empty; give label words as {\"label\": [\"word\"]}")
-        object.__setattr__(self, "words", normal)
+        object.__setattr__(self, "words", normal)  # empty: a generation prompt ([P] is generated text)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -42,6 +40,8 @@ class Verbalizer:
         """Words per class in the task's label order; raise on a missing or extra label."""
         missing = [lab for lab in labels if lab not in self.words]
         extra = [lab for lab in self.words if lab not in labels]
+        if not self.words and labels:
+            raise AutopromptError("verbalizer is empty; give label words as {\"label\": [\"word\"]}")
         if missing or extra:
             raise AutopromptError(
                 f"verbalizer labels {list(self.words)} do not match the task's labels "

@@ -94,6 +94,8 @@ class Searcher(ABC):
     gated: ClassVar[bool] = True
     #: how many of `candidates` the core re-scores at the end
     final_candidates: ClassVar[int] = 3
+    #: the task kinds the strategy searches (`Task.kind`): label-word strategies need classes
+    task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
 
     calibration: Literal["none", "contextual", "prior"] = "prior"
     objective: Literal["margin", "loglik", "accuracy"] = "margin"
@@ -286,6 +288,22 @@ class SearchContext:
         (`LanguageModel.soft_logprobs`); one forward and one backward per example."""
         with self.budget.paying(forwards=len(encoded), backwards=len(encoded)):
             return self._backend.soft_logprobs(encoded, words, soft)
+
+    def target_logprobs(self, encoded: Sequence[Encoded], targets: Sequence[Sequence[Sequence[int]]],
+                        soft: SoftPrompt) -> list[Tensor]:
+        """Per row, ``[R]`` summed log-probs of its reference token ids after its prompt, keeping the
+        graph to ``soft`` (a generation task's training step); one forward and one backward per reference."""
+        refs = sum(len(t) for t in targets)
+        if self.evaluator.generation is None:
+            raise AutopromptError(f"task {self.task.name} has no reference texts; target_logprobs is for generation")
+        with self.budget.paying(forwards=refs, backwards=refs):
+            return self.evaluator.generation.training_logprobs(encoded, targets, soft)
+
+    def references(self, prompt: Prompt, example: Example) -> list[tuple[int, ...]]:
+        """A generation example's reference token ids as scored after ``prompt`` (EOS last)."""
+        if self.evaluator.generation is None:
+            raise AutopromptError(f"task {self.task.name} has no reference texts")
+        return self.evaluator.generation.references(prompt, example)
 
     def other_model(self, name: str | None) -> FrozenLM:
         """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser),

@@ -8,16 +8,22 @@ from typing import Any
 from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
-from autoprompt.model_store import load_model
+from autoprompt.model_store import default_budget, load_model
 from autoprompt.search.base import Searcher
-from autoprompt.search.registry import create
+from autoprompt.search.registry import available, create
 from autoprompt.search.runs import SearchSpec
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import TaskData
 
 
 def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
-    """``searcher``'s minimum useful budget on ``data``; raise if ``limit`` is below it."""
+    """``searcher``'s minimum useful budget on ``data``; raise if ``limit`` is below it, or if the
+    strategy does not search this kind of task."""
+    kind = data.task.kind
+    if kind not in searcher.task_kinds:
+        able = [n for n, cls in available().items() if kind in cls.task_kinds]
+        raise AutopromptError(f"strategy {searcher.name} does not search {kind} tasks such as {data.task.name} "
+                              f"(it chooses among label words); use one of {', '.join(able)}")
     minimum = searcher.minimum_budget(len(data.train), len(data.dev))
     if limit < minimum:
         raise AutopromptError(
@@ -31,7 +37,7 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
     """What a search would cost: budget, split sizes, and seconds from timing a few forwards."""
     searcher = create(spec.strategy, spec.params)
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
-    budget = spec.budget if spec.budget is not None else searcher.default_budget
+    budget = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, budget, data)
     lm = lm or load_model(spec.model)
     sample = data.dev[:16]

@@ -8,6 +8,7 @@ test, with paired-bootstrap deltas, and says so when dev and test disagree.
 
 from __future__ import annotations
 
+import json
 import time
 import weakref
 from collections.abc import Sequence
@@ -19,7 +20,8 @@ from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
-from autoprompt.prompts import Prompt
+from autoprompt.io import atomic_write_bytes
+from autoprompt.prompts import AnyPrompt, Prompt
 from autoprompt.record import Backbone, Baseline, DevTest, RunRecord, Spent
 from autoprompt.scores import EvalResult
 from autoprompt.search.base import SearchContext, Searcher, SearchState
@@ -97,9 +99,39 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
         split_sizes={"train": len(data.train), "dev": len(dev), "test": len(test), "selection": len(holdout)},
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        lama={"found": found_test.extra, "baseline": base_test.extra} if found_test.extra else None,
+        lama={"found": found_test.extra, "baseline": base_test.extra} if data.task.metric == "lama" else None,
         model_licence=lm.licence,
+        extra={**_generation_summary(run, final, found_test, base_test, test), **_members(run, best, progress)},
     )
+
+
+def _members(run: SearchRun, best: AnyPrompt, progress: bool) -> dict[str, Any]:
+    """A task set's members, each scored on its own test: the found prompt next to the member's own
+    manual prompt, with the paired-bootstrap delta (nothing for a single task)."""
+    out = {}
+    for member in run.data.members:
+        final = Evaluator(run.lm, member.task)
+        manual = member.task.default_prompt
+        base = manual_baseline(final, manual, member.test, progress)
+        found = base if best.fingerprint == manual.fingerprint else final.score(best, member.test, progress=progress)
+        out[member.task.name] = {"test": found.score, "manual_test": base.score, "n": found.n,
+                                 "manual_template": manual.template.source,
+                                 "delta": bootstrap_delta(found, base, seed=run.spec.seed)}
+    return {"members": out} if out else {}
+
+
+def _generation_summary(run: SearchRun, final: Evaluator, found: EvalResult, base: EvalResult,
+                        test: Sequence[Example]) -> dict[str, Any]:
+    """A generation run's ROUGE-L and likelihood next to the manual prompt's, the decoding, and
+    the test outputs (written to ``outputs.test.jsonl`` in the run folder); nothing otherwise."""
+    if found.outputs is None or base.outputs is None:
+        return {}
+    rows = [{"input": dict(ex.fields), "output": out, "manual_output": manual, "references": list(ex.targets)}
+            for ex, out, manual in zip(test, found.outputs, base.outputs, strict=True)]
+    path = run.folder.path / "outputs.test.jsonl"
+    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    return {"generation": {"found": found.extra, "baseline": base.extra, "decoding": final.decoding.to_json(),
+                           "outputs": str(path)}}
 
 
 def _selection_examples(run: SearchRun) -> list[Example]:

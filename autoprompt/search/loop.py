@@ -23,7 +23,7 @@ from autoprompt.evaluator import Evaluator
 from autoprompt.io import check_writable_folder
 from autoprompt.leaderboard import record
 from autoprompt.metrics import metric_for
-from autoprompt.model_store import load_model
+from autoprompt.model_store import default_budget, load_model
 from autoprompt.record import RunRecord
 from autoprompt.search.base import SearchContext
 from autoprompt.search.estimate import check_budget
@@ -85,7 +85,7 @@ def run_search(
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
     if spec.test_limit is not None:
         data = limit_test(data, spec.test_limit)
-    limit = spec.budget if spec.budget is not None else searcher.default_budget
+    limit = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, limit, data)
     lm = lm or load_model(spec.model)
     folder = folder or RunDir.create(spec, data.task.name)
@@ -217,6 +217,11 @@ def limit_test(data: TaskData, k: int) -> TaskData:
     """
     if k < 1:
         raise AutopromptError(f"test_limit {k} leaves nothing to score; give a positive number")
+
+    if data.members:  # a task set: each member's own test is limited, the set's is their union
+        members = [limit_test(m, k) for m in data.members]
+        return TaskData(data.task, {**data.protocol, "test_limit": k},
+                        {**data.loaders, "test": lambda: [ex for m in members for ex in m.test]}, members=members)
 
     def test() -> list[Example]:
         full = data.test

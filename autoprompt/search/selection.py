@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from autoprompt import metrics
+from autoprompt import metrics, text_metrics
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import AnyPrompt, Prompt
@@ -64,7 +64,13 @@ def per_example(logprobs: Tensor, labels: Tensor, objective: Objective = "margin
 
 
 def objective_values(result: EvalResult, objective: Objective = "margin") -> Tensor:
-    """``[N]`` per-example values of the objective on one prompt's scores (`per_example`)."""
+    """``[N]`` per-example values of the objective on one prompt's scores (`per_example`).
+
+    On a generation task: ``loglik`` is each input's per-token reference log-likelihood; ``margin``
+    and ``accuracy`` compare the outputs' smoothed sentence BLEU (there are no classes).
+    """
+    if result.sentence_scores is not None:
+        return result.logprobs[:, 0] if objective == "loglik" else result.sentence_scores
     return per_example(result.logprobs, result.labels, objective)
 
 
@@ -86,11 +92,18 @@ def bootstrap_delta(found: EvalResult, base: EvalResult, n_boot: int = 1000, see
     n = found.n
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (n_boot, n), generator=generator)
-    deltas = torch.tensor([metrics.score(found.metric, found.logprobs[i], found.labels[i])
-                           - metrics.score(base.metric, base.logprobs[i], base.labels[i]) for i in idx])
+    deltas = torch.tensor([resampled_score(found, i) - resampled_score(base, i) for i in idx])
     low, high = torch.quantile(deltas.double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
     return {"delta": found.score - base.score, "ci95": [round(low, 6), round(high, 6)],
             "se": float(deltas.std()), "n": n}
+
+
+def resampled_score(result: EvalResult, idx: Tensor) -> float:
+    """The task metric on the examples ``idx`` (with repeats) of ``result``: corpus BLEU from their
+    summed statistics on a generation task, else from their class log-probs."""
+    if result.bleu_stats is not None:
+        return text_metrics.bleu_from_stats(result.bleu_stats[idx])
+    return metrics.score(result.metric, result.logprobs[idx], result.labels[idx])
 
 
 @dataclass

@@ -14,15 +14,22 @@ from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Prompt, Template, Verbalizer
 
 SPLITS = ("train", "dev", "test")
-METRICS = ("accuracy", "f1", "macro_f1", "lama")
+METRICS = ("accuracy", "f1", "macro_f1", "lama", "bleu")
+KINDS = ("classification", "generation")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled input: text fields and the index of the gold label in `Task.labels`."""
+    """One labelled input: text fields and the index of the gold label in `Task.labels`, or, on a
+    generation task, the reference texts (``targets``; label 0).
+
+    A generation train example has one reference; a dev or test example holds every reference of
+    its input (BLEU and ROUGE-L are scored against all of them).
+    """
 
     fields: Mapping[str, str]
     label: int
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,9 +42,12 @@ class Task:
         labels: label names, in class-index order.
         template: the default manual template text.
         verbalizer: label → label words of the default prompt.
-        metric: ``accuracy``, ``f1`` (binary, class 1 positive), ``macro_f1`` or ``lama``.
+        metric: ``accuracy``, ``f1`` (binary, class 1 positive), ``macro_f1``, ``lama``, or
+            ``bleu`` (a generation task: corpus BLEU against all references, with ROUGE-L).
         description: one line for ``autoprompt tasks``.
         availability: what splits exist locally, in words (shown by ``autoprompt tasks``).
+        kind: ``classification`` (``[P]`` is scored by label words) or ``generation`` (``[P]`` is
+            the generated continuation; no labels, no verbalizer).
     """
 
     name: str
@@ -48,11 +58,24 @@ class Task:
     metric: str = "accuracy"
     description: str = ""
     availability: str = ""
+    kind: str = "classification"
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise AutopromptError(f"task {self.name}: unknown metric {self.metric!r}; use {METRICS}")
+        if self.kind not in KINDS:
+            raise AutopromptError(f"task {self.name}: unknown kind {self.kind!r}; use {KINDS}")
+        if (self.metric == "bleu") != self.is_generation:
+            raise AutopromptError(f"task {self.name}: a {self.kind} task cannot use metric {self.metric!r}; "
+                                  "generation tasks use bleu, classification tasks accuracy, f1 or macro_f1")
+        if self.is_generation and (self.labels or self.verbalizer):
+            raise AutopromptError(f"task {self.name}: a generation task has no labels or label words")
         Template(self.template).check_fields(self.fields)
+
+    @property
+    def is_generation(self) -> bool:
+        """``[P]`` is a generated text, scored against references (not a choice among label words)."""
+        return self.kind == "generation"
 
     @property
     def default_prompt(self) -> Prompt:
@@ -72,12 +95,14 @@ class TaskData:
     Attributes:
         task: the task.
         protocol: how the splits were made (``shots``, ``data_seed``, the source of each split).
+        members: a task set's member tasks (`autoprompt.tasks.taskset`), each scored on its own test.
     """
 
     task: Task
     protocol: dict[str, Any]
     loaders: dict[str, SplitLoader] = field(repr=False)
     _cache: dict[str, list[Example]] = field(default_factory=dict, repr=False)
+    members: list[TaskData] = field(default_factory=list, repr=False)
 
     def split(self, name: str) -> list[Example]:
         """The examples of ``train``, ``dev`` or ``test``; raise if empty or unavailable."""
@@ -166,5 +191,6 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
     """A stable hash of a list of examples (used as an evaluator cache key)."""
     h = hashlib.sha256()
     for ex in examples:
-        h.update(repr((sorted(ex.fields.items()), ex.label)).encode())
+        h.update(repr((sorted(ex.fields.items()), ex.label, ex.targets) if ex.targets else
+                      (sorted(ex.fields.items()), ex.label)).encode())
     return h.hexdigest()[:16]

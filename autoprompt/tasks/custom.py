@@ -17,6 +17,17 @@ A full ``task.toml``::
     "0" = ["bad"]
     "1" = ["good"]
 
+A generation task names the reference column instead of labels and label words (``[P]`` is then
+the generated text; see `autoprompt.tasks.generation` for how its splits are drawn)::
+
+    name = "descriptions"
+    fields = ["mr"]
+    target_column = "ref"
+    template = "{mr}\nDescription: [P]"
+    [files]
+    train = "train.csv"               # rows of the same input are one input with several references
+    test = "test.csv"
+
 Formats: CSV/TSV with a header row, or without one when ``columns`` names the columns; JSONL (one
 object per line); ``label-first``, the ``<label> <text>`` lines of MR/CR/MPQA/SUBJ (columns
 ``label`` and ``text``). Relative file paths are resolved against the spec's folder.
@@ -36,6 +47,7 @@ from typing import Any, cast
 from autoprompt.errors import AutopromptError
 from autoprompt.schema import TaskFile, validate
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData, carve_dev, unavailable
+from autoprompt.tasks.generation import all_references, generation_data, group_references, one_per_reference
 from autoprompt.tasks.readers import read_csv, read_jsonl, read_label_first, read_tsv
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "label-first", ".all": "label-first"}
@@ -175,10 +187,63 @@ def load_custom(path: Path, data_seed: int = 13, shots: int | None = None) -> Ta
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise AutopromptError(f"task spec {path} is not valid TOML: {err}") from None
     spec = validate(TaskFile, raw, f"task spec {path}", "; see the example in the README or `autoprompt.tasks.custom`")
+    if spec.target_column is not None:
+        if spec.labels is not None or spec.verbalizer is not None or spec.metric not in (None, "bleu"):
+            raise AutopromptError(f"task spec {path}: a generation task (target_column) has no labels, verbalizer "
+                                  "or classification metric; drop them")
+        return custom_generation_task(spec.name or path.stem, cast(Mapping[str, str], spec.files), spec.fields,
+                                      spec.target_column, spec.template, data_seed, path.parent, shots, spec.format,
+                                      spec.columns)
+    if spec.labels is None or spec.verbalizer is None or spec.metric == "bleu":
+        raise AutopromptError(f"task spec {path}: a classification task needs `labels` and `verbalizer` (at least "
+                              "two each) and metric accuracy, f1 or macro_f1; a generation task names its "
+                              "`target_column` instead")
     return custom_task(
         # the schema keys `files` by Literal split names; a Mapping is invariant in its key type
         spec.name or path.stem, cast(Mapping[str, str], spec.files), spec.fields, spec.label_column,
         [str(v) for v in spec.labels],
-        spec.template, {k: [v] if isinstance(v, str) else v for k, v in spec.verbalizer.items()}, spec.metric,
-        data_seed, path.parent, shots, spec.format, spec.columns,
+        spec.template, {k: [v] if isinstance(v, str) else v for k, v in spec.verbalizer.items()},
+        spec.metric or "accuracy", data_seed, path.parent, shots, spec.format, spec.columns,
     )
+
+
+def custom_generation_task(
+    name: str,
+    files: Mapping[str, str | Path],
+    fields: Sequence[str] | Mapping[str, str],
+    target_column: str,
+    template: str,
+    data_seed: int = 13,
+    base: Path | None = None,
+    shots: int | None = None,
+    fmt: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> TaskData:
+    """A generation task from data files: inputs and a reference column (several rows of one input
+    are one input with several references).
+
+    Train and dev are drawn from the train file by input (`autoprompt.tasks.generation`): ``shots``
+    training references, or all of it less a seeded dev slice; a dev file, where given, is the dev
+    set. Arguments as `custom_task`.
+    """
+    columns_of = dict(fields) if isinstance(fields, Mapping) else {f: f for f in fields}
+    task = Task(name, tuple(columns_of), (), template, {}, "bleu", f"custom generation task from {base or '.'}",
+                kind="generation")
+    paths = {k: (base / v if base and not Path(v).is_absolute() else Path(v)) for k, v in files.items()}
+    if set(paths) - {"train", "dev", "test"} or not {"train", "test"} <= set(paths):
+        raise AutopromptError(f"a custom generation task needs train and test files (dev optional); got "
+                              f"{sorted(paths)}")
+    for split, path in paths.items():
+        if not path.is_file():
+            raise AutopromptError(f"custom task {name}: the {split} file {path} does not exist; fix [files]")
+    groups = {s: group_references(read_table(p, fmt, columns), columns_of, target_column, str(p))
+              for s, p in paths.items()}
+    data = generation_data(task, groups["train"], groups["test"], shots, data_seed,
+                           {k: str(v) for k, v in paths.items()})
+    if "dev" in groups:  # the given dev set; without shots, all of the train file trains
+        dev = all_references(groups["dev"])
+        data.loaders["dev"] = lambda: dev
+        if shots is None:
+            train = one_per_reference(groups["train"])
+            data.loaders["train"] = lambda: train
+    return data

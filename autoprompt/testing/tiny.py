@@ -141,6 +141,26 @@ def tiny_task(n: int = 24, seed: int = 0) -> TaskData:
                     {s: cast(SplitLoader, lambda s=s: splits[s]) for s in splits})
 
 
+def tiny_generation_task(seed: int = 0) -> TaskData:
+    """A generation task on generated records: ``name[X], food[Y]`` → "X serves Y food." (dev and
+    test inputs carry two references each, train examples one)."""
+    rng = random.Random(seed)
+
+    def make(k: int, refs: int) -> list[Example]:
+        out = []
+        for _ in range(k):
+            name, food = rng.choice(NOUNS), rng.choice(POSITIVE + NEGATIVE)
+            targets = (f"the {name} serves {food} food", f"a {name} with {food} food")[:refs]
+            out.append(Example({"mr": f"name[{name}], food[{food}]"}, 0, targets))
+        return out
+
+    splits = {"train": make(12, 1), "dev": make(4, 2), "test": make(4, 2)}
+    task = Task("tinygen", ("mr",), (), "{mr}\nDescription: [P]", {}, "bleu", "tiny generated records",
+                kind="generation")
+    return TaskData(task, {"shots": None, "data_seed": seed, "sources": {"generated": "tiny_generation_task"}},
+                    {s: cast(SplitLoader, lambda s=s: splits[s]) for s in splits})
+
+
 def toy_task_file(folder: Path) -> Path:
     """A tiny custom task on disk (CSV files and its TOML), for CLI tests and worker processes."""
     rows = ["text,label"] + [f"the film was {w},{lab}" for w, lab in

@@ -14,6 +14,11 @@ or ``prompt_tuning`` and ``prefix`` by name).
   as the model's past key/values with the attention mask extended; optionally re-parameterised
   by an MLP.
 
+With ``head=linear`` (P-tuning v2's "back to [CLS]") the classes are scored by a linear classifier
+on what the LM head reads at ``[P]``, trained with the prompt and saved in it, instead of by label
+words. On a generation task the prompt trains on the references' teacher-forced likelihood and is
+selected on dev BLEU (or dev likelihood, ``select=loglik``).
+
 Only the prompt's parameters train; the backbone is frozen and never written. The loss is the
 cross-entropy of the verbalizer's class scores at ``[P]`` (``loss=class``, as PET/LM-BFF) or the
 label word's log-likelihood over the whole vocabulary (``loss=word``), computed by the same

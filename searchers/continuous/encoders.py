@@ -5,6 +5,7 @@ Each is an ``nn.Module`` whose ``forward()`` returns the `SoftPrompt` the evalua
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from autoprompt import SoftPrompt
@@ -66,3 +67,27 @@ class KVPrefix(nn.Module):
         n_layers, _, heads, length, dim = self.shape
         delta = self.mlp(self.tokens).view(length, n_layers, 2, heads, dim).permute(1, 2, 3, 0, 4)
         return SoftPrompt(prefix=self.base + delta)
+
+
+class WithHead(nn.Module):
+    """A prompt module (or none) plus P-tuning v2's linear classification head on the features at ``[P]``.
+
+    ``init`` ``[C, H]`` starts the head's weights (the label words' output embeddings, so training
+    starts at the verbalizer's decision), or None for P-tuning v2's random start (normal, std 0.02).
+    """
+
+    def __init__(self, prompt: nn.Module | None, classes: int, features: int, init: Tensor | None) -> None:
+        super().__init__()
+        self.prompt = prompt
+        self.head = nn.Linear(features, classes)
+        nn.init.zeros_(self.head.bias)
+        if init is None:
+            nn.init.normal_(self.head.weight, std=0.02)
+        else:
+            with torch.no_grad():
+                self.head.weight.copy_(init)
+
+    def forward(self) -> SoftPrompt:
+        inner = self.prompt() if self.prompt is not None else None
+        head = torch.cat([self.head.weight, self.head.bias[:, None]], dim=1)                 # [C, H + 1]
+        return SoftPrompt(inner.slots if inner else None, inner.prefix if inner else None, head=head)

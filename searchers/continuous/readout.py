@@ -11,7 +11,10 @@ from autoprompt.search import SearchContext
 
 
 def dev_loss(result: EvalResult) -> float:
-    """Mean cross-entropy of the gold class over the verbalizer's classes (the tie-break on dev)."""
+    """Mean cross-entropy of the gold class over the verbalizer's classes (the tie-break on dev); on
+    a generation task, the references' mean negative per-token log-likelihood."""
+    if result.sentence_scores is not None:
+        return -result.logprobs[:, 0].float().mean().item()
     logprobs = result.logprobs.float().log_softmax(-1)                      # [N, C]
     return -logprobs[torch.arange(result.n), result.labels].mean().item()
 
@@ -43,4 +46,6 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
 
 
 def detached(soft: SoftPrompt) -> SoftPrompt:
-    return SoftPrompt(*(None if t is None else t.detach().cpu().clone() for t in (soft.slots, soft.prefix)))
+    slots, prefix, head = (None if t is None else t.detach().cpu().clone()
+                           for t in (soft.slots, soft.prefix, soft.head))
+    return SoftPrompt(slots, prefix, head=head)

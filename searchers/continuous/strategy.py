@@ -13,9 +13,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from autoprompt import AnyPrompt, AutopromptError, Prompt, Segment, SoftPrompt, Template
+from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, Segment, SoftPrompt, Template, Verbalizer
 from autoprompt.search import SearchContext, Searcher, hyper
-from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots
+from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots, WithHead
 from searchers.continuous.readout import detached, dev_loss, improves, nearest_token_readout
 
 Mode = Literal["prompt", "ptuning", "prefix"]
@@ -56,11 +56,23 @@ class PTuning(Searcher):
         clip: gradient-norm clipping (0: off).
         flat_steps: warn when the loss has not moved over this many steps.
         keep_manual: the manual prompt competes on ``dev`` (a run never reports worse than it).
+        head: ``verbalizer`` (the label words' scores at ``[P]``) or ``linear`` (P-tuning v2's "back to
+            [CLS]": a linear classifier on what the LM head reads at ``[P]``, trained with the prompt
+            and saved in it; no label words; classification tasks only).
+        head_init: ``random`` (P-tuning v2: normal, std 0.02) or ``words`` (the label words' output
+            embeddings: training starts at the verbalizer's decision).
+        select: what picks the checkpoint on ``dev``: ``metric`` (accuracy, BLEU; ties broken by
+            the dev loss) or ``loglik`` (the dev loss alone: cross-entropy, or on a generation task
+            the references' per-token log-likelihood, which needs no decoding to be meaningful).
+
+    On a generation task (``e2e``) the prompt trains on the references' teacher-forced
+    log-likelihood (per token, the end-of-sequence token included); ``loss`` does not apply.
     """
 
     name = "ptuning"
     summary = "continuous prompts, frozen backbone: prompt tuning, P-tuning (LSTM/MLP encoder), P-tuning v2 prefix"
     default_budget = 5000
+    task_kinds = ("classification", "generation")
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
         "num_tokens": {"type": "int", "low": 2, "high": 20},
@@ -87,6 +99,9 @@ class PTuning(Searcher):
     clip: float = 1.0
     flat_steps: int = 30
     keep_manual: bool = False
+    select: Literal["metric", "loglik"] = "metric"
+    head: Literal["verbalizer", "linear"] = "verbalizer"
+    head_init: Literal["random", "words"] = "random"
     # trained to score uncalibrated: a prior divided out afterwards only moves its decision boundary
     calibration: Literal["none", "contextual", "prior"] = "none"
 
@@ -145,7 +160,20 @@ class PTuning(Searcher):
         return ctx.lm.input_embeddings(ids).detach().float().cpu().clone()
 
     def build(self, ctx: SearchContext) -> nn.Module:
-        """The trainable module for this mode, freshly initialised from the seed."""
+        """The trainable module for this mode (with its classification head), freshly initialised from the seed."""
+        prompt = self._build_prompt(ctx)
+        if self.head == "verbalizer":
+            return prompt
+        if ctx.task.is_generation:
+            raise AutopromptError("ptuning: head=linear classifies; a generation task has no classes — use "
+                                  "head=verbalizer", params=("head",))
+        init = None
+        if self.head_init == "words":
+            table = ctx.lm.word_table(ctx.task.default_prompt, ctx.task.labels)
+            init = ctx.lm.output_embedding_matrix()[[ws[0][0] for ws in table]].detach().float().cpu()
+        return WithHead(prompt, len(ctx.task.labels), ctx.lm.output_embedding_matrix().shape[1], init)
+
+    def _build_prompt(self, ctx: SearchContext) -> nn.Module:
         torch.manual_seed(ctx.seed)  # the encoder's layers; restored by the caller's fork_rng
         hidden = self.hidden or ctx.lm.embedding_matrix().shape[1]
         if self.mode == "prefix":
@@ -168,7 +196,9 @@ class PTuning(Searcher):
         return module.to(ctx.lm.device)
 
     def _prompt(self, ctx: SearchContext, soft: SoftPrompt | None) -> Prompt:
-        return Prompt(self.prompt_template(ctx), ctx.task.default_prompt.verbalizer, soft=soft)
+        # with a classification head there are no label words: the head scores the classes
+        words = Verbalizer({}) if self.head == "linear" else ctx.task.default_prompt.verbalizer
+        return Prompt(self.prompt_template(ctx), words, soft=soft)
 
     # ---- the strategy -------------------------------------------------------------------------
 
@@ -206,25 +236,19 @@ class PTuning(Searcher):
         return [ctx.train[j] for j in order[i * self.batch_size : (i + 1) * self.batch_size]]
 
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
-        lm = ctx.lm
         module = self._module(ctx, state["params"])
         opt = torch.optim.AdamW(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if state["opt"]:
             opt.load_state_dict({"state": {int(i): v for i, v in state["opt"].items()},
                                  "param_groups": opt.state_dict()["param_groups"]})
         prompt = self._prompt(ctx, None)
-        table = lm.word_table(prompt, ctx.task.labels)
         k, losses = state["k"], list(state["losses"])
         end = min(self.steps, k + self.eval_every)
         while k < end:
             batch = self._batch(ctx, k)
             for group in opt.param_groups:
                 group["lr"] = self._lr(k)
-            gold = torch.tensor([ex.label for ex in batch], device=lm.device)
-            logprobs = ctx.soft_logprobs([lm.encode(prompt, ex) for ex in batch], table, module())  # [B, C]
-            if self.loss == "class":
-                logprobs = logprobs.log_softmax(-1)
-            loss = -logprobs[torch.arange(len(batch)), gold].mean()
+            loss = self._loss(ctx, prompt, batch, module())
             if not torch.isfinite(loss):
                 raise AutopromptError(f"ptuning: the loss became {loss.item()} at optimiser step {k} (lr={self.lr}); "
                                       "the last good checkpoint is kept; lower `lr` or set `clip=1`",
@@ -247,7 +271,8 @@ class PTuning(Searcher):
         result = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
         dev, loss_dev = result.score, dev_loss(result)
         best_loss = state.get("best_dev_loss", math.inf)  # absent in checkpoints of older versions
-        better = improves(dev, loss_dev, state["best_dev"], best_loss)
+        better = (loss_dev < best_loss if self.select == "loglik"
+                  else improves(dev, loss_dev, state["best_dev"], best_loss))
         stale = 0 if better else state["stale"] + 1
         window = losses[-(k - state["k"]):]
         ctx.report({"optimizer_step": k, "loss": round(sum(window) / len(window), 4), "dev": dev,
@@ -263,10 +288,28 @@ class PTuning(Searcher):
             "done": k >= self.steps or (self.patience > 0 and stale >= self.patience),
         }
 
+    def _loss(self, ctx: SearchContext, prompt: Prompt, batch: list[Example], soft: SoftPrompt) -> Tensor:
+        """The training loss of one batch: the gold class's (or label word's) negative log-prob, or on
+        a generation task the references' negative log-likelihood per token."""
+        lm = ctx.lm
+        encoded = [lm.encode(prompt, ex) for ex in batch]
+        if ctx.task.is_generation:
+            targets = [ctx.references(prompt, ex) for ex in batch]
+            sums = torch.cat(ctx.target_logprobs(encoded, targets, soft))                   # [R]
+            return -sums.sum() / sum(len(t) for ts in targets for t in ts)
+        gold = torch.tensor([ex.label for ex in batch], device=lm.device)
+        table = [] if self.head == "linear" else lm.word_table(prompt, ctx.task.labels)
+        logprobs = ctx.soft_logprobs(encoded, table, soft)                                  # [B, C]
+        if self.loss == "class":
+            logprobs = logprobs.log_softmax(-1)
+        return -logprobs[torch.arange(len(batch)), gold].mean()
+
     def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
         if state["best_soft"] is None:  # the manual prompt won on dev (keep_manual)
             return ctx.task.default_prompt
-        return self._prompt(ctx, SoftPrompt(**state["best_soft"], meta={"mode": self.mode}))
+        meta = {"mode": self.mode, **({"head": "linear", "labels": list(ctx.task.labels)} if self.head == "linear"
+                                      else {})}
+        return self._prompt(ctx, SoftPrompt(**state["best_soft"], meta=meta))
 
     def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
         """The trained prompt, calibrated as the search asks (trained uncalibrated: calibration is post hoc)."""
@@ -280,6 +323,8 @@ class PTuning(Searcher):
                                "backbone_parameters": ctx.lm.num_parameters(),
                                "optimizer_steps": state["k"], "start_dev": state["start_dev"],
                                "selected": "manual" if state["best_soft"] is None else "soft"}
-        if state["best_soft"] is not None and "slots" in state["best_soft"]:
+        if self.head == "linear":
+            out["head_parameters"] = len(ctx.task.labels) * (ctx.lm.output_embedding_matrix().shape[1] + 1)
+        elif state["best_soft"] is not None and "slots" in state["best_soft"]:  # a head's prompt needs its head
             out["readout"] = nearest_token_readout(ctx, self.best(ctx, state))
         return out
