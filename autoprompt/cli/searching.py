@@ -98,11 +98,23 @@ def _show_run(run: RunRecord) -> None:
     out.print(table)
     if run.selection.get("message"):
         out.print(run.selection["message"], highlight=False)
-    out.print(f"prompt: {run.prompt_text!r}  label words: {json.dumps(run.label_words, ensure_ascii=False)}  "
-              f"calibration: {run.calibration}", highlight=False)
+    details = run.details
+    words = (f"label words: {json.dumps(run.label_words, ensure_ascii=False)}" if run.label_words
+             else f"a linear head of {details['head_parameters']:,} parameters (no label words)"
+             if "head_parameters" in details else "generated text (no label words)")
+    out.print(f"prompt: {run.prompt_text!r}  {words}  calibration: {run.calibration}", highlight=False)
     if run.trigger_text:
         out.print(f"triggers: {run.trigger_text!r}", highlight=False)
-    details = run.details
+    generation = run.extra.get("generation")
+    if generation:
+        found, base = generation["found"], generation["baseline"]
+        out.print(f"test ROUGE-L {found['rougeL']:.2f} (manual {base['rougeL']:.2f}); outputs next to the manual "
+                  f"prompt's: {generation['outputs']}", highlight=False)
+    for name, member in run.extra.get("members", {}).items():
+        delta = member["delta"]
+        out.print(f"member {name}: test {member['test']:.4f} vs its manual prompt {member['manual_test']:.4f} "
+                  f"({delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}], n={member['n']})",
+                  highlight=False)
     if "trainable_parameters" in details:
         out.print(f"trainable parameters: {details['trainable_parameters']:,} "
                   f"(backbone {details['backbone_parameters']:,}, frozen and unchanged)", highlight=False)
