@@ -107,6 +107,17 @@ def sample_k_shot(examples: Sequence[Example], shots: int, seed: int, n_classes:
     return ([ex for d in drawn for ex in d[:shots]], [ex for d in drawn for ex in d[shots:]])
 
 
+def _split_files(name: str, files: Mapping[str, str | Path], base: Path | None) -> dict[str, Path]:
+    """The task's train/dev/test paths, relative ones resolved against ``base``; each must exist."""
+    paths = {k: (base / v if base and not Path(v).is_absolute() else Path(v)) for k, v in files.items()}
+    if set(paths) - {"train", "dev", "test"}:
+        raise AutopromptError(f"custom task files must be train/dev/test with at least test; got {sorted(paths)}")
+    for split, path in paths.items():
+        if not path.is_file():
+            raise AutopromptError(f"custom task {name}: the {split} file {path} does not exist; fix [files]")
+    return paths
+
+
 def custom_task(
     name: str,
     files: Mapping[str, str | Path],
@@ -145,15 +156,11 @@ def custom_task(
         raise AutopromptError(f"custom task {name}: labels {labels} repeat a value; list each label once")
     task = Task(name, tuple(columns_of), tuple(labels), template,
                 {str(k): list(v) for k, v in verbalizer.items()}, metric, f"custom task from {base or '.'}")
-    paths = {k: (base / v if base and not Path(v).is_absolute() else Path(v)) for k, v in files.items()}
-    unknown = set(paths) - {"train", "dev", "test"}
-    if unknown or "test" not in paths:
+    paths = _split_files(name, files, base)
+    if "test" not in paths:
         raise AutopromptError(f"custom task files must be train/dev/test with at least test; got {sorted(paths)}")
     if shots is not None and "train" not in paths:
         raise AutopromptError(f"custom task {name}: {shots} shots are sampled from a train file; add one under [files]")
-    for split, path in paths.items():
-        if not path.is_file():
-            raise AutopromptError(f"custom task {name}: the {split} file {path} does not exist; fix [files]")
 
     def load(split: str) -> list[Example]:
         return _examples(read_table(paths[split], fmt, columns), paths[split], columns_of, label_column, labels)
@@ -229,13 +236,10 @@ def custom_generation_task(
     columns_of = dict(fields) if isinstance(fields, Mapping) else {f: f for f in fields}
     task = Task(name, tuple(columns_of), (), template, {}, "bleu", f"custom generation task from {base or '.'}",
                 kind="generation")
-    paths = {k: (base / v if base and not Path(v).is_absolute() else Path(v)) for k, v in files.items()}
-    if set(paths) - {"train", "dev", "test"} or not {"train", "test"} <= set(paths):
+    paths = _split_files(name, files, base)
+    if not {"train", "test"} <= set(paths):
         raise AutopromptError(f"a custom generation task needs train and test files (dev optional); got "
                               f"{sorted(paths)}")
-    for split, path in paths.items():
-        if not path.is_file():
-            raise AutopromptError(f"custom task {name}: the {split} file {path} does not exist; fix [files]")
     groups = {s: group_references(read_table(p, fmt, columns), columns_of, target_column, str(p))
               for s, p in paths.items()}
     data = generation_data(task, groups["train"], groups["test"], shots, data_seed,
