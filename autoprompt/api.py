@@ -27,7 +27,11 @@ def build_prompt(data: TaskData, template: str | None = None,
     if prompt is not None:
         if template is not None or verbalizer is not None:
             raise AutopromptError("give either `prompt` or `template`/`verbalizer`, not both")
-        return prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
+        chosen = prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
+        # a task set's prompt on one of its members: that member's own part
+        if isinstance(chosen, Prompt) and data.task.name in chosen.task_names:
+            return chosen.for_task(data.task.name)
+        return chosen
     base = data.task.default_prompt
     tpl = Template(template) if template is not None else base.template
     if verbalizer is None:
@@ -127,6 +131,7 @@ def predict(
     progress: bool = False,
     num_beams: int = 1,
     max_new_tokens: int = 64,
+    member: str | None = None,
 ) -> list[dict[str, Any]]:
     """Labels for new inputs under a saved prompt (discrete, soft or an ensemble), or the generated
     text under a generation prompt (one without label words).
@@ -140,12 +145,19 @@ def predict(
         progress: show a progress bar.
         num_beams: generation: 1 decodes greedily, more runs beam search.
         max_new_tokens: generation: the most tokens generated per input.
+        member: a task set's prompt with per-task parts (``task_tokens``): the member task whose
+            part the inputs are scored with.
 
     Returns:
         Per input: its fields, the predicted ``label`` and the top class probabilities; for a
         generation prompt its fields and ``output``.
     """
     chosen = prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
+    if isinstance(chosen, Prompt) and (chosen.task_names or member):
+        if member not in chosen.task_names:
+            raise AutopromptError(f"the prompt has per-task parts for {', '.join(chosen.task_names) or 'no task'}; "
+                                  f"pick the inputs' task with --member (one of those), got {member!r}")
+        chosen = chosen.for_task(member)
     fields = chosen.template.fields
     rows = read_inputs(inputs, fields) if isinstance(inputs, str | Path) else [dict(r) for r in inputs]
     soft = resolve_soft(chosen.soft) if isinstance(chosen, Prompt) else None

@@ -69,8 +69,8 @@ class Evaluator:
         self.retriever = Retriever(lm, batch_size)  # KATE's per-query demonstrations
         self.decoding = decoding or Decoding()
         # a generation task is scored by decoding and references, not label words
-        self.generation = (GenerationScorer(lm, task, batch_size, max_tokens, budget, self.decoding, self._soft,
-                                            self.stats) if task.is_generation else None)
+        self.generation = (GenerationScorer(lm, task, batch_size, max_tokens, budget, self.decoding,
+                                            self._generation_soft, self.stats) if task.is_generation else None)
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
         """Score one prompt or ensemble (see `score_many`)."""
@@ -223,18 +223,22 @@ class Evaluator:
         labels = self.task.labels
         tables: list[WordTable] = []
         groups: dict[tuple[Any, ...], list[Job]] = {}
-        softs: list[SoftPrompt | None] = []
+        softs: dict[tuple[Any, ...], SoftPrompt | None] = {}  # per group: the soft tensors it runs with
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
             self.lm.check_triggers(prompt)
-            softs.append(self._soft(prompt))
+            soft = self._soft(prompt)
             # a classification head scores the classes itself: no label words
-            table = [] if softs[-1] is not None and softs[-1].head is not None else self.lm.word_table(prompt, labels)
+            table = [] if soft is not None and soft.head is not None else self.lm.word_table(prompt, labels)
             tables.append(table)
-            # prompts with their own soft tensors never share a batch (or a prefix) with others
-            key = (tuple(tuple(ws) for ws in table), p if softs[-1] is not None else -1)
             chosen = self._demos_per_query(prompt, examples)
             for e, ex in enumerate(examples):
+                # prompts with their own soft tensors never share a batch (or a prefix) with others, and
+                # a per-task part splits a prompt's inputs by the member task they come from
+                routed = soft is not None and bool(soft.tasks)
+                key = (tuple(tuple(ws) for ws in table), p if soft is not None else -1, ex.task if routed else "")
+                if key not in softs:
+                    softs[key] = soft.for_task(ex.task) if routed and soft is not None else soft
                 encoded = self.lm.encode(prompt, ex, chosen[e]) if chosen else self.lm.encode(prompt, ex)
                 groups.setdefault(key, []).append(Job(p, e, encoded))
         n_classes = len(labels)
@@ -256,12 +260,12 @@ class Evaluator:
         return self.retriever.choose(prompt, [ex.fields for ex in examples], self.budget)
 
     def _run_groups(self, groups: dict[tuple[Any, ...], list[Job]], tables: list[WordTable],
-                    softs: list[SoftPrompt | None], examples: Sequence[Example], out: list[tuple[Tensor, Tensor]],
-                    bar: events.Progress) -> None:
+                    softs: dict[tuple[Any, ...], SoftPrompt | None], examples: Sequence[Example],
+                    out: list[tuple[Tensor, Tensor]], bar: events.Progress) -> None:
         """Score every group of jobs that share label words (and soft tensors) into ``out``."""
-        for jobs in groups.values():
+        for key, jobs in groups.items():
             table = tables[jobs[0].prompt]
-            soft = softs[jobs[0].prompt]
+            soft = softs[key]
             if self.shared_prefix and soft is None:  # demonstrations: one block for all of a prompt's inputs
                 jobs = self.sharing.across_examples(jobs, table, examples, out, bar)
             n_prompts = len({j.prompt for j in jobs})
@@ -279,6 +283,13 @@ class Evaluator:
             for row, job in enumerate(j for batch, _ in done for j in batch):
                 out[job.prompt][0][job.example] = logprobs[row]
                 out[job.prompt][1][job.example] = top[row]
+
+    def _generation_soft(self, prompt: Prompt) -> SoftPrompt | None:
+        soft = self._soft(prompt)
+        if soft is not None and soft.tasks:
+            raise AutopromptError("per-task prompt parts (task_tokens) are for classification task sets; train one "
+                                  "shared prompt (task_tokens=0) for a set of generation tasks")
+        return soft
 
     def _soft(self, prompt: Prompt) -> SoftPrompt | None:
         """The prompt's soft tensors, checked against its template and the model."""

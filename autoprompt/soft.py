@@ -9,7 +9,9 @@ A `SoftPrompt` is what a continuous-prompt search produces and what the evaluato
   prefix-tuning): L layers, key/value, K key-value heads, P prefix positions, D head size;
 * ``head`` ``[C, H + 1]`` — a linear classifier on what the LM head reads at ``[P]`` (P-tuning v2's
   "back to [CLS]"): one row per class, in the task's label order, its bias in the last column. A
-  prompt with a head has no label words: the head, not a verbalizer, scores the classes.
+  prompt with a head has no label words: the head, not a verbalizer, scores the classes;
+* ``tasks`` ``{name: [L, 2, K, Pt, D]}`` — a task set's per-task part: prefix positions owned by one
+  member task, appended to the shared ``prefix`` for that member's inputs only (`for_task`).
 
 Saved as ``soft.safetensors`` beside ``prompt.json`` (the prompt's ``soft`` names it). The
 `digest` covers the tensors' contents, so a prompt's fingerprint is the same in memory and on disk.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +45,14 @@ class SoftPrompt:
         prefix: ``[L, 2, K, P, D]`` per-layer key/value prefix, or None.
         meta: provenance (mode, model, trainable parameter count); saved in the file header.
         head: ``[C, H + 1]`` a linear classification head at ``[P]`` (weights, then the bias), or None.
+        tasks: per member task of a task set, ``[L, 2, K, Pt, D]`` prefix positions of its own, or None.
     """
 
     slots: Tensor | None = None
     prefix: Tensor | None = None
     meta: dict[str, Any] | None = None
     head: Tensor | None = None
+    tasks: Mapping[str, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.slots is None and self.prefix is None and self.head is None:
@@ -58,6 +63,28 @@ class SoftPrompt:
             raise AutopromptError(f"soft slot vectors must be [S, H], got shape {list(self.slots.shape)}")
         if self.prefix is not None and (self.prefix.dim() != 5 or self.prefix.shape[1] != 2):
             raise AutopromptError(f"a key/value prefix must be [L, 2, K, P, D], got shape {list(self.prefix.shape)}")
+        for name, part in (self.tasks or {}).items():
+            if self.prefix is None or part.dim() != 5 or part.shape[:3] != self.prefix.shape[:3] \
+                    or part.shape[4] != self.prefix.shape[4]:
+                raise AutopromptError(f"task {name!r}'s prefix part must be [L, 2, K, Pt, D] beside a shared prefix "
+                                      f"{None if self.prefix is None else list(self.prefix.shape)}, got "
+                                      f"{list(part.shape)}")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The member tasks with a part of their own (empty: the prompt is the same for every input)."""
+        return tuple(self.tasks or ())
+
+    def for_task(self, name: str) -> SoftPrompt:
+        """The soft prompt member ``name`` scores with: the shared prefix, then its own positions."""
+        if not self.tasks:
+            return self
+        if name not in self.tasks:
+            raise AutopromptError(f"this soft prompt has per-task parts for {', '.join(self.tasks)}, not for "
+                                  f"{name or 'an input of no task'}; score it on one of those tasks' inputs")
+        assert self.prefix is not None  # checked in __post_init__
+        prefix = torch.cat([self.prefix, self.tasks[name].to(self.prefix)], dim=3)   # [L, 2, K, P + Pt, D]
+        return SoftPrompt(self.slots, prefix, {**(self.meta or {}), "task": name}, self.head)
 
     @property
     def num_slots(self) -> int:
@@ -75,7 +102,18 @@ class SoftPrompt:
             out["prefix"] = self.prefix.detach().float().cpu().contiguous()
         if self.head is not None:
             out["head"] = self.head.detach().float().cpu().contiguous()
+        for name, part in (self.tasks or {}).items():
+            out[f"task.{name}"] = part.detach().float().cpu().contiguous()
         return out
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor], meta: dict[str, Any] | None = None) -> SoftPrompt:
+        """The inverse of `tensors`: ``task.<name>`` entries are the per-task parts, in the member order
+        ``meta["tasks"]`` records (safetensors files keep their tensors sorted by name)."""
+        found = {k.removeprefix("task.") for k in tensors if k.startswith("task.")}
+        saved = [name for name in (meta or {}).get("tasks", []) if name in found]
+        tasks = {name: tensors[f"task.{name}"] for name in saved + sorted(found - set(saved))}
+        return cls(tensors.get("slots"), tensors.get("prefix"), meta, tensors.get("head"), tasks or None)
 
     def head_logits(self, features: Tensor) -> Tensor:
         """``[B, C]`` the head's class logits for ``[B, H]`` features at ``[P]``."""
@@ -96,7 +134,8 @@ class SoftPrompt:
         """Write the tensors as safetensors, atomically."""
         from safetensors.torch import save  # noqa: PLC0415
 
-        meta = {"meta": json.dumps(self.meta or {}, default=str)}
+        meta = {"meta": json.dumps({**(self.meta or {}), **({"tasks": list(self.tasks)} if self.tasks else {})},
+                                   default=str)}
         atomic_write_bytes(path, save(self.tensors(), metadata=meta))
 
     @classmethod
@@ -130,7 +169,7 @@ def _load_cached(path: str, _mtime: int) -> SoftPrompt:
         raise AutopromptError(f"soft prompt file {file} is corrupt ({err}); rerun the search that made it") from None
     if not {"slots", "prefix", "head"} & tensors.keys():
         raise AutopromptError(f"soft prompt file {file} holds no 'slots', 'prefix' or 'head' tensor")
-    return SoftPrompt(tensors.get("slots"), tensors.get("prefix"), meta, tensors.get("head"))
+    return SoftPrompt.from_tensors(tensors, meta)
 
 
 def resolve_soft(soft: str | SoftPrompt | None) -> SoftPrompt | None:

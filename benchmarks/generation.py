@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the strategy's)")
     parser.add_argument("--decode-n", type=int, default=32, help="test MRs the decoding time is taken on")
     parser.add_argument("--out", default="runs-bench/generation")
+    parser.add_argument("--rerun", action="store_true", help="re-run rows already in the results file")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
     known = {(r["method"], r["shots"], r["data_seed"], r["test_n"]): r
@@ -101,13 +102,15 @@ def main() -> None:
     for shots in [int(s) for s in args.sizes.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for method in args.methods.split(","):
+                if not args.rerun and (method, shots, seed, args.test_limit or 630) in known:
+                    continue  # a row already measured (its run folder may be gone); --rerun measures it again
                 row = run_one(method, shots, seed, args, lm)
                 known[(method, shots, seed, row["test_n"])] = row
                 print(json.dumps(row), flush=True)
                 rows = sorted(known.values(), key=lambda r: (r["shots"], r["method"], r["data_seed"]))
                 atomic_write_json(RESULTS, {"model": "smollm2-135m", "command": "python benchmarks/generation.py "
-                                            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                       if v is not None),
+                                            + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                                                       for k, v in vars(args).items() if v not in (None, False)),
                                             "rows": rows, "summary": summary(rows)})
     for line in summary(list(known.values())):
         print(line)

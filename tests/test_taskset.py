@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
 
-from autoprompt import AutopromptError, Evaluator
+import pytest
+import torch
+
+from autoprompt import AutopromptError, Evaluator, SoftPrompt, load_prompt
+from autoprompt.api import predict
 from autoprompt.leaderboard import load_rows
 from autoprompt.search import SearchSpec, run_search
 from autoprompt.tasks import load_task
@@ -14,12 +18,13 @@ from autoprompt.testing import tiny_task
 from autoprompt.testing.conformance import check_strategy
 
 
-def _planted(lm, seed: int, name: str) -> TaskData:
-    """A tiny task whose every label is the class the manual prompt does *not* pick (starts near 0%)."""
+def _planted(lm, seed: int, name: str, flip: bool = False) -> TaskData:
+    """A tiny task whose every label is the class the manual prompt does *not* pick (starts near 0%);
+    ``flip``: the class it does pick (the same inputs then need the opposite answer)."""
     data = tiny_task(n=12, seed=seed)
     preds = Evaluator(lm, data.task).score(data.task.default_prompt, data.train).preds
     target = 1 - int(preds.float().mean().round())
-    examples = [Example(ex.fields, target) for ex in data.train]
+    examples = [Example(ex.fields, 1 - target if flip else target) for ex in data.train]
     task = Task(name, data.task.fields, data.task.labels, data.task.template, data.task.verbalizer)
     return TaskData(task, data.protocol, {s: (lambda: examples) for s in ("train", "dev", "test")})
 
@@ -32,7 +37,9 @@ def members(causal):
 def test_a_task_set_is_the_union_of_its_members(members):
     data = load_task_set(["a", "b"], members.__getitem__)
     assert data.task.name == "a+b" and data.protocol["members"] == ["a", "b"]
-    assert data.train == members["a"].train + members["b"].train and data.test == members["a"].test + members["b"].test
+    untagged = [dataclasses.replace(ex, task="") for ex in data.train]
+    assert untagged == members["a"].train + members["b"].train and len(data.test) == 2 * len(members["a"].test)
+    assert [ex.task for ex in data.train] == ["a"] * len(members["a"].train) + ["b"] * len(members["b"].train)
     assert [m.task.name for m in data.members] == ["a", "b"]
 
 
@@ -62,3 +69,61 @@ def test_one_shared_prefix_learns_a_planted_problem_of_both_members_from_their_u
 def test_prefix_conforms_on_a_task_set(causal, members):
     check_strategy("prefix", {"steps": 4, "eval_every": 2, "batch_size": 4}, budget=300, lm=causal,
                    data=load_task_set(["a", "b"], members.__getitem__))
+
+
+@pytest.fixture(scope="module")
+def opposed(causal):
+    """Two members with the same inputs and opposite labels: no one shared prompt can answer both."""
+    return {"a": _planted(causal, 1, "a"), "b": _planted(causal, 1, "b", flip=True)}
+
+
+def test_a_per_task_part_learns_what_one_shared_prefix_cannot(causal, opposed, tmp_path):
+    data = load_task_set(["a", "b"], opposed.__getitem__)
+    params = {"steps": 40, "eval_every": 10, "lr": 0.05, "patience": 0, "batch_size": 8, "gate": False}
+    shared = run_search(SearchSpec(task="a,b", strategy="prefix", params=params, budget=10_000,
+                                   out=str(tmp_path / "shared")), lm=causal, data=data)
+    # the same inputs get the same answer: what one member gains the other loses
+    assert shared["members"]["a"]["test"] + shared["members"]["b"]["test"] == pytest.approx(1.0)
+    own = run_search(SearchSpec(task="a,b", strategy="prefix", params={**params, "task_tokens": 2}, budget=10_000,
+                                out=str(tmp_path / "own")), lm=causal, data=data)
+    assert own["members"]["a"]["test"] == 1.0 and own["members"]["b"]["test"] == 1.0
+    parts = own["details"]["task_parameters"]
+    assert set(parts) == {"a", "b"} and parts["a"] == 2 * own["details"]["trainable_parameters"] // (10 + 2 * 2)
+
+    prompt = load_prompt(f"{own['run_dir']}/prompt.json")  # saved with both parts, in member order
+    assert prompt.task_names == ("a", "b")
+    for name, member in opposed.items():
+        score = Evaluator(causal, member.task).score(prompt.for_task(name), member.test).score
+        assert score == own["members"][name]["test"]
+        rows = predict(prompt, [ex.fields for ex in member.test[:3]], model=causal, member=name)
+        assert [r["label"] for r in rows] == [member.task.labels[ex.label] for ex in member.test[:3]]
+    with pytest.raises(AutopromptError, match="per-task parts for a, b; pick the inputs' task with --member"):
+        predict(prompt, [opposed["a"].test[0].fields], model=causal)
+    with pytest.raises(AutopromptError, match="per-task parts for a, b, not for an input of no task"):
+        Evaluator(causal, opposed["a"].task).score(prompt, opposed["a"].test)
+
+
+def test_task_tokens_needs_a_task_set_and_a_prefix(causal, members, tmp_path):
+    with pytest.raises(AutopromptError, match="is one task; search a set"):
+        run_search(SearchSpec(task="a", strategy="prefix", params={"task_tokens": 2, "steps": 2}, budget=1000,
+                              out=str(tmp_path)), lm=causal, data=members["a"])
+    with pytest.raises(AutopromptError, match="use strategy=prefix"):
+        run_search(SearchSpec(task="a", strategy="prompt_tuning", params={"task_tokens": 2}, budget=1000,
+                              out=str(tmp_path)), lm=causal, data=members["a"])
+
+
+def test_a_soft_prompt_with_task_parts_round_trips_and_prefixes_each_member(tmp_path):
+    shared, a, b = torch.randn(2, 2, 1, 3, 4), torch.randn(2, 2, 1, 2, 4), torch.randn(2, 2, 1, 2, 4)
+    soft = SoftPrompt(prefix=shared, tasks={"zeta": a, "alpha": b})
+    assert torch.equal(soft.for_task("zeta").prefix, torch.cat([shared, a], dim=3))
+    assert soft.for_task("alpha").prefix_length == 5 and soft.for_task("alpha").tasks is None
+    soft.save(tmp_path / "soft.safetensors")
+    loaded = SoftPrompt.load(tmp_path / "soft.safetensors")
+    assert loaded.task_names == ("zeta", "alpha") and loaded.digest == soft.digest
+    with pytest.raises(AutopromptError, match="beside a shared prefix"):
+        SoftPrompt(slots=torch.randn(2, 4), tasks={"a": a})
+
+
+def test_prefix_with_task_parts_conforms_on_a_task_set(causal, members):
+    check_strategy("prefix", {"steps": 4, "eval_every": 2, "batch_size": 4, "task_tokens": 1}, budget=300,
+                   lm=causal, data=load_task_set(["a", "b"], members.__getitem__))

@@ -94,6 +94,8 @@ def predict(
     batch_size: BatchSize = 32,
     num_beams: NumBeams = 1,
     max_new_tokens: MaxNewTokens = 64,
+    member: Annotated[str | None, typer.Option(
+        help="A task set's prompt with per-task parts (task_tokens): the member task the inputs belong to.")] = None,
 ) -> None:
     """Label new inputs with a saved prompt: one JSON line per input with its label and probabilities
     (a generation prompt: with its generated `output`)."""
@@ -103,7 +105,7 @@ def predict(
     if output is not None:
         check_writable_file(output, "--output")
     rows = run(prompt, input_file, model=model, batch_size=batch_size, progress=output is not None,
-               num_beams=num_beams, max_new_tokens=max_new_tokens)
+               num_beams=num_beams, max_new_tokens=max_new_tokens, member=member)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if output is None:
         sys.stdout.write(text)

@@ -92,6 +92,17 @@ class Prompt:
         return dataclasses.replace(self, calibration=cast(Calibration, calibration))
 
     @property
+    def task_names(self) -> tuple[str, ...]:
+        """The member tasks of a task set this prompt has a part of its own for (`SoftPrompt.tasks`)."""
+        soft = resolve_soft(self.soft)
+        return soft.task_names if soft is not None else ()
+
+    def for_task(self, name: str) -> Prompt:
+        """The prompt member task ``name`` scores with (itself unless it has per-task parts)."""
+        soft = resolve_soft(self.soft)
+        return self if soft is None or not soft.tasks else self.with_soft(soft.for_task(name))
+
+    @property
     def uncalibrated(self) -> Prompt:
         """The same prompt scored without calibration (what the model itself says)."""
         return self if not self.calibration.active else dataclasses.replace(self, calibration=NO_CALIBRATION)

@@ -283,11 +283,26 @@ class SearchContext:
             return torch.cat([self._backend.label_logprobs(encoded[b : b + batch_size], words).logprobs.cpu()
                               for b in range(0, len(encoded), batch_size)])
 
-    def soft_logprobs(self, encoded: Sequence[Encoded], words: WordTable, soft: SoftPrompt) -> Tensor:
+    def soft_logprobs(self, encoded: Sequence[Encoded], words: WordTable, soft: SoftPrompt,
+                      tasks: Sequence[str] = ()) -> Tensor:
         """Class log-probs ``[B, C]`` that keep the graph to ``soft``'s tensors, for one training step
-        (`LanguageModel.soft_logprobs`); one forward and one backward per example."""
+        (`LanguageModel.soft_logprobs`); one forward and one backward per example.
+
+        A soft prompt with per-task parts scores each row with its member's part: ``tasks`` names
+        each row's member task (`Example.task`).
+        """
         with self.budget.paying(forwards=len(encoded), backwards=len(encoded)):
-            return self._backend.soft_logprobs(encoded, words, soft)
+            if not soft.tasks:
+                return self._backend.soft_logprobs(encoded, words, soft)
+            if len(tasks) != len(encoded):
+                raise AutopromptError("a soft prompt with per-task parts needs each row's member task (`tasks`)")
+            order: list[int] = []
+            parts = []
+            for name in dict.fromkeys(tasks):
+                rows = [i for i, t in enumerate(tasks) if t == name]
+                parts.append(self._backend.soft_logprobs([encoded[i] for i in rows], words, soft.for_task(name)))
+                order += rows
+            return torch.cat(parts)[torch.tensor(order, device=parts[0].device).argsort()]   # [B, C] in row order
 
     def target_logprobs(self, encoded: Sequence[Encoded], targets: Sequence[Sequence[Sequence[int]]],
                         soft: SoftPrompt) -> list[Tensor]:

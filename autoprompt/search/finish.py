@@ -113,7 +113,8 @@ def _members(run: SearchRun, best: AnyPrompt, progress: bool) -> dict[str, Any]:
         final = Evaluator(run.lm, member.task)
         manual = member.task.default_prompt
         base = manual_baseline(final, manual, member.test, progress)
-        found = base if best.fingerprint == manual.fingerprint else final.score(best, member.test, progress=progress)
+        own = best.for_task(member.task.name) if isinstance(best, Prompt) else best  # its per-task part, if any
+        found = base if best.fingerprint == manual.fingerprint else final.score(own, member.test, progress=progress)
         out[member.task.name] = {"test": found.score, "manual_test": base.score, "n": found.n,
                                  "manual_template": manual.template.source,
                                  "delta": bootstrap_delta(found, base, seed=run.spec.seed)}

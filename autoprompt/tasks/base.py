@@ -24,12 +24,14 @@ class Example:
     generation task, the reference texts (``targets``; label 0).
 
     A generation train example has one reference; a dev or test example holds every reference of
-    its input (BLEU and ROUGE-L are scored against all of them).
+    its input (BLEU and ROUGE-L are scored against all of them). In a task set, ``task`` names the
+    member the example came from (it picks a prompt's per-task part, `SoftPrompt.for_task`).
     """
 
     fields: Mapping[str, str]
     label: int
     targets: tuple[str, ...] = ()
+    task: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,6 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
     """A stable hash of a list of examples (used as an evaluator cache key)."""
     h = hashlib.sha256()
     for ex in examples:
-        h.update(repr((sorted(ex.fields.items()), ex.label, ex.targets) if ex.targets else
-                      (sorted(ex.fields.items()), ex.label)).encode())
+        key: tuple[Any, ...] = (sorted(ex.fields.items()), ex.label) + ((ex.targets,) if ex.targets else ())
+        h.update(repr(key + ((ex.task,) if ex.task else ())).encode())
     return h.hexdigest()[:16]

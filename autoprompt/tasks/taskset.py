@@ -4,11 +4,13 @@ multi-task setting: one prompt, e.g. one shared prefix, trained on every member'
 The members must ask the same question: the same input fields, labels and kind. The set's prompt is
 the first member's manual prompt, applied to every member's inputs; after the search each member
 is scored on its own test next to its own manual prompt (the run's ``members``), and the leaderboard
-row is the set's (``sst2+mr+cr``).
+row is the set's (``sst2+mr+cr``). Every example of the set carries its member's name (`Example.task`),
+so a prompt with a per-task part (P-tuning v2's ``task_tokens``) scores each input with its own part.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +36,8 @@ def load_task_set(names: Sequence[str], load: Callable[[str], TaskData]) -> Task
                 kind=first.kind)
 
     def union(split: str) -> Callable[[], list[Example]]:
-        return lambda: [ex for m in members for ex in m.split(split)]
+        # each example names its member: a prompt's per-task part (`SoftPrompt.for_task`) is picked by it
+        return lambda: [dataclasses.replace(ex, task=m.task.name) for m in members for ex in m.split(split)]
 
     protocol: dict[str, Any] = {
         "shots": members[0].protocol.get("shots"), "data_seed": members[0].protocol.get("data_seed"),

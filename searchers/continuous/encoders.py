@@ -5,6 +5,9 @@ Each is an ``nn.Module`` whose ``forward()`` returns the `SoftPrompt` the evalua
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -88,6 +91,20 @@ class WithHead(nn.Module):
                 self.head.weight.copy_(init)
 
     def forward(self) -> SoftPrompt:
-        inner = self.prompt() if self.prompt is not None else None
         head = torch.cat([self.head.weight, self.head.bias[:, None]], dim=1)                 # [C, H + 1]
-        return SoftPrompt(inner.slots if inner else None, inner.prefix if inner else None, head=head)
+        return dataclasses.replace(self.prompt(), head=head) if self.prompt is not None else SoftPrompt(head=head)
+
+
+class TaskParts(nn.Module):
+    """A shared key/value prefix module plus each member task's own positions (a task set's per-task
+    part): member ``t`` scores with the shared prefix followed by ``parts[t]`` ``[L, 2, K, Pt, D]``."""
+
+    def __init__(self, shared: nn.Module, names: Sequence[str], init: Tensor) -> None:
+        super().__init__()
+        self.shared = shared
+        self.names = list(names)
+        self.parts = nn.ParameterList([nn.Parameter(init.clone()) for _ in self.names])
+
+    def forward(self) -> SoftPrompt:
+        shared: SoftPrompt = self.shared()
+        return dataclasses.replace(shared, tasks=dict(zip(self.names, self.parts, strict=True)))

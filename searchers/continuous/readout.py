@@ -46,6 +46,6 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
 
 
 def detached(soft: SoftPrompt) -> SoftPrompt:
-    slots, prefix, head = (None if t is None else t.detach().cpu().clone()
-                           for t in (soft.slots, soft.prefix, soft.head))
-    return SoftPrompt(slots, prefix, head=head)
+    """A copy of ``soft``'s tensors on the CPU, cut from the training graph."""
+    return SoftPrompt.from_tensors({k: t.detach().cpu().clone() for k, t in soft.tensors().items()},
+                                   {"tasks": list(soft.task_names)} if soft.tasks else None)

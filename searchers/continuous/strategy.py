@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, Segment, SoftPrompt, Template, Verbalizer
 from autoprompt.search import SearchContext, Searcher, hyper
-from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots, WithHead
+from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots, TaskParts, WithHead
 from searchers.continuous.readout import detached, dev_loss, improves, nearest_token_readout
 
 Mode = Literal["prompt", "ptuning", "prefix"]
@@ -64,6 +64,9 @@ class PTuning(Searcher):
         select: what picks the checkpoint on ``dev``: ``metric`` (accuracy, BLEU; ties broken by
             the dev loss) or ``loglik`` (the dev loss alone: cross-entropy, or on a generation task
             the references' per-token log-likelihood, which needs no decoding to be meaningful).
+        task_tokens: on a task set (``--task sst2,mr,cr``, mode=prefix): prefix positions each
+            member task owns on top of the shared ``num_tokens`` (P-tuning v2's multi-task prefix
+            with a small per-task part); 0 shares the whole prefix.
 
     On a generation task (``e2e``) the prompt trains on the references' teacher-forced
     log-likelihood (per token, the end-of-sequence token included); ``loss`` does not apply.
@@ -102,6 +105,7 @@ class PTuning(Searcher):
     select: Literal["metric", "loglik"] = "metric"
     head: Literal["verbalizer", "linear"] = "verbalizer"
     head_init: Literal["random", "words"] = "random"
+    task_tokens: int = hyper(0, low=0)
     # trained to score uncalibrated: a prior divided out afterwards only moves its decision boundary
     calibration: Literal["none", "contextual", "prior"] = "none"
 
@@ -118,6 +122,9 @@ class PTuning(Searcher):
             raise AutopromptError(f"ptuning: lr must be a positive number, got {self.lr}")
         if self.template is not None and self.mode == "prefix":
             raise AutopromptError("ptuning: mode=prefix trains a key/value prefix, not [S] slots; drop template")
+        if self.task_tokens and self.mode != "prefix":
+            raise AutopromptError("ptuning: task_tokens gives each task of a set its own prefix positions; use "
+                                  "strategy=prefix (mode=prefix)", params=("task_tokens", "mode"))
 
     # ---- the prompt and its parameters --------------------------------------------------------
 
@@ -160,8 +167,15 @@ class PTuning(Searcher):
         return ctx.lm.input_embeddings(ids).detach().float().cpu().clone()
 
     def build(self, ctx: SearchContext) -> nn.Module:
-        """The trainable module for this mode (with its classification head), freshly initialised from the seed."""
+        """The trainable module for this mode (with its per-task parts and classification head),
+        freshly initialised from the seed."""
         prompt = self._build_prompt(ctx)
+        if self.task_tokens:
+            shared = prompt().prefix.detach()
+            ids = self._init_ids(ctx, self.task_tokens) if self.init != "random" else [ctx.lm.pad_id] * self.task_tokens
+            init = ctx.lm.prefix_from_text(ids).cpu() if self.init != "random" else \
+                torch.randn(shared[:, :, :, : self.task_tokens].shape) * shared.std(dim=(1, 2, 3, 4), keepdim=True)
+            prompt = TaskParts(prompt, self._members(ctx), init)
         if self.head == "verbalizer":
             return prompt
         if ctx.task.is_generation:
@@ -172,6 +186,18 @@ class PTuning(Searcher):
             table = ctx.lm.word_table(ctx.task.default_prompt, ctx.task.labels)
             init = ctx.lm.output_embedding_matrix()[[ws[0][0] for ws in table]].detach().float().cpu()
         return WithHead(prompt, len(ctx.task.labels), ctx.lm.output_embedding_matrix().shape[1], init)
+
+    def _members(self, ctx: SearchContext) -> list[str]:
+        """The member tasks of the task set being searched (the order their examples first appear)."""
+        names = list(dict.fromkeys(ex.task for ex in ctx.train))
+        if ctx.task.is_generation:
+            raise AutopromptError("ptuning: task_tokens is for classification task sets; use task_tokens=0",
+                                  params=("task_tokens",))
+        if "" in names or len(names) < 2:
+            raise AutopromptError(f"ptuning: task_tokens gives each task of a set its own prefix positions, but "
+                                  f"{ctx.task.name} is one task; search a set (--task sst2,mr,cr) or drop task_tokens",
+                                  params=("task_tokens",))
+        return names
 
     def _build_prompt(self, ctx: SearchContext) -> nn.Module:
         torch.manual_seed(ctx.seed)  # the encoder's layers; restored by the caller's fork_rng
@@ -299,7 +325,7 @@ class PTuning(Searcher):
             return -sums.sum() / sum(len(t) for ts in targets for t in ts)
         gold = torch.tensor([ex.label for ex in batch], device=lm.device)
         table = [] if self.head == "linear" else lm.word_table(prompt, ctx.task.labels)
-        logprobs = ctx.soft_logprobs(encoded, table, soft)                                  # [B, C]
+        logprobs = ctx.soft_logprobs(encoded, table, soft, [ex.task for ex in batch])       # [B, C]
         if self.loss == "class":
             logprobs = logprobs.log_softmax(-1)
         return -logprobs[torch.arange(len(batch)), gold].mean()
@@ -309,7 +335,7 @@ class PTuning(Searcher):
             return ctx.task.default_prompt
         meta = {"mode": self.mode, **({"head": "linear", "labels": list(ctx.task.labels)} if self.head == "linear"
                                       else {})}
-        return self._prompt(ctx, SoftPrompt(**state["best_soft"], meta=meta))
+        return self._prompt(ctx, SoftPrompt.from_tensors(state["best_soft"], meta))
 
     def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
         """The trained prompt, calibrated as the search asks (trained uncalibrated: calibration is post hoc)."""
@@ -323,6 +349,10 @@ class PTuning(Searcher):
                                "backbone_parameters": ctx.lm.num_parameters(),
                                "optimizer_steps": state["k"], "start_dev": state["start_dev"],
                                "selected": "manual" if state["best_soft"] is None else "soft"}
+        if self.task_tokens:
+            prefix = state["best_soft"] and state["best_soft"].get("prefix")
+            per_position = 0 if prefix is None else prefix[:, :, :, 0].numel()
+            out["task_parameters"] = {name: self.task_tokens * per_position for name in self._members(ctx)}
         if self.head == "linear":
             out["head_parameters"] = len(ctx.task.labels) * (ctx.lm.output_embedding_matrix().shape[1] + 1)
         elif state["best_soft"] is not None and "slots" in state["best_soft"]:  # a head's prompt needs its head
