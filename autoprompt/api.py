@@ -156,7 +156,7 @@ def predict(
     if isinstance(chosen, Prompt) and (chosen.task_names or member):
         if member not in chosen.task_names:
             raise AutopromptError(f"the prompt has per-task parts for {', '.join(chosen.task_names) or 'no task'}; "
-                                  f"pick the inputs' task with --member (one of those), got {member!r}")
+                                  f"pick the inputs' task with `member` (one of those), got {member!r}")
         chosen = chosen.for_task(member)
     fields = chosen.template.fields
     rows = read_inputs(inputs, fields) if isinstance(inputs, str | Path) else [dict(r) for r in inputs]

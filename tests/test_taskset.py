@@ -97,7 +97,7 @@ def test_a_per_task_part_learns_what_one_shared_prefix_cannot(causal, opposed, t
         assert score == own["members"][name]["test"]
         rows = predict(prompt, [ex.fields for ex in member.test[:3]], model=causal, member=name)
         assert [r["label"] for r in rows] == [member.task.labels[ex.label] for ex in member.test[:3]]
-    with pytest.raises(AutopromptError, match="per-task parts for a, b; pick the inputs' task with --member"):
+    with pytest.raises(AutopromptError, match="per-task parts for a, b; pick the inputs' task with `member`"):
         predict(prompt, [opposed["a"].test[0].fields], model=causal)
     with pytest.raises(AutopromptError, match="per-task parts for a, b, not for an input of no task"):
         Evaluator(causal, opposed["a"].task).score(prompt, opposed["a"].test)
