@@ -11,6 +11,7 @@ from autoprompt import AutopromptError, Evaluator, SoftPrompt, load_prompt
 from autoprompt.api import predict
 from autoprompt.leaderboard import load_rows
 from autoprompt.search import SearchSpec, run_search
+from autoprompt.search.loop import limit_test
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, Task, TaskData
 from autoprompt.tasks.taskset import load_task_set
@@ -41,6 +42,8 @@ def test_a_task_set_is_the_union_of_its_members(members):
     assert untagged == members["a"].train + members["b"].train and len(data.test) == 2 * len(members["a"].test)
     assert [ex.task for ex in data.train] == ["a"] * len(members["a"].train) + ["b"] * len(members["b"].train)
     assert [m.task.name for m in data.members] == ["a", "b"]
+    limited = limit_test(data, 3)  # a limited set's test is still tagged member by member
+    assert [ex.task for ex in limited.test] == ["a"] * 3 + ["b"] * 3
 
 
 def test_members_must_ask_the_same_question(data_dir):

@@ -32,6 +32,7 @@ from autoprompt.search.registry import create, variant
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, TaskData
+from autoprompt.tasks.taskset import union_split
 
 OnStep = Callable[[int, dict[str, Any]], None]
 
@@ -221,7 +222,7 @@ def limit_test(data: TaskData, k: int) -> TaskData:
     if data.members:  # a task set: each member's own test is limited, the set's is their union
         members = [limit_test(m, k) for m in data.members]
         return TaskData(data.task, {**data.protocol, "test_limit": k},
-                        {**data.loaders, "test": lambda: [ex for m in members for ex in m.test]}, members=members)
+                        {**data.loaders, "test": lambda: union_split(members, "test")}, members=members)
 
     def test() -> list[Example]:
         full = data.test

@@ -36,8 +36,7 @@ def load_task_set(names: Sequence[str], load: Callable[[str], TaskData]) -> Task
                 kind=first.kind)
 
     def union(split: str) -> Callable[[], list[Example]]:
-        # each example names its member: a prompt's per-task part (`SoftPrompt.for_task`) is picked by it
-        return lambda: [dataclasses.replace(ex, task=m.task.name) for m in members for ex in m.split(split)]
+        return lambda: union_split(members, split)
 
     protocol: dict[str, Any] = {
         "shots": members[0].protocol.get("shots"), "data_seed": members[0].protocol.get("data_seed"),
@@ -46,3 +45,9 @@ def load_task_set(names: Sequence[str], load: Callable[[str], TaskData]) -> Task
         "set_prompt": f"{first.name}'s manual prompt on every member's inputs",
     }
     return TaskData(task, protocol, {s: union(s) for s in ("train", "dev", "test")}, members=members)
+
+
+def union_split(members: Sequence[TaskData], split: str) -> list[Example]:
+    """The members' ``split`` in member order, each example tagged with its member's name (a
+    prompt's per-task part, `SoftPrompt.for_task`, is picked by it)."""
+    return [dataclasses.replace(ex, task=m.task.name) for m in members for ex in m.split(split)]
