@@ -1,4 +1,5 @@
-"""P-tuning v2's multi-task prefix: one prefix trained on SST-2 + MR + CR vs one prefix per task.
+"""P-tuning v2's multi-task prefix: one prefix trained on SST-2 + MR + CR (alone, or with a small
+per-task part: ``task_tokens`` positions per member) vs one prefix per task.
 
 Each row is a normal search (``autoprompt search --task sst2,mr,cr --shots 16 --strategy prefix``
 and ``--task sst2`` etc.), ``gate=false`` so the figure is the trained prefix itself; each task is
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--tasks", default="sst2,mr,cr")
     parser.add_argument("--seeds", default="13,21,42")
     parser.add_argument("--test-limit", type=int, default=None, help="a seeded K of each task's test")
+    parser.add_argument("--task-tokens", type=int, default=2,
+                        help="per-task prefix positions of the 'multi-task+own' setup (0: skip that setup)")
     parser.add_argument("--out", default="runs-bench/multitask")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
@@ -36,19 +39,22 @@ def main() -> None:
                                                                   else [])}
     names = args.tasks.split(",")
 
-    def run(task: str, seed: int) -> dict:
-        spec = SearchSpec(task=task, strategy="prefix", params={"gate": False}, shots=16, data_seed=seed, seed=0,
-                          out=args.out, test_limit=args.test_limit)
+    def run(task: str, seed: int, **params: int) -> dict:
+        spec = SearchSpec(task=task, strategy="prefix", params={"gate": False, **params}, shots=16, data_seed=seed,
+                          seed=0, out=args.out, test_limit=args.test_limit)
         return finished_result(spec) or run_search(spec, lm=lm, progress=True)
 
     for seed in [int(s) for s in args.seeds.split(",")]:
-        joint = run(args.tasks, seed)
-        for name, member in joint["members"].items():
-            known[("multi-task", name, seed)] = {
-                "setup": "multi-task", "task": name, "data_seed": seed, "test": round(member["test"], 4),
-                "manual_test": round(member["manual_test"], 4), "n": member["n"], "wall_s": joint["wall_s"],
-                "trainable_parameters": joint["details"]["trainable_parameters"],
-                "torch_threads": torch.get_num_threads()}
+        joints = {"multi-task": run(args.tasks, seed)}
+        if args.task_tokens:
+            joints["multi-task+own"] = run(args.tasks, seed, task_tokens=args.task_tokens)
+        for setup, joint in joints.items():
+            for name, member in joint["members"].items():
+                known[(setup, name, seed)] = {
+                    "setup": setup, "task": name, "data_seed": seed, "test": round(member["test"], 4),
+                    "manual_test": round(member["manual_test"], 4), "n": member["n"], "wall_s": joint["wall_s"],
+                    "trainable_parameters": joint["details"]["trainable_parameters"],
+                    "torch_threads": torch.get_num_threads()}
         for name in names:
             single = run(name, seed)
             known[("per-task", name, seed)] = {
@@ -59,8 +65,8 @@ def main() -> None:
         rows = sorted(known.values(), key=lambda r: (r["setup"], r["task"], r["data_seed"]))
         atomic_write_json(RESULTS, {"model": "smollm2-135m", "strategy": "prefix", "shots": 16,
                                     "command": f"python benchmarks/multitask.py --tasks {args.tasks} --seeds "
-                                               f"{args.seeds}" + (f" --test-limit {args.test_limit}"
-                                                                  if args.test_limit else ""),
+                                               f"{args.seeds} --task-tokens {args.task_tokens}"
+                                               + (f" --test-limit {args.test_limit}" if args.test_limit else ""),
                                     "rows": rows, "summary": summary(rows)})
         print(json.dumps(summary(rows), indent=1), flush=True)
 
@@ -68,7 +74,7 @@ def main() -> None:
 def summary(rows: list[dict]) -> list[dict]:
     """Mean ± sample std over data seeds per (setup, task), with the manual prompt of the same runs."""
     out = []
-    for setup in ("multi-task", "per-task"):
+    for setup in ("multi-task", "multi-task+own", "per-task"):
         for task in sorted({r["task"] for r in rows}):
             sel = [r for r in rows if r["setup"] == setup and r["task"] == task]
             if not sel:
