@@ -232,13 +232,13 @@ class Evaluator:
             table = [] if soft is not None and soft.head is not None else self.lm.word_table(prompt, labels)
             tables.append(table)
             chosen = self._demos_per_query(prompt, examples)
+            routed = soft is not None and bool(soft.tasks)
             for e, ex in enumerate(examples):
                 # prompts with their own soft tensors never share a batch (or a prefix) with others, and
                 # a per-task part splits a prompt's inputs by the member task they come from
-                routed = soft is not None and bool(soft.tasks)
                 key = (tuple(tuple(ws) for ws in table), p if soft is not None else -1, ex.task if routed else "")
                 if key not in softs:
-                    softs[key] = soft.for_task(ex.task) if routed and soft is not None else soft
+                    softs[key] = soft.for_task(ex.task) if soft is not None else None
                 encoded = self.lm.encode(prompt, ex, chosen[e]) if chosen else self.lm.encode(prompt, ex)
                 groups.setdefault(key, []).append(Job(p, e, encoded))
         n_classes = len(labels)

@@ -107,11 +107,13 @@ def sample_k_shot(examples: Sequence[Example], shots: int, seed: int, n_classes:
     return ([ex for d in drawn for ex in d[:shots]], [ex for d in drawn for ex in d[shots:]])
 
 
-def _split_files(name: str, files: Mapping[str, str | Path], base: Path | None) -> dict[str, Path]:
-    """The task's train/dev/test paths, relative ones resolved against ``base``; each must exist."""
+def _split_files(name: str, files: Mapping[str, str | Path], base: Path | None, required: set[str],
+                 wrong: str) -> dict[str, Path]:
+    """The task's train/dev/test paths, relative ones resolved against ``base``; each must exist.
+    ``wrong`` says what the task needs when a split is unknown or one of ``required`` is missing."""
     paths = {k: (base / v if base and not Path(v).is_absolute() else Path(v)) for k, v in files.items()}
-    if set(paths) - {"train", "dev", "test"}:
-        raise AutopromptError(f"custom task files must be train/dev/test with at least test; got {sorted(paths)}")
+    if set(paths) - {"train", "dev", "test"} or not required <= set(paths):
+        raise AutopromptError(f"{wrong}; got {sorted(paths)}")
     for split, path in paths.items():
         if not path.is_file():
             raise AutopromptError(f"custom task {name}: the {split} file {path} does not exist; fix [files]")
@@ -156,9 +158,7 @@ def custom_task(
         raise AutopromptError(f"custom task {name}: labels {labels} repeat a value; list each label once")
     task = Task(name, tuple(columns_of), tuple(labels), template,
                 {str(k): list(v) for k, v in verbalizer.items()}, metric, f"custom task from {base or '.'}")
-    paths = _split_files(name, files, base)
-    if "test" not in paths:
-        raise AutopromptError(f"custom task files must be train/dev/test with at least test; got {sorted(paths)}")
+    paths = _split_files(name, files, base, {"test"}, "custom task files must be train/dev/test with at least test")
     if shots is not None and "train" not in paths:
         raise AutopromptError(f"custom task {name}: {shots} shots are sampled from a train file; add one under [files]")
 
@@ -236,10 +236,8 @@ def custom_generation_task(
     columns_of = dict(fields) if isinstance(fields, Mapping) else {f: f for f in fields}
     task = Task(name, tuple(columns_of), (), template, {}, "bleu", f"custom generation task from {base or '.'}",
                 kind="generation")
-    paths = _split_files(name, files, base)
-    if not {"train", "test"} <= set(paths):
-        raise AutopromptError(f"a custom generation task needs train and test files (dev optional); got "
-                              f"{sorted(paths)}")
+    paths = _split_files(name, files, base, {"train", "test"},
+                         "a custom generation task needs train and test files (dev optional)")
     groups = {s: group_references(read_table(p, fmt, columns), columns_of, target_column, str(p))
               for s, p in paths.items()}
     data = generation_data(task, groups["train"], groups["test"], shots, data_seed,

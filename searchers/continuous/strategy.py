@@ -171,11 +171,7 @@ class PTuning(Searcher):
         freshly initialised from the seed."""
         prompt = self._build_prompt(ctx)
         if self.task_tokens:
-            shared = prompt().prefix.detach()
-            ids = self._init_ids(ctx, self.task_tokens) if self.init != "random" else [ctx.lm.pad_id] * self.task_tokens
-            init = ctx.lm.prefix_from_text(ids).cpu() if self.init != "random" else \
-                torch.randn(shared[:, :, :, : self.task_tokens].shape) * shared.std(dim=(1, 2, 3, 4), keepdim=True)
-            prompt = TaskParts(prompt, self._members(ctx), init)
+            prompt = TaskParts(prompt, self._members(ctx), self._prefix_init(ctx, self.task_tokens))
         if self.head == "verbalizer":
             return prompt
         if ctx.task.is_generation:
@@ -199,16 +195,22 @@ class PTuning(Searcher):
                                   params=("task_tokens",))
         return names
 
+    def _prefix_init(self, ctx: SearchContext, n: int) -> Tensor:
+        """``[L, 2, K, n, D]`` starting keys and values: the model's own for ``n`` init tokens, or
+        (``init=random``) seeded normal noise at the scale of the pad token's."""
+        ids = self._init_ids(ctx, n) if self.init != "random" else [ctx.lm.pad_id] * n
+        kv = ctx.lm.prefix_from_text(ids).cpu()
+        if self.init == "random":
+            gen = torch.Generator().manual_seed(ctx.seed)
+            kv = torch.randn(kv.shape, generator=gen) * kv.std(dim=(1, 2, 3, 4), keepdim=True)
+        return kv
+
     def _build_prompt(self, ctx: SearchContext) -> nn.Module:
         torch.manual_seed(ctx.seed)  # the encoder's layers; restored by the caller's fork_rng
         hidden = self.hidden or ctx.lm.embedding_matrix().shape[1]
         if self.mode == "prefix":
             ctx.lm.check_prefix()
-            ids = self._init_ids(ctx, self.num_tokens) if self.init != "random" else [ctx.lm.pad_id] * self.num_tokens
-            kv = ctx.lm.prefix_from_text(ids).cpu()
-            if self.init == "random":
-                gen = torch.Generator().manual_seed(ctx.seed)
-                kv = torch.randn(kv.shape, generator=gen) * kv.std(dim=(1, 2, 3, 4), keepdim=True)
+            kv = self._prefix_init(ctx, self.num_tokens)
             return KVPrefix(kv, self._vectors(ctx, self.num_tokens) if self.reparam else None, hidden)
         n = self.prompt_template(ctx).num_soft
         if self.mode == "prompt":
