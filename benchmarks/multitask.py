@@ -33,11 +33,16 @@ def main() -> None:
     parser.add_argument("--task-tokens", type=int, default=2,
                         help="per-task prefix positions of the 'multi-task+own' setup (0: skip that setup)")
     parser.add_argument("--out", default="runs-bench/multitask")
+    parser.add_argument("--rerun", action="store_true", help="re-run rows already in the results file")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
     known = {(r["setup"], r["task"], r["data_seed"]): r for r in (read_json(RESULTS)["rows"] if RESULTS.exists()
                                                                   else [])}
     names = args.tasks.split(",")
+
+    def measured(setup: str, tasks: list[str], seed: int) -> bool:
+        # rows already in the results file are kept (their run folders may be gone); --rerun measures them again
+        return not args.rerun and all((setup, name, seed) in known for name in tasks)
 
     def run(task: str, seed: int, **params: int) -> dict:
         spec = SearchSpec(task=task, strategy="prefix", params={"gate": False, **params}, shots=16, data_seed=seed,
@@ -45,8 +50,10 @@ def main() -> None:
         return finished_result(spec) or run_search(spec, lm=lm, progress=True)
 
     for seed in [int(s) for s in args.seeds.split(",")]:
-        joints = {"multi-task": run(args.tasks, seed)}
-        if args.task_tokens:
+        joints = {}
+        if not measured("multi-task", names, seed):
+            joints["multi-task"] = run(args.tasks, seed)
+        if args.task_tokens and not measured("multi-task+own", names, seed):
             joints["multi-task+own"] = run(args.tasks, seed, task_tokens=args.task_tokens)
         for setup, joint in joints.items():
             for name, member in joint["members"].items():
@@ -54,8 +61,11 @@ def main() -> None:
                     "setup": setup, "task": name, "data_seed": seed, "test": round(member["test"], 4),
                     "manual_test": round(member["manual_test"], 4), "n": member["n"], "wall_s": joint["wall_s"],
                     "trainable_parameters": joint["details"]["trainable_parameters"],
+                    "own_parameters": joint["details"].get("task_parameters", {}).get(name, 0),
                     "torch_threads": torch.get_num_threads()}
         for name in names:
+            if measured("per-task", [name], seed):
+                continue
             single = run(name, seed)
             known[("per-task", name, seed)] = {
                 "setup": "per-task", "task": name, "data_seed": seed, "test": round(single["scores"]["test"], 4),
