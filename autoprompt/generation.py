@@ -54,15 +54,19 @@ class GenerationScorer:
         decoding: how outputs are generated.
         soft_of: the prompt's checked soft tensors (`Evaluator._soft`).
         stats: the evaluator's token counters.
+        paid: the evaluator's (prompt, examples) keys already charged; shared, so a resumed search
+            that restores it recomputes what the cache lost for free, as classification does.
     """
 
     def __init__(self, lm: LanguageModel, task: Task, batch_size: int, max_tokens: int, budget: Budget | None,
-                 decoding: Decoding, soft_of: Callable[[Prompt], SoftPrompt | None], stats: Counter[str]) -> None:
+                 decoding: Decoding, soft_of: Callable[[Prompt], SoftPrompt | None], stats: Counter[str],
+                 paid: set[tuple[str, str]]) -> None:
         if not isinstance(lm, CausalLM):
             raise AutopromptError(f"task {task.name} generates text, which needs a causal LM; {lm.name} is a "
                                   f"{lm.kind} LM")
         self.lm, self.task, self.budget, self.decoding = lm, task, budget, decoding
         self.batch_size, self.max_tokens, self.soft_of, self.stats = batch_size, max_tokens, soft_of, stats
+        self.paid = paid
         self._cache: dict[tuple[str, str], EvalResult] = {}
 
     def score_many(self, prompts: Sequence[AnyPrompt], examples: Sequence[Example],
@@ -80,20 +84,22 @@ class GenerationScorer:
                 raise AutopromptError("ensembles average class probabilities; a generation task has no classes — "
                                       "score its prompts one by one")
             if (prompt.fingerprint, key) not in self._cache:
-                self._cache[(prompt.fingerprint, key)] = self._score(prompt, examples, progress)
+                self._cache[(prompt.fingerprint, key)] = self._score(prompt, examples, key, progress)
             out.append(self._cache[(prompt.fingerprint, key)])
         return out
 
-    def _score(self, prompt: Prompt, examples: Sequence[Example], progress: bool) -> EvalResult:
+    def _score(self, prompt: Prompt, examples: Sequence[Example], key: str, progress: bool) -> EvalResult:
         refs = [list(ex.targets) for ex in examples]
         n_refs = sum(len(r) for r in refs)
-        if self.budget is not None:
-            self.budget.require(forwards=len(examples) + n_refs)
+        budget = self.budget if (prompt.fingerprint, key) not in self.paid else None
+        if budget is not None:
+            budget.require(forwards=len(examples) + n_refs)
         outputs = self.generate(prompt, examples, progress)
         loglik = self.likelihood(prompt, examples)
-        if self.budget is not None:
-            self.budget.charge(forwards=len(examples) + n_refs,
+        if budget is not None:
+            budget.charge(forwards=len(examples) + n_refs,
                                tokens=sum(len(self.lm.encode(prompt, ex)) for ex in examples))
+        self.paid.add((prompt.fingerprint, key))
         stats = text_metrics.bleu_stats(outputs, refs)
         rouge = text_metrics.rouge_l(outputs, refs)
         return EvalResult("bleu", text_metrics.bleu_from_stats(stats), loglik[:, None], torch.zeros(len(examples),

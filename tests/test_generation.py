@@ -207,6 +207,22 @@ def test_a_search_writes_outputs_and_records_generation_figures(causal, gen, tmp
     assert "lama" not in result and result["deltas"]["test"]["n"] == len(gen.test)
 
 
+def test_a_restored_paid_set_recomputes_generation_scores_without_charging_them_again(causal, gen):
+    # what a resumed search does: its fresh cache is empty, its restored `paid` set is not
+    from autoprompt.budget import Budget  # noqa: PLC0415
+
+    prompt, decoding = gen.task.default_prompt, Decoding(max_new_tokens=4)
+    first = Evaluator(causal, gen.task, budget=Budget(), decoding=decoding)
+    before = first.score(prompt, gen.dev)
+    assert first.budget.used == len(gen.dev) + sum(len(ex.targets) for ex in gen.dev)
+    resumed = Evaluator(causal, gen.task, budget=Budget(), decoding=decoding)
+    resumed.paid.update(first.paid)
+    again = resumed.score(prompt, gen.dev)
+    assert torch.equal(again.logprobs, before.logprobs) and again.outputs == before.outputs
+    assert resumed.budget.used == 0
+    assert resumed.score(prompt, gen.test) and resumed.budget.used > 0  # new examples are charged
+
+
 @pytest.mark.parametrize("strategy", ["gradient", "verbalizer", "random", "paraphrase", "demos"])
 def test_label_word_strategies_say_they_do_not_search_generation_tasks(strategy, causal, gen, tmp_path):
     with pytest.raises(AutopromptError, match=rf"strategy {strategy} does not search generation tasks.*manual"):
