@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import mean_std
 
 from autoprompt import Evaluator, load_model, load_prompt
 from autoprompt.io import atomic_write_json, read_json
@@ -71,8 +72,7 @@ def summary(rows: list[dict]) -> list[dict]:
                 continue
 
             def ms(key: str, sel: list[dict] = sel) -> str:
-                vals = [r[key] for r in sel]
-                return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.2f}"
+                return mean_std((r[key] for r in sel), 2)
 
             out.append({"shots": shots, "method": method, "seeds": len(sel), "test_bleu": ms("test_bleu"),
                         "manual_test_bleu": ms("manual_test_bleu"), "test_rougeL": ms("test_rougeL"),

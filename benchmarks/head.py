@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
+from figures import mean_std
 
 from autoprompt import load_model
 from autoprompt.io import atomic_write_json, read_json
@@ -65,8 +65,7 @@ def summary(rows: list[dict]) -> list[dict]:
         sel = [r for r in rows if r["variant"] == name]
 
         def ms(key: str, sel: list[dict] = sel) -> str:
-            vals = [r[key] for r in sel]
-            return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.4f}"
+            return mean_std((r[key] for r in sel), 4)
 
         out.append({"variant": name, "seeds": len(sel), "test": ms("test"), "manual_test": ms("manual_test"),
                     "gate_passed": sum(bool(r["gate_passed"]) for r in sel),

@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from figures import mean_std
 
 from autoprompt import load_model
 from autoprompt.io import atomic_write_json, read_json
@@ -91,8 +92,7 @@ def summary(rows: list[dict]) -> list[dict]:
                 continue
 
             def ms(key: str, sel: list[dict] = sel) -> str:
-                vals = [r[key] for r in sel]
-                return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.4f}"
+                return mean_std((r[key] for r in sel), 4)
 
             out.append({"setup": setup, "task": task, "seeds": len(sel), "test": ms("test"),
                         "manual_test": ms("manual_test"), "wall_s": round(statistics.mean(r["wall_s"] for r in sel))})
