@@ -263,6 +263,19 @@ def test_a_custom_generation_task_groups_references_by_input(tmp_path):
         load_task(bad)
 
 
+@pytest.mark.parametrize("shots", [None, 4])
+def test_a_given_dev_file_is_the_dev_set_and_train_holds_no_dev_or_test_input(tmp_path, shots):
+    spec = _generation_spec(tmp_path)
+    rows = (tmp_path / "train.csv").read_text().splitlines()
+    (tmp_path / "dev.csv").write_text("\n".join([rows[0], *rows[4:7]]) + "\n")  # the pub's three MRs
+    spec.write_text(spec.read_text() + 'dev = "dev.csv"\n')
+    data = load_task(spec, shots=shots)
+    mrs = {split: {ex.fields["mr"] for ex in data.split(split)} for split in ("train", "dev", "test")}
+    assert mrs["dev"] == {f"name[pub], food[{f}]" for f in ("thai", "french", "cheap")}
+    assert not mrs["train"] & (mrs["dev"] | mrs["test"])
+    assert len(data.train) == (6 if shots is None else shots)  # the inn's and the bar's six MRs, or a draw
+
+
 def test_evaluate_and_predict_generate_text_from_the_cli(tmp_path, tiny_model_dir):
     spec = _generation_spec(tmp_path)
     scored = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir),

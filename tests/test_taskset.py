@@ -10,7 +10,7 @@ import torch
 from autoprompt import AutopromptError, Evaluator, SoftPrompt, load_prompt
 from autoprompt.api import predict
 from autoprompt.leaderboard import load_rows
-from autoprompt.search import SearchSpec, run_search
+from autoprompt.search import SearchSpec, create, run_search
 from autoprompt.search.loop import limit_test
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, Task, TaskData
@@ -51,6 +51,8 @@ def test_members_must_ask_the_same_question(data_dir):
         load_task("sst2,trec", data_dir, 16, 13)
     with pytest.raises(AutopromptError, match="two or more different tasks"):
         load_task("sst2,sst2", data_dir, 16, 13)
+    with pytest.raises(AutopromptError, match=r"load as \['sst2', 'sst2'\]"):
+        load_task("sst2,SST2", data_dir, 16, 13)
     data = load_task("sst2,mr,cr", data_dir, 16, 13)
     assert data.task.name == "sst2+mr+cr" and len(data.train) == 3 * 32 and len(data.test) == 872 + 2000 + 2000
 
@@ -113,6 +115,8 @@ def test_task_tokens_needs_a_task_set_and_a_prefix(causal, members, tmp_path):
     with pytest.raises(AutopromptError, match="use strategy=prefix"):
         run_search(SearchSpec(task="a", strategy="prompt_tuning", params={"task_tokens": 2}, budget=1000,
                               out=str(tmp_path)), lm=causal, data=members["a"])
+    with pytest.raises(AutopromptError, match="with task_tokens use calibration=none"):
+        create("prefix", {"task_tokens": 2, "calibration": "contextual"})
 
 
 def test_a_soft_prompt_with_task_parts_round_trips_and_prefixes_each_member(tmp_path):

@@ -47,7 +47,7 @@ from typing import Any, cast
 from autoprompt.errors import AutopromptError
 from autoprompt.schema import TaskFile, validate
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData, carve_dev, unavailable
-from autoprompt.tasks.generation import all_references, generation_data, group_references, one_per_reference
+from autoprompt.tasks.generation import generation_data, group_references
 from autoprompt.tasks.readers import read_csv, read_jsonl, read_label_first, read_tsv
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "label-first", ".all": "label-first"}
@@ -240,12 +240,6 @@ def custom_generation_task(
                          "a custom generation task needs train and test files (dev optional)")
     groups = {s: group_references(read_table(p, fmt, columns), columns_of, target_column, str(p))
               for s, p in paths.items()}
-    data = generation_data(task, groups["train"], groups["test"], shots, data_seed,
-                           {k: str(v) for k, v in paths.items()})
-    if "dev" in groups:  # the given dev set; without shots, all of the train file trains
-        dev = all_references(groups["dev"])
-        data.loaders["dev"] = lambda: dev
-        if shots is None:
-            train = one_per_reference(groups["train"])
-            data.loaders["train"] = lambda: train
-    return data
+    # a given dev set is used as it is; train never holds an input of dev or test
+    return generation_data(task, groups["train"], groups["test"], shots, data_seed,
+                           {k: str(v) for k, v in paths.items()}, dev=groups.get("dev"))

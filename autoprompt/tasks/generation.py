@@ -60,16 +60,26 @@ def all_references(groups: Sequence[Group]) -> list[Example]:
     return [Example(fields, 0, tuple(refs)) for fields, refs in groups]
 
 
-def split_by_input(groups: Sequence[Group], shots: int | None, seed: int) -> tuple[list[Example], list[Example]]:
+def split_by_input(groups: Sequence[Group], shots: int | None, seed: int,
+                   draw_dev: bool = True) -> tuple[list[Example], list[Example]]:
     """``(train, dev)`` from one pool, no input in both (see the module docstring).
 
     Args:
         groups: the pool's inputs and references.
         shots: training references (low-data protocol), or None for the whole pool less a dev slice.
         seed: the order the inputs are drawn in.
+        draw_dev: False where a dev set is given: train only (all of the pool without ``shots``).
     """
     order = list(groups)
     random.Random(f"by-input:{seed}").shuffle(order)
+    if not draw_dev:
+        if shots is None:
+            return one_per_reference(order), []
+        train = [Example(fields, 0, (r,)) for fields, refs in order for r in refs][:shots]
+        if len(train) < shots:
+            raise AutopromptError(f"{shots} training references need more than the pool's {len(train)}; "
+                                  "use fewer shots")
+        return train, []
     if shots is None:
         n_dev = max(1, len(order) // 10)
         return one_per_reference(order[n_dev:]), all_references(order[:n_dev])
@@ -92,19 +102,21 @@ def split_by_input(groups: Sequence[Group], shots: int | None, seed: int) -> tup
 
 
 def generation_data(task: Task, pool: Sequence[Group], test: Sequence[Group], shots: int | None, seed: int,
-                    sources: Mapping[str, str]) -> TaskData:
-    """A generation task's splits: train and dev drawn by input from ``pool`` (less any input that is
-    also in ``test``), ``test`` as given."""
-    in_test = {tuple(sorted(fields.items())) for fields, _ in test}
-    pool = [g for g in pool if tuple(sorted(g[0].items())) not in in_test]
+                    sources: Mapping[str, str], dev: Sequence[Group] | None = None) -> TaskData:
+    """A generation task's splits: ``test`` (and ``dev``) as given; train (and dev, when none is
+    given) drawn by input from ``pool``, less every input that is also in a given split."""
+    held_out = {tuple(sorted(fields.items())) for fields, _ in [*test, *(dev or [])]}
+    pool = [g for g in pool if tuple(sorted(g[0].items())) not in held_out]
     box: dict[str, tuple[list[Example], list[Example]]] = {}
 
     def drawn(i: int) -> list[Example]:
         if "v" not in box:
-            box["v"] = split_by_input(pool, shots, seed)
+            box["v"] = split_by_input(pool, shots, seed, draw_dev=dev is None)
         return box["v"][i]
 
-    loaders: dict[str, SplitLoader] = {"train": lambda: drawn(0), "dev": lambda: drawn(1),
+    given_dev = all_references(dev) if dev is not None else None
+    loaders: dict[str, SplitLoader] = {"train": lambda: drawn(0),
+                                       "dev": (lambda: given_dev) if given_dev is not None else (lambda: drawn(1)),
                                        "test": lambda: all_references(test)}
     protocol: dict[str, Any] = {"shots": shots, "data_seed": seed, "sources": dict(sources),
                                 "split": "by input: no input in two splits",

@@ -23,6 +23,9 @@ def load_task_set(names: Sequence[str], load: Callable[[str], TaskData]) -> Task
     if len(set(names)) != len(names) or len(names) < 2:
         raise AutopromptError(f"a task set needs two or more different tasks, got {list(names)}")
     members = [load(name) for name in names]
+    loaded = [m.task.name for m in members]
+    if len(set(loaded)) != len(loaded):  # two spellings or files of one task: their examples' tags would merge
+        raise AutopromptError(f"a task set needs two or more different tasks, but {list(names)} load as {loaded}")
     first = members[0].task
     for member in members[1:]:
         t = member.task

@@ -125,6 +125,10 @@ class PTuning(Searcher):
         if self.task_tokens and self.mode != "prefix":
             raise AutopromptError("ptuning: task_tokens gives each task of a set its own prefix positions; use "
                                   "strategy=prefix (mode=prefix)", params=("task_tokens", "mode"))
+        if self.task_tokens and self.calibration != "none":
+            # one class prior for the set would be divided out of every member's own part
+            raise AutopromptError("ptuning: calibration is estimated per prompt, not per task of a set; with "
+                                  "task_tokens use calibration=none", params=("task_tokens", "calibration"))
 
     # ---- the prompt and its parameters --------------------------------------------------------
 
