@@ -153,7 +153,9 @@ def predict(
         generation prompt its fields and ``output``.
     """
     chosen = prompt if isinstance(prompt, Prompt | Ensemble) else load_prompt(prompt)
-    if isinstance(chosen, Prompt) and (chosen.task_names or member):
+    if member and (isinstance(chosen, Ensemble) or not chosen.task_names):
+        raise AutopromptError(f"the prompt has no per-task parts, so `member` ({member!r}) picks nothing; drop it")
+    if isinstance(chosen, Prompt) and chosen.task_names:
         if member not in chosen.task_names:
             raise AutopromptError(f"the prompt has per-task parts for {', '.join(chosen.task_names) or 'no task'}; "
                                   f"pick the inputs' task with `member` (one of those), got {member!r}")

@@ -106,6 +106,8 @@ def test_a_per_task_part_learns_what_one_shared_prefix_cannot(causal, opposed, t
         predict(prompt, [opposed["a"].test[0].fields], model=causal)
     with pytest.raises(AutopromptError, match="per-task parts for a, b, not for an input of no task"):
         Evaluator(causal, opposed["a"].task).score(prompt, opposed["a"].test)
+    with pytest.raises(AutopromptError, match=r"no per-task parts, so `member` \('a'\) picks nothing"):
+        predict(opposed["a"].task.default_prompt, [opposed["a"].test[0].fields], model=causal, member="a")
 
 
 def test_task_tokens_needs_a_task_set_and_a_prefix(causal, members, tmp_path):

@@ -75,11 +75,11 @@ def split_by_input(groups: Sequence[Group], shots: int | None, seed: int,
     if not draw_dev:
         if shots is None:
             return one_per_reference(order), []
-        train = [Example(fields, 0, (r,)) for fields, refs in order for r in refs][:shots]
-        if len(train) < shots:
-            raise AutopromptError(f"{shots} training references need more than the pool's {len(train)}; "
+        pairs = one_per_reference(order)
+        if len(pairs) < shots:
+            raise AutopromptError(f"{shots} training references need more than the pool's {len(pairs)}; "
                                   "use fewer shots")
-        return train, []
+        return pairs[:shots], []
     if shots is None:
         n_dev = max(1, len(order) // 10)
         return one_per_reference(order[n_dev:]), all_references(order[:n_dev])
