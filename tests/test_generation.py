@@ -198,6 +198,18 @@ def test_a_generation_step_lowers_the_reference_loss(causal, gen):
     assert weights_checksum(causal.model) == before
 
 
+def test_select_loglik_keeps_the_manual_prompt_by_dev_likelihood_from_the_start(causal, gen):
+    from autoprompt.budget import Budget  # noqa: PLC0415
+    from autoprompt.search import SearchContext  # noqa: PLC0415
+    from searchers.continuous.readout import dev_loss  # noqa: PLC0415
+
+    ctx = SearchContext(causal, gen.task, gen.train, gen.dev, Evaluator(causal, gen.task, budget=Budget(),
+                        decoding=Decoding(max_new_tokens=4)), Budget(), 0)
+    state = create("prefix", {"select": "loglik", "keep_manual": True}).start(ctx)
+    scored = list(ctx.evaluator.generation._cache.values())  # the start prompt and the manual one, on dev
+    assert len(scored) == 2 and state["best_dev_loss"] == min(dev_loss(r) for r in scored)
+
+
 def test_a_search_writes_outputs_and_records_generation_figures(causal, gen, tmp_path):
     result = run_search(SearchSpec(task="tinygen", strategy="prompt_tuning", params={**FAST, "gate": False},
                                    budget=400, out=str(tmp_path)), lm=causal, data=gen)

@@ -249,7 +249,8 @@ class PTuning(Searcher):
                  "flat_warned": False}
         if self.keep_manual:
             manual = ctx.evaluator.score(ctx.task.default_prompt, ctx.dev)
-            if manual.score >= start.score:
+            # the same criterion as each later step's (`select`), ties to the manual prompt
+            if (dev_loss(manual) <= dev_loss(start) if self.select == "loglik" else manual.score >= start.score):
                 state.update(best_soft=None, best_dev=manual.score, best_dev_loss=dev_loss(manual))
         return state
 
