@@ -157,7 +157,7 @@ def predict(
         raise AutopromptError(f"the prompt has no per-task parts, so `member` ({member!r}) picks nothing; drop it")
     if isinstance(chosen, Prompt) and chosen.task_names:
         if member not in chosen.task_names:
-            raise AutopromptError(f"the prompt has per-task parts for {', '.join(chosen.task_names) or 'no task'}; "
+            raise AutopromptError(f"the prompt has per-task parts for {', '.join(chosen.task_names)}; "
                                   f"pick the inputs' task with `member` (one of those), got {member!r}")
         chosen = chosen.for_task(member)
     fields = chosen.template.fields

@@ -98,7 +98,7 @@ class GenerationScorer:
         loglik = self.likelihood(prompt, examples)
         if budget is not None:
             budget.charge(forwards=len(examples) + n_refs,
-                               tokens=sum(len(self.lm.encode(prompt, ex)) for ex in examples))
+                          tokens=sum(len(self.lm.encode(prompt, ex)) for ex in examples))
         self.paid.add((prompt.fingerprint, key))
         stats = text_metrics.bleu_stats(outputs, refs)
         rouge = text_metrics.rouge_l(outputs, refs)

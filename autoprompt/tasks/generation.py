@@ -73,9 +73,9 @@ def split_by_input(groups: Sequence[Group], shots: int | None, seed: int,
     order = list(groups)
     random.Random(f"by-input:{seed}").shuffle(order)
     if not draw_dev:
-        if shots is None:
-            return one_per_reference(order), []
         pairs = one_per_reference(order)
+        if shots is None:
+            return pairs, []
         if len(pairs) < shots:
             raise AutopromptError(f"{shots} training references need more than the pool's {len(pairs)}; "
                                   "use fewer shots")
