@@ -70,7 +70,7 @@ class Evaluator:
         self.decoding = decoding or Decoding()
         # a generation task is scored by decoding and references, not label words
         self.generation = (GenerationScorer(lm, task, batch_size, max_tokens, budget, self.decoding,
-                                            self._generation_soft, self.stats, self.paid) if task.is_generation
+                                            self._generation_soft, self.stats, self.paid, cache) if task.is_generation
                            else None)
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:

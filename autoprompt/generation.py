@@ -56,18 +56,19 @@ class GenerationScorer:
         stats: the evaluator's token counters.
         paid: the evaluator's (prompt, examples) keys already charged; shared, so a resumed search
             that restores it recomputes what the cache lost for free, as classification does.
+        cache: reuse results of prompts already scored on the same examples (the evaluator's ``cache``).
     """
 
     def __init__(self, lm: LanguageModel, task: Task, batch_size: int, max_tokens: int, budget: Budget | None,
                  decoding: Decoding, soft_of: Callable[[Prompt], SoftPrompt | None], stats: Counter[str],
-                 paid: set[tuple[str, str]]) -> None:
+                 paid: set[tuple[str, str]], cache: bool = True) -> None:
         if not isinstance(lm, CausalLM):
             raise AutopromptError(f"task {task.name} generates text, which needs a causal LM; {lm.name} is a "
                                   f"{lm.kind} LM")
         self.lm, self.task, self.budget, self.decoding = lm, task, budget, decoding
         self.batch_size, self.max_tokens, self.soft_of, self.stats = batch_size, max_tokens, soft_of, stats
         self.paid = paid
-        self._cache: dict[tuple[str, str], EvalResult] = {}
+        self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
 
     def score_many(self, prompts: Sequence[AnyPrompt], examples: Sequence[Example],
                    progress: bool = False) -> list[EvalResult]:
@@ -83,9 +84,12 @@ class GenerationScorer:
             if isinstance(prompt, Ensemble):
                 raise AutopromptError("ensembles average class probabilities; a generation task has no classes — "
                                       "score its prompts one by one")
-            if (prompt.fingerprint, key) not in self._cache:
-                self._cache[(prompt.fingerprint, key)] = self._score(prompt, examples, key, progress)
-            out.append(self._cache[(prompt.fingerprint, key)])
+            hit = self._cache.get((prompt.fingerprint, key)) if self._cache is not None else None
+            if hit is None:
+                hit = self._score(prompt, examples, key, progress)
+                if self._cache is not None:
+                    self._cache[(prompt.fingerprint, key)] = hit
+            out.append(hit)
         return out
 
     def _score(self, prompt: Prompt, examples: Sequence[Example], key: str, progress: bool) -> EvalResult:
@@ -94,11 +98,12 @@ class GenerationScorer:
         budget = self.budget if (prompt.fingerprint, key) not in self.paid else None
         if budget is not None:
             budget.require(forwards=len(examples) + n_refs)
-        outputs = self.generate(prompt, examples, progress)
-        loglik = self.likelihood(prompt, examples)
+        batches = self._jobs(prompt, examples)  # encoded once: decoding, likelihood and the token count share them
+        outputs = self.generate(prompt, examples, progress, batches)
+        loglik = self.likelihood(prompt, examples, batches)
         if budget is not None:
             budget.charge(forwards=len(examples) + n_refs,
-                          tokens=sum(len(self.lm.encode(prompt, ex)) for ex in examples))
+                          tokens=sum(len(job.encoded) for batch in batches for job in batch))
         self.paid.add((prompt.fingerprint, key))
         stats = text_metrics.bleu_stats(outputs, refs)
         rouge = text_metrics.rouge_l(outputs, refs)
@@ -113,12 +118,13 @@ class GenerationScorer:
         return buckets([Job(0, e, self.lm.encode(prompt, ex)) for e, ex in enumerate(examples)], self.batch_size,
                        self.max_tokens, self.stats)
 
-    def generate(self, prompt: Prompt, examples: Sequence[Example], progress: bool = False) -> list[str]:
+    def generate(self, prompt: Prompt, examples: Sequence[Example], progress: bool = False,
+                 batches: list[list[Job]] | None = None) -> list[str]:
         """The decoded text for each example (up to its first newline, stripped). Not charged: the
-        caller pays (`score_many` does)."""
+        caller pays (`score_many` does). ``batches``: the examples' jobs when already built (`_jobs`)."""
         soft = self.soft_of(prompt)
         texts = [""] * len(examples)
-        batches = self._jobs(prompt, examples)
+        batches = batches if batches is not None else self._jobs(prompt, examples)
         with events.Progress("generating", len(examples), "ex", enabled=progress) as bar:
             for batch in batches:
                 for job, ids in zip(batch, generate_ids(self.lm, [j.encoded for j in batch], self.decoding, soft),
@@ -133,11 +139,12 @@ class GenerationScorer:
         return [target_ids(self.lm, before, space, ref) for ref in example.targets]
 
     @torch.inference_mode()
-    def likelihood(self, prompt: Prompt, examples: Sequence[Example]) -> Tensor:
+    def likelihood(self, prompt: Prompt, examples: Sequence[Example],
+                   batches: list[list[Job]] | None = None) -> Tensor:
         """``[N]`` each example's mean over its references of their per-token log-likelihood."""
         soft = self.soft_of(prompt)
         out = torch.empty(len(examples))
-        for batch in self._jobs(prompt, examples):
+        for batch in batches if batches is not None else self._jobs(prompt, examples):
             targets = [self.references(prompt, examples[j.example]) for j in batch]
             sums = target_logprobs(self.lm, [j.encoded for j in batch], targets, soft)
             for job, total, refs in zip(batch, sums, targets, strict=True):

@@ -236,6 +236,17 @@ def test_a_restored_paid_set_recomputes_generation_scores_without_charging_them_
     assert resumed.budget.used == len(gen.test) + sum(len(ex.targets) for ex in gen.test)
 
 
+def test_without_a_cache_generation_scores_again_alike_and_charges_the_tokens_it_encoded(causal, gen):
+    from autoprompt.budget import Budget  # noqa: PLC0415
+
+    prompt = gen.task.default_prompt
+    ev = Evaluator(causal, gen.task, budget=Budget(), cache=False, decoding=Decoding(max_new_tokens=4))
+    first, again = ev.score(prompt, gen.dev), ev.score(prompt, gen.dev)
+    assert again is not first and again.outputs == first.outputs and torch.equal(again.logprobs, first.logprobs)
+    assert ev.budget.used == len(gen.dev) + sum(len(ex.targets) for ex in gen.dev)  # paid once
+    assert ev.budget.tokens == sum(len(causal.encode(prompt, ex)) for ex in gen.dev)
+
+
 @pytest.mark.parametrize("strategy", ["gradient", "verbalizer", "random", "paraphrase", "demos"])
 def test_label_word_strategies_say_they_do_not_search_generation_tasks(strategy, causal, gen, tmp_path):
     with pytest.raises(AutopromptError, match=rf"strategy {strategy} does not search generation tasks.*manual"):
