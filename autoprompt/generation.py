@@ -43,6 +43,12 @@ def target_context(prompt: Prompt) -> tuple[str, str]:
     return before, segments[at].space
 
 
+def scoring_forwards(examples: Sequence[Example]) -> int:
+    """Example-forwards one scoring of ``examples`` is charged: one per input, plus one per reference
+    on a generation task (classification examples have none)."""
+    return len(examples) + sum(len(ex.targets) for ex in examples)
+
+
 class GenerationScorer:
     """Scores prompts of one generation task (see the module docstring); `Evaluator` delegates here.
 
@@ -94,15 +100,14 @@ class GenerationScorer:
 
     def _score(self, prompt: Prompt, examples: Sequence[Example], key: str, progress: bool) -> EvalResult:
         refs = [list(ex.targets) for ex in examples]
-        n_refs = sum(len(r) for r in refs)
         budget = self.budget if (prompt.fingerprint, key) not in self.paid else None
         if budget is not None:
-            budget.require(forwards=len(examples) + n_refs)
+            budget.require(forwards=scoring_forwards(examples))
         batches = self._jobs(prompt, examples)  # encoded once: decoding, likelihood and the token count share them
         outputs = self.generate(prompt, examples, progress, batches)
         loglik = self.likelihood(prompt, examples, batches)
         if budget is not None:
-            budget.charge(forwards=len(examples) + n_refs,
+            budget.charge(forwards=scoring_forwards(examples),
                           tokens=sum(len(job.encoded) for batch in batches for job in batch))
         self.paid.add((prompt.fingerprint, key))
         stats = text_metrics.bleu_stats(outputs, refs)

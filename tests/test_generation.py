@@ -185,6 +185,22 @@ def test_continuous_strategies_conform_on_a_generation_task(strategy, causal, ge
     assert result["backbone"]["unchanged"]
 
 
+@pytest.mark.parametrize("strategy", ["prompt_tuning", "prefix"])
+def test_the_minimum_budget_counts_dev_references_and_buys_one_step(strategy, causal, gen, tmp_path):
+    from autoprompt.generation import scoring_forwards  # noqa: PLC0415
+
+    params = {"steps": 4, "eval_every": 2, "batch_size": 4}
+    dev_cost = scoring_forwards(gen.dev)
+    assert dev_cost == len(gen.dev) + sum(len(ex.targets) for ex in gen.dev) > len(gen.dev)
+    minimum = create(strategy, params).minimum_budget(len(gen.train), dev_cost)
+    spec = SearchSpec(task="tiny-gen", strategy=strategy, params=params, budget=minimum, out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=gen)
+    assert result["steps"] >= 1 and not any("0 search steps" in w for w in result["warnings"])
+    spec.budget = minimum - 1
+    with pytest.raises(AutopromptError, match=f"give a budget of at least {minimum}$"):
+        run_search(spec, lm=causal, data=gen)
+
+
 def test_a_generation_step_lowers_the_reference_loss(causal, gen):
     searcher = create("prefix", {"steps": 30, "eval_every": 30, "lr": 0.05, "batch_size": 12})
     from autoprompt.budget import Budget  # noqa: PLC0415

@@ -125,7 +125,9 @@ class Searcher(ABC):
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         """Example-forwards of the start and of one step on splits of these sizes (an upper estimate).
 
-        Their sum is the minimum useful budget: below it a search cannot take a step, so
+        ``train`` is the train examples; ``dev`` what one scoring of dev is charged
+        (`autoprompt.generation.scoring_forwards`: its examples, plus their references on a
+        generation task). Their sum is the minimum useful budget: below it a search cannot take a step, so
         `run_search` refuses it. Default: the start scores one prompt on dev and estimates its
         calibration on train; a step scores one prompt on train.
         """

@@ -8,6 +8,7 @@ from typing import Any
 from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
+from autoprompt.generation import scoring_forwards
 from autoprompt.model_store import default_budget, load_model
 from autoprompt.search.base import Searcher
 from autoprompt.search.registry import available, create
@@ -24,7 +25,8 @@ def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
         able = [n for n, cls in available().items() if kind in cls.task_kinds]
         raise AutopromptError(f"strategy {searcher.name} does not search {kind} tasks such as {data.task.name} "
                               f"(it chooses among label words); use one of {', '.join(able)}")
-    minimum = searcher.minimum_budget(len(data.train), len(data.dev))
+    # dev as it is charged: on a generation task each of its references is scored too
+    minimum = searcher.minimum_budget(len(data.train), scoring_forwards(data.dev))
     if limit < minimum:
         raise AutopromptError(
             f"budget {limit} is below {searcher.name}'s minimum useful budget on {data.task.name}: {minimum} "
@@ -46,7 +48,7 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
     start = time.perf_counter()
     ev.score(data.task.default_prompt, sample)
     per_forward = (time.perf_counter() - start) / len(sample)
-    start_cost, per_step = searcher.costs(len(data.train), len(data.dev))
+    start_cost, per_step = searcher.costs(len(data.train), scoring_forwards(data.dev))
     return {"task": data.task.name, "strategy": spec.strategy, "params": searcher.params(), "budget": budget,
             "minimum_budget": minimum, "steps": (budget - start_cost) // max(1, per_step),
             "train": len(data.train), "dev": len(data.dev), "seconds_per_forward": round(per_forward, 4),
