@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from autoprompt import metrics
+
 
 @dataclass
 class EvalResult:
@@ -44,6 +46,15 @@ class EvalResult:
     @property
     def n(self) -> int:
         return len(self.labels)
+
+    def subset(self, rows: Tensor) -> EvalResult:
+        """The scores of the examples ``rows`` (``[M]`` indices) with the headline metric recomputed on
+        them (``extra`` is dropped; a generation result keeps no per-example ROUGE-L, so it cannot be cut)."""
+        if self.bleu_stats is not None:
+            raise ValueError("a generation result cannot be subset: score the examples again")
+        logprobs, labels = self.logprobs[rows], self.labels[rows]
+        return EvalResult(self.metric, metrics.score(self.metric, logprobs, labels), logprobs, labels,
+                          top_token=None if self.top_token is None else self.top_token[rows])
 
     def per_class(self, label_names: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per label: gold count, predicted count, correct count."""

@@ -136,3 +136,16 @@ def test_a_soft_prompt_with_task_parts_round_trips_and_prefixes_each_member(tmp_
 def test_prefix_with_task_parts_conforms_on_a_task_set(causal, members):
     check_strategy("prefix", {"steps": 4, "eval_every": 2, "batch_size": 4, "task_tokens": 1}, budget=300,
                    lm=causal, data=load_task_set(["a", "b"], members.__getitem__))
+
+
+def test_a_subset_of_scores_recomputes_the_metric_on_its_rows():
+    from autoprompt.metrics import score  # noqa: PLC0415
+    from autoprompt.scores import EvalResult  # noqa: PLC0415
+
+    gen = torch.Generator().manual_seed(0)
+    logprobs, labels = torch.randn(12, 3, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    whole = EvalResult("macro_f1", score("macro_f1", logprobs, labels), logprobs, labels)
+    rows = torch.arange(4, 10)
+    part = whole.subset(rows)
+    assert part.n == 6 and torch.equal(part.logprobs, logprobs[4:10])
+    assert part.score == score("macro_f1", logprobs[4:10], labels[4:10])

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import torch
+
 from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
@@ -101,20 +103,33 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lama={"found": found_test.extra, "baseline": base_test.extra} if data.task.metric == "lama" else None,
         model_licence=lm.licence,
-        extra={**_generation_summary(run, final, found_test, base_test, test), **_members(run, best, progress)},
+        extra={**_generation_summary(run, final, found_test, base_test, test),
+               **_members(run, best, found_test, progress)},
     )
 
 
-def _members(run: SearchRun, best: AnyPrompt, progress: bool) -> dict[str, Any]:
+def _members(run: SearchRun, best: AnyPrompt, found_test: EvalResult, progress: bool) -> dict[str, Any]:
     """A task set's members, each scored on its own test: the found prompt next to the member's own
-    manual prompt, with the paired-bootstrap delta (nothing for a single task)."""
+    manual prompt, with the paired-bootstrap delta (nothing for a single task).
+
+    The set's test is its members' tests in member order, each example tagged with its member (so a
+    per-task part already scored it), and the members share labels and metric: a classification
+    set's found scores are sliced from ``found_test``, not scored again."""
     out = {}
+    start = 0
     for member in run.data.members:
         final = Evaluator(run.lm, member.task)
         manual = member.task.default_prompt
         base = manual_baseline(final, manual, member.test, progress)
         own = best.for_task(member.task.name) if isinstance(best, Prompt) else best  # its per-task part, if any
-        found = base if best.fingerprint == manual.fingerprint else final.score(own, member.test, progress=progress)
+        rows = torch.arange(start, start + len(member.test))
+        start += len(member.test)
+        if best.fingerprint == manual.fingerprint:
+            found = base
+        elif found_test.bleu_stats is None:
+            found = found_test.subset(rows)
+        else:  # generation: ROUGE-L and the likelihood summary are not kept per example
+            found = final.score(own, member.test, progress=progress)
         out[member.task.name] = {"test": found.score, "manual_test": base.score, "n": found.n,
                                  "manual_template": manual.template.source,
                                  "delta": bootstrap_delta(found, base, seed=run.spec.seed)}
