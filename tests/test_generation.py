@@ -201,6 +201,19 @@ def test_the_minimum_budget_counts_dev_references_and_buys_one_step(strategy, ca
         run_search(spec, lm=causal, data=gen)
 
 
+def test_a_dry_run_on_a_generation_task_times_reference_forwards_not_decoding(causal, gen, monkeypatch):
+    from autoprompt.generation import GenerationScorer  # noqa: PLC0415
+    from autoprompt.search.estimate import estimate  # noqa: PLC0415
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a dry run decoded")
+
+    monkeypatch.setattr(GenerationScorer, "generate", no_decoding)
+    plan = estimate(SearchSpec(task="tiny-gen", strategy="prefix", params={"steps": 4, "eval_every": 2}), causal, gen)
+    assert plan["dev"] == len(gen.dev) and plan["seconds_per_forward"] > 0
+    assert "decoding dev and test outputs comes on top" in plan["note"]
+
+
 def test_a_generation_step_lowers_the_reference_loss(causal, gen):
     searcher = create("prefix", {"steps": 30, "eval_every": 30, "lr": 0.05, "batch_size": 12})
     from autoprompt.budget import Budget  # noqa: PLC0415

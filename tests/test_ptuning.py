@@ -304,8 +304,8 @@ def test_a_head_prompt_is_saved_predicts_and_refuses_a_generation_task(causal, t
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"head_init": "words"}, "with head=verbalizer there is none"),
-    ({"head": "linear", "loss": "word"}, "head=linear has no label words — use loss=class"),
+    ({"head_init": "words"}, "with `head=verbalizer` there is none"),
+    ({"head": "linear", "loss": "word"}, "`head=linear` has no label words — use `loss=class`"),
 ])
 def test_settings_a_head_would_ignore_are_refused(params, message):
     with pytest.raises(AutopromptError, match=message):

@@ -126,12 +126,12 @@ class PTuning(Searcher):
             raise AutopromptError("ptuning: task_tokens gives each task of a set its own prefix positions; use "
                                   "strategy=prefix (mode=prefix)", params=("task_tokens", "mode"))
         if self.head == "verbalizer" and self.head_init != "random":
-            raise AutopromptError("ptuning: head_init initialises a linear head; with head=verbalizer there is none "
-                                  "— set head=linear or drop head_init", params=("head_init", "head"))
+            raise AutopromptError("ptuning: `head_init` initialises a linear head; with `head=verbalizer` there is "
+                                  "none — set `head=linear` or drop `head_init`", params=("head_init", "head"))
         if self.head == "linear" and self.loss == "word":
             # a head's class scores are logits, not label-word log-probs: -logit(gold) has no floor
-            raise AutopromptError("ptuning: loss=word trains label-word log-likelihoods, and head=linear has no "
-                                  "label words — use loss=class", params=("loss", "head"))
+            raise AutopromptError("ptuning: `loss=word` trains label-word log-likelihoods, and `head=linear` has "
+                                  "no label words — use `loss=class`", params=("loss", "head"))
         if self.task_tokens and self.calibration != "none":
             # one class prior for the set would be divided out of every member's own part
             raise AutopromptError("ptuning: calibration is estimated per prompt, not per task of a set; with "
