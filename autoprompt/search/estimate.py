@@ -75,4 +75,3 @@ def _seconds_per_forward(lm: FrozenLM, data: TaskData) -> float:
     start = time.perf_counter()
     units = run(sample)
     return (time.perf_counter() - start) / units
-
