@@ -121,7 +121,6 @@ def _members(run: SearchRun, best: AnyPrompt, found_test: EvalResult, progress: 
         final = Evaluator(run.lm, member.task)
         manual = member.task.default_prompt
         base = manual_baseline(final, manual, member.test, progress)
-        own = best.for_task(member.task.name) if isinstance(best, Prompt) else best  # its per-task part, if any
         rows = torch.arange(start, start + len(member.test))
         start += len(member.test)
         if best.fingerprint == manual.fingerprint:
@@ -129,6 +128,7 @@ def _members(run: SearchRun, best: AnyPrompt, found_test: EvalResult, progress: 
         elif found_test.bleu_stats is None:
             found = found_test.subset(rows)
         else:  # generation: ROUGE-L and the likelihood summary are not kept per example
+            own = best.for_task(member.task.name) if isinstance(best, Prompt) else best  # its per-task part, if any
             found = final.score(own, member.test, progress=progress)
         out[member.task.name] = {"test": found.score, "manual_test": base.score, "n": found.n,
                                  "manual_template": manual.template.source,
