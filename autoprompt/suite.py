@@ -17,6 +17,7 @@ run folder from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import socket
 import time
@@ -31,7 +32,7 @@ from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder
 from autoprompt.record import RunRecord
 from autoprompt.search import SearchSpec, find_run, run_search
-from autoprompt.tune import fail_orphans, open_rdb_study, run_processes, storage_url
+from autoprompt.tune import fail_orphans, open_rdb_study, run_one_trial, run_processes, storage_url
 from autoprompt.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
 
 if TYPE_CHECKING:
@@ -108,9 +109,19 @@ class SuiteRun:
         return {cell: dataclasses.replace(spec, data_dir=self.data_dir) for cell, spec in self.suite.cells().items()}
 
 
+def recorded(run: SuiteRun) -> dict[str, dict[str, Any]]:
+    """The suite's cells the leaderboard has (cell → its run key, worker and time).
+
+    Only the cells the suite has now: a leaderboard shared by many runs may hold cells of this
+    suite's name that an edited suite file (or an earlier suite of the same name) no longer has.
+    """
+    cells = run.cells()
+    return {cell: row for cell, row in lb.recorded_cells(run.suite.name, run.db).items() if cell in cells}
+
+
 def status(run: SuiteRun) -> dict[str, str]:
     """Cell → ``done`` (in the leaderboard), ``resume`` (a run folder here) or ``todo``."""
-    done = lb.recorded_cells(run.suite.name, run.db)
+    done = recorded(run)
     return {cell: "done" if cell in done else "resume" if find_run(spec) else "todo"
             for cell, spec in run.cells().items()}
 
@@ -120,8 +131,21 @@ def _open(run: SuiteRun) -> Study:
 
     # one seed for every worker: a grid id names a cell of the seed's shuffled grid, so workers with
     # different seeds would read each other's ids as other cells (duplicates and misses)
-    sampler = optuna.samplers.GridSampler({"cell": list(run.cells())}, seed=0)
-    return open_rdb_study(run.study, run.storage, sampler, optuna.pruners.NopPruner(), run.heartbeat, run.grace)
+    cells = list(run.cells())
+    sampler = optuna.samplers.GridSampler({"cell": cells}, seed=0)
+    study = open_rdb_study(run.study, run.storage, sampler, optuna.pruners.NopPruner(), run.heartbeat, run.grace)
+    drawn = next((t.distributions["cell"] for t in study.get_trials(deepcopy=False) if "cell" in t.distributions), None)
+    if drawn is not None and list(getattr(drawn, "choices", ())) != cells:
+        raise AutopromptError(f"study {run.study!r} in {run.storage} runs another set of cells than suite "
+                              f"{run.suite.name!r} has now; give `study` a new name (cells the leaderboard has are "
+                              "not run again) or leave it out")
+    return study
+
+
+def default_study(suite: Suite) -> str:
+    """``suite-<name>-<digest of its cells>``: an edited suite gets a study of its own (a grid cannot change)."""
+    digest = hashlib.sha256("\n".join(suite.cells()).encode()).hexdigest()[:8]
+    return f"suite-{suite.name}-{digest}"
 
 
 def _objective(run: SuiteRun, trial: Trial, lm: Any, worker: str) -> float:
@@ -160,6 +184,7 @@ def worker(run: SuiteRun, index: int = 0, poll: float = 2.0) -> int:
     loaded: dict[str, Any] = {}  # the model, loaded when this worker first has a cell to run
 
     def objective(trial: Trial) -> float:
+        trial.set_user_attr(STARTED, True)  # before the model loads: a slow load must not read as an orphan
         if "lm" not in loaded:
             loaded["lm"] = load_model(run.suite.model)
         return _objective(run, trial, loaded["lm"], name)
@@ -168,7 +193,7 @@ def worker(run: SuiteRun, index: int = 0, poll: float = 2.0) -> int:
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: FAILED, then retried
         fail_orphans(study, run.grace)
-        done = len(lb.recorded_cells(run.suite.name, run.db))
+        done = len(recorded(run))
         if done >= total:
             return mine
         counts = {s: len(study.get_trials(deepcopy=False, states=(s,)))
@@ -176,8 +201,7 @@ def worker(run: SuiteRun, index: int = 0, poll: float = 2.0) -> int:
         if done + counts[optuna.trial.TrialState.RUNNING] >= total and not counts[optuna.trial.TrialState.WAITING]:
             time.sleep(poll)  # the last cells are running elsewhere
             continue
-        study.optimize(objective, n_trials=1)
-        last = max(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        last = run_one_trial(study, objective)  # this worker's trial, not the newest of all workers
         if last.state == optuna.trial.TrialState.COMPLETE:
             mine += 1
 
@@ -202,7 +226,7 @@ def suite_run(name: str, *, suites: str | Path | None = None, storage: str | Non
         db: the leaderboard (default: the storage's database when it is a server, else
             ``<out>/leaderboard.db``).
         workers: worker processes on this machine (the cores are shared out between them).
-        study: the study's name (default ``suite-<name>``).
+        study: the study's name (default `default_study`: ``suite-<name>-<digest of its cells>``).
         heartbeat: seconds between a worker's heartbeats.
         grace: seconds without a heartbeat after which a worker counts as dead.
         data_dir: the local data folder.
@@ -215,7 +239,7 @@ def suite_run(name: str, *, suites: str | Path | None = None, storage: str | Non
     url = storage_url(storage, chosen.out)
     shared = db or (url if not url.startswith("sqlite") else str(Path(chosen.out) / "leaderboard.db"))
     cores = os.cpu_count() or 1
-    run = SuiteRun(chosen, url, shared, study or f"suite-{chosen.name}", heartbeat, grace,
+    run = SuiteRun(chosen, url, shared, study or default_study(chosen), heartbeat, grace,
                    max(1, cores // workers) if workers > 1 else None, str(data_dir) if data_dir else None)
     states = status(run)
     out: dict[str, Any] = {"suite": chosen.name, "cells": len(states), "out": chosen.out, "storage": url, "db": shared,
@@ -228,7 +252,7 @@ def suite_run(name: str, *, suites: str | Path | None = None, storage: str | Non
         worker(run)
     else:
         run_processes(_worker_main, run, workers, "suite-worker")
-    done = lb.recorded_cells(chosen.name, shared)
+    done = recorded(run)
     return {**out, "wall_s": round(time.perf_counter() - started, 1), "done": len(done),
             "by_worker": _count(done), "states": status(run)}
 

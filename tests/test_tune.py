@@ -116,6 +116,34 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_p
     check_study(cfg, 2)
 
 
+def test_a_worker_whose_trial_another_took_for_dead_carries_on_and_an_objective_error_still_raises(tmp_path, caplog):
+    from autoprompt.tune import run_one_trial  # noqa: PLC0415
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+
+    def failed_by_another_worker(trial: optuna.Trial) -> float:
+        other = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+        other.tell(trial.number, state=TrialState.FAIL)  # what `fail_stale_trials` does to a silent worker
+        return 1.0
+
+    def failed_then_stopped(trial: optuna.Trial) -> float:
+        failed_by_another_worker(trial)
+        trial.set_user_attr("step", 1)  # the objective's next write to its trial: refused
+        return 1.0
+
+    for objective in (failed_by_another_worker, failed_then_stopped):
+        caplog.clear()
+        assert run_one_trial(study, objective).state == TrialState.FAIL
+        assert "failed by another worker" in caplog.text
+
+    def broken(trial: optuna.Trial) -> float:
+        raise ValueError("the objective's own bug")
+
+    with pytest.raises(ValueError, match="own bug"):
+        run_one_trial(study, broken)
+    assert run_one_trial(study, lambda trial: 2.0).value == 2.0  # its own trial, with its value
+
+
 def test_space_files_and_grids(tmp_path):
     space = load_space(write_space(tmp_path), "random")
     assert space["num_triggers"] == {"type": "int", "low": 1, "high": 4}

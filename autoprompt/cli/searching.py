@@ -196,7 +196,9 @@ def suite_run(
         help="optuna storage URL shared by every worker (postgresql://... for several machines); default "
              "<out>/tune.db.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (cores shared out).")] = 1,
-    study: Annotated[str | None, typer.Option(help="Study name (default suite-<name>).")] = None,
+    study: Annotated[str | None, typer.Option(
+        help="Study name (default suite-<name>-<digest of its cells>, so an edited suite gets a new study; cells "
+             "the leaderboard has are never run again).")] = None,
     heartbeat: Annotated[int, typer.Option(help="Seconds between worker heartbeats.")] = 10,
     grace: Annotated[int, typer.Option(help="Seconds without a heartbeat before a worker counts as dead.")] = 30,
     report: Annotated[Path | None, typer.Option(help="Report folder (default <out>/report).")] = None,

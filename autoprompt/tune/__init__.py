@@ -25,6 +25,7 @@ from autoprompt.tune.study import (
     open_rdb_study,
     open_study,
     reproduce_command,
+    run_one_trial,
     run_processes,
     summary,
     tune,
@@ -32,5 +33,5 @@ from autoprompt.tune.study import (
 )
 
 __all__ = ["TuneConfig", "default_space", "fail_orphans", "grid", "load_space", "open_rdb_study", "open_study",
-           "parse_seeds", "reproduce_command", "run_processes", "storage_url", "study_figures", "study_section",
-           "suggest", "summary", "tune", "worker"]
+           "parse_seeds", "reproduce_command", "run_one_trial", "run_processes", "storage_url", "study_figures",
+           "study_section", "suggest", "summary", "tune", "worker"]

@@ -16,8 +16,6 @@ from autoprompt.io import check_writable_folder
 from autoprompt.record import RunRecord
 
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
-    from datetime import datetime
-
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
     from optuna.study import Study
@@ -171,9 +169,52 @@ def fail_orphans(study: Study, grace: float) -> list[int]:
             study.tell(t.number, state=TrialState.FAIL)
         except (UpdateFinishedTrialError, ValueError):
             continue  # another worker got there first
-        _retry_once()(study, next(f for f in study.get_trials(deepcopy=False) if f.number == t.number))
+        _retry_once()(study, _trial(study, t.number))
         failed.append(t.number)
     return failed
+
+
+def run_one_trial(study: Study, objective: Callable[[Trial], float]) -> FrozenTrial:
+    """Run one trial of ``objective`` (with the study's heartbeats); the trial as stored.
+
+    A worker that could not beat in time (a loaded machine, a long pause) may find its trial failed
+    by another worker that took it for dead and queued its retry. Optuna then refuses to store the
+    trial's end (a ``ValueError``, or an ``AssertionError`` from its own logging), and the objective
+    may have stopped on an ``UpdateFinishedTrialError``. The retry redoes the work (or finds it
+    recorded), so this worker warns and carries on instead of dying. Any other error is re-raised.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError  # noqa: PLC0415
+    from optuna.trial import TrialState  # noqa: PLC0415
+
+    from autoprompt.events import warn  # noqa: PLC0415
+
+    numbers: list[int] = []
+    own_errors: list[BaseException] = []  # errors of the objective itself: never ours to swallow
+
+    def tracked(trial: Trial) -> float:
+        numbers.append(trial.number)
+        try:
+            return objective(trial)
+        except UpdateFinishedTrialError:
+            raise
+        except BaseException as err:
+            own_errors.append(err)
+            raise
+
+    try:
+        study.optimize(tracked, n_trials=1)
+    except (ValueError, AssertionError, UpdateFinishedTrialError):
+        if own_errors or not numbers or _trial(study, numbers[0]).state != TrialState.FAIL:
+            raise
+        warn(f"trial {numbers[0]} was failed by another worker that took this one for dead (no heartbeat for "
+             "the grace period) and will be retried; raise `grace` if this machine is busy")
+    if not numbers:  # optuna stopped before the objective ran
+        raise AutopromptError("optuna started no trial; check the storage")
+    return _trial(study, numbers[0])
+
+
+def _trial(study: Study, number: int) -> FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 def worker(config: TuneConfig, index: int = 0, poll: float = 2.0) -> None:
@@ -192,10 +233,7 @@ def worker(config: TuneConfig, index: int = 0, poll: float = 2.0) -> None:
         if counts["done"] + counts["running"] >= config.n_trials and not counts["waiting"]:
             time.sleep(poll)  # the last trials are running elsewhere
             continue
-        study.optimize(lambda trial: objective(config, trial), n_trials=1)
-        # mypy sees datetime | None; the comparison assumes every trial has a start or completion time
-        last = max(study.get_trials(deepcopy=False),
-                   key=lambda t: cast("datetime", t.datetime_start or t.datetime_complete))
+        last = run_one_trial(study, lambda trial: objective(config, trial))  # this worker's, not the newest
         errors = errors + 1 if "error" in last.user_attrs else 0
         if errors >= 3:  # the same mistake every time is a setup problem, not a bad draw
             raise AutopromptError(f"three trials in a row failed; the last: {last.user_attrs['error']}")
