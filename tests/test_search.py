@@ -16,7 +16,7 @@ from autoprompt.prompts import Prompt, Template
 from autoprompt.record import RunRecord
 from autoprompt.search import SearchContext, Searcher, SearchSpec, available, create, run_search, with_triggers
 from autoprompt.tasks.base import examples_fingerprint
-from autoprompt.testing.conformance import check_strategy
+from autoprompt.testing.conformance import check_minimum_budget, check_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"manual": {}, "random": {"num_candidates": 3, "rescore_examples": 6},
@@ -186,15 +186,9 @@ def test_word_start_tokens(causal, masked):
 
 
 @pytest.mark.parametrize("name", sorted(set(available()) - {"manual"}))
-def test_the_minimum_budget_buys_one_step_and_one_less_is_refused(name, causal, task, tmp_path):
+def test_the_minimum_budget_buys_one_step_and_one_less_is_refused(name, causal, task):
     params = {**SMALL.get(name, {}), **({"steps": 4, "eval_every": 2} if name == "ptuning" else {})}
-    minimum = create(name, params).minimum_budget(len(task.train), len(task.dev))
-    spec = SearchSpec(task="tiny", strategy=name, params=params, budget=minimum, out=str(tmp_path))
-    result = run_search(spec, lm=causal, data=task)
-    assert result["steps"] >= 1 and not any("0 search steps" in w for w in result["warnings"])
-    spec.budget = minimum - 1
-    with pytest.raises(AutopromptError, match=f"give a budget of at least {minimum}$"):
-        run_search(spec, lm=causal, data=task)
+    check_minimum_budget(name, params, causal, task)
 
 
 def test_ctrl_c_names_the_run_folder_to_resume(causal, task, tmp_path):

@@ -9,8 +9,9 @@ import torch
 
 from autoprompt import AutopromptError, Evaluator, SoftPrompt, load_prompt
 from autoprompt.api import predict
+from autoprompt.budget import Budget
 from autoprompt.leaderboard import load_rows
-from autoprompt.search import SearchSpec, create, run_search
+from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.search.loop import limit_test
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, Task, TaskData
@@ -149,3 +150,16 @@ def test_a_subset_of_scores_recomputes_the_metric_on_its_rows():
     part = whole.subset(rows)
     assert part.n == 6 and torch.equal(part.logprobs, logprobs[4:10])
     assert part.score == score("macro_f1", logprobs[4:10], labels[4:10])
+
+
+def test_randomly_initialised_task_parts_draw_noise_of_their_own(causal, members):
+    data = load_task_set(["a", "b"], members.__getitem__)
+    ctx = SearchContext(causal, data.task, data.train, data.dev, Evaluator(causal, data.task, budget=Budget()),
+                        Budget(), seed=3)
+    searcher = create("prefix", {"init": "random", "num_tokens": 2, "task_tokens": 2})
+    soft = searcher.build(ctx)()
+    a, b, shared = soft.tasks["a"], soft.tasks["b"], soft.prefix
+    assert float(a.std()) > 0 and not torch.equal(a, b)  # each member its own stream, not copies of one draw
+    assert not torch.equal(a.flatten()[:8], shared.flatten()[:8])  # nor the shared prefix's leading values
+    again = searcher.build(ctx)()  # reproducible from the seed
+    assert torch.equal(again.tasks["a"], a) and torch.equal(again.prefix, shared)

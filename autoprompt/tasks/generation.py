@@ -22,7 +22,7 @@ from typing import Any
 
 from autoprompt.errors import AutopromptError
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData
-from autoprompt.tasks.readers import read_csv
+from autoprompt.tasks.readers import read_table
 
 E2E_TASK = Task(
     "e2e", ("mr",), (), "{mr}\nDescription: [P]", {}, "bleu",
@@ -72,32 +72,25 @@ def split_by_input(groups: Sequence[Group], shots: int | None, seed: int,
     """
     order = list(groups)
     random.Random(f"by-input:{seed}").shuffle(order)
-    if not draw_dev:
-        pairs = one_per_reference(order)
-        if shots is None:
-            return pairs, []
-        if len(pairs) < shots:
-            raise AutopromptError(f"{shots} training references need more than the pool's {len(pairs)}; "
-                                  "use fewer shots")
-        return pairs[:shots], []
-    if shots is None:
-        n_dev = max(1, len(order) // 10)
+    if shots is None:  # the whole pool: a tenth of its inputs for dev, unless a dev set is given
+        n_dev = max(1, len(order) // 10) if draw_dev else 0
         return one_per_reference(order[n_dev:]), all_references(order[:n_dev])
     train: list[Example] = []
-    taken = 0
+    taken = 0  # inputs drawn: an input's references go to train until it holds `shots`
     while len(train) < shots and taken < len(order):
         fields, refs = order[taken]
         train.extend(Example(fields, 0, (r,)) for r in refs[: shots - len(train)])
         taken += 1
-    dev_refs, dev = math.ceil(0.3 * shots), list[Example]()
-    while taken < len(order) and (sum(len(ex.targets) for ex in dev) < dev_refs or len(dev) < 4):
+    dev: list[Example] = []  # the next inputs, with ≥ 30% as many references as train and ≥ 4 inputs
+    while draw_dev and taken < len(order) and (sum(len(ex.targets) for ex in dev) < math.ceil(0.3 * shots)
+                                               or len(dev) < 4):
         fields, refs = order[taken]
         dev.append(Example(fields, 0, tuple(refs)))
         taken += 1
-    if len(train) < shots or not dev:
+    if len(train) < shots or (draw_dev and not dev):
         total = sum(len(refs) for _, refs in groups)
-        raise AutopromptError(f"{shots} training references and a dev set need more than the pool's {total} "
-                              f"references over {len(groups)} inputs; use fewer shots")
+        raise AutopromptError(f"{shots} training references{' and a dev set' if draw_dev else ''} need more than "
+                              f"the pool's {total} references over {len(groups)} inputs; use fewer shots")
     return train, dev
 
 
@@ -133,15 +126,9 @@ def load_e2e(root: Path, shots: int | None, seed: int) -> TaskData:
             raise AutopromptError(f"E2E data file {path} does not exist; the data folder needs e2e/devset.csv "
                                   "and e2e/testset_w_refs.csv (see its README)")
     columns = {"mr": "mr"}
-    rows = {name: _rows(path) for name, path in files.items()}
+    rows = {name: read_table(path, "csv") for name, path in files.items()}
     pool = group_references(rows["pool"], columns, "ref", str(files["pool"]))
     test = group_references(rows["test"], columns, "ref", str(files["test"]))
     return generation_data(E2E_TASK, pool, test, shots, seed,
                            {"train": f"{files['pool']} (by MR)", "dev": f"{files['pool']} (by MR)",
                             "test": str(files["test"])})
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    table = read_csv(path)
-    head, body = table[0], table[1:]
-    return [dict(zip(head, r, strict=False)) for r in body]

@@ -71,6 +71,32 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "label-first", ".all": "label-first"}
+
+
+def read_table(path: Path, fmt: str | None = None, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of a data file as dicts: by ``fmt`` (default: from the suffix), ``columns`` for files
+    without a header row."""
+    fmt = fmt or FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AutopromptError(f"data file {path}: unknown format {path.suffix!r}; use .csv, .tsv, .jsonl or set "
+                              "format = \"label-first\" for <label> <text> lines")
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    if fmt == "label-first":
+        return [{"label": label, "text": text} for label, text in read_label_first(path)]
+    rows = read_tsv(path, header=False) if fmt == "tsv" else read_csv(path)
+    if columns is None:
+        head, body = (rows[0], rows[1:]) if rows else ([], [])
+    else:
+        head, body = list(columns), rows
+    short = next((n for n, r in enumerate(body, start=2 if columns is None else 1) if len(r) != len(head)), None)
+    if short is not None:
+        raise AutopromptError(f"data file {path} row {short} has a different number of columns than "
+                              f"{'its header' if columns is None else 'columns'} {head}")
+    return [dict(zip(head, r)) for r in body]
+
+
 def read_inputs(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
     """Rows of a JSONL file, each an object holding the template's ``fields``."""
     file = Path(path)

@@ -2,6 +2,7 @@
 
     from autoprompt.testing.conformance import check_strategy
     check_strategy("gradient", {"num_candidates": 4}, budget=400)
+    check_minimum_budget("gradient", {"num_candidates": 4})
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.budget import Budget
-from autoprompt.errors import BudgetExhausted
+from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import AnyPrompt, load_prompt, prompt_from_json, save_prompt
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
@@ -89,3 +90,31 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
     assert weights_checksum(lm.model) == before, f"{name} changed the model's weights"
     assert not any(p.requires_grad for p in lm.model.parameters())
     return first
+
+
+def check_minimum_budget(name: str, params: dict[str, Any] | None = None, lm: FrozenLM | None = None,
+                         data: TaskData | None = None, dev_cost: int | None = None) -> int:
+    """Assert that the budget a strategy declares as its minimum buys one search step and that one
+    example-forward less is refused up front with the minimum in the message; returns the minimum.
+
+    Args:
+        dev_cost: what one dev evaluation is charged (default ``len(dev)``; a generation task's
+            dev also pays a forward per reference).
+    """
+    params = params or {}
+    lm = lm or tiny_causal_lm()
+    data = data or tiny_task()
+    minimum = create(name, params).minimum_budget(len(data.train), len(data.dev) if dev_cost is None else dev_cost)
+    with tempfile.TemporaryDirectory() as out:
+        spec = SearchSpec(task=data.task.name, strategy=name, params=dict(params), budget=minimum, out=out)
+        result = run_search(spec, lm=lm, data=data)
+        assert result["steps"] >= 1, f"{name}'s minimum budget {minimum} bought no search step"
+        assert not any("0 search steps" in w for w in result["warnings"]), result["warnings"]
+        spec.budget = minimum - 1
+        try:
+            run_search(spec, lm=lm, data=data)
+        except AutopromptError as e:
+            assert str(e).endswith(f"give a budget of at least {minimum}"), f"{name}: {e}"
+        else:
+            raise AssertionError(f"{name} ran on {minimum - 1}, one less than its minimum budget")
+    return minimum

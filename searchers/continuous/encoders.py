@@ -97,13 +97,14 @@ class WithHead(nn.Module):
 
 class TaskParts(nn.Module):
     """A shared key/value prefix module plus each member task's own positions (a task set's per-task
-    part): member ``t`` scores with the shared prefix followed by ``parts[t]`` ``[L, 2, K, Pt, D]``."""
+    part): member ``t`` scores with the shared prefix followed by ``parts[t]`` ``[L, 2, K, Pt, D]``,
+    which starts from ``inits[t]``."""
 
-    def __init__(self, shared: nn.Module, names: Sequence[str], init: Tensor) -> None:
+    def __init__(self, shared: nn.Module, names: Sequence[str], inits: Sequence[Tensor]) -> None:
         super().__init__()
         self.shared = shared
         self.names = list(names)
-        self.parts = nn.ParameterList([nn.Parameter(init.clone()) for _ in self.names])
+        self.parts = nn.ParameterList([nn.Parameter(init.clone()) for init in inits])
 
     def forward(self) -> SoftPrompt:
         shared: SoftPrompt = self.shared()

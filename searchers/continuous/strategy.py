@@ -39,7 +39,8 @@ class PTuning(Searcher):
         template: a template with ``[S]`` slots to train (prompt/ptuning) instead of the default
             placement (``num_tokens`` slots in front of the manual template).
         init: ``text`` (the embeddings of ``init_text``), ``vocab`` (sampled whole-word tokens) or
-            ``random`` (normal, at the embeddings' scale).
+            ``random`` (normal, at the embeddings' scale; a prefix's at the text init's keys' and
+            values' scale, layer by layer).
         init_text: the text for ``init=text`` (default: the manual template's words and the label
             words), its tokens repeated to ``num_tokens``.
         encoder: P-tuning's prompt encoder, ``mlp`` or ``lstm`` (bi-LSTM + MLP).
@@ -155,7 +156,8 @@ class PTuning(Searcher):
         return Template.from_segments([Segment("soft")] * self.num_tokens + list(manual.segments))
 
     def _init_ids(self, ctx: SearchContext, n: int) -> list[int]:
-        """Token ids whose embeddings start the soft tokens (``init=text`` or ``vocab``)."""
+        """Token ids whose embeddings start the soft tokens (``init=text`` or ``vocab``; with
+        ``init=random`` the text whose scale the noise takes)."""
         if self.init == "vocab":
             words = ctx.lm.word_start_tokens().nonzero()[:, 0].tolist()
             return random.Random(f"{ctx.seed}:init").sample(words, n)
@@ -182,7 +184,8 @@ class PTuning(Searcher):
         freshly initialised from the seed."""
         prompt = self._build_prompt(ctx)
         if self.task_tokens:
-            prompt = TaskParts(prompt, self._members(ctx), self._prefix_init(ctx, self.task_tokens))
+            names = self._members(ctx)
+            prompt = TaskParts(prompt, names, [self._prefix_init(ctx, self.task_tokens, member=n) for n in names])
         if self.head == "verbalizer":
             return prompt
         if ctx.task.is_generation:
@@ -206,13 +209,15 @@ class PTuning(Searcher):
                                   params=("task_tokens",))
         return names
 
-    def _prefix_init(self, ctx: SearchContext, n: int) -> Tensor:
+    def _prefix_init(self, ctx: SearchContext, n: int, member: str = "") -> Tensor:
         """``[L, 2, K, n, D]`` starting keys and values: the model's own for ``n`` init tokens, or
-        (``init=random``) seeded normal noise at the scale of the pad token's."""
-        ids = self._init_ids(ctx, n) if self.init != "random" else [ctx.lm.pad_id] * n
-        kv = ctx.lm.prefix_from_text(ids).cpu()
+        (``init=random``) seeded normal noise at the per-layer scale of the text init's (the pad
+        token's can be all zeros), a noise stream of its own for each ``member``'s per-task part
+        (not the shared prefix's leading values again)."""
+        kv = ctx.lm.prefix_from_text(self._init_ids(ctx, n)).cpu()
         if self.init == "random":
-            gen = torch.Generator().manual_seed(ctx.seed)
+            seed = random.Random(f"{ctx.seed}:task:{member}").getrandbits(63) if member else ctx.seed
+            gen = torch.Generator().manual_seed(seed)
             kv = torch.randn(kv.shape, generator=gen) * kv.std(dim=(1, 2, 3, 4), keepdim=True)
         return kv
 
