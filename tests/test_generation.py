@@ -13,6 +13,7 @@ from autoprompt.backends import Encoded, weights_checksum
 from autoprompt.backends.decoding import Decoding, generate_ids, stop_tokens, target_logprobs
 from autoprompt.cli import app
 from autoprompt.generation import target_context
+from autoprompt.scores import EvalResult
 from autoprompt.search import SearchSpec, create, run_search
 from autoprompt.search.selection import bootstrap_delta, objective_values
 from autoprompt.soft import SoftPrompt
@@ -147,9 +148,23 @@ def test_beam_search_with_stops_equals_transformers_beam_search(gpt2):
         object.__setattr__(gpt2, "_stop_tokens", saved)
 
 
-def test_outputs_stop_at_a_newline(causal, gen):
+def test_greedy_outputs_end_before_the_first_stop_token(causal):
     newline = causal.tokenize("\n")[0]
-    assert bool(stop_tokens(causal)[newline]) and bool(stop_tokens(causal)[causal.tokenizer.eos_token_id])
+    stops = stop_tokens(causal)
+    assert bool(stops[newline]) and bool(stops[causal.tokenizer.eos_token_id])
+    prompts = [list(causal.tokenize(t)) for t in [" a good film and", " bad", " the plot of the story was"]]
+    batch = [Encoded(tuple(p), len(p)) for p in prompts]
+    try:  # the stop set is cached on the model: plant one the random-weight model is sure to emit
+        object.__setattr__(causal, "_stop_tokens", torch.zeros_like(stops))
+        free = generate_ids(causal, batch, Decoding(1, 8))
+        planted = free[0][3]
+        object.__setattr__(causal, "_stop_tokens", torch.arange(len(stops)) == planted)
+        stopped = generate_ids(causal, batch, Decoding(1, 8))
+    finally:
+        object.__setattr__(causal, "_stop_tokens", stops)
+    assert all(len(row) == 8 for row in free) and len(stopped[0]) <= 3
+    for row, out in zip(free, stopped, strict=True):  # every row cut at its own first stop, not the batch's
+        assert out == row[: row.index(planted) if planted in row else len(row)]
 
 
 # ---- metrics --------------------------------------------------------------------------------------------
@@ -163,6 +178,28 @@ def test_bleu_statistics_give_sacrebleus_corpus_score_on_any_resample():
     picked = [hyps[i] for i in idx.tolist()], [refs[i] for i in idx.tolist()]
     assert bleu_from_stats(stats[idx]) == pytest.approx(corpus_bleu(*picked))
     assert rouge_l(["the cat sat"], [["a dog", "the cat sat"]]).tolist() == [100.0]  # the best reference counts
+
+
+def test_a_bleu_gain_interval_scores_each_resample_as_sacrebleus_corpus_bleu():
+    refs = [["the cat sat on a mat", "a cat sat"], ["a dog barks"], ["a small pub is in the city centre", "a pub"],
+            ["cheap food near the river"], ["a family friendly place", "kids are welcome"], ["it is expensive"]]
+    found = ["the cat sat on the mat", "a dog barks", "a small pub in the centre", "food near the river",
+             "a family place", "it is very expensive"]
+    base = ["a cat", "the dog", "a pub is in the city", "cheap food", "a place for kids", "expensive"]
+
+    def result(hyps: list[str]) -> EvalResult:
+        n = len(hyps)
+        return EvalResult("bleu", corpus_bleu(hyps, refs), torch.zeros(n, 1), torch.zeros(n, dtype=torch.long),
+                          outputs=hyps, bleu_stats=bleu_stats(hyps, refs))
+
+    delta = bootstrap_delta(result(found), result(base), n_boot=200, seed=7)
+    idx = torch.randint(0, len(refs), (200, len(refs)), generator=torch.Generator().manual_seed(7)).tolist()
+    by_hand = torch.tensor([corpus_bleu([found[i] for i in row], [refs[i] for i in row])
+                            - corpus_bleu([base[i] for i in row], [refs[i] for i in row]) for row in idx])
+    low, high = torch.quantile(by_hand.double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+    assert delta["delta"] == pytest.approx(corpus_bleu(found, refs) - corpus_bleu(base, refs)) and low < high
+    assert delta["ci95"] == pytest.approx([low, high], abs=1e-5)
+    assert delta["se"] == pytest.approx(float(by_hand.std()), rel=1e-4)
 
 
 def test_gain_intervals_resample_corpus_bleu(causal, gen):
