@@ -42,10 +42,12 @@ class Retriever:
             tokenized = [self.lm.tokenize(t)[: self.lm.max_length] or self.lm.tokenize(" ") for t in new]
             if budget is not None:
                 budget.require(forwards=len(new))
+            by_length = sorted(range(len(new)), key=lambda i: len(tokenized[i]))  # batches of like lengths pad little
             for start in range(0, len(new), self.batch_size):
-                vectors = self.lm.sentence_embeddings(tokenized[start : start + self.batch_size])
-                for text, v in zip(new[start : start + self.batch_size], vectors, strict=True):
-                    self._known[text] = torch.nn.functional.normalize(v.float().cpu(), dim=0)
+                rows = by_length[start : start + self.batch_size]
+                vectors = self.lm.sentence_embeddings([tokenized[i] for i in rows])
+                for i, v in zip(rows, vectors, strict=True):
+                    self._known[new[i]] = torch.nn.functional.normalize(v.float().cpu(), dim=0)
             if budget is not None:
                 budget.charge(forwards=len(new), tokens=sum(len(t) for t in tokenized))
         return torch.stack([self._known[t] for t in texts])

@@ -134,12 +134,14 @@ def test_similar_picks_the_planted_nearest_neighbours(causal):
     assert [[d.fields["sentence"] for d in row] for row in chosen] == [["the plot", "a film"], ["a film", "the plot"]]
 
 
-def test_sentence_embedding_is_the_mean_of_the_last_hidden_states(causal):
-    texts = [causal.tokenize("the film was good"), causal.tokenize("bad")]
-    got = causal.sentence_embeddings(texts)
+@pytest.mark.parametrize("arch", ["causal", "masked"])
+def test_sentence_embedding_is_the_mean_of_the_last_hidden_states(arch, request):
+    lm = request.getfixturevalue(arch)
+    texts = [lm.tokenize("the film was good"), lm.tokenize("bad")]
+    got = lm.sentence_embeddings(texts)  # one padded batch
     for row, ids in zip(got, texts, strict=True):
         with torch.no_grad():
-            hidden = causal.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+            hidden = lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
         torch.testing.assert_close(row, hidden.mean(0), atol=1e-5, rtol=0)
 
 
