@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import sample_std
 
 from autoprompt import Demonstration, Demonstrations, Evaluator, Prompt, load_model, load_task
 from autoprompt.io import atomic_write_json
@@ -55,7 +56,7 @@ def speed(lm, task: str, seed: int, n_demos: int, n: int) -> dict:
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """Mean ± std over data seeds per (task, method, calibration, test sample)."""
+    """Mean ± sample std over data seeds per (task, method, calibration, test sample)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault((run["task"], run["method"], run["calibration"], run["test_n"]), []).append(run)
@@ -67,9 +68,9 @@ def summarize(runs: list[dict]) -> list[dict]:
         rows.append({"task": task, "method": method, "calibration": calibration, "test_n": test_n,
                      "seeds": sorted(r["data_seed"] for r in group),
                      "found_test_mean": round(statistics.mean(found), 4),
-                     "found_test_std": round(statistics.pstdev(found), 4),
+                     "found_test_std": round(sample_std(found), 4),
                      "method_test_mean": round(statistics.mean(own), 4),
-                     "method_test_std": round(statistics.pstdev(own), 4),
+                     "method_test_std": round(sample_std(own), 4),
                      "manual_test_mean": round(statistics.mean(manual), 4),
                      "reliable": sum(bool(r["reliable"]) for r in group),
                      "tokens_mean": round(statistics.mean(r["tokens"] for r in group)),
