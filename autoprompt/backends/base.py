@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -330,7 +330,8 @@ class FrozenLM(PromptEncoder):
         """
         ids, attn = self.pad(texts)
         with self._autocast():
-            hidden = self.model.base_model(input_ids=ids, attention_mask=attn).last_hidden_state   # [N, L, H]
+            body = cast(torch.nn.Module, self.model.base_model)
+            hidden = body(input_ids=ids, attention_mask=attn).last_hidden_state                  # [N, L, H]
         mask = attn[..., None].to(hidden.dtype)
         return upcast((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
 
