@@ -134,7 +134,7 @@ def test_similar_picks_the_planted_nearest_neighbours(causal):
     assert [[d.fields["sentence"] for d in row] for row in chosen] == [["the plot", "a film"], ["a film", "the plot"]]
 
 
-@pytest.mark.parametrize("arch", ["causal", "masked"])
+@pytest.mark.parametrize("arch", ["causal", "gpt2", "masked"])
 def test_sentence_embedding_is_the_mean_of_the_last_hidden_states(arch, request):
     lm = request.getfixturevalue(arch)
     texts = [lm.tokenize("the film was good"), lm.tokenize("bad")]
