@@ -23,6 +23,8 @@ import statistics
 import time
 from pathlib import Path
 
+from figures import sample_std
+
 from autoprompt import load_model
 from autoprompt.budget import Budget
 from autoprompt.evaluator import Evaluator
@@ -105,7 +107,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     keys = ("manual", *SELECTIONS)
     summary = {k: round(statistics.mean(r["test"][k] for r in rows), 4) for k in keys}
-    summary.update({f"{k}_std": round(statistics.pstdev(r["test"][k] for r in rows), 4) for k in keys})
+    summary.update({f"{k}_std": round(sample_std(r["test"][k] for r in rows), 4) for k in keys})
     summary["search_wall_s"] = round(statistics.mean(r["search_wall_s"] for r in rows), 1)
     report = {"task": args.task if lama else f"{args.task} 16-shot", "model": "smollm2-135m", "params": params,
               "budget": args.budget, "dev_limit": args.dev_limit, "test_limit": args.test_limit,

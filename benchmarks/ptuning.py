@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import sample_std
 
 from autoprompt import load_model
 from autoprompt.io import atomic_write_json, read_json
@@ -143,7 +144,7 @@ def summarize(rows: list[dict]) -> dict:
         timed = [r for r in mine if r.get("torch_threads", 1) == threads and "train_s" in r]
         summary[name] = {"seeds": [r["data_seed"] for r in mine],
                          "test_mean": round(statistics.mean(r["test"] for r in mine), 4),
-                         "test_std": round(statistics.pstdev(r["test"] for r in mine), 4),
+                         "test_std": round(sample_std(r["test"] for r in mine), 4),
                          "timed_seeds": [r["data_seed"] for r in timed], "timed_threads": threads,
                          "wall_s_mean": round(statistics.mean(r["wall_s"] for r in timed), 1) if timed else None,
                          "train_s_mean": round(statistics.mean(r["train_s"] for r in timed), 1) if timed else None,

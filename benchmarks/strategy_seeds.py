@@ -14,6 +14,8 @@ import json
 import statistics
 from pathlib import Path
 
+from figures import sample_std
+
 from autoprompt import load_model
 from autoprompt.prompts import prompt_from_json
 from autoprompt.search import SearchSpec, finished_result, run_search
@@ -44,7 +46,7 @@ def main() -> None:
                      "wall_s": r["wall_s"], "run_dir": r["run_dir"]})
         print(json.dumps(rows[-1]), flush=True)
     summary = {key: round(statistics.mean(r[key] for r in rows), 4) for key in ("manual_test", "found_test", "wall_s")}
-    summary["found_test_std"] = round(statistics.pstdev(r["found_test"] for r in rows), 4)
+    summary["found_test_std"] = round(sample_std(r["found_test"] for r in rows), 4)
     report = {"task": f"{args.task} 16-shot", "strategy": args.strategy, "params": params, "model": "smollm2-135m",
               "runs": rows, "mean": summary}
     print(json.dumps(summary))
