@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +55,13 @@ def speed(lm, task: str, seed: int, n_demos: int, n: int) -> dict:
             "shared_s": round(timings["shared"], 2), "full_text_s": round(timings["full_text"], 2),
             "speedup": round(timings["full_text"] / timings["shared"], 2),
             "max_abs_diff": diff}
+
+
+def rerun_command(run: dict, test_limit: int | None) -> str:
+    """The command that measures this one run again (after removing its line from the log)."""
+    limit = f" --test-limit {test_limit}" if test_limit else ""
+    return (f"python benchmarks/demos.py --tasks {run['task']} --seeds {run['data_seed']} --methods {run['method']}"
+            f" --calibrations {run['calibration']}{limit} --skip-speed")
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -120,6 +129,7 @@ def main() -> None:
                            "tokens": result["budget"]["tokens"],
                            "forwards": result["budget"]["used"], "wall_s": result["wall_s"],
                            "test_n": result["split_sizes"]["test"], "torch_threads": torch.get_num_threads()}
+                    run["command"] = rerun_command(run, args.test_limit)
                     print(json.dumps(run), flush=True)
                     with log.open("a") as f:
                         f.write(json.dumps(run) + "\n")
@@ -131,9 +141,9 @@ def main() -> None:
         timing = [speed(lm, task, seed, args.speed_demos, args.speed_n) for task in args.tasks.split(",")]
         for t in timing:
             print(json.dumps(t), flush=True)
+    # the summary spans runs from many invocations: each run names the command that reruns it alone
     atomic_write_json(out, {"model": lm.name, "torch_threads": torch.get_num_threads(),
-                            "command": "python benchmarks/demos.py " + " ".join(
-                                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+                            "invocation": "python " + shlex.join(sys.argv),
                             "rows": summarize(done), "runs": done, "speed": timing})
 
 
