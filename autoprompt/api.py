@@ -251,6 +251,7 @@ def search(
     dry_run: bool = False,
     db: str | Path | None = None,
     progress: bool = False,
+    start: str | Path | None = None,
 ) -> dict[str, Any]:
     """Search for a prompt for ``task`` and score it and the manual prompt on dev and test.
 
@@ -259,26 +260,70 @@ def search(
     ``resume`` continues a run folder with the spec it was started with; giving any setting that
     would change that spec is an error. ``params`` are the strategy's hyper-parameters, as a dict
     or as ``["k=v", ...]``. See `autoprompt.search.run_search` for the rest.
+
+    ``strategy`` may be a pipeline, ``"verbalizer,demos,gradient"``, or ``"auto"``
+    (`autoprompt.search.pipeline`): ``params`` then hold ``stage.param`` entries and the pipeline's
+    own (``budget_split``, ``holdout``, ``auto.effort``, ...). ``start`` is a ``prompt.json`` to
+    build on (a warm start) instead of the task's manual prompt.
     """
-    from autoprompt.search import SearchSpec, estimate, parse_params, run_search  # noqa: PLC0415
+    from autoprompt.search import (  # noqa: PLC0415
+        RunDir,
+        SearchSpec,
+        estimate,
+        is_pipeline,
+        parse_params,
+        plan_pipeline,
+        run_pipeline,
+        run_search,
+    )
 
     if resume is not None:
         given = {"task": task, "strategy": strategy, "budget": budget, "params": params, "shots": shots,
-                 "max_seconds": max_seconds, "test_limit": test_limit}
+                 "max_seconds": max_seconds, "test_limit": test_limit, "start": start}
         conflicting = [f"`{name}`" for name, value in given.items() if value]
         if conflicting:
             raise AutopromptError(f"resuming continues a run with the spec it was started with; "
                                   f"{', '.join(conflicting)} cannot change it: leave them out, or start a new run")
+        if is_pipeline(RunDir(resume).spec().strategy):
+            return run_pipeline(SearchSpec("", ""), resume=resume, progress=progress, db=db)
         return run_search(SearchSpec("", ""), resume=resume, progress=progress, db=db)
     if not task:
         raise AutopromptError("give a `task` (or `resume` a run folder)")
     given_params = dict(params) if isinstance(params, Mapping) else parse_params(params)
     spec = SearchSpec(task=task, strategy=strategy or "gradient", params=given_params, model=model, shots=shots,
                       data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out),
-                      data_dir=str(data_dir) if data_dir else None, test_limit=test_limit)
+                      data_dir=str(data_dir) if data_dir else None, test_limit=test_limit,
+                      start=str(Path(start).resolve()) if start is not None else None)
+    if is_pipeline(spec.strategy):
+        if dry_run:
+            return _pipeline_estimate(spec, plan_pipeline, estimate)
+        return run_pipeline(spec, progress=progress, db=db)
     if dry_run:
         return estimate(spec)
     return run_search(spec, progress=progress, db=db)
+
+
+def _pipeline_estimate(spec: Any, plan_pipeline: Any, estimate: Any) -> dict[str, Any]:
+    """A pipeline's plan with each stage's budget and time estimate (timed forwards, as for one strategy)."""
+    from autoprompt.search import SearchSpec  # noqa: PLC0415
+    from autoprompt.search.pipeline import PipelineSettings, split_train, stage_data  # noqa: PLC0415
+
+    data = load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
+    lm = load_model(spec.model)
+    plan = plan_pipeline(spec, data, lm)
+    view = stage_data(data, *split_train(data.train, PipelineSettings.parse(spec.params).holdout, spec.seed))
+    stages = []
+    for stage, budget in zip(plan["stages"], plan["planned_budgets"], strict=True):
+        one = estimate(SearchSpec(task=spec.task, strategy=stage["strategy"], params=stage["params"],
+                                  model=spec.model, shots=spec.shots, data_seed=spec.data_seed, budget=budget,
+                                  data_dir=spec.data_dir), lm=lm, data=view)
+        stages.append({"strategy": stage["strategy"], "params": one["params"], "budget": budget,
+                       "minimum_budget": one["minimum_budget"], "estimated_search_s": one["estimated_search_s"]})
+    return {"task": data.task.name, "strategy": spec.strategy, "budget": plan["total_budget"], "stages": stages,
+            "estimated_search_s": round(sum(s["estimated_search_s"] for s in stages), 1),
+            "fit": plan["fit"], "check": plan["check"], "dev": len(data.dev), "auto": plan["auto"],
+            "note": "budgets as planned at each stage's minimum spend; a stage that spends less leaves more to "
+                    "the next. Test and baseline scoring come on top"}
 
 
 def tune(

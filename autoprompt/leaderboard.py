@@ -63,6 +63,8 @@ runs = Table(
     Column("prompt_fingerprint", String(32)), Column("prompt_text", Text), Column("run_dir", Text),
     Column("finished_at", String(40)), Column("model_licence", String(200)),
     Column("source_model", String(300)),  # set for a prompt found on another model (`autoprompt transfer`)
+    Column("start_fingerprint", String(32)),  # a warm start's prompt (`search --from`); NULL: the manual prompt
+    Column("stages", Text),  # a pipeline's stages, as JSON: strategy, budget, gain, whether its gate passed
 )
 
 
@@ -184,6 +186,9 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": run.prompt_fingerprint,
         "prompt_text": run.shown_prompt, "run_dir": str(run_dir), "finished_at": run.finished_at,
         "model_licence": run.model_licence, "source_model": run.source_model,
+        "start_fingerprint": (run.extra.get("start") or {}).get("fingerprint"),
+        "stages": json.dumps([{k: s[k] for k in ("strategy", "budget", "gain", "passed")}
+                              for s in run.details["stages"]]) if run.details.get("stages") else None,
     }
 
 

@@ -53,6 +53,8 @@ class Demos(Searcher):
     """
 
     name = "demos"
+    searches = frozenset({"demos"})
+    carries = frozenset({"template", "triggers", "verbalizer"})
     summary = "in-context demonstrations: random (GPT-3), similar (KATE), or a searched set and order"
     default_budget = 3000
     search_space: ClassVar[dict[str, dict[str, Any]]] = {

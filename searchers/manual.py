@@ -1,4 +1,4 @@
-"""``manual``: no search. The task's manual prompt (or the one given) through the same run path."""
+"""``manual``: no search. The task's manual prompt (or the one given, or a warm start) through the same run path."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class Manual(Searcher):
 
     name = "manual"
     gated = False  # the baseline reports the prompt it was given
+    carries = frozenset({"template", "triggers", "verbalizer", "demos", "soft"})
     task_kinds = ("classification", "generation")
 
     summary = "no search: the task's manual prompt (or --param template=...), scored like any other"
@@ -33,7 +34,10 @@ class Manual(Searcher):
         return self._calibration_cost(train) + dev, 0  # its one step only says it is done
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
-        prompt = ctx.calibrate([starting_prompt(ctx, self.template, self.verbalizer)])[0]
+        if ctx.warm_start is not None and self.template is None and self.verbalizer is None:
+            prompt: AnyPrompt = ctx.start  # a warm start is scored as it was saved, calibration included
+        else:
+            prompt = ctx.calibrate([starting_prompt(ctx, self.template, self.verbalizer)])[0]
         return {"prompt": prompt.to_json(), "best_dev": ctx.evaluator.score(prompt, ctx.dev).score}
 
     def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ inputs that take up to that many tokens join them, scored exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import Counter
@@ -66,6 +67,8 @@ class VerbalizerSearch(Searcher):
     """
 
     name = "verbalizer"
+    searches = frozenset({"verbalizer"})
+    carries = frozenset({"template", "triggers", "demos"})
     summary = "label words: AutoPrompt probe, LM-BFF auto-L (likelihood) or PETAL likelihood ratio"
     default_budget = 3000
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
@@ -245,7 +248,7 @@ class VerbalizerSearch(Searcher):
             return state
         # exact, calibrated re-scoring on the same train examples; the starting verbalizer competes
         verbalizers = [Verbalizer(dict(zip(ctx.task.labels, pair, strict=True))) for pair in state["pairs"]]
-        found = [prompt, *(Prompt(prompt.template, v, prompt.trigger_ids) for v in verbalizers)]
+        found = [prompt, *(dataclasses.replace(prompt, verbalizer=v) for v in verbalizers)]  # the rest kept
         found = list({p.fingerprint: p for p in found}.values())
         # as many as the budget pays for (calibration's content-free inputs and the dev check included)
         per_prompt = len(examples) + (len(ctx.evaluator.content_free()) if ctx.calibration == "contextual" else 0)

@@ -32,7 +32,12 @@ from autoprompt.record import RunRecord
 def search(
     task: Annotated[str | None, typer.Option(help="Task name (sst2, rte, lama:P19) or a task .toml file.")] = None,
     strategy: Annotated[str | None, typer.Option(
-        help="Search strategy (see `autoprompt strategies`); default gradient.")] = None,
+        help="Search strategy (see `autoprompt strategies`); default gradient. A comma list "
+             "(verbalizer,demos,gradient) runs a pipeline, each stage from the previous stage's prompt; `auto` "
+             "chooses the pipeline from the task (--param auto.effort=light|medium|heavy, auto.soft=true).")] = None,
+    start: Annotated[Path | None, typer.Option(
+        "--from", help="A prompt.json to build on (a warm start): the search keeps the parts it does not search "
+                       "and its gate must beat this prompt.")] = None,
     model: Model = "smollm2-135m",
     shots: Shots = None,
     data_seed: DataSeed = 13,
@@ -44,7 +49,10 @@ def search(
     test_limit: Annotated[int | None, typer.Option(
         min=1, help="Score the result on a seeded random N test examples (quick runs; its own leaderboard rows).")
     ] = None,
-    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter k=v (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="Strategy parameter k=v (repeatable); in a pipeline stage.k=v for one stage (demos.method=search), "
+             "or the pipeline's own: budget_split=1,2 (default: the stages' default budgets), holdout=0.5, "
+             "min_gain, ensemble.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run artifacts.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its folder.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the budget and a time estimate; search nothing.")] = False,
@@ -60,11 +68,16 @@ def search(
     from autoprompt.api import search as run  # noqa: PLC0415
 
     settings: dict[str, Any] = {
-        "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db}
+        "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db,
+        "start": start}
     if dry_run:
         plan = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
                    test_limit=test_limit, dry_run=True, **settings)
-        return print_json(plan) if as_json else out.print(
+        if as_json:
+            return print_json(plan)
+        if "stages" in plan:
+            return _show_plan(plan)
+        return out.print(
             f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards (minimum "
             f"{plan['minimum_budget']}), at most {plan['steps']} steps, train {plan['train']}, dev {plan['dev']}; "
             f"about {plan['estimated_search_s']:.0f} s of search "
@@ -87,6 +100,36 @@ def search(
     return None
 
 
+def _show_plan(plan: dict[str, Any]) -> None:
+    """A pipeline's dry run: each stage with its budget and time."""
+    out.print(f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards in "
+              f"{len(plan['stages'])} stages; stages fit on {plan['fit']} train examples and their gates check "
+              f"on {plan['check']}; the final gate reads the {plan['dev']} dev examples once",
+              highlight=False, markup=False)
+    for i, stage in enumerate(plan["stages"], 1):
+        out.print(f"  {i}. {stage['strategy']} {stage['params']}: budget {stage['budget']} (minimum "
+                  f"{stage['minimum_budget']}), about {stage['estimated_search_s']:.0f} s",
+                  highlight=False, markup=False)
+    if plan.get("auto"):
+        for reason in plan["auto"]["reasons"]:
+            out.print(f"  auto: {reason}", highlight=False, markup=False)
+    out.print(f"about {plan['estimated_search_s']:.0f} s of search; {plan['note']}", highlight=False, markup=False)
+
+
+def _show_stages(run: RunRecord) -> None:
+    """Each stage of a pipeline: its gain over its start on the check part, with its interval."""
+    stages = run.details.get("stages")
+    if not stages:
+        return
+    table = Table("stage", "budget", f"gain over its start ({stages[0]['objective']}, 95% CI)", "gate")
+    for s in stages:
+        ci = s["ci95"]
+        gain = f"{s['gain']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else f"{s['gain']:+.3f}"
+        table.add_row(f"{s['stage']}. {s['strategy']}", f"{s['budget']} of {s['budget_given']}", gain,
+                      "passed" if s["passed"] else "kept its start")
+    out.print(table)
+
+
 def _show_run(run: RunRecord) -> None:
     """The human table of one finished search: scores, deltas, the verdict, the prompt, the spend."""
     table = Table("prompt", f"dev {run.metric}", f"test {run.metric}")
@@ -95,6 +138,13 @@ def _show_run(run: RunRecord) -> None:
     if run.deltas:
         table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                                                    for d in (run.deltas["dev"], run.deltas["test"])))
+    start = run.extra.get("start")
+    if start:
+        d = start["deltas"]["test"]
+        out.print(f"start prompt ({start['path']}): dev {start['dev']:.4f}, test {start['test']:.4f}; found − start "
+                  f"on test {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
+                  highlight=False, markup=False)
+    _show_stages(run)
     out.print(table)
     if run.selection.get("message"):
         out.print(run.selection["message"], highlight=False)
@@ -105,6 +155,16 @@ def _show_run(run: RunRecord) -> None:
     out.print(f"prompt: {run.prompt_text!r}  {words}  calibration: {run.calibration}", highlight=False)
     if run.trigger_text:
         out.print(f"triggers: {run.trigger_text!r}", highlight=False)
+    members = run.prompt.get("ensemble", [run.prompt])
+    shown = [len(m["demos"].get("examples", [])) or m["demos"].get("k", 0) for m in members if m.get("demos")]
+    if shown:
+        out.print(f"demonstrations: {' + '.join(map(str, shown))} per query (in prompt.json)", highlight=False)
+    if len(members) > 1:
+        out.print(f"an ensemble of {len(members)} prompts (mean of their calibrated class log-probs)", highlight=False)
+    auto = run.details.get("auto")
+    if auto:
+        out.print(f"auto ({', '.join(s['strategy'] for s in auto['stages'])}): {'; '.join(auto['reasons'])}",
+                  highlight=False, markup=False)
     generation = run.extra.get("generation")
     if generation:
         found, base = generation["found"], generation["baseline"]

@@ -7,12 +7,17 @@
     runs.py       SearchSpec and the run folder (spec, trace, checkpoints, prompt, result)
     loop.py       run_search: start or resume, step under the budget, checkpoint
     finish.py     the gate, the held-out scores and result.json
+    parts.py      the parts of a prompt a strategy searches or keeps; what a warm start may hold
+    pipeline.py   stages run in order, each from the previous stage's prompt; one gate on dev at the end
+    auto.py       `auto`: the pipeline chosen from the task's features
     estimate.py   the minimum useful budget and a time estimate
 """
 
 from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
 from autoprompt.search.estimate import check_budget, estimate
 from autoprompt.search.loop import leaderboard_db, limit_test, run_search
+from autoprompt.search.parts import PARTS, prompt_parts
+from autoprompt.search.pipeline import is_pipeline, plan_pipeline, run_pipeline
 from autoprompt.search.registry import (
     ENTRY_POINT_GROUP,
     available,
@@ -32,6 +37,7 @@ from autoprompt.search.toolkit import TriggerSearch, keep_best, one_token, start
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PARTS",
     "RunDir",
     "SearchContext",
     "SearchSpec",
@@ -48,6 +54,7 @@ __all__ = [
     "finished_result",
     "get_strategy",
     "hyper",
+    "is_pipeline",
     "keep_best",
     "leaderboard_db",
     "limit_test",
@@ -55,7 +62,10 @@ __all__ = [
     "param_docs",
     "param_types",
     "parse_params",
+    "plan_pipeline",
+    "prompt_parts",
     "register",
+    "run_pipeline",
     "run_search",
     "starting_prompt",
     "unregister",

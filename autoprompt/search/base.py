@@ -96,6 +96,11 @@ class Searcher(ABC):
     final_candidates: ClassVar[int] = 3
     #: the task kinds the strategy searches (`Task.kind`): label-word strategies need classes
     task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    #: the parts of the prompt it searches (`autoprompt.search.parts.PARTS`): what it may change
+    searches: ClassVar[frozenset[str]] = frozenset()
+    #: the parts of a warm start (``ctx.start``) it keeps unchanged; a start holding any other part
+    #: it does not search is refused before the search begins
+    carries: ClassVar[frozenset[str]] = frozenset({"template", "verbalizer"})
 
     calibration: Literal["none", "contextual", "prior"] = "prior"
     objective: Literal["margin", "loglik", "accuracy"] = "margin"
@@ -200,6 +205,7 @@ class SearchContext:
         step_index: the step being taken (the run loop sets it).
         calibration: how prompts are calibrated in this search (`calibrate` applies it).
         objective: what candidates are compared on (`objective_scores`).
+        warm_start: a prompt to build on instead of the task's manual prompt (`start`).
     """
 
     lm: FrozenLM
@@ -214,11 +220,18 @@ class SearchContext:
     step_index: int = 0
     calibration: str = "none"
     objective: Objective = "margin"
+    warm_start: Prompt | None = None
 
     def __post_init__(self) -> None:
         self._backend = self.lm._lm if isinstance(self.lm, ModelView) else self.lm
         # the view has the backend's interface minus what it hides: typed as the backend for strategies
         self.lm = cast(FrozenLM, ModelView(self._backend))
+
+    @property
+    def start(self) -> Prompt:
+        """The prompt the search builds on: the warm start if one was given, else the task's manual
+        prompt. A strategy changes the parts it `Searcher.searches` and keeps the others."""
+        return self.warm_start if self.warm_start is not None else self.task.default_prompt
 
     def calibrate(self, prompts: Sequence[AnyPrompt], inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
         """The prompts with this search's calibration estimated and attached (charged to the budget).

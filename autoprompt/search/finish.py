@@ -9,6 +9,7 @@ test, with paired-bootstrap deltas, and says so when dev and test disagree.
 from __future__ import annotations
 
 import json
+import math
 import time
 import weakref
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from autoprompt.scores import EvalResult
 from autoprompt.search.base import SearchContext, Searcher, SearchState
 from autoprompt.search.registry import variant
 from autoprompt.search.runs import RunDir, SearchSpec
-from autoprompt.search.selection import bootstrap_delta, choose
+from autoprompt.search.selection import Selection, bootstrap_delta, choose
 from autoprompt.tasks.base import Example, TaskData, examples_fingerprint
 from autoprompt.versions import versions
 
@@ -53,26 +54,64 @@ class SearchRun:
     warnings: list[str] = field(default_factory=list)
 
 
-def finish(run: SearchRun, progress: bool = False) -> RunRecord:
-    """Gate, write ``prompt.json``, score on dev and test, and return the run's record."""
-    spec, data, lm = run.spec, run.data, run.lm
+def _gate(run: SearchRun) -> tuple[AnyPrompt, Selection | None]:
+    """The strategy's top candidates against the prompt it started from (the task's manual prompt or
+    a warm start) on the examples it did not fit on; the chosen prompt and the decision."""
+    spec, lm = run.spec, run.lm
     backbone_after = weights_checksum(lm.model)
     if backbone_after != run.backbone_before:  # a broken strategy must not report anything
         raise AutopromptError(f"strategy {spec.strategy} changed the backbone's weights; this is a bug in it")
     run.ctx.evaluator.budget = None  # the selection is the core's, not the strategy's, to pay
-    manual = data.task.default_prompt
     holdout = _selection_examples(run)
     candidates = run.searcher.candidates(run.ctx, run.state)[: run.searcher.final_candidates]
-    if run.searcher.gated:
-        selection = choose(run.ctx.evaluator, candidates, manual, holdout, run.searcher.objective,
-                           run.searcher.min_gain, gate=run.searcher.gate)
-        best, selection_json = selection.chosen, selection.to_json()
-    else:
-        best, selection_json = candidates[0], {"reliable": None, "message": f"{spec.strategy}: no selection"}
-    best = best.with_meta({"strategy": spec.strategy, "task": data.task.name, "model": lm.name,
-                           "seed": spec.seed, "params": spec.params})
+    if not run.searcher.gated:
+        return candidates[0], None
+    against = "manual prompt" if run.ctx.warm_start is None else "start prompt"
+    selection = choose(run.ctx.evaluator, candidates, run.ctx.start, holdout, run.searcher.objective,
+                       run.searcher.min_gain, gate=run.searcher.gate, against=against)
+    return selection.chosen, selection
+
+
+def _stamped(run: SearchRun, prompt: AnyPrompt) -> AnyPrompt:
+    spec = run.spec
+    return prompt.with_meta({"strategy": spec.strategy, "task": run.data.task.name, "model": run.lm.name,
+                             "seed": spec.seed, "params": spec.params})
+
+
+def finish_stage(run: SearchRun) -> dict[str, Any]:
+    """The end of one pipeline stage: the gate against the stage's start on the stage's held-out
+    examples (never dev or test), ``prompt.json``, and the stage's summary (``stage.json``)."""
+    best, selection = _gate(run)
+    best = _stamped(run, best)
+    run.folder.write_prompt(best)
+    gain, se = (selection.gain, selection.se) if selection is not None else (0.0, 0.0)
+    if selection is not None and not selection.reliable and selection.candidates[1:]:
+        # the start won: report how far the best candidate fell short of it (the se is that candidate's)
+        rows = selection.candidates
+        gain = max(r["objective"] for r in rows[1:]) - rows[0]["objective"]
+    return {"strategy": run.spec.strategy, "params": run.spec.params, "run_dir": str(run.folder.path),
+            "prompt_fingerprint": best.fingerprint, "start_fingerprint": run.ctx.start.fingerprint,
+            "passed": bool(selection and selection.reliable), "objective": run.searcher.objective,
+            "gain": gain, "se": se, "ci95": [gain - 1.96 * se, gain + 1.96 * se] if se < math.inf else None,
+            "n": selection.n if selection is not None else 0,
+            "message": selection.message if selection is not None else f"{run.spec.strategy}: no selection",
+            "budget": run.budget.to_json(), "steps": run.steps,
+            "wall_s": round(time.perf_counter() - run.started + run.elapsed_before, 2),
+            "details": run.searcher.details(run.ctx, run.state), "warnings": run.warnings}
+
+
+def finish(run: SearchRun, progress: bool = False) -> RunRecord:
+    """Gate, write ``prompt.json``, score on dev and test, and return the run's record."""
+    spec, data, lm = run.spec, run.data, run.lm
+    manual = data.task.default_prompt
+    best, selection = _gate(run)
+    selection_json = selection.to_json() if selection is not None else {
+        "reliable": None, "message": f"{spec.strategy}: no selection"}
+    best = _stamped(run, best)
     run.folder.write_prompt(best)
     details = run.searcher.details(run.ctx, run.state)
+    backbone_after = weights_checksum(lm.model)
+    holdout = _selection_examples(run)
 
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
     dev, test = data.dev, data.test
@@ -82,9 +121,22 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
     deltas = {"dev": bootstrap_delta(found_dev, base_dev, seed=spec.seed),
               "test": bootstrap_delta(found_test, base_test, seed=spec.seed)}
     warnings = run.warnings + _end_warnings(run, deltas)
+    start = run.ctx.warm_start
+    if start is not None:  # the gain over the prompt the search built on, beside the gain over manual
+        start_dev, start_test = (
+            (base_dev, base_test) if start.fingerprint == manual.fingerprint
+            else (found_dev, found_test) if start.fingerprint == best.fingerprint
+            else (final.score(start, dev), final.score(start, test, progress=progress)))
+        extra_start: dict[str, Any] = {"start": {
+            "path": spec.start, "fingerprint": start.fingerprint, "dev": start_dev.score, "test": start_test.score,
+            "deltas": {"dev": bootstrap_delta(found_dev, start_dev, seed=spec.seed),
+                       "test": bootstrap_delta(found_test, start_test, seed=spec.seed)}}}
+    else:
+        extra_start = {}
     trigger_ids = list(best.trigger_ids)
     return RunRecord(
-        task=data.task.name, strategy=spec.strategy, variant=variant(spec.strategy, spec.params),
+        task=data.task.name, strategy=spec.strategy,
+        variant=variant(spec.strategy, spec.params) + (f" from {start.fingerprint[:8]}" if start is not None else ""),
         model=lm.name, seed=spec.seed, shots=spec.shots, data_seed=spec.data_seed, params=spec.params,
         metric=data.task.metric, prompt=best.to_json(), prompt_fingerprint=best.fingerprint,
         prompt_text=best.template.render({f: "{" + f + "}" for f in data.task.fields}),
@@ -103,7 +155,7 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lama={"found": found_test.extra, "baseline": base_test.extra} if data.task.metric == "lama" else None,
         model_licence=lm.licence,
-        extra={**_generation_summary(run, final, found_test, base_test, test),
+        extra={**extra_start, **_generation_summary(run, final, found_test, base_test, test),
                **_members(run, best, found_test, progress)},
     )
 

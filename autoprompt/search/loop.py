@@ -24,14 +24,16 @@ from autoprompt.io import check_writable_folder
 from autoprompt.leaderboard import record
 from autoprompt.metrics import metric_for
 from autoprompt.model_store import default_budget, load_model
+from autoprompt.prompts import Prompt, load_prompt
 from autoprompt.record import RunRecord
-from autoprompt.search.base import SearchContext
+from autoprompt.search.base import SearchContext, Searcher
 from autoprompt.search.estimate import check_budget
-from autoprompt.search.finish import SearchRun, finish
+from autoprompt.search.finish import SearchRun, finish, finish_stage
+from autoprompt.search.parts import check_start
 from autoprompt.search.registry import create, variant
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.tasks import load_task
-from autoprompt.tasks.base import Example, TaskData
+from autoprompt.tasks.base import Example, Task, TaskData
 from autoprompt.tasks.taskset import union_split
 
 OnStep = Callable[[int, dict[str, Any]], None]
@@ -48,6 +50,7 @@ def run_search(
     db: str | Path | None = None,
     on_step: OnStep | None = None,
     record: bool = True,
+    stage_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a search, write its artifacts and record it in the leaderboard.
 
@@ -65,20 +68,28 @@ def run_search(
         on_step: called after every checkpointed step with (step, ``{"best_dev", "budget"}``); an
             exception it raises stops the run there, checkpoint intact (a tuner prunes this way).
         record: record the finished run in the leaderboard (a benchmark suite records its cells itself).
+        stage_dir: run as one stage of a pipeline (`autoprompt.search.pipeline`) in this folder: the
+            gate decides against the stage's start on ``data.dev`` (the pipeline's held-out part of
+            train) and writes ``stage.json``; nothing reads test, nothing is recorded.
     """
     started = time.perf_counter()
     folder = RunDir(resume) if resume is not None else None
     if folder is not None:
         spec = folder.spec()
-        done = folder.result()
+        done = folder.stage_result() if stage_dir is not None else folder.result()
+        if done is not None and stage_dir is not None:
+            return done
         if done is not None:  # finished: make sure it is recorded (a no-op if it is)
             finished = RunRecord.from_json(done)
             finished.variant = finished.variant or variant(finished.strategy, finished.params)
             if record:
-                _record(finished, leaderboard_db(db, spec.out))
+                record_run(finished, leaderboard_db(db, spec.out))
             return finished.to_json()
-    else:
+    elif stage_dir is None:
         check_writable_folder(spec.out, "run folder")
+    if "," in spec.strategy or spec.strategy == "auto":
+        raise AutopromptError(f"{spec.strategy} is a pipeline, not one strategy: run it with "
+                              "autoprompt.search.run_pipeline (or autoprompt.api.search)")
     searcher = create(spec.strategy, spec.params)
     spec.params = searcher.params()
     if spec.max_seconds is not None and not spec.max_seconds > 0:
@@ -88,14 +99,17 @@ def run_search(
         data = limit_test(data, spec.test_limit)
     limit = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, limit, data)
+    start = load_start(spec.start, data.task, searcher) if spec.start is not None else None
     lm = lm or load_model(spec.model)
-    folder = folder or RunDir.create(spec, data.task.name)
+    if spec.start is not None and start is not None:
+        check_start_model(spec.start, start, lm.name)
+    folder = folder or RunDir.create(spec, data.task.name, stage_dir)
 
     budget = Budget(limit)
     # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
     calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
     ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
-                        spec.seed, calibration=calibration, objective=searcher.objective)
+                        spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start)
     run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)
     if resume is not None and folder.has_checkpoint():
         _restore(run)
@@ -103,11 +117,39 @@ def run_search(
         _start(run, minimum)
     if not _steps(run, progress, stop_after, on_step):
         return {"interrupted": True, "run_dir": str(folder.path), "step": run.steps}
+    if stage_dir is not None:
+        summary = finish_stage(run)
+        folder.write_stage_result(summary)
+        return summary
     result = finish(run, progress)
     folder.write_result(result.to_json())
-    if record and not _record(result, leaderboard_db(db, spec.out)):
+    if record and not record_run(result, leaderboard_db(db, spec.out)):
         folder.write_result(result.to_json())  # now saying why the leaderboard does not hold it
     return result.to_json()
+
+
+def load_start(path: str, task: Task, searcher: Searcher) -> Prompt:
+    """The warm start at ``path``, checked against the task and what ``searcher`` can keep."""
+    if not Path(path).is_file():
+        raise AutopromptError(f"start prompt {path} does not exist; give the prompt.json of an earlier run")
+    prompt = load_prompt(path)
+    source = prompt.meta.get("task")
+    if source is not None and source != task.name:
+        raise AutopromptError(f"start prompt {path} was found for task {source}, not {task.name}; start from a "
+                              f"prompt of {task.name}")
+    labels = list(prompt.verbalizer.labels) if isinstance(prompt, Prompt) else []
+    if labels and set(labels) != set(task.labels):
+        raise AutopromptError(f"start prompt {path} has the labels {labels}, but {task.name} has "
+                              f"{list(task.labels)}; start from a prompt of {task.name}")
+    return check_start(searcher.name, searcher.searches, searcher.carries, prompt, task.default_prompt)
+
+
+def check_start_model(path: str, prompt: Prompt, model: str) -> None:
+    """A start found on another model is refused: its triggers and soft part mean nothing here."""
+    source = prompt.meta.get("model")
+    if source is not None and source != model:
+        raise AutopromptError(f"start prompt {path} was found on model {source}, not {model}; move it with "
+                              "`transfer` first, or start from a prompt found on this model")
 
 
 def _start(run: SearchRun, minimum: int) -> None:
@@ -189,7 +231,7 @@ def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:
     return warn
 
 
-def _record(result: RunRecord, db: str | Path) -> bool:
+def record_run(result: RunRecord, db: str | Path) -> bool:
     """Record a finished run; if the leaderboard cannot take it, say so in ``result`` and return False.
 
     A finished search is never lost to its database: the run folder is complete and can be

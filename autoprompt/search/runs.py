@@ -53,6 +53,7 @@ class SearchSpec:
     out: StrictStr = "runs"
     data_dir: StrictStr | None = None
     test_limit: StrictInt | None = None
+    start: StrictStr | None = None  # a warm start: the prompt.json the search builds on (None: the manual prompt)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,9 +109,9 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, spec: SearchSpec, task_name: str) -> RunDir:
-        """A new folder ``<out>/<task>/<strategy>/<id>`` holding ``spec.json``."""
-        base = Path(spec.out) / _safe(task_name) / spec.strategy / _run_id(spec)
+    def create(cls, spec: SearchSpec, task_name: str, base: Path | None = None) -> RunDir:
+        """A new folder ``<out>/<task>/<strategy>/<id>`` (or ``base``, a pipeline's stage) holding ``spec.json``."""
+        base = base or Path(spec.out) / _safe(task_name) / spec.strategy / _run_id(spec)
         path, n = base, 1
         while True:  # the same spec started twice in one second gets a suffix, never a shared folder
             try:
@@ -132,6 +133,14 @@ class RunDir:
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path / "result.json", result)
+
+    def stage_result(self) -> dict[str, Any] | None:
+        """``stage.json`` if this folder is a pipeline stage that finished (`autoprompt.search.pipeline`)."""
+        path = self.path / "stage.json"
+        return read_json(path) if path.is_file() else None
+
+    def write_stage_result(self, result: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "stage.json", result)
 
     def write_prompt(self, prompt: AnyPrompt) -> None:
         save_prompt(prompt, self.path / "prompt.json")

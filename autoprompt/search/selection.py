@@ -130,17 +130,29 @@ class Selection:
     min_gain: float
     candidates: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
+    against: str = "manual prompt"
+
+    @property
+    def detectable_gain(self) -> float | None:
+        """The gate's power: the smallest mean objective gain that would have passed it with the
+        standard error seen here (``min_gain`` × se of the best found candidate; None without one)."""
+        return self.min_gain * self.se if 0 < self.se < math.inf else None
 
     def to_json(self) -> dict[str, Any]:
         return {"reliable": self.reliable, "objective": self.objective, "min_gain": self.min_gain, "n": self.n,
+                "against": self.against, "detectable_gain": self.detectable_gain,
                 "gain": self.gain, "se": self.se, "best_fingerprint": self.best.fingerprint,
                 "chosen_fingerprint": self.chosen.fingerprint, "candidates": self.candidates,
                 "message": self.message}
 
 
 def choose(evaluator: Evaluator, candidates: Sequence[AnyPrompt], manual: Prompt, examples: Sequence[Example],
-           objective: Objective = "margin", min_gain: float = 1.0, gate: bool = True) -> Selection:
+           objective: Objective = "margin", min_gain: float = 1.0, gate: bool = True,
+           against: str = "manual prompt") -> Selection:
     """Re-score ``candidates`` and ``manual`` on ``examples`` as one job and apply the gate.
+
+    ``manual`` is the prompt to beat: the task's manual prompt, or a warm start (``against`` names
+    it in the message).
 
     The best candidate by mean objective is reported only if its paired gain over ``manual`` exceeds
     ``min_gain`` standard errors (and is positive); otherwise ``manual`` is. Ties keep the manual
@@ -157,18 +169,22 @@ def choose(evaluator: Evaluator, candidates: Sequence[AnyPrompt], manual: Prompt
              "score": r.score, "manual": i == 0, "prompt": p.to_json()}
             for i, (p, r) in enumerate(zip(pool, results, strict=True))]
     if best == 0:
-        return Selection(manual, False, manual, 0.0, 0.0, len(examples), objective, min_gain, rows,
-                         f"no reliable improvement found: no candidate beat the manual prompt on {len(examples)} "
-                         "selection examples; reporting the manual prompt")
+        # the gate's power still shows: the standard error of the best candidate's paired gain
+        se = paired_gain(values[max(range(1, len(pool)), key=lambda i: (means[i], -i))], values[0])[1] \
+            if len(pool) > 1 else 0.0
+        return Selection(manual, False, manual, 0.0, se, len(examples), objective, min_gain, rows,
+                         f"no reliable improvement found: no candidate beat the {against} on {len(examples)} "
+                         f"selection examples; reporting the {against}", against)
     gain, se = paired_gain(values[best], values[0])
     passed = gain > 0 and gain > min_gain * se
     if passed or not gate:
         strength = (f"{gain / se:.1f} paired standard errors" if 0 < se < math.inf
                     else "no standard error from so few examples" if se == math.inf else "no variance")
-        message = (f"found prompt {'beats' if passed else 'ungated, vs'} the manual prompt on {len(examples)} "
+        message = (f"found prompt {'beats' if passed else 'ungated, vs'} the {against} on {len(examples)} "
                    f"selection examples: {gain:+.4f} {objective} ({strength})")
-        return Selection(pool[best], passed, pool[best], gain, se, len(examples), objective, min_gain, rows, message)
+        return Selection(pool[best], passed, pool[best], gain, se, len(examples), objective, min_gain, rows, message,
+                         against)
     message = (f"no reliable improvement found: the best candidate gains {gain:+.4f} {objective} ± {se:.4f} over the "
-               f"manual prompt on {len(examples)} selection examples, within {min_gain:g} standard error(s); "
-               "reporting the manual prompt")
-    return Selection(manual, False, pool[best], gain, se, len(examples), objective, min_gain, rows, message)
+               f"{against} on {len(examples)} selection examples, within {min_gain:g} standard error(s); "
+               f"reporting the {against}")
+    return Selection(manual, False, pool[best], gain, se, len(examples), objective, min_gain, rows, message, against)

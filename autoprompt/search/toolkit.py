@@ -4,6 +4,7 @@ slots, one-token trigger words, and a bounded pool of scored candidates, and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,36 +33,41 @@ def with_triggers(template: Template, num_triggers: int) -> Template:
 
 def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer: str | None = None,
                     num_triggers: int = 0, init: str = "the") -> Prompt:
-    """The prompt a strategy starts from: the task's manual prompt, with overrides.
+    """The prompt a strategy starts from: ``ctx.start`` (the task's manual prompt, or a warm start),
+    with overrides; every other part of the start (demonstrations, triggers, calibration method,
+    soft part) is kept.
 
     Args:
         ctx: the search context.
-        template: a template instead of the task's manual one.
+        template: a template instead of the start's (its triggers are then new).
         verbalizer: label words as JSON, or the path of a ``prompt.json`` whose verbalizer to
             use (so a verbalizer search can feed a trigger search).
         num_triggers: add this many ``[T]`` after the last field if the template has none.
-        init: the initial trigger word (repeated), or one word per trigger.
+        init: the initial trigger word (repeated), or one word per trigger; a start that has
+            triggers keeps its own.
     """
-    manual = ctx.task.default_prompt
-    tpl = Template(template) if template else manual.template
+    start = ctx.start
+    tpl = Template(template) if template else start.template
     tpl.check_fields(ctx.task.fields)
     if num_triggers:
         tpl = with_triggers(tpl, num_triggers)
     if verbalizer is None:
-        verb = manual.verbalizer
+        verb = start.verbalizer
     elif Path(verbalizer).suffix == ".json" and Path(verbalizer).is_file():
         verb = Prompt.load(verbalizer).verbalizer
     else:
         verb = Verbalizer.parse(verbalizer)
     ids: tuple[int, ...] = ()
-    if tpl.num_triggers:
+    if tpl is start.template and start.trigger_ids:
+        ids = start.trigger_ids  # a warm start's triggers are where the search continues from
+    elif tpl.num_triggers:
         words = init.split()
         if len(words) not in (1, tpl.num_triggers):
             raise AutopromptError(f"init {init!r} has {len(words)} words; give one word or one per trigger "
                                   f"({tpl.num_triggers})")
         words = words * tpl.num_triggers if len(words) == 1 else words
         ids = tuple(one_token(ctx.lm, w) for w in words)
-    return Prompt(tpl, verb, ids)
+    return dataclasses.replace(start, template=tpl, verbalizer=verb, trigger_ids=ids, meta={})
 
 
 def keep_best(pool: Mapping[str, Mapping[str, Any]], size: int = 20) -> dict[str, Any]:
@@ -84,6 +90,9 @@ class TriggerSearch(Searcher):
         template: a template with ``[T]`` slots instead of the task's manual one.
         verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
     """
+
+    searches = frozenset({"triggers"})
+    carries = frozenset({"template", "verbalizer", "demos"})
 
     num_triggers: int = hyper(5, low=1)
     rescore_examples: int | None = hyper(None, low=1)

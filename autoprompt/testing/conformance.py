@@ -3,6 +3,7 @@
     from autoprompt.testing.conformance import check_strategy
     check_strategy("gradient", {"num_candidates": 4}, budget=400)
     check_minimum_budget("gradient", {"num_candidates": 4})
+    check_warm_start("gradient", {"num_candidates": 4}, budget=400)
 """
 
 from __future__ import annotations
@@ -15,10 +16,21 @@ from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Evaluator
-from autoprompt.prompts import AnyPrompt, load_prompt, prompt_from_json, save_prompt
+from autoprompt.prompts import (
+    AnyPrompt,
+    Demonstration,
+    Demonstrations,
+    Prompt,
+    Template,
+    Verbalizer,
+    load_prompt,
+    prompt_from_json,
+    save_prompt,
+)
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
+from autoprompt.search.parts import kept_parts_differ, present_parts
 from autoprompt.tasks.base import Example, TaskData
-from autoprompt.testing.tiny import tiny_causal_lm, tiny_task
+from autoprompt.testing.tiny import NEGATIVE, POSITIVE, tiny_causal_lm, tiny_task
 
 
 def _with_test_sentinel(data: TaskData) -> tuple[TaskData, dict[str, int]]:
@@ -118,3 +130,68 @@ def check_minimum_budget(name: str, params: dict[str, Any] | None = None, lm: Fr
         else:
             raise AssertionError(f"{name} ran on {minimum - 1}, one less than its minimum budget")
     return minimum
+
+
+def warm_start_for(name: str, params: dict[str, Any], lm: FrozenLM, data: TaskData) -> Prompt:
+    """A start prompt holding every part strategy ``name`` says it carries, each unlike the manual
+    prompt's: other template words, two trigger tokens, other label words, one demonstration per class
+    (for the tiny task: ``{sentence}`` input, two labels)."""
+    searcher = create(name, params)
+    carries = searcher.carries - searcher.searches
+    manual = data.task.default_prompt
+    field = data.task.fields[0]
+    triggers = "triggers" in carries
+    text = "Review: {" + field + "}" + (" [T] [T]" if triggers else "") + " It was [P]"
+    template = Template(text) if "template" in carries or triggers else manual.template
+    ids = tuple(lm.tokenize(" " + w)[0] for w in NOUNS_FOR_TRIGGERS) if triggers else ()
+    verbalizer = (Verbalizer(dict(zip(data.task.labels, ([NEGATIVE[1]], [POSITIVE[1]]), strict=False)))
+                  if "verbalizer" in carries else manual.verbalizer)
+    demos = None
+    if "demos" in carries:
+        first = {ex.label: ex for ex in reversed(data.train)}
+        demos = Demonstrations(tuple(Demonstration(dict(first[c].fields), data.task.labels[c]) for c in sorted(first)))
+    return Prompt(template, verbalizer, ids, demos=demos, meta={"task": data.task.name, "model": lm.name})
+
+
+NOUNS_FOR_TRIGGERS = ("plot", "cast")
+
+
+def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: int = 300,
+                     lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+    """Assert that a strategy started from a saved prompt keeps every part it does not search.
+
+    The start holds every part the strategy declares it carries (`warm_start_for`); the run is
+    ungated (``gate=False``, so the reported prompt is the strategy's own), and each of its parts
+    outside ``searches`` must equal the start's. A part the strategy can neither search nor carry
+    is refused up front with a one-line error naming it. Returns the run's result.
+    """
+    params = dict(params or {})
+    lm = lm or tiny_causal_lm()
+    data = data or tiny_task()
+    searcher = create(name, params)
+    start = warm_start_for(name, params, lm, data)
+    assert present_parts(start, data.task.default_prompt) >= (searcher.carries - searcher.searches) - {"soft"}, \
+        f"the warm start for {name} lacks a part it carries"
+    with tempfile.TemporaryDirectory() as out:
+        path = Path(out) / "start.json"
+        save_prompt(start, path)
+        ungated = {**params, "gate": False} if searcher.gated else params
+        spec = SearchSpec(task=data.task.name, strategy=name, params=ungated, budget=budget, seed=3, out=out,
+                          start=str(path))
+        result = run_search(spec, lm=lm, data=data)
+        found = load_prompt(Path(result["run_dir"]) / "prompt.json")
+        changed = kept_parts_differ(start, found, searcher.searches)
+        assert not changed, f"{name} changed the start's {changed}, which it does not search"
+        assert result["start"]["fingerprint"] == start.fingerprint, f"{name}'s result does not name its start"
+        lost = {"triggers", "demos"} - searcher.searches - searcher.carries
+        if lost:  # a start it cannot build on is refused before any work, naming the part
+            other = warm_start_for("manual", {}, lm, data)
+            save_prompt(other, path)
+            try:
+                run_search(SearchSpec(task=data.task.name, strategy=name, params=params, budget=budget, out=out,
+                                      start=str(path)), lm=lm, data=data)
+            except AutopromptError as err:
+                assert "cannot keep the start prompt's" in str(err), str(err)
+            else:
+                raise AssertionError(f"{name} accepted a start holding {sorted(lost)}, which it cannot keep")
+    return result

@@ -77,6 +77,7 @@ class PTuning(Searcher):
     summary = "continuous prompts, frozen backbone: prompt tuning, P-tuning (LSTM/MLP encoder), P-tuning v2 prefix"
     default_budget = 5000
     task_kinds = ("classification", "generation")
+    searches = frozenset({"soft"})  # a start's soft part is replaced, its template and label words kept
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
         "num_tokens": {"type": "int", "low": 2, "high": 20},
@@ -142,7 +143,7 @@ class PTuning(Searcher):
 
     def prompt_template(self, ctx: SearchContext) -> Template:
         """The template whose ``[S]`` slots are trained (prefix mode: the manual template)."""
-        manual = ctx.task.default_prompt.template
+        manual = ctx.start.template
         if self.mode == "prefix":
             return manual
         if self.template is not None:
@@ -161,7 +162,7 @@ class PTuning(Searcher):
         if self.init == "vocab":
             words = ctx.lm.word_start_tokens().nonzero()[:, 0].tolist()
             return random.Random(f"{ctx.seed}:init").sample(words, n)
-        manual = ctx.task.default_prompt
+        manual = ctx.start
         text = self.init_text or " ".join(
             [s.value.strip() for s in manual.template.segments if s.kind == "text" and s.value.strip()]
             + [w for ws in manual.verbalizer.words.values() for w in ws])
@@ -193,7 +194,7 @@ class PTuning(Searcher):
                                   "head=verbalizer", params=("head",))
         init = None
         if self.head_init == "words":
-            table = ctx.lm.word_table(ctx.task.default_prompt, ctx.task.labels)
+            table = ctx.lm.word_table(ctx.start, ctx.task.labels)
             init = ctx.lm.output_embedding_matrix()[[ws[0][0] for ws in table]].detach().float().cpu()
         return WithHead(prompt, len(ctx.task.labels), ctx.lm.output_embedding_matrix().shape[1], init)
 
@@ -241,7 +242,7 @@ class PTuning(Searcher):
 
     def _prompt(self, ctx: SearchContext, soft: SoftPrompt | None) -> Prompt:
         # with a classification head there are no label words: the head scores the classes
-        words = Verbalizer({}) if self.head == "linear" else ctx.task.default_prompt.verbalizer
+        words = Verbalizer({}) if self.head == "linear" else ctx.start.verbalizer
         return Prompt(self.prompt_template(ctx), words, soft=soft)
 
     # ---- the strategy -------------------------------------------------------------------------
@@ -260,7 +261,7 @@ class PTuning(Searcher):
                  "best_dev": start.score, "best_dev_loss": dev_loss(start), "start_dev": start.score, "stale": 0,
                  "flat_warned": False}
         if self.keep_manual:
-            manual = ctx.evaluator.score(ctx.task.default_prompt, ctx.dev)
+            manual = ctx.evaluator.score(ctx.start, ctx.dev)
             # the same criterion as each later step's (`select`), ties to the manual prompt
             if (dev_loss(manual) <= dev_loss(start) if self.select == "loglik" else manual.score >= start.score):
                 state.update(best_soft=None, best_dev=manual.score, best_dev_loss=dev_loss(manual))
@@ -350,8 +351,8 @@ class PTuning(Searcher):
         return -logprobs[torch.arange(len(batch)), gold].mean()
 
     def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
-        if state["best_soft"] is None:  # the manual prompt won on dev (keep_manual)
-            return ctx.task.default_prompt
+        if state["best_soft"] is None:  # the manual prompt (or the warm start) won on dev (keep_manual)
+            return ctx.start
         meta = {"mode": self.mode, **({"head": "linear", "labels": list(ctx.task.labels)} if self.head == "linear"
                                       else {})}
         return self._prompt(ctx, SoftPrompt.from_tensors(state["best_soft"], meta))

@@ -30,7 +30,7 @@ def mine(ctx: SearchContext, corpus: str | None, num_mined: int) -> list[str]:
                         counts[middle] += 1
         head = "{subject}"
     else:  # classification: the words before a label word
-        manual = ctx.task.default_prompt
+        manual = ctx.start
         words = {w.lower() for ws in manual.verbalizer.words.values() for w in ws}
         for line in lines:
             tokens = line.split()

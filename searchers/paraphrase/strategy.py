@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -32,6 +33,8 @@ class Paraphrase(Searcher):
     """
 
     name = "paraphrase"
+    searches = frozenset({"template"})
+    carries = frozenset({"verbalizer", "demos"})
     summary = "LPAQA: mined and LM-paraphrased templates, ranked on train; single or top-k / optimized ensemble"
     default_budget = 4000
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
@@ -59,6 +62,11 @@ class Paraphrase(Searcher):
         if unknown or not self._sources():
             raise AutopromptError(f"paraphrase: sources must be a comma list of manual, mine, paraphrase; "
                                   f"got {self.sources!r}")
+
+    def _with_template(self, ctx: SearchContext, template: str | Template) -> Prompt:
+        """The start with ``template`` in place of its own (label words and demonstrations kept)."""
+        return dataclasses.replace(ctx.start, template=Template(template) if isinstance(template, str) else template,
+                                   trigger_ids=(), meta={})
 
     def _sample(self, ctx: SearchContext) -> list:
         """The train examples every template is scored on: the same draw all run, so scores compare."""
@@ -101,7 +109,6 @@ class Paraphrase(Searcher):
 
     def _score(self, ctx: SearchContext, state: dict[str, Any], texts: list[str]) -> list[str]:
         """Score new valid templates on the train sample; returns those added to the pool."""
-        verbalizer = ctx.task.default_prompt.verbalizer
         fresh, seen = [], set(state["pool"])
         for text in texts:
             template = self.valid(ctx, text)
@@ -114,20 +121,19 @@ class Paraphrase(Searcher):
             sample = self._sample(ctx)
             affordable = int(ctx.budget_left // len(sample))
             fresh = fresh[: max(1, affordable)]  # what the budget pays for (at least one, or stop)
-            prompts = ctx.calibrate([Prompt(t, verbalizer) for t in fresh], inputs=sample)
+            prompts = ctx.calibrate([self._with_template(ctx, t) for t in fresh], inputs=sample)
             for template, score in zip(fresh, ctx.objective_scores(prompts, sample), strict=True):
                 state["pool"][template.source] = score
         return [t.source for t in fresh]
 
     def _beam_on_dev(self, ctx: SearchContext, state: dict[str, Any], also: tuple[str, ...] = ()) -> None:
         """Move the beam to the best on train and watch it (and ``also``) on dev (``best_dev``)."""
-        verbalizer = ctx.task.default_prompt.verbalizer
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         state["beam"] = ranked[: self.beam]
         wanted = [*also, *ranked[: max(self.beam, self.ensemble_k)]]
         todo = [t for t in dict.fromkeys(wanted) if t in state["pool"] and t not in state["dev"]]
         sample = self._sample(ctx)
-        prompts = ctx.calibrate([Prompt(t, verbalizer) for t in todo], inputs=sample)
+        prompts = ctx.calibrate([self._with_template(ctx, t) for t in todo], inputs=sample)
         for template, result in zip(todo, ctx.evaluator.score_many(prompts, ctx.dev), strict=True):
             state["dev"][template] = result.score
         best = max(state["dev"], key=lambda t: state["dev"][t])
@@ -173,10 +179,9 @@ class Paraphrase(Searcher):
 
     def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
         """The best templates by train objective, calibrated; an ensemble of them first unless ``top1``."""
-        verbalizer = ctx.task.default_prompt.verbalizer
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         sample = self._sample(ctx)
-        singles = ctx.calibrate([Prompt(t, verbalizer) for t in ranked[: max(self.ensemble_k, self.beam)]],
+        singles = ctx.calibrate([self._with_template(ctx, t) for t in ranked[: max(self.ensemble_k, self.beam)]],
                                 inputs=sample)
         if self.select == "top1" or len(singles) == 1:
             return singles
