@@ -244,3 +244,41 @@ def test_a_stage_that_cannot_keep_an_earlier_stage_part_is_refused_before_any_wo
     with pytest.raises(AutopromptError, match=r"stage 2 \(ptuning\) cannot keep the demonstrations stage 1 \(demos\)"):
         run_pipeline(spec, lm=causal, data=task)
     assert not list(tmp_path.rglob("spec.json"))  # nothing was started
+
+
+def test_crossfit_gates_each_fold_on_the_other_and_reports_their_ensemble(causal, task, tmp_path):
+    result = _pipeline(causal, task, tmp_path, params={"crossfit": "true", "min_gain": 0}, budget=3000)
+    stages = result["details"]["stages"]
+    assert [(s["fold"], s["strategy"]) for s in stages] == [(k, n) for k in (1, 2)
+                                                             for n in ("verbalizer", "demos", "gradient")]
+    assert result["selection"]["n"] == len(task.train) + len(task.dev)  # every labelled example is evidence
+    assert result["budget"]["used"] <= 3000
+    folds = [r for r in result["selection"]["candidates"]]
+    assert [r["fold"] for r in folds] == [1, 2]
+    if result["selection"]["reliable"] and folds[0]["fingerprint"] != folds[1]["fingerprint"]:
+        assert "ensemble" in result["prompt"]
+
+
+def _balanced_random_labels(data: TaskData, seed: int) -> TaskData:
+    rng = random.Random(seed)
+
+    def split(name: str) -> list[Example]:
+        examples = data.split(name)
+        labels = [i % 2 for i in range(len(examples))]
+        rng.shuffle(labels)
+        return [Example(dict(e.fields), label) for e, label in zip(examples, labels, strict=True)]
+
+    splits = {s: split(s) for s in ("train", "dev", "test")}
+    return TaskData(data.task, data.protocol, {s: (lambda s=s: splits[s]) for s in splits})
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_crossfit_on_random_labels_reports_the_manual_prompt(causal, seed, tmp_path):
+    """Labels shuffled over a balanced set carry no information, out of fold either: the manual prompt.
+
+    (With labels drawn independently the labelled set's chance class imbalance is shared by both
+    stratified folds, and a prompt that learns it gains out of fold: cross-fitting measures gains on
+    data drawn like the labelled set, a limit the README states.)"""
+    data = _balanced_random_labels(tiny_task(n=48), seed)
+    result = _pipeline(causal, data, tmp_path, params={"crossfit": "true"}, budget=3000)
+    assert result["prompt_fingerprint"] == data.task.default_prompt.fingerprint, result["selection"]["message"]

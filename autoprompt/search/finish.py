@@ -54,14 +54,17 @@ class SearchRun:
     warnings: list[str] = field(default_factory=list)
 
 
-def _gate(run: SearchRun) -> tuple[AnyPrompt, Selection | None]:
+def _gate(run: SearchRun, decided: Selection | None = None) -> tuple[AnyPrompt, Selection | None]:
     """The strategy's top candidates against the prompt it started from (the task's manual prompt or
-    a warm start) on the examples it did not fit on; the chosen prompt and the decision."""
+    a warm start) on the examples it did not fit on; the chosen prompt and the decision (``decided``:
+    one the core already made on evidence of its own, a cross-fitted pipeline's out-of-fold scores)."""
     spec, lm = run.spec, run.lm
     backbone_after = weights_checksum(lm.model)
     if backbone_after != run.backbone_before:  # a broken strategy must not report anything
         raise AutopromptError(f"strategy {spec.strategy} changed the backbone's weights; this is a bug in it")
     run.ctx.evaluator.budget = None  # the selection is the core's, not the strategy's, to pay
+    if decided is not None:
+        return decided.chosen, decided
     holdout = _selection_examples(run)
     candidates = run.searcher.candidates(run.ctx, run.state)[: run.searcher.final_candidates]
     if not run.searcher.gated:
@@ -100,18 +103,19 @@ def finish_stage(run: SearchRun) -> dict[str, Any]:
             "details": run.searcher.details(run.ctx, run.state), "warnings": run.warnings}
 
 
-def finish(run: SearchRun, progress: bool = False) -> RunRecord:
-    """Gate, write ``prompt.json``, score on dev and test, and return the run's record."""
+def finish(run: SearchRun, progress: bool = False, decided: Selection | None = None) -> RunRecord:
+    """Gate (unless the core already ``decided``), write ``prompt.json``, score on dev and test, and
+    return the run's record."""
     spec, data, lm = run.spec, run.data, run.lm
     manual = data.task.default_prompt
-    best, selection = _gate(run)
+    best, selection = _gate(run, decided)
     selection_json = selection.to_json() if selection is not None else {
         "reliable": None, "message": f"{spec.strategy}: no selection"}
     best = _stamped(run, best)
     run.folder.write_prompt(best)
     details = run.searcher.details(run.ctx, run.state)
     backbone_after = weights_checksum(lm.model)
-    holdout = _selection_examples(run)
+    selection_n = len(_selection_examples(run)) if decided is None else decided.n
 
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))
     dev, test = data.dev, data.test
@@ -150,7 +154,7 @@ def finish(run: SearchRun, progress: bool = False) -> RunRecord:
         backbone=Backbone(run.backbone_before, backbone_after, backbone_after == run.backbone_before,
                           any(p.requires_grad for p in lm.model.parameters())),
         wall_s=round(time.perf_counter() - run.started + run.elapsed_before, 2),
-        split_sizes={"train": len(data.train), "dev": len(dev), "test": len(test), "selection": len(holdout)},
+        split_sizes={"train": len(data.train), "dev": len(dev), "test": len(test), "selection": selection_n},
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lama={"found": found_test.extra, "baseline": base_test.extra} if data.task.metric == "lama" else None,

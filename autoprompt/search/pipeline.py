@@ -31,7 +31,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
+
+import torch
 
 from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.budget import Budget
@@ -49,12 +51,14 @@ from autoprompt.search.loop import leaderboard_db, limit_test, load_start, recor
 from autoprompt.search.parts import present_parts
 from autoprompt.search.registry import create, get_strategy
 from autoprompt.search.runs import RunDir, SearchSpec
+from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, TaskData
 
 #: parameters of the pipeline itself (the rest go to its stages, as ``stage.param`` or to every
 #: stage that has the parameter)
-PIPELINE_PARAMS = ("budget_split", "holdout", "min_gain", "stage_min_gain", "objective", "ensemble", "effort", "soft")
+PIPELINE_PARAMS = ("budget_split", "holdout", "min_gain", "stage_min_gain", "objective", "ensemble", "crossfit",
+                   "effort", "soft")
 
 
 def is_pipeline(strategy: str) -> bool:
@@ -83,6 +87,8 @@ class PipelineSettings:
             gains at all on examples it did not fit on; the final gate on dev is the strict one).
         objective: what the final gate compares (`margin`, `loglik` or `accuracy`).
         ensemble: also offer the ensemble of the stages' prompts to the final gate.
+        crossfit: run the stages twice, on two folds of train and dev together, and gate each fold's
+            prompt on the other fold (every labelled example is evidence; twice the compute).
         effort: ``auto`` only: ``light``, ``medium`` or ``heavy`` (the total budget and stages).
         soft: ``auto`` only: allow a continuous stage (the result then holds a soft prompt).
     """
@@ -93,6 +99,7 @@ class PipelineSettings:
     stage_min_gain: float = 0.0
     objective: str = "margin"
     ensemble: bool = True
+    crossfit: bool = False
     effort: str = "light"
     soft: bool = False
 
@@ -107,6 +114,7 @@ class PipelineSettings:
                 holdout=float(own.get("holdout", 0.5)), min_gain=float(own.get("min_gain", 1.0)),
                 stage_min_gain=float(own.get("stage_min_gain", 0.0)),
                 objective=str(own.get("objective", "margin")), ensemble=_bool(own.get("ensemble", True)),
+                crossfit=_bool(own.get("crossfit", False)),
                 effort=str(own.get("effort", "light")), soft=_bool(own.get("soft", False)))
         except ValueError as err:
             raise AutopromptError(f"pipeline parameter: {err}; budget_split takes comma-separated weights, "
@@ -215,8 +223,7 @@ class Pipeline:
     total: int
     minimums: list[int]
     weights: list[float]
-    fit: list[Example]
-    check: list[Example]
+    protocol: dict[str, Any]  # what the stages and the final gate saw
     plan: dict[str, Any]
 
 
@@ -273,12 +280,15 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
         total = auto.total_budget
     else:
         total = sum(default_budget(s.default_budget, spec.model) for s in searchers)
-    if total - spent_on_plan < sum(minimums):
+    runs = 2 if settings.crossfit else 1  # cross-fitting runs the stages once per fold
+    minimums_all = runs * sum(minimums)
+    if total - spent_on_plan < minimums_all:
         raise AutopromptError(
             f"budget {total} is below the sum of the stages' minimums ({' + '.join(map(str, minimums))} = "
             f"{sum(minimums)} example-forwards on {len(fit)} fit and {len(check)} check examples"
+            + (", once per fold" if runs == 2 else "")
             + (f", after {spent_on_plan} spent choosing the stages" if spent_on_plan else "")
-            + f"); give a budget of at least {sum(minimums) + spent_on_plan}")
+            + f"); give a budget of at least {minimums_all + spent_on_plan}")
     return {"stages": [{"strategy": s.strategy, "params": s.params} for s in stages],
             "total_budget": total, "minimums": minimums, "weights": weights,
             "planned_budgets": _planned(total, spent_on_plan, minimums, weights),
@@ -338,52 +348,144 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
         folder = RunDir.create(spec, data.task.name)
     atomic_write_json(folder.path / "pipeline.json", plan)
     stages = [Stage(s["strategy"], s["params"]) for s in plan["stages"]]
-    fit, check = split_train(data.train, settings.holdout, spec.seed)
-    view = stage_data(data, fit, check)
     before = weights_checksum(lm.model)
-
-    previous = spec.start
-    summaries: list[dict[str, Any]] = []
     spent = int(plan.get("spent_choosing", 0))
-    for i, stage in enumerate(stages):
-        path = folder.path / "stages" / f"{i + 1}-{stage.strategy}"
-        budget = stage_budgets(plan["total_budget"], spent, plan["minimums"][i:], plan["weights"][i:])
-        # a time limit is the whole pipeline's: a stage gets what the stages before it left
-        seconds = (max(1e-3, spec.max_seconds - sum(s["wall_s"] for s in summaries))
-                   if spec.max_seconds is not None else None)
-        stage_spec = SearchSpec(task=spec.task, strategy=stage.strategy, params=dict(stage.params), model=spec.model,
-                                shots=spec.shots, data_seed=spec.data_seed, seed=spec.seed, budget=budget,
-                                max_seconds=seconds, out=str(folder.path / "stages"),
-                                data_dir=spec.data_dir, start=str(Path(previous).resolve()) if previous else None)
-        try:
-            if (path / "spec.json").is_file():
-                summary = run_search(stage_spec, lm=lm, data=view, resume=path, progress=progress,
-                                     stop_after=stop_after, on_step=on_step, record=False, stage_dir=path)
-            else:
-                summary = run_search(stage_spec, lm=lm, data=view, progress=progress, stop_after=stop_after,
-                                     on_step=on_step, record=False, stage_dir=path)
-        except SearchInterrupted:
-            raise SearchInterrupted(str(folder.path)) from None
-        except AutopromptError as err:
-            raise AutopromptError(f"stage {i + 1} ({stage.strategy}): {err}") from None
-        if summary.get("interrupted"):
-            return {"interrupted": True, "run_dir": str(folder.path), "stage": i + 1, "step": summary["step"]}
-        summary = {**summary, "stage": i + 1, "budget_given": budget}
-        summaries.append(summary)
-        spent += int(summary["budget"]["used"])
-        previous = str(path / "prompt.json")
-
-    offered = _offered(folder, summaries, start or data.task.default_prompt, settings.ensemble)
+    runner = _StageRunner(spec, lm, folder, stages, plan, progress, stop_after, on_step)
+    if settings.crossfit:
+        return _crossfit(runner, data, settings, start, before, spent, started, db, record)
+    fit, check = split_train(data.train, settings.holdout, spec.seed)
+    summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
+    if summaries is None:
+        return runner.interrupted
+    spent += sum(int(s["budget"]["used"]) for s in summaries)
+    offered = _offered(summaries, start or data.task.default_prompt, settings.ensemble)
+    protocol = {"stages_fit_on": len(fit), "stages_checked_on": len(check), "final_gate_on": "dev",
+                "holdout": settings.holdout}
     pipeline = Pipeline(spec, data, lm, folder, stages, settings, plan["total_budget"], plan["minimums"],
-                        plan["weights"], fit, check, plan)
+                        plan["weights"], protocol, plan)
     result = _final(pipeline, offered, summaries, start, before, spent, started, progress)
+    return _write(folder, result, db, spec, record)
+
+
+def _write(folder: RunDir, result: RunRecord, db: str | Path | None, spec: SearchSpec, record: bool) -> dict[str, Any]:
     folder.write_result(result.to_json())
     if record and not record_run(result, leaderboard_db(db, spec.out)):
         folder.write_result(result.to_json())
     return result.to_json()
 
 
-def _offered(folder: RunDir, summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> list[AnyPrompt]:
+@dataclass
+class _StageRunner:
+    """Runs a list of stages on one view of the data, each from the previous stage's prompt."""
+
+    spec: SearchSpec
+    lm: FrozenLM
+    folder: RunDir
+    stages: list[Stage]
+    plan: dict[str, Any]
+    progress: bool
+    stop_after: int | None
+    on_step: Any
+    interrupted: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, view: TaskData, base: Path, total: int, spent: int, tag: str = "") -> list[dict[str, Any]] | None:
+        """Each stage's summary (``stage.json``), or None if a stage was interrupted (`interrupted` says where)."""
+        spec, plan = self.spec, self.plan
+        previous = spec.start
+        summaries: list[dict[str, Any]] = []
+        for i, stage in enumerate(self.stages):
+            path = base / f"{i + 1}-{stage.strategy}"
+            budget = stage_budgets(total, spent, plan["minimums"][i:], plan["weights"][i:])
+            # a time limit is the whole pipeline's: a stage gets what the stages before it left
+            seconds = (max(1e-3, spec.max_seconds - sum(s["wall_s"] for s in summaries))
+                       if spec.max_seconds is not None else None)
+            stage_spec = SearchSpec(task=spec.task, strategy=stage.strategy, params=dict(stage.params),
+                                    model=spec.model, shots=spec.shots, data_seed=spec.data_seed, seed=spec.seed,
+                                    budget=budget, max_seconds=seconds, out=str(base), data_dir=spec.data_dir,
+                                    start=str(Path(previous).resolve()) if previous else None)
+            resume = path if (path / "spec.json").is_file() else None
+            try:
+                summary = run_search(stage_spec, lm=self.lm, data=view, resume=resume, progress=self.progress,
+                                     stop_after=self.stop_after, on_step=self.on_step, record=False, stage_dir=path)
+            except SearchInterrupted:
+                raise SearchInterrupted(str(self.folder.path)) from None
+            except AutopromptError as err:
+                raise AutopromptError(f"stage {i + 1}{tag} ({stage.strategy}): {err}") from None
+            if summary.get("interrupted"):
+                self.interrupted = {"interrupted": True, "run_dir": str(self.folder.path), "stage": i + 1,
+                                    "step": summary["step"]}
+                return None
+            summaries.append({**summary, "stage": i + 1, "budget_given": budget})
+            spent += int(summary["budget"]["used"])
+            previous = str(path / "prompt.json")
+        return summaries
+
+
+def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, start: Prompt | None, before: str,
+              spent: int, started: float, db: str | Path | None, record: bool) -> dict[str, Any]:
+    """Cross-fitting: the labelled examples (train and dev) are split in two folds; the stages run on
+    each fold (its own fit and check parts), and the gate weighs each fold's prompt on the *other* fold,
+    pooled over every labelled example against the start. Each example is scored by a prompt that never
+    saw it, and the gate has twice dev's examples. Passed: the ensemble of the two folds' prompts."""
+    spec, folder, lm = runner.spec, runner.folder, runner.lm
+    labelled = data.train + data.dev
+    one, two = split_train(labelled, 0.5, spec.seed + 1)
+    total, plan = runner.plan["total_budget"], runner.plan
+    reference = start or data.task.default_prompt
+    found: list[AnyPrompt] = []
+    summaries: list[dict[str, Any]] = []
+    for k, own in enumerate((one, two), 1):
+        fit, check = split_train(own, settings.holdout, spec.seed)
+        fold_total = spent + (total - spent) // (3 - k)  # half of what is left, then the rest
+        fold = runner.run(stage_data(data, fit, check), folder.path / "stages" / f"fold{k}", fold_total, spent,
+                          tag=f" of fold {k}")
+        if fold is None:
+            return runner.interrupted
+        spent += sum(int(s["budget"]["used"]) for s in fold)
+        summaries += [{**s, "fold": k} for s in fold]
+        found.append(load_prompt(Path(fold[-1]["run_dir"]) / "prompt.json"))
+    decided = _out_of_fold_gate(Evaluator(lm, data.task), found, (two, one), reference, settings,
+                                "start prompt" if start is not None else "manual prompt")
+    protocol = {"crossfit": True, "folds": [len(one), len(two)], "holdout": settings.holdout,
+                "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
+    pipeline = Pipeline(spec, data, lm, folder, runner.stages, settings, total, plan["minimums"], plan["weights"],
+                        protocol, plan)
+    result = _final(pipeline, [decided.chosen], summaries, start, before, spent, started, False, decided)
+    return _write(folder, result, db, spec, record)
+
+
+def _out_of_fold_gate(ev: Evaluator, found: list[AnyPrompt], others: tuple[list[Example], list[Example]],
+                      reference: Prompt, settings: PipelineSettings, against: str) -> Selection:
+    """The core's paired gate on out-of-fold objective values: fold k's prompt on the other fold's
+    examples, pooled, against ``reference`` on the same examples; passed, the folds' ensemble is chosen."""
+    objective = cast(Objective, settings.objective)
+    mine, base = [], []
+    for prompt, examples in zip(found, others, strict=True):
+        scored, ref = ev.score_many([prompt, reference], examples)
+        mine.append(objective_values(scored, objective))
+        base.append(objective_values(ref, objective))
+    values, reference_values = torch.cat(mine), torch.cat(base)
+    gain, se = paired_gain(values, reference_values)
+    n = len(values)
+    distinct = list({p.fingerprint: p for p in found if p.fingerprint != reference.fingerprint}.values())
+    singles = [p for p in distinct if isinstance(p, Prompt)]
+    chosen: AnyPrompt = (Ensemble(tuple(singles), (1.0,) * len(singles), {"kind": "cross-fitted folds"})
+                         if len(singles) > 1 else distinct[0] if distinct else reference)
+    passed = bool(distinct) and gain > 0 and gain > settings.min_gain * se
+    rows = [{"fingerprint": p.fingerprint, "template": p.template.source, "fold": k + 1, "manual": False,
+             "objective": round(float(v.mean()), 6), "prompt": p.to_json()} for k, (p, v) in enumerate(zip(
+                 found, mine, strict=True))]
+    if passed:
+        message = (f"found prompts beat the {against} out of fold on {n} labelled examples: {gain:+.4f} "
+                   f"{objective} ({gain / se:.1f} paired standard errors); reporting the folds' ensemble")
+        return Selection(chosen, True, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
+    message = (f"no reliable improvement found: out of fold the found prompts gain {gain:+.4f} {objective} ± "
+               f"{se:.4f} over the {against} on {n} labelled examples, within {settings.min_gain:g} standard "
+               f"error(s); reporting the {against}")
+    return Selection(reference, False, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
+
+
+def _offered(summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> list[AnyPrompt]:
     """What the final gate weighs: the last stage's prompt first, then each earlier stage's, then
     their equal-weight ensemble (only prompts that differ from the start and from each other)."""
     prompts: dict[str, AnyPrompt] = {}
@@ -442,8 +544,9 @@ def corrected_min_gain(min_gain: float, offered: int) -> float:
 
 
 def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]], start: Prompt | None,
-           before: str, spent: int, started: float, progress: bool) -> RunRecord:
-    stages = [{"stage": s["stage"], "strategy": s["strategy"], "params": s["params"], "budget": s["budget"]["used"],
+           before: str, spent: int, started: float, progress: bool, decided: Selection | None = None) -> RunRecord:
+    stages = [{"stage": s["stage"], **({"fold": s["fold"]} if "fold" in s else {}), "strategy": s["strategy"],
+ "params": s["params"], "budget": s["budget"]["used"],
                "budget_given": s["budget_given"], "passed": s["passed"], "gain": s["gain"], "se": s["se"],
                "ci95": s["ci95"], "n": s["n"], "objective": s["objective"], "steps": s["steps"],
                "wall_s": s["wall_s"], "message": s["message"], "run_dir": s["run_dir"],
@@ -453,8 +556,7 @@ def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]
                       calibration="none", offered=offered, stages=stages,
                       facts={"final_min_gain": {"given": p.settings.min_gain, "corrected": round(min_gain, 4),
                                                 "candidates": len(offered)},
-                             "protocol": {"stages_fit_on": len(p.fit), "stages_checked_on": len(p.check),
-                                          "final_gate_on": "dev", "holdout": p.settings.holdout},
+                             "protocol": p.protocol,
                              "auto": p.plan.get("auto")})
     budget = Budget(p.total)
     budget.forwards = sum(s["budget"]["forwards"] for s in summaries) + int(p.plan.get("spent_choosing", 0))
@@ -465,7 +567,7 @@ def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]
     run = SearchRun(p.spec, gate, p.data, p.lm, p.folder, ctx, budget, {"done": True},
                     sum(s["steps"] for s in summaries), before, started, 0.0,
                     [w for s in summaries for w in s["warnings"]])
-    return finish(run, progress)
+    return finish(run, progress, decided)
 
 
 __all__ = ["AutoPlan", "PipelineSettings", "Stage", "is_pipeline", "parse_stages", "plan_pipeline", "run_pipeline",
