@@ -320,7 +320,8 @@ def _pipeline_estimate(spec: Any, plan_pipeline: Any, estimate: Any) -> dict[str
         stages.append({"strategy": stage["strategy"], "params": one["params"], "budget": budget,
                        "minimum_budget": one["minimum_budget"], "estimated_search_s": one["estimated_search_s"]})
     return {"task": data.task.name, "strategy": spec.strategy, "budget": plan["total_budget"], "stages": stages,
-            "estimated_search_s": round(sum(s["estimated_search_s"] for s in stages), 1),
+            "crossfit": plan["crossfit"], "estimated_search_s": round(
+                sum(s["estimated_search_s"] for s in stages) * (2 if plan["crossfit"] else 1), 1),
             "fit": plan["fit"], "check": plan["check"], "dev": len(data.dev), "auto": plan["auto"],
             "note": "budgets as planned at each stage's minimum spend; a stage that spends less leaves more to "
                     "the next. Test and baseline scoring come on top"}

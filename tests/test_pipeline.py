@@ -200,7 +200,11 @@ def test_auto_runs_and_records_its_choice(causal, task, tmp_path):
     result = run_pipeline(spec, lm=causal, data=task)
     auto = result["details"]["auto"]
     assert auto["features"]["classes"] == 2 and auto["reasons"]
-    assert [s["strategy"] for s in result["details"]["stages"]] == [s["strategy"] for s in auto["stages"]]
+    assert auto["crossfit"] and result["details"]["protocol"]["crossfit"]  # 12 dev examples: cross-fitted
+    assert [s["fold"] for s in result["details"]["stages"]] == [1] * len(auto["stages"]) + [2] * len(auto["stages"])
+    plain = run_pipeline(SearchSpec(task="tiny", strategy="auto", params={"crossfit": "false"}, budget=800,
+                                    out=str(tmp_path)), lm=causal, data=task)
+    assert not plain["details"]["protocol"].get("crossfit") and plain["selection"]["n"] == len(task.dev)
     assert result["budget"]["used"] <= 800
 
 
@@ -282,3 +286,12 @@ def test_crossfit_on_random_labels_reports_the_manual_prompt(causal, seed, tmp_p
     data = _balanced_random_labels(tiny_task(n=48), seed)
     result = _pipeline(causal, data, tmp_path, params={"crossfit": "true"}, budget=3000)
     assert result["prompt_fingerprint"] == data.task.default_prompt.fingerprint, result["selection"]["message"]
+
+
+def test_cli_pipeline_run_shows_each_stage_with_its_interval(tmp_path, tiny_model_dir):
+    toml = toy_task_file(tmp_path)
+    result = runner.invoke(app, ["search", "--task", str(toml), "--model", str(tiny_model_dir), "--strategy",
+                                 "verbalizer,demos", "--param", "verbalizer.k=4", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "1. verbalizer" in result.output and "2. demos" in result.output
+    assert "gain over its start" in result.output and "found − manual" in result.output

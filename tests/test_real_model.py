@@ -152,3 +152,22 @@ def test_gemma_encoding_is_the_tokenization_of_the_rendered_text(gemma, data_dir
         for label, words in zip(data.task.labels, table, strict=True):
             word = prompt.verbalizer.words[label][0]
             assert gemma.tokenize(text + segments[at].space + word) == (*gemma.tokenize(text), *words[0])
+
+
+def test_auto_on_sst2_16shot_chains_stages_and_gates_once(smollm2, data_dir, tmp_path):
+    """`auto` light on real SST-2: the stages it chose ran within the budget, each from the previous
+    stage's prompt, and what it reports is what the one final gate on dev allows."""
+    from autoprompt.search import SearchSpec, run_pipeline  # noqa: PLC0415
+
+    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13), 64)
+    result = run_pipeline(SearchSpec(task="sst2", strategy="auto", shots=16, data_seed=13, out=str(tmp_path)),
+                          lm=smollm2, data=data)
+    auto = result["details"]["auto"]
+    assert auto["features"]["classes"] == 2 and auto["features"]["demos_fit"]
+    chosen = [s["strategy"] for s in auto["stages"]]
+    assert [(s["fold"], s["strategy"]) for s in result["details"]["stages"]] == [(k, n) for k in (1, 2) for n in chosen]
+    assert result["budget"]["used"] <= result["budget"]["limit"] == 4000
+    # 32 dev examples: auto cross-fits the gate, so every labelled example is evidence
+    assert auto["crossfit"] and result["details"]["protocol"]["crossfit"]
+    assert result["split_sizes"]["selection"] == len(data.train) + len(data.dev)
+    assert_the_gate_held(result)

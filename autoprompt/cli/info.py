@@ -81,4 +81,8 @@ def strategies(
         table.add_row(r["strategy"], r["summary"], str(r["default_budget"]), r["params"])
     out.print(table)
     out.print("`autoprompt strategies NAME` explains each parameter of one strategy.", highlight=False)
+    out.print("Pipelines: --strategy verbalizer,demos,gradient runs stages in order, each from the previous stage's "
+              "prompt (--param demos.method=search for one stage); --strategy auto chooses the stages from the task "
+              "(--param auto.effort=light|medium|heavy, auto.soft=true). --from prompt.json starts any of them from a "
+              "saved prompt.", highlight=False, markup=False)
     return None

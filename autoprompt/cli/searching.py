@@ -106,6 +106,9 @@ def _show_plan(plan: dict[str, Any]) -> None:
               f"{len(plan['stages'])} stages; stages fit on {plan['fit']} train examples and their gates check "
               f"on {plan['check']}; the final gate reads the {plan['dev']} dev examples once",
               highlight=False, markup=False)
+    if plan.get("crossfit"):
+        out.print("cross-fitted: the stages run once on each of two folds of train and dev, each fold's prompt "
+                  "gated on the other fold; budgets per fold:", highlight=False, markup=False)
     for i, stage in enumerate(plan["stages"], 1):
         out.print(f"  {i}. {stage['strategy']} {stage['params']}: budget {stage['budget']} (minimum "
                   f"{stage['minimum_budget']}), about {stage['estimated_search_s']:.0f} s",
@@ -125,7 +128,8 @@ def _show_stages(run: RunRecord) -> None:
     for s in stages:
         ci = s["ci95"]
         gain = f"{s['gain']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else f"{s['gain']:+.3f}"
-        table.add_row(f"{s['stage']}. {s['strategy']}", f"{s['budget']} of {s['budget_given']}", gain,
+        fold = f" (fold {s['fold']})" if "fold" in s else ""
+        table.add_row(f"{s['stage']}. {s['strategy']}{fold}", f"{s['budget']} of {s['budget_given']}", gain,
                       "passed" if s["passed"] else "kept its start")
     out.print(table)
 

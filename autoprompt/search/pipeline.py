@@ -14,6 +14,10 @@ is read once:
   prompts and an ensemble of them (mean of calibrated class log-probs) against the manual prompt
   (or the warm start given with ``start``), with the core's paired-SE gate.
 
+With ``crossfit=true`` (``auto``'s choice where dev is small) every labelled example is evidence
+instead: train and dev together form two folds, the stages run on each, and each fold's prompt is
+gated on the other fold, pooled (`_crossfit`).
+
 The run folder holds ``pipeline.json`` (the stages, their budgets, the auto features), one
 sub-folder per stage under ``stages/`` (each a run folder with its own checkpoints and
 ``stage.json``), and the pipeline's own ``prompt.json`` and ``result.json``, whose
@@ -35,6 +39,7 @@ from typing import Any, ClassVar, cast
 
 import torch
 
+from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError, SearchInterrupted
@@ -99,7 +104,7 @@ class PipelineSettings:
     stage_min_gain: float = 0.0
     objective: str = "margin"
     ensemble: bool = True
-    crossfit: bool = False
+    crossfit: bool | None = None  # None: False, or auto's choice
     effort: str = "light"
     soft: bool = False
 
@@ -114,7 +119,7 @@ class PipelineSettings:
                 holdout=float(own.get("holdout", 0.5)), min_gain=float(own.get("min_gain", 1.0)),
                 stage_min_gain=float(own.get("stage_min_gain", 0.0)),
                 objective=str(own.get("objective", "margin")), ensemble=_bool(own.get("ensemble", True)),
-                crossfit=_bool(own.get("crossfit", False)),
+                crossfit=_bool(own["crossfit"]) if "crossfit" in own else None,
                 effort=str(own.get("effort", "light")), soft=_bool(own.get("soft", False)))
         except ValueError as err:
             raise AutopromptError(f"pipeline parameter: {err}; budget_split takes comma-separated weights, "
@@ -262,7 +267,7 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
         auto = plan_auto(lm, data, settings.effort, settings.soft, spec.model)
         stages = [Stage(s, p) for s, p in auto.stages]
         stages = parse_stages(",".join(s.strategy for s in stages),
-                              {**_user_stage_params(spec.params), **_auto_params(stages)})
+                              {**_auto_params(stages), **_user_stage_params(spec.params, stages)})
     else:
         stages = parse_stages(spec.strategy, spec.params)
     stages = [Stage(s.strategy, {"min_gain": settings.stage_min_gain, **s.params}) for s in stages]
@@ -280,7 +285,8 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
         total = auto.total_budget
     else:
         total = sum(default_budget(s.default_budget, spec.model) for s in searchers)
-    runs = 2 if settings.crossfit else 1  # cross-fitting runs the stages once per fold
+    crossfit = settings.crossfit if settings.crossfit is not None else bool(auto and auto.crossfit)
+    runs = 2 if crossfit else 1  # cross-fitting runs the stages once per fold
     minimums_all = runs * sum(minimums)
     if total - spent_on_plan < minimums_all:
         raise AutopromptError(
@@ -291,8 +297,10 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
             + f"); give a budget of at least {minimums_all + spent_on_plan}")
     return {"stages": [{"strategy": s.strategy, "params": s.params} for s in stages],
             "total_budget": total, "minimums": minimums, "weights": weights,
-            "planned_budgets": _planned(total, spent_on_plan, minimums, weights),
-            "settings": dataclasses.asdict(settings), "fit": len(fit), "check": len(check),
+            # cross-fitted: each fold's stages get half of the total (what the first fold leaves goes to the second)
+            "planned_budgets": _planned(spent_on_plan + (total - spent_on_plan) // runs, spent_on_plan, minimums,
+                                        weights),
+            "settings": dataclasses.asdict(settings), "crossfit": crossfit, "fit": len(fit), "check": len(check),
             "auto": auto.to_json() if auto is not None else None, "spent_choosing": spent_on_plan}
 
 
@@ -304,8 +312,19 @@ def _planned(total: int, spent: int, minimums: list[int], weights: list[float]) 
     return out
 
 
-def _user_stage_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k.removeprefix("auto.") not in PIPELINE_PARAMS}
+def _user_stage_params(params: Mapping[str, Any], chosen: list[Stage]) -> dict[str, Any]:
+    """The user's stage parameters for ``auto``; those of a stage it did not choose are dropped, with a warning."""
+    names = {s.strategy for s in chosen}
+    out = {}
+    for key, value in params.items():
+        if key.removeprefix("auto.") in PIPELINE_PARAMS:
+            continue
+        stage, dot, _ = key.partition(".")
+        if dot and stage not in names:
+            events.warn(f"auto did not choose a {stage} stage for this task ({', '.join(names)}); {key} is not used")
+            continue
+        out[key] = value
+    return out
 
 
 def _auto_params(stages: list[Stage]) -> dict[str, Any]:
@@ -351,7 +370,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
     before = weights_checksum(lm.model)
     spent = int(plan.get("spent_choosing", 0))
     runner = _StageRunner(spec, lm, folder, stages, plan, progress, stop_after, on_step)
-    if settings.crossfit:
+    if plan.get("crossfit"):
         return _crossfit(runner, data, settings, start, before, spent, started, db, record)
     fit, check = split_train(data.train, settings.holdout, spec.seed)
     summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
