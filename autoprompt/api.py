@@ -317,7 +317,7 @@ def _pipeline_estimate(spec: Any, plan_pipeline: Any, estimate: Any) -> dict[str
         one = estimate(SearchSpec(task=spec.task, strategy=stage["strategy"], params=stage["params"],
                                   model=spec.model, shots=spec.shots, data_seed=spec.data_seed, budget=budget,
                                   data_dir=spec.data_dir), lm=lm, data=view)
-        stages.append({"strategy": stage["strategy"], "params": one["params"], "budget": budget,
+        stages.append({"strategy": stage["strategy"], "params": stage["params"], "budget": budget,
                        "minimum_budget": one["minimum_budget"], "estimated_search_s": one["estimated_search_s"]})
     return {"task": data.task.name, "strategy": spec.strategy, "budget": plan["total_budget"], "stages": stages,
             "crossfit": plan["crossfit"], "estimated_search_s": round(

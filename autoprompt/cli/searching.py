@@ -102,13 +102,16 @@ def search(
 
 def _show_plan(plan: dict[str, Any]) -> None:
     """A pipeline's dry run: each stage with its budget and time."""
-    out.print(f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards in "
-              f"{len(plan['stages'])} stages; stages fit on {plan['fit']} train examples and their gates check "
-              f"on {plan['check']}; the final gate reads the {plan['dev']} dev examples once",
-              highlight=False, markup=False)
     if plan.get("crossfit"):
-        out.print("cross-fitted: the stages run once on each of two folds of train and dev, each fold's prompt "
-                  "gated on the other fold; budgets per fold:", highlight=False, markup=False)
+        out.print(f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards in "
+                  f"{len(plan['stages'])} stages, cross-fitted: the stages run on each of two folds of train and dev, "
+                  "and each fold's prompt is gated on the other fold; budgets of the first fold:",
+                  highlight=False, markup=False)
+    else:
+        out.print(f"{plan['strategy']} on {plan['task']}: budget {plan['budget']} example-forwards in "
+                  f"{len(plan['stages'])} stages; stages fit on {plan['fit']} train examples and their gates check "
+                  f"on {plan['check']}; the final gate reads the {plan['dev']} dev examples once",
+                  highlight=False, markup=False)
     for i, stage in enumerate(plan["stages"], 1):
         out.print(f"  {i}. {stage['strategy']} {stage['params']}: budget {stage['budget']} (minimum "
                   f"{stage['minimum_budget']}), about {stage['estimated_search_s']:.0f} s",
