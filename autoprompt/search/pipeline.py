@@ -355,7 +355,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
         data = limit_test(data, spec.test_limit)
     settings = PipelineSettings.parse(spec.params)
     start = None
-    if spec.start is not None:  # every stage must be able to build on it: the first one is checked here
+    if spec.start is not None:  # its task and labels here; what each stage can keep, by `check_flow` in the plan
         start = load_start(spec.start, data.task, create("manual"))
     lm = lm or load_model(spec.model)
     plan_path = folder.path / "pipeline.json" if folder is not None else None
@@ -469,7 +469,7 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
                 "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
     pipeline = Pipeline(spec, data, lm, folder, runner.stages, settings, total, plan["minimums"], plan["weights"],
                         protocol, plan)
-    result = _final(pipeline, [decided.chosen], summaries, start, before, spent, started, False, decided)
+    result = _final(pipeline, [decided.chosen], summaries, start, before, spent, started, runner.progress, decided)
     return _write(folder, result, db, spec, record)
 
 
