@@ -270,9 +270,9 @@ def search(
         RunDir,
         SearchSpec,
         estimate,
+        estimate_pipeline,
         is_pipeline,
         parse_params,
-        plan_pipeline,
         run_pipeline,
         run_search,
     )
@@ -296,35 +296,11 @@ def search(
                       start=str(Path(start).resolve()) if start is not None else None)
     if is_pipeline(spec.strategy):
         if dry_run:
-            return _pipeline_estimate(spec, plan_pipeline, estimate)
+            return estimate_pipeline(spec)
         return run_pipeline(spec, progress=progress, db=db)
     if dry_run:
         return estimate(spec)
     return run_search(spec, progress=progress, db=db)
-
-
-def _pipeline_estimate(spec: Any, plan_pipeline: Any, estimate: Any) -> dict[str, Any]:
-    """A pipeline's plan with each stage's budget and time estimate (timed forwards, as for one strategy)."""
-    from autoprompt.search import SearchSpec  # noqa: PLC0415
-    from autoprompt.search.pipeline import PipelineSettings, split_train, stage_data  # noqa: PLC0415
-
-    data = load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
-    lm = load_model(spec.model)
-    plan = plan_pipeline(spec, data, lm)
-    view = stage_data(data, *split_train(data.train, PipelineSettings.parse(spec.params).holdout, spec.seed))
-    stages = []
-    for stage, budget in zip(plan["stages"], plan["planned_budgets"], strict=True):
-        one = estimate(SearchSpec(task=spec.task, strategy=stage["strategy"], params=stage["params"],
-                                  model=spec.model, shots=spec.shots, data_seed=spec.data_seed, budget=budget,
-                                  data_dir=spec.data_dir), lm=lm, data=view)
-        stages.append({"strategy": stage["strategy"], "params": stage["params"], "budget": budget,
-                       "minimum_budget": one["minimum_budget"], "estimated_search_s": one["estimated_search_s"]})
-    return {"task": data.task.name, "strategy": spec.strategy, "budget": plan["total_budget"], "stages": stages,
-            "crossfit": plan["crossfit"], "estimated_search_s": round(
-                sum(s["estimated_search_s"] for s in stages) * (2 if plan["crossfit"] else 1), 1),
-            "fit": plan["fit"], "check": plan["check"], "dev": len(data.dev), "auto": plan["auto"],
-            "note": "budgets as planned at each stage's minimum spend; a stage that spends less leaves more to "
-                    "the next. Test and baseline scoring come on top"}
 
 
 def tune(

@@ -17,7 +17,7 @@ from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
 from autoprompt.search.estimate import check_budget, estimate
 from autoprompt.search.loop import leaderboard_db, limit_test, run_search
 from autoprompt.search.parts import PARTS, prompt_parts
-from autoprompt.search.pipeline import is_pipeline, plan_pipeline, run_pipeline
+from autoprompt.search.pipeline import estimate_pipeline, is_pipeline, plan_pipeline, run_pipeline
 from autoprompt.search.registry import (
     ENTRY_POINT_GROUP,
     available,
@@ -50,6 +50,7 @@ __all__ = [
     "describe_params",
     "describe_strategy",
     "estimate",
+    "estimate_pipeline",
     "find_run",
     "finished_result",
     "get_strategy",

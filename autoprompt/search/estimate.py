@@ -42,7 +42,7 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
     budget = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, budget, data)
     lm = lm or load_model(spec.model)
-    per_forward = _seconds_per_forward(lm, data)
+    per_forward = seconds_per_forward(lm, data)
     start_cost, per_step = searcher.costs(len(data.train), scoring_forwards(data.dev))
     return {"task": data.task.name, "strategy": spec.strategy, "params": searcher.params(), "budget": budget,
             "minimum_budget": minimum, "steps": (budget - start_cost) // max(1, per_step),
@@ -54,7 +54,7 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
                        if data.task.is_generation else "")}
 
 
-def _seconds_per_forward(lm: FrozenLM, data: TaskData) -> float:
+def seconds_per_forward(lm: FrozenLM, data: TaskData) -> float:
     """Seconds one example-forward takes here, timed on up to 16 dev examples with the manual prompt.
 
     On a generation task the budget's forwards are teacher-forced references (training, dev

@@ -54,14 +54,18 @@ class SearchRun:
     warnings: list[str] = field(default_factory=list)
 
 
+def _backbone_after(run: SearchRun) -> str:
+    """The weights' checksum after the search; a strategy that changed them must not report anything."""
+    after = weights_checksum(run.lm.model)
+    if after != run.backbone_before:
+        raise AutopromptError(f"strategy {run.spec.strategy} changed the backbone's weights; this is a bug in it")
+    return after
+
+
 def _gate(run: SearchRun, decided: Selection | None = None) -> tuple[AnyPrompt, Selection | None]:
     """The strategy's top candidates against the prompt it started from (the task's manual prompt or
     a warm start) on the examples it did not fit on; the chosen prompt and the decision (``decided``:
     one the core already made on evidence of its own, a cross-fitted pipeline's out-of-fold scores)."""
-    spec, lm = run.spec, run.lm
-    backbone_after = weights_checksum(lm.model)
-    if backbone_after != run.backbone_before:  # a broken strategy must not report anything
-        raise AutopromptError(f"strategy {spec.strategy} changed the backbone's weights; this is a bug in it")
     run.ctx.evaluator.budget = None  # the selection is the core's, not the strategy's, to pay
     if decided is not None:
         return decided.chosen, decided
@@ -84,6 +88,7 @@ def _stamped(run: SearchRun, prompt: AnyPrompt) -> AnyPrompt:
 def finish_stage(run: SearchRun) -> dict[str, Any]:
     """The end of one pipeline stage: the gate against the stage's start on the stage's held-out
     examples (never dev or test), ``prompt.json``, and the stage's summary (``stage.json``)."""
+    _backbone_after(run)
     best, selection = _gate(run)
     best = _stamped(run, best)
     run.folder.write_prompt(best)
@@ -108,13 +113,13 @@ def finish(run: SearchRun, progress: bool = False, decided: Selection | None = N
     return the run's record."""
     spec, data, lm = run.spec, run.data, run.lm
     manual = data.task.default_prompt
+    backbone_after = _backbone_after(run)
     best, selection = _gate(run, decided)
     selection_json = selection.to_json() if selection is not None else {
         "reliable": None, "message": f"{spec.strategy}: no selection"}
     best = _stamped(run, best)
     run.folder.write_prompt(best)
     details = run.searcher.details(run.ctx, run.state)
-    backbone_after = weights_checksum(lm.model)
     selection_n = len(_selection_examples(run)) if decided is None else decided.n
 
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))

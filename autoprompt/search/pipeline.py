@@ -51,10 +51,11 @@ from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
 from autoprompt.record import RunRecord
 from autoprompt.search.auto import EFFORTS, AutoPlan, plan_auto
 from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.estimate import seconds_per_forward
 from autoprompt.search.finish import SearchRun, finish
 from autoprompt.search.loop import leaderboard_db, limit_test, load_start, record_run, run_search
 from autoprompt.search.parts import present_parts
-from autoprompt.search.registry import create, get_strategy
+from autoprompt.search.registry import create, get_strategy, parse_bool
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
 from autoprompt.tasks import load_task
@@ -118,9 +119,9 @@ class PipelineSettings:
                 budget_split=tuple(float(w) for w in str(split).split(",")) if split is not None else None,
                 holdout=float(own.get("holdout", 0.5)), min_gain=float(own.get("min_gain", 1.0)),
                 stage_min_gain=float(own.get("stage_min_gain", 0.0)),
-                objective=str(own.get("objective", "margin")), ensemble=_bool(own.get("ensemble", True)),
-                crossfit=_bool(own["crossfit"]) if "crossfit" in own else None,
-                effort=str(own.get("effort", "light")), soft=_bool(own.get("soft", False)))
+                objective=str(own.get("objective", "margin")), ensemble=parse_bool(own.get("ensemble", True)),
+                crossfit=parse_bool(own["crossfit"]) if "crossfit" in own else None,
+                effort=str(own.get("effort", "light")), soft=parse_bool(own.get("soft", False)))
         except ValueError as err:
             raise AutopromptError(f"pipeline parameter: {err}; budget_split takes comma-separated weights, "
                                   "holdout a share of train, min_gain a number, ensemble and soft true/false") \
@@ -133,17 +134,6 @@ class PipelineSettings:
                                                   or any(math.isinf(w) for w in settings.budget_split)):
             raise AutopromptError(f"budget_split weights must be positive numbers, got {list(settings.budget_split)}")
         return settings
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{value!r} is not true or false")
 
 
 def parse_stages(strategy: str, params: Mapping[str, Any]) -> list[Stage]:
@@ -223,11 +213,7 @@ class Pipeline:
     data: TaskData
     lm: FrozenLM
     folder: RunDir
-    stages: list[Stage]
     settings: PipelineSettings
-    total: int
-    minimums: list[int]
-    weights: list[float]
     protocol: dict[str, Any]  # what the stages and the final gate saw
     plan: dict[str, Any]
 
@@ -304,6 +290,25 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
             "auto": auto.to_json() if auto is not None else None, "spent_choosing": spent_on_plan}
 
 
+def estimate_pipeline(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+    """What a pipeline would cost: its plan, and each stage's budget and seconds from one timing of
+    example-forwards here (`autoprompt.search.estimate`)."""
+    data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
+    lm = lm or load_model(spec.model)
+    plan = plan_pipeline(spec, data, lm)
+    per_forward = seconds_per_forward(lm, data)
+    stages = [{"strategy": stage["strategy"], "params": stage["params"], "budget": budget, "minimum_budget": minimum,
+               "estimated_search_s": round(budget * per_forward, 1)}
+              for stage, budget, minimum in zip(plan["stages"], plan["planned_budgets"], plan["minimums"], strict=True)]
+    return {"task": data.task.name, "strategy": spec.strategy, "budget": plan["total_budget"], "stages": stages,
+            "crossfit": plan["crossfit"], "estimated_search_s": round(
+                sum(s["estimated_search_s"] for s in stages) * (2 if plan["crossfit"] else 1), 1),
+            "fit": plan["fit"], "check": plan["check"], "dev": len(data.dev), "auto": plan["auto"],
+            "seconds_per_forward": round(per_forward, 4),
+            "note": "budgets as planned at each stage's minimum spend; a stage that spends less leaves more to "
+                    "the next. Test and baseline scoring come on top"}
+
+
 def _planned(total: int, spent: int, minimums: list[int], weights: list[float]) -> list[int]:
     out = []
     for i in range(len(minimums)):
@@ -376,13 +381,11 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
     summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
     if summaries is None:
         return runner.interrupted
-    spent += sum(int(s["budget"]["used"]) for s in summaries)
     offered = _offered(summaries, start or data.task.default_prompt, settings.ensemble)
     protocol = {"stages_fit_on": len(fit), "stages_checked_on": len(check), "final_gate_on": "dev",
                 "holdout": settings.holdout}
-    pipeline = Pipeline(spec, data, lm, folder, stages, settings, plan["total_budget"], plan["minimums"],
-                        plan["weights"], protocol, plan)
-    result = _final(pipeline, offered, summaries, start, before, spent, started, progress)
+    pipeline = Pipeline(spec, data, lm, folder, settings, protocol, plan)
+    result = _final(pipeline, offered, summaries, start, before, started, progress)
     return _write(folder, result, db, spec, record)
 
 
@@ -449,7 +452,7 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
     spec, folder, lm = runner.spec, runner.folder, runner.lm
     labelled = data.train + data.dev
     one, two = split_train(labelled, 0.5, spec.seed + 1)
-    total, plan = runner.plan["total_budget"], runner.plan
+    total = runner.plan["total_budget"]
     reference = start or data.task.default_prompt
     found: list[AnyPrompt] = []
     summaries: list[dict[str, Any]] = []
@@ -467,9 +470,8 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
                                 "start prompt" if start is not None else "manual prompt")
     protocol = {"crossfit": True, "folds": [len(one), len(two)], "holdout": settings.holdout,
                 "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
-    pipeline = Pipeline(spec, data, lm, folder, runner.stages, settings, total, plan["minimums"], plan["weights"],
-                        protocol, plan)
-    result = _final(pipeline, [decided.chosen], summaries, start, before, spent, started, runner.progress, decided)
+    pipeline = Pipeline(spec, data, lm, folder, settings, protocol, runner.plan)
+    result = _final(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
     return _write(folder, result, db, spec, record)
 
 
@@ -487,9 +489,7 @@ def _out_of_fold_gate(ev: Evaluator, found: list[AnyPrompt], others: tuple[list[
     gain, se = paired_gain(values, reference_values)
     n = len(values)
     distinct = list({p.fingerprint: p for p in found if p.fingerprint != reference.fingerprint}.values())
-    singles = [p for p in distinct if isinstance(p, Prompt)]
-    chosen: AnyPrompt = (Ensemble(tuple(singles), (1.0,) * len(singles), {"kind": "cross-fitted folds"})
-                         if len(singles) > 1 else distinct[0] if distinct else reference)
+    chosen: AnyPrompt = _ensemble_of(distinct, "cross-fitted folds") or (distinct[0] if distinct else reference)
     passed = bool(distinct) and gain > 0 and gain > settings.min_gain * se
     rows = [{"fingerprint": p.fingerprint, "template": p.template.source, "fold": k + 1, "manual": False,
              "objective": round(float(v.mean()), 6), "prompt": p.to_json()} for k, (p, v) in enumerate(zip(
@@ -513,10 +513,14 @@ def _offered(summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> 
         if prompt.fingerprint != start.fingerprint:
             prompts.setdefault(prompt.fingerprint, prompt)
     found = list(prompts.values())
-    singles = [p for p in found if isinstance(p, Prompt)]
-    if ensemble and len(singles) >= 2:
-        found.append(Ensemble(tuple(singles), (1.0,) * len(singles), {"kind": "stages"}))
-    return found
+    joint = _ensemble_of(found, "stages")
+    return [*found, joint] if ensemble and joint is not None else found
+
+
+def _ensemble_of(prompts: Sequence[AnyPrompt], kind: str) -> Ensemble | None:
+    """The equal-weight ensemble of the single prompts among ``prompts`` (None for fewer than two)."""
+    singles = tuple(p for p in prompts if isinstance(p, Prompt))
+    return Ensemble(singles, (1.0,) * len(singles), {"kind": kind}) if len(singles) > 1 else None
 
 
 @dataclass
@@ -562,14 +566,14 @@ def corrected_min_gain(min_gain: float, offered: int) -> float:
     return float(statistics.NormalDist().inv_cdf(1 - tail))
 
 
+#: what ``details.stages`` keeps of each stage's ``stage.json`` (its budget as the forwards it used)
+STAGE_FIELDS = ("stage", "fold", "strategy", "params", "budget_given", "passed", "gain", "se", "ci95", "n",
+                "objective", "steps", "wall_s", "message", "run_dir", "prompt_fingerprint")
+
+
 def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]], start: Prompt | None,
-           before: str, spent: int, started: float, progress: bool, decided: Selection | None = None) -> RunRecord:
-    stages = [{"stage": s["stage"], **({"fold": s["fold"]} if "fold" in s else {}), "strategy": s["strategy"],
- "params": s["params"], "budget": s["budget"]["used"],
-               "budget_given": s["budget_given"], "passed": s["passed"], "gain": s["gain"], "se": s["se"],
-               "ci95": s["ci95"], "n": s["n"], "objective": s["objective"], "steps": s["steps"],
-               "wall_s": s["wall_s"], "message": s["message"], "run_dir": s["run_dir"],
-               "prompt_fingerprint": s["prompt_fingerprint"]} for s in summaries]
+           before: str, started: float, progress: bool, decided: Selection | None = None) -> RunRecord:
+    stages = [{**{k: s[k] for k in STAGE_FIELDS if k in s}, "budget": s["budget"]["used"]} for s in summaries]
     min_gain = corrected_min_gain(p.settings.min_gain, len(offered))
     gate = _FinalGate(objective=p.settings.objective, min_gain=min_gain,  # type: ignore[arg-type]
                       calibration="none", offered=offered, stages=stages,
@@ -577,7 +581,7 @@ def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]
                                                 "candidates": len(offered)},
                              "protocol": p.protocol,
                              "auto": p.plan.get("auto")})
-    budget = Budget(p.total)
+    budget = Budget(p.plan["total_budget"])
     budget.forwards = sum(s["budget"]["forwards"] for s in summaries) + int(p.plan.get("spent_choosing", 0))
     budget.backwards = sum(s["budget"]["backwards"] for s in summaries)
     budget.tokens = sum(s["budget"].get("tokens", 0) for s in summaries)
@@ -589,5 +593,5 @@ def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]
     return finish(run, progress, decided)
 
 
-__all__ = ["AutoPlan", "PipelineSettings", "Stage", "is_pipeline", "parse_stages", "plan_pipeline", "run_pipeline",
-           "split_train", "stage_budgets"]
+__all__ = ["AutoPlan", "PipelineSettings", "Stage", "estimate_pipeline", "is_pipeline", "parse_stages",
+           "plan_pipeline", "run_pipeline", "split_train", "stage_budgets"]

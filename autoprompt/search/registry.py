@@ -77,6 +77,17 @@ def describe_params(cls: type[Searcher]) -> str:
                      for f in dataclasses.fields(cls))
 
 
+def parse_bool(value: Any) -> bool:
+    """``True``/``False`` from a bool or its text (``1 true yes on`` / ``0 false no off``); ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
 def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
@@ -96,13 +107,7 @@ def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
                 continue
         raise ValueError
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(value).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError
+        return parse_bool(value)
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError

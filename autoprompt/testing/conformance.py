@@ -30,7 +30,7 @@ from autoprompt.prompts import (
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.search.parts import kept_parts_differ, present_parts
 from autoprompt.tasks.base import Example, TaskData
-from autoprompt.testing.tiny import NEGATIVE, POSITIVE, tiny_causal_lm, tiny_task
+from autoprompt.testing.tiny import NEGATIVE, NOUNS, POSITIVE, tiny_causal_lm, tiny_task
 
 
 def _with_test_sentinel(data: TaskData) -> tuple[TaskData, dict[str, int]]:
@@ -143,7 +143,7 @@ def warm_start_for(name: str, params: dict[str, Any], lm: FrozenLM, data: TaskDa
     triggers = "triggers" in carries
     text = "Review: {" + field + "}" + (" [T] [T]" if triggers else "") + " It was [P]"
     template = Template(text) if "template" in carries or triggers else manual.template
-    ids = tuple(lm.tokenize(" " + w)[0] for w in NOUNS_FOR_TRIGGERS) if triggers else ()
+    ids = tuple(lm.tokenize(" " + w)[0] for w in NOUNS[2:4]) if triggers else ()  # two of the corpus's nouns
     verbalizer = (Verbalizer(dict(zip(data.task.labels, ([NEGATIVE[1]], [POSITIVE[1]]), strict=False)))
                   if "verbalizer" in carries else manual.verbalizer)
     demos = None
@@ -151,9 +151,6 @@ def warm_start_for(name: str, params: dict[str, Any], lm: FrozenLM, data: TaskDa
         first = {ex.label: ex for ex in reversed(data.train)}
         demos = Demonstrations(tuple(Demonstration(dict(first[c].fields), data.task.labels[c]) for c in sorted(first)))
     return Prompt(template, verbalizer, ids, demos=demos, meta={"task": data.task.name, "model": lm.name})
-
-
-NOUNS_FOR_TRIGGERS = ("plot", "cast")
 
 
 def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: int = 300,

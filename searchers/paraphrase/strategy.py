@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -63,11 +62,6 @@ class Paraphrase(Searcher):
             raise AutopromptError(f"paraphrase: sources must be a comma list of manual, mine, paraphrase; "
                                   f"got {self.sources!r}")
 
-    def _with_template(self, ctx: SearchContext, template: str | Template) -> Prompt:
-        """The start with ``template`` in place of its own (label words and demonstrations kept)."""
-        return dataclasses.replace(ctx.start, template=Template(template) if isinstance(template, str) else template,
-                                   trigger_ids=(), meta={})
-
     def _sample(self, ctx: SearchContext) -> list:
         """The train examples every template is scored on: the same draw all run, so scores compare."""
         return ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
@@ -121,7 +115,7 @@ class Paraphrase(Searcher):
             sample = self._sample(ctx)
             affordable = int(ctx.budget_left // len(sample))
             fresh = fresh[: max(1, affordable)]  # what the budget pays for (at least one, or stop)
-            prompts = ctx.calibrate([self._with_template(ctx, t) for t in fresh], inputs=sample)
+            prompts = ctx.calibrate([starting_prompt(ctx, t.source) for t in fresh], inputs=sample)
             for template, score in zip(fresh, ctx.objective_scores(prompts, sample), strict=True):
                 state["pool"][template.source] = score
         return [t.source for t in fresh]
@@ -133,7 +127,7 @@ class Paraphrase(Searcher):
         wanted = [*also, *ranked[: max(self.beam, self.ensemble_k)]]
         todo = [t for t in dict.fromkeys(wanted) if t in state["pool"] and t not in state["dev"]]
         sample = self._sample(ctx)
-        prompts = ctx.calibrate([self._with_template(ctx, t) for t in todo], inputs=sample)
+        prompts = ctx.calibrate([starting_prompt(ctx, t) for t in todo], inputs=sample)
         for template, result in zip(todo, ctx.evaluator.score_many(prompts, ctx.dev), strict=True):
             state["dev"][template] = result.score
         best = max(state["dev"], key=lambda t: state["dev"][t])
@@ -181,7 +175,7 @@ class Paraphrase(Searcher):
         """The best templates by train objective, calibrated; an ensemble of them first unless ``top1``."""
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         sample = self._sample(ctx)
-        singles = ctx.calibrate([self._with_template(ctx, t) for t in ranked[: max(self.ensemble_k, self.beam)]],
+        singles = ctx.calibrate([starting_prompt(ctx, t) for t in ranked[: max(self.ensemble_k, self.beam)]],
                                 inputs=sample)
         if self.select == "top1" or len(singles) == 1:
             return singles
