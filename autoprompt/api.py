@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ def evaluate(
     calibration: str | None = None,
     num_beams: int = 1,
     max_new_tokens: int = 64,
+    rule: str | None = None,
 ) -> dict[str, Any]:
     """Score one prompt on one split of a task.
 
@@ -78,9 +80,11 @@ def evaluate(
             labels unused) to (re-)calibrate the prompt; None keeps the prompt's own calibration.
         num_beams: generation tasks: 1 decodes greedily, more runs beam search.
         max_new_tokens: generation tasks: the most tokens generated per input.
+        rule: ``direct``, ``channel`` or ``centroid`` (fitted on the task's train examples) to read the
+            prompt's class scores by that decision rule (`Rule`); None keeps the prompt's own.
 
     Returns:
-        A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, calibration, per-class
+        A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, calibration, rule, per-class
         counts, LAMA extras, protocol, wall time and versions. For ``lama``: one entry per relation
         plus their mean. For a generation task: ``generation`` (ROUGE-L, the references' per-token
         log-likelihood, the decoding) and ``outputs`` (input, output, references per example).
@@ -98,6 +102,10 @@ def evaluate(
     lm = load_model(model) if isinstance(model, str) else model
     evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"),
                           decoding=Decoding(num_beams, max_new_tokens))
+    if rule is not None:
+        method = chosen.calibration.method
+        chosen = evaluator.fit_rule([chosen], rule, data.train)[0]
+        calibration = calibration or method  # the prompt's prior belonged to its old rule: re-estimate it
     if calibration is not None:
         chosen = evaluator.calibrate([chosen], calibration, data.train if calibration == "prior" else None)[0]
     result = evaluator.score(chosen, examples, progress=progress)
@@ -113,12 +121,20 @@ def evaluate(
         "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
         "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,
         "calibration": chosen.calibration.to_json(),
+        "rule": _rule_summary(chosen),
         "per_class": result.per_class(data.task.labels) if result.metric not in ("lama", "bleu") else None,
         "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
         "protocol": data.protocol, "limit": limit,
         **({"sample": f"seeded class-stratified sample of {result.n}"} if limit is not None else {}),
         "wall_s": round(time.perf_counter() - started, 3), "versions": versions(),
     }
+
+
+def _rule_summary(prompt: AnyPrompt) -> dict[str, Any]:
+    """The decision rule's name and options (a centroid rule's centroids left out: they are in the prompt)."""
+    rules = {json.dumps({k: v for k, v in m.rule.to_json().items() if k != "centroids"}, sort_keys=True)
+             for m in (prompt.members if isinstance(prompt, Ensemble) else (prompt,))}
+    return json.loads(rules.pop()) if len(rules) == 1 else {"name": "mixed"}
 
 
 def predict(

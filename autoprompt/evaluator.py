@@ -23,8 +23,9 @@ from autoprompt.batching import Job, buckets
 from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
 from autoprompt.generation import GenerationScorer
-from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt
+from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt, Rule
 from autoprompt.retrieval import Retriever
+from autoprompt.rule_scoring import RuleScorer
 from autoprompt.scores import EvalResult, calibrate_logprobs, log_mean_prob
 from autoprompt.sharing import SharedScorer
 from autoprompt.soft import SoftPrompt, resolve_soft
@@ -67,6 +68,7 @@ class Evaluator:
         self.stats: Counter[str] = Counter()  # real/padded tokens and batches, for benchmarks
         self.sharing = SharedScorer(lm, batch_size, max_tokens, self.metric.ranks_gold, self.stats)
         self.retriever = Retriever(lm, batch_size)  # KATE's per-query demonstrations
+        self.rules = RuleScorer(lm, task, batch_size, max_tokens, self.stats)  # channel and centroid
         self.decoding = decoding or Decoding()
         # a generation task is scored by decoding and references, not label words
         self.generation = (GenerationScorer(lm, task, batch_size, max_tokens, budget, self.decoding,
@@ -92,6 +94,11 @@ class Evaluator:
             BudgetExhausted: the budget cannot pay for the uncached prompts.
         """
         if self.generation is not None:
+            ruled = [m.rule.name for q in prompts for m in (q.members if isinstance(q, Ensemble) else (q,))
+                     if not m.rule.direct]
+            if ruled:
+                raise AutopromptError(f"rule {ruled[0]!r} reads class scores; a generation task's outputs are decoded: "
+                                      "use rule direct")
             self.generation.budget = self.budget  # the core may lift the budget after a search
             return self.generation.score_many(prompts, examples, progress)
         singles = list({p.fingerprint: p for q in prompts
@@ -165,6 +172,59 @@ class Evaluator:
                 out.append(done[q.fingerprint])
         return out
 
+    def fit_rule(self, prompts: Sequence[AnyPrompt], rule: Rule | str,
+                 examples: Sequence[Example] | None = None) -> list[AnyPrompt]:
+        """The prompts read by ``rule`` (`Rule`), fitted where it needs data; charges the budget.
+
+        A ``centroid`` rule's centroids and scale are estimated on the labelled ``examples`` (the
+        task's train); ``direct`` and ``channel`` need none. A prompt's calibration is dropped where
+        its rule changes (its prior was estimated under the old rule): calibrate after fitting.
+        """
+        wanted = rule if isinstance(rule, Rule) else Rule(rule)  # type: ignore[arg-type]
+        wanted = wanted.unfitted() if wanted.name == "centroid" else wanted
+        singles = list({m.fingerprint: m for q in prompts
+                        for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+        done: dict[str, Prompt] = {}
+        for m in singles:
+            if m.rule == wanted or (wanted.name == "centroid" and m.rule.unfitted() == wanted and m.rule.fitted):
+                done[m.fingerprint] = m  # already read this way (a fitted centroid rule is kept)
+                continue
+            fresh = m.uncalibrated.with_rule(wanted)
+            if wanted.name == "channel":
+                self.rules.check(fresh, self._soft(fresh), self.metric.calibratable)
+            elif wanted.name == "centroid":
+                fresh = self._fit_centroids(fresh, examples)
+            done[m.fingerprint] = fresh
+        out: list[AnyPrompt] = []
+        for q in prompts:
+            if isinstance(q, Ensemble):
+                out.append(Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta))
+            else:
+                out.append(done[q.fingerprint])
+        return out
+
+    def fit_unfitted(self, prompt: AnyPrompt, examples: Sequence[Example]) -> AnyPrompt:
+        """``prompt`` with every member's unfitted ``centroid`` rule fitted on labelled ``examples`` (a prompt
+        moved to another model); its calibration method is kept, its prior left to re-estimate."""
+        members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
+        fitted = tuple(m if m.rule.fitted else
+                       self._fit_centroids(m.uncalibrated, examples).with_calibration(Calibration(m.calibration.method))
+                       for m in members)
+        return Ensemble(fitted, prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else fitted[0]
+
+    def _fit_centroids(self, prompt: Prompt, examples: Sequence[Example] | None) -> Prompt:
+        if not self.metric.calibratable:
+            raise AutopromptError(f"rule 'centroid' is for classification tasks; {self.task.name} is scored with "
+                                  "rule direct")
+        if not examples:
+            raise AutopromptError("rule 'centroid' needs labelled train examples to fit its class centroids")
+        if self.budget is not None:
+            self.budget.require(forwards=len(examples))
+        rule = self.rules.fit(prompt, examples, self._demos_per_query(prompt, examples), self._soft(prompt))
+        if self.budget is not None:
+            self.budget.charge(forwards=len(examples))
+        return prompt.with_rule(rule)
+
     def log_prior(self, prompt: Prompt) -> Tensor:
         """``[C]`` the class log-prior a calibrated prompt divides out, in the task's label order."""
         cal = prompt.calibration
@@ -195,8 +255,9 @@ class Evaluator:
                 todo.append(i)
         if todo:
             unpaid = [i for i in todo if (prompts[i].fingerprint, data_key) not in self.paid]
+            forwards = sum(self.rules.forwards(prompts[i]) for i in unpaid) * len(examples)
             if self.budget is not None:
-                self.budget.require(forwards=len(unpaid) * len(examples))
+                self.budget.require(forwards=forwards)
             logprobs, tokens = self._run([prompts[i] for i in todo], examples, progress)
             labels = torch.tensor([ex.label for ex in examples])
             for k, i in enumerate(todo):
@@ -205,7 +266,7 @@ class Evaluator:
                 if self._cache is not None:
                     self._cache[(prompts[i].fingerprint, data_key)] = result
             if self.budget is not None:
-                self.budget.charge(forwards=len(unpaid) * len(examples),
+                self.budget.charge(forwards=forwards,
                                    tokens=sum(tokens[k] for k, i in enumerate(todo) if i in unpaid))
             self.paid.update((prompts[i].fingerprint, data_key) for i in unpaid)
         return results  # type: ignore[return-value]
@@ -222,16 +283,25 @@ class Evaluator:
         """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt, and the tokens of
         each prompt's inputs (its demonstrations included)."""
         labels = self.task.labels
-        tables: list[WordTable] = []
+        tables: list[WordTable] = [[] for _ in prompts]
         groups: dict[tuple[Any, ...], list[Job]] = {}
         softs: dict[tuple[Any, ...], SoftPrompt | None] = {}  # per group: the soft tensors it runs with
+        n_classes = len(labels)
+        out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
+               for _ in prompts]
+        tokens = [0] * len(prompts)
+        ruled = []  # prompts read by another decision rule than the label words' probability
         for p, prompt in enumerate(prompts):
             prompt.template.check_fields(self.task.fields)
             self.lm.check_triggers(prompt)
             soft = self._soft(prompt)
+            if not prompt.rule.direct:
+                self.rules.check(prompt, soft, self.metric.calibratable)
+                ruled.append((p, soft))
+                continue
             # a classification head scores the classes itself: no label words
             table = [] if soft is not None and soft.head is not None else self.lm.word_table(prompt, labels)
-            tables.append(table)
+            tables[p] = table
             chosen = self._demos_per_query(prompt, examples)
             routed = soft is not None and bool(soft.tasks)
             for e, ex in enumerate(examples):
@@ -242,16 +312,16 @@ class Evaluator:
                     softs[key] = soft.for_task(ex.task) if soft is not None else None
                 encoded = self.lm.encode(prompt, ex, chosen[e]) if chosen else self.lm.encode(prompt, ex)
                 groups.setdefault(key, []).append(Job(p, e, encoded))
-        n_classes = len(labels)
-        out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
-               for _ in prompts]
-        total = sum(len(jobs) for jobs in groups.values())
-        tokens = [0] * len(prompts)
+        total = sum(len(jobs) for jobs in groups.values()) + len(ruled) * len(examples)
         for jobs in groups.values():
             for job in jobs:
                 tokens[job.prompt] += len(job.encoded)
         with events.Progress("scoring", total, "ex", enabled=progress) as bar:
             self._run_groups(groups, tables, softs, examples, out, bar)
+            for p, soft in ruled:
+                chosen = self._demos_per_query(prompts[p], examples)
+                logprobs, tokens[p] = self.rules.score(prompts[p], examples, chosen, soft, bar)
+                out[p] = (logprobs, torch.full((len(examples),), -1, dtype=torch.long))
         return out, tokens
 
     def _demos_per_query(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Demonstration]] | None:

@@ -13,7 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from autoprompt.errors import AutopromptError
 
@@ -30,6 +40,17 @@ class _Strict(BaseModel):
 class CalibrationFile(_Strict):
     method: StrictStr
     log_prior: dict[str, Number] | None = None
+
+
+class RuleFile(_Strict):
+    """A prompt's decision rule (`autoprompt.prompts.Rule.to_json`)."""
+
+    name: Literal["direct", "channel", "centroid"]
+    length_norm: StrictBool = False
+    distance: Literal["cosine", "euclidean"] = "cosine"
+    normalise: StrictBool = True
+    centroids: dict[str, list[Number]] | None = None
+    scale: Number | None = None
 
 
 class DemonstrationFile(_Strict):
@@ -57,6 +78,7 @@ class PromptFile(_Strict):
     meta: dict[str, Any] = Field(default_factory=dict)
     calibration: StrictStr | CalibrationFile | None = None
     demos: DemonstrationsFile | None = None
+    rule: RuleFile | None = None  # a bare name is read as {"name": ...} (`Prompt.from_json`)
 
 
 class EnsembleFile(_Strict):

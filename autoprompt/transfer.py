@@ -99,9 +99,11 @@ def _carry_one(prompt: Prompt, source: FrozenLM) -> tuple[Prompt, list[str]]:
             segments.append(seg)
     if prompt.calibration.active:
         notes.append(f"calibration '{prompt.calibration.method}' is re-estimated on the target")
+    if prompt.rule.name == "centroid":  # hidden states of another model: its centroids mean nothing here
+        notes.append("rule 'centroid': the class centroids are re-fitted on the target's train examples")
     meta = {**prompt.meta, "transferred_from": source.name}
     return Prompt(Template.from_segments(_merged(segments)), prompt.verbalizer, (), None, meta,
-                  prompt.calibration, prompt.demos), notes
+                  prompt.calibration, prompt.demos, prompt.rule.unfitted()), notes
 
 
 def _merged(segments: Sequence[Segment]) -> list[Segment]:
@@ -157,6 +159,7 @@ def transfer(prompt_path: str | Path, model: str | FrozenLM, *, task: str | None
         data = limit_test(data, spec.test_limit)
     evaluator = Evaluator(target, data.task, majority_label=data.protocol.get("majority_label"))
     chosen = carried.prompt
+    chosen = evaluator.fit_unfitted(chosen, data.train)
     if chosen.calibration.active:
         method = chosen.calibration.method
         chosen = evaluator.calibrate([chosen], method, data.train if method == "prior" else None)[0]

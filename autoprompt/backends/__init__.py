@@ -12,7 +12,7 @@
 from autoprompt.backends.base import FrozenLM, weights_checksum
 from autoprompt.backends.causal import CausalLM
 from autoprompt.backends.masked import MaskedLM
-from autoprompt.backends.protocol import Encoded, Kind, LanguageModel, Scores, WordTable
+from autoprompt.backends.protocol import ChannelEncoded, Encoded, Kind, LanguageModel, Scores, WordTable
 
-__all__ = ["CausalLM", "Encoded", "FrozenLM", "Kind", "LanguageModel", "MaskedLM", "Scores", "WordTable",
-           "weights_checksum"]
+__all__ = ["CausalLM", "ChannelEncoded", "Encoded", "FrozenLM", "Kind", "LanguageModel", "MaskedLM", "Scores",
+           "WordTable", "weights_checksum"]

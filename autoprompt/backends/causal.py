@@ -332,6 +332,44 @@ class CausalLM(FrozenLM):
         return Scores.concat(parts)
 
     @torch.inference_mode()
+    def continuation_logliks(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> Tensor:
+        """``[N]`` the log-likelihood of each suffix's tokens after ``prefix`` (teacher-forced).
+
+        The noisy-channel rule's score: ``prefix`` is a label's prefix, the suffixes are the inputs.
+        The prefix runs once; chunks of suffixes continue from its key/value cache (shared by
+        reference), right-padded, with explicit positions. A chunk holds as many rows as their
+        ``[k, m, V]`` log-probs fit in the working memory.
+        """
+        head = torch.tensor([list(prefix)], device=self.device)
+        first, cache = self._forward(head, torch.ones_like(head), torch.arange(len(prefix), device=self.device)[None],
+                                     keep=1)
+        first_logp = first[0, -1].log_softmax(-1)                                          # [V]
+        layers = cache_layers(cache)
+        vocab = first_logp.shape[0]
+        out = torch.zeros(len(suffixes))
+        order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))  # chunks of similar length pad less
+        start = 0
+        while start < len(order):
+            width = len(suffixes[order[min(start + 31, len(order) - 1)]])
+            rows = max(1, min(32, self.working_memory // max(1, 2 * 4 * width * vocab),
+                              self.rows_within(len(prefix) + width)))
+            chunk = order[start : start + rows]
+            start += len(chunk)
+            texts = [list(suffixes[i]) for i in chunk]
+            shared = make_cache([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                 for k, v in layers])
+            ids, mask = self.pad([t[:-1] or [self.pad_id] for t in texts])                 # [k, m]: inputs
+            tgt, _ = self.pad([t[1:] or [self.pad_id] for t in texts])                     # [k, m]: what they predict
+            full_mask = torch.cat([mask.new_ones(len(chunk), len(prefix)), mask], dim=1)
+            positions = len(prefix) + torch.arange(ids.shape[1], device=self.device)[None].expand(len(chunk), -1)
+            logits, _ = self._forward(ids, full_mask, positions, cache=shared)              # [k, m, V]
+            logp = logits.log_softmax(-1).gather(-1, tgt[:, :, None])[..., 0]              # [k, m]
+            real = torch.tensor([[j < len(t) - 1 for j in range(ids.shape[1])] for t in texts], device=self.device)
+            lead = first_logp[torch.tensor([t[0] for t in texts], device=self.device)]      # [k]: the first token
+            out[torch.tensor(chunk)] = (lead + (logp * real).sum(-1)).float().cpu()
+        return out
+
+    @torch.inference_mode()
     def reply_samples(self, request: str, n: int, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
         """``n`` replies to ``request`` sampled at ``temperature`` from ``seed`` (through the chat
         template where the tokenizer has one), decoded and stripped."""

@@ -43,6 +43,22 @@ class Encoded:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class ChannelEncoded:
+    """One example under a ``channel`` prompt, as token ids (`PromptEncoder.encode_channel`).
+
+    Attributes:
+        prefixes: per class, per label word: what the model reads before the input — the special
+            tokens, the demonstrations (each in channel order) and the template's label part with the
+            word in place of ``[P]`` (``"It was great."``).
+        query: the input part of the template filled with the example (``" <sentence>"``): the tokens
+            each class is scored on, the same for every class.
+    """
+
+    prefixes: tuple[tuple[tuple[int, ...], ...], ...]
+    query: tuple[int, ...]
+
+
 @dataclass
 class Scores:
     """Backend output for one batch.
@@ -82,6 +98,8 @@ class LanguageModel(Protocol):
     def tokenize(self, text: str) -> tuple[int, ...]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
     def encode(self, prompt: Prompt, example: Example, demos: Sequence[Demonstration] | None = None) -> Encoded: ...
+    def encode_channel(self, prompt: Prompt, example: Example, labels: Sequence[str],
+                       demos: Sequence[Demonstration] | None = None) -> ChannelEncoded: ...
     def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable: ...
     def check_template(self, template: Template) -> None: ...
     def check_triggers(self, prompt: Prompt) -> None: ...
@@ -111,6 +129,7 @@ class LanguageModel(Protocol):
     def trigger_nll(self, batch: Sequence[Encoded]) -> Tensor: ...
     def trigger_nll_cost(self, batch: Sequence[Encoded]) -> int: ...
     def slot_features(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]: ...
+    def head_features(self, batch: Sequence[Encoded], soft: SoftPrompt | None = None) -> Tensor: ...
     def check_prefix(self) -> None: ...
 
     # text (causal LMs generate, masked LMs fill masks; the other raises)

@@ -48,6 +48,10 @@ def evaluate(
     calibration: Annotated[str | None, typer.Option(
         help="Calibrate the prompt: none, contextual (content-free inputs, Zhao et al. 2021) or prior (mean class "
              "distribution over the task's train inputs); default: the prompt's own.")] = None,
+    rule: Annotated[str | None, typer.Option(
+        help="Decision rule: direct (label-word probability), channel (the input's likelihood after each label, "
+             "Min et al. 2022; causal LMs) or centroid (nearest class centroid of the hidden state at [P], fitted on "
+             "the task's train examples; Cho et al. 2025); default: the prompt's own.")] = None,
     num_beams: NumBeams = 1,
     max_new_tokens: MaxNewTokens = 64,
     data_dir: DataDir = None,
@@ -62,7 +66,8 @@ def evaluate(
 
     result = run(task, template=template, verbalizer=verbalizer, prompt=prompt, model=model, split=split,
                  shots=shots, data_seed=data_seed, limit=limit, batch_size=batch_size, data_dir=data_dir,
-                 progress=True, calibration=calibration, num_beams=num_beams, max_new_tokens=max_new_tokens)
+                 progress=True, calibration=calibration, rule=rule, num_beams=num_beams,
+                 max_new_tokens=max_new_tokens)
     if as_json:
         return print_json(result)
     rows = result.get("relations", [result])

@@ -14,6 +14,7 @@ is scored as ``" great"``, which is what a BPE model sees in running text. ``{{`
     template.py     Template, Segment: text with slots
     verbalizer.py   Verbalizer: label -> words
     calibration.py  Calibration: none | contextual | prior
+    rule.py         Rule: direct | channel | centroid (how class scores are read)
     demos.py        Demonstrations: labelled examples shown with each query (in-context learning)
     prompt.py       Prompt, Ensemble, AnyPrompt; prompt.json read and written
 """
@@ -21,10 +22,10 @@ is scored as ``" great"``, which is what a BPE model sees in running text. ``{{`
 from autoprompt.prompts.calibration import CALIBRATION_METHODS, NO_CALIBRATION, Calibration, CalibrationMethod
 from autoprompt.prompts.demos import Demonstration, Demonstrations
 from autoprompt.prompts.prompt import AnyPrompt, Ensemble, Prompt, load_prompt, prompt_from_json, save_prompt
+from autoprompt.prompts.rule import DIRECT, RULES, Rule, RuleName
 from autoprompt.prompts.template import Segment, SlotKind, Template
 from autoprompt.prompts.verbalizer import Verbalizer
 
-__all__ = ["CALIBRATION_METHODS", "NO_CALIBRATION", "AnyPrompt", "Calibration", "CalibrationMethod", "Demonstration",
-           "Demonstrations", "Ensemble",
-           "Prompt", "Segment", "SlotKind", "Template", "Verbalizer", "load_prompt", "prompt_from_json",
-           "save_prompt"]
+__all__ = ["CALIBRATION_METHODS", "DIRECT", "NO_CALIBRATION", "RULES", "AnyPrompt", "Calibration", "CalibrationMethod",
+           "Demonstration", "Demonstrations", "Ensemble", "Prompt", "Rule", "RuleName", "Segment", "SlotKind",
+           "Template", "Verbalizer", "load_prompt", "prompt_from_json", "save_prompt"]

@@ -17,6 +17,7 @@ from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_json
 from autoprompt.prompts.calibration import NO_CALIBRATION, Calibration
 from autoprompt.prompts.demos import Demonstrations
+from autoprompt.prompts.rule import DIRECT, Rule
 from autoprompt.prompts.template import Template
 from autoprompt.prompts.verbalizer import Verbalizer
 from autoprompt.schema import EnsembleFile, PromptFile, validate
@@ -39,6 +40,8 @@ class Prompt:
         meta: free-form provenance (strategy, model, scores); not part of the fingerprint.
         calibration: how the class distribution is calibrated (`Calibration`, or a method name).
         demos: labelled examples shown with every query (`Demonstrations`); None for zero-shot.
+        rule: how class scores are read from the model (`Rule`, or its name): ``direct`` label-word
+            probabilities, ``channel`` input likelihood given each label, ``centroid`` hidden-state centroids.
     """
 
     template: Template
@@ -48,8 +51,11 @@ class Prompt:
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
     calibration: Calibration = NO_CALIBRATION
     demos: Demonstrations | None = None
+    rule: Rule = DIRECT
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rule, Rule):
+            object.__setattr__(self, "rule", Rule.from_json(self.rule))
         if not isinstance(self.calibration, Calibration):
             object.__setattr__(self, "calibration", Calibration.from_json(self.calibration))
         if isinstance(self.soft, Path):
@@ -91,6 +97,10 @@ class Prompt:
         # a method name is turned into a `Calibration` by `__post_init__`
         return dataclasses.replace(self, calibration=cast(Calibration, calibration))
 
+    def with_rule(self, rule: Rule | str) -> Prompt:
+        # a name is turned into a `Rule` by `__post_init__`
+        return dataclasses.replace(self, rule=cast(Rule, rule))
+
     @property
     def task_names(self) -> tuple[str, ...]:
         """The member tasks of a task set this prompt has a part of its own for (`SoftPrompt.tasks`)."""
@@ -122,11 +132,15 @@ class Prompt:
             out["calibration"] = self.calibration.to_json()
         if self.demos is not None:  # like calibration: absent from a zero-shot prompt's JSON
             out["demos"] = self.demos.to_json()
+        if not self.rule.direct:  # like calibration: a direct prompt keeps its JSON and fingerprint
+            out["rule"] = self.rule.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "prompt JSON") -> Prompt:
         """The prompt ``to_json`` wrote; one-line errors name ``source`` and the bad field."""
+        if isinstance(data, Mapping) and isinstance(data.get("rule"), str):
+            data = {**data, "rule": {"name": data["rule"]}}
         checked = validate(PromptFile, data, source)
         calibration = checked.calibration
         return cls(
@@ -137,6 +151,7 @@ class Prompt:
             dict(checked.meta),
             Calibration.from_json(calibration.model_dump() if isinstance(calibration, BaseModel) else calibration),
             Demonstrations.from_json(checked.demos.model_dump()) if checked.demos is not None else None,
+            Rule.from_json(checked.rule.model_dump() if checked.rule is not None else None),
         )
 
     @classmethod

@@ -38,7 +38,7 @@ from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import load_model
-from autoprompt.prompts import CALIBRATION_METHODS, AnyPrompt, Prompt
+from autoprompt.prompts import CALIBRATION_METHODS, DIRECT, RULES, AnyPrompt, Prompt, Rule
 from autoprompt.search.selection import Objective, objective_score
 from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, Task
@@ -81,6 +81,11 @@ class Searcher(ABC):
             than this many paired standard errors of the objective (0: any gain).
         gate: False reports the best candidate on the selection data even where the manual prompt
             is better (for studying what a search finds; its result says it was not gated).
+        rule: the decision rule every candidate is read by (`autoprompt.prompts.Rule`): ``direct``
+            (label-word probability), ``channel`` (the input's likelihood after each label; causal LMs)
+            or ``centroid`` (nearest class centroid of the hidden state at ``[P]``, fitted on the
+            examples candidates are calibrated on); None keeps the start prompt's rule (the manual
+            prompt's is ``direct``). The gate compares against the start as it is.
     """
 
     name: ClassVar[str]
@@ -106,6 +111,7 @@ class Searcher(ABC):
     objective: Literal["margin", "loglik", "accuracy"] = "margin"
     min_gain: float = hyper(1.0, low=0)
     gate: bool = True
+    rule: Literal["direct", "channel", "centroid"] | None = None
 
     @abstractmethod
     def start(self, ctx: SearchContext) -> SearchState:
@@ -145,7 +151,8 @@ class Searcher(ABC):
     def _calibration_cost(self, inputs: int) -> int:
         """Example-forwards `SearchContext.calibrate` spends on one prompt and ``inputs`` inputs that
         are not scored anyway (``prior`` on the examples a prompt is then scored on is a cache hit)."""
-        return {"none": 0, "contextual": 3, "prior": inputs}[self.calibration]
+        fit = inputs if self.rule == "centroid" else 0  # the centroids' forwards on labelled inputs
+        return {"none": 0, "contextual": 3, "prior": inputs}[self.calibration] + fit
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,6 +165,8 @@ class Searcher(ABC):
         if self.calibration not in CALIBRATION_METHODS:
             raise AutopromptError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, not "
                                   f"{self.calibration!r}")
+        if self.rule is not None and self.rule not in RULES:
+            raise AutopromptError(f"rule must be one of {', '.join(RULES)}, not {self.rule!r}", params=("rule",))
         for f in dataclasses.fields(self):
             low, value = f.metadata.get("low"), getattr(self, f.name)
             if low is not None and value is not None and not value >= low:  # `not >=`: NaN fails too
@@ -206,6 +215,7 @@ class SearchContext:
         calibration: how prompts are calibrated in this search (`calibrate` applies it).
         objective: what candidates are compared on (`objective_scores`).
         warm_start: a prompt to build on instead of the task's manual prompt (`start`).
+        rule: the decision rule `calibrate` gives every prompt (fitted on the same inputs).
     """
 
     lm: FrozenLM
@@ -221,6 +231,7 @@ class SearchContext:
     calibration: str = "none"
     objective: Objective = "margin"
     warm_start: Prompt | None = None
+    rule: Rule = DIRECT
 
     def __post_init__(self) -> None:
         self._backend = self.lm._lm if isinstance(self.lm, ModelView) else self.lm
@@ -234,11 +245,14 @@ class SearchContext:
         return self.warm_start if self.warm_start is not None else self.task.default_prompt
 
     def calibrate(self, prompts: Sequence[AnyPrompt], inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
-        """The prompts with this search's calibration estimated and attached (charged to the budget).
+        """The prompts read by this search's decision rule, with its calibration estimated and attached
+        (charged to the budget).
 
-        ``prior`` estimates the class prior on ``inputs`` (default: all train inputs; labels unused).
+        ``centroid`` fits its class centroids on ``inputs`` (default: all train examples; labels used);
+        ``prior`` estimates the class prior on the same inputs (labels unused).
         """
-        return self.evaluator.calibrate(prompts, self.calibration, inputs if inputs is not None else self.train)
+        inputs = inputs if inputs is not None else self.train
+        return self.evaluator.calibrate(self.evaluator.fit_rule(prompts, self.rule, inputs), self.calibration, inputs)
 
     def objective_scores(self, prompts: Sequence[AnyPrompt], examples: Sequence[Example]) -> list[float]:
         """The selection objective of each prompt on ``examples``, scored as one batched job."""

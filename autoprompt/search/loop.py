@@ -24,7 +24,7 @@ from autoprompt.io import check_writable_folder
 from autoprompt.leaderboard import record
 from autoprompt.metrics import metric_for
 from autoprompt.model_store import default_budget, load_model
-from autoprompt.prompts import Prompt, load_prompt
+from autoprompt.prompts import Prompt, Rule, load_prompt
 from autoprompt.record import RunRecord
 from autoprompt.search.base import SearchContext, Searcher
 from autoprompt.search.estimate import check_budget
@@ -103,13 +103,16 @@ def run_search(
     lm = lm or load_model(spec.model)
     if spec.start is not None and start is not None:
         check_start_model(spec.start, start, lm.name)
+    begin = start if start is not None else data.task.default_prompt
+    rule = Rule(searcher.rule) if searcher.rule is not None else begin.rule.unfitted()
+    check_rule(rule, searcher, lm, data.task)
     folder = folder or RunDir.create(spec, data.task.name, stage_dir)
 
     budget = Budget(limit)
     # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
     calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
     ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
-                        spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start)
+                        spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start, rule=rule)
     run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)
     if resume is not None and folder.has_checkpoint():
         _restore(run)
@@ -251,6 +254,20 @@ def record_run(result: RunRecord, db: str | Path) -> bool:
 def leaderboard_db(db: str | Path | None, out: str | Path) -> str | Path:
     """Where a run under ``out`` records: ``db``, ``$AUTOPROMPT_DB``, else ``<out>/leaderboard.db``."""
     return db or os.environ.get("AUTOPROMPT_DB") or Path(out) / "leaderboard.db"
+
+
+def check_rule(rule: Rule, searcher: Searcher, lm: FrozenLM, task: Task) -> None:
+    """Refuse, before any work, a decision rule the model, the task or the strategy cannot use."""
+    if rule.direct:
+        return
+    if not metric_for(task.metric).calibratable:
+        raise AutopromptError(f"rule {rule.name!r} is for classification tasks; search {task.name} with rule direct")
+    if rule.name == "channel" and lm.kind != "causal":
+        raise AutopromptError(f"rule 'channel' scores the input after the label, which needs a causal LM; {lm.name} is "
+                              f"a {lm.kind} LM: use rule direct or centroid")
+    if rule.name == "channel" and "soft" in searcher.searches:
+        raise AutopromptError(f"{searcher.name} trains a soft prompt and rule 'channel' reads discrete prompts; use "
+                              "rule direct or centroid")
 
 
 def limit_test(data: TaskData, k: int) -> TaskData:

@@ -1,0 +1,115 @@
+"""`Rule`: how a prompt's class scores are read from the model (the decision rule).
+
+* ``direct`` — the log-probability of each class's label words at ``[P]`` (every prompt until now);
+* ``channel`` — Min et al. (ACL 2022), noisy-channel prompting: the template is rendered with the
+  label word first and the input after it (``"It was great. <sentence>"``), and a class scores the
+  log-likelihood of the input given its label's prefix; causal LMs only;
+* ``centroid`` — Cho et al. (NAACL 2025), "Hidden Calibration": the class whose centroid of the
+  model's last hidden state at ``[P]`` (over labelled train examples) is nearest.
+
+Each rule's class scores become a class distribution (a softmax over classes), so calibration, the
+margin objective and the gate work on every rule alike. The fitted parts of a rule (the centroids and
+their scale) are stored with the prompt, like a calibration prior, so scoring a saved prompt needs no
+data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from autoprompt.errors import AutopromptError
+
+RuleName = Literal["direct", "channel", "centroid"]
+RULES: tuple[str, ...] = ("direct", "channel", "centroid")
+Distance = Literal["cosine", "euclidean"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A decision rule and its options (see the module docstring).
+
+    Args:
+        name: ``direct``, ``channel`` or ``centroid``.
+        length_norm: ``channel``: divide the input's log-likelihood by its token count (the same count
+            for every class of one input, so it changes the scale of the class scores, not their order).
+        distance: ``centroid``: ``cosine`` (1 − cosine similarity) or ``euclidean``.
+        normalise: ``centroid``: scale each hidden state to unit length before averaging and measuring.
+        centroids: ``centroid``: label → the class centroid (fitted on train, `Evaluator.fit_rule`);
+            None until fitted.
+        scale: ``centroid``: the mean distance of the fitted examples to their own class's centroid; class
+            scores are ``−distance / scale`` (a unit-free temperature for the softmax over classes).
+    """
+
+    name: RuleName = "direct"
+    length_norm: bool = False
+    distance: Distance = "cosine"
+    normalise: bool = True
+    centroids: Mapping[str, tuple[float, ...]] | None = None
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in RULES:
+            raise AutopromptError(f"unknown decision rule {self.name!r}; use one of {', '.join(RULES)}")
+        if self.distance not in ("cosine", "euclidean"):
+            raise AutopromptError(f"unknown centroid distance {self.distance!r}; use cosine or euclidean")
+        if self.name != "centroid" and (self.centroids is not None or self.scale is not None):
+            raise AutopromptError(f"rule {self.name!r} takes no centroids; only rule 'centroid' stores them")
+        if self.centroids is not None:
+            cents = {str(k): tuple(float(x) for x in v) for k, v in dict(self.centroids).items()}
+            widths = {len(v) for v in cents.values()}
+            if not cents or len(widths) != 1 or 0 in widths or \
+                    any(not math.isfinite(x) for v in cents.values() for x in v):
+                raise AutopromptError("rule 'centroid' needs one finite centroid of the same width per label; "
+                                      "fit it again (Evaluator.fit_rule)")
+            if self.scale is None or not math.isfinite(self.scale) or self.scale <= 0:
+                raise AutopromptError(f"rule 'centroid' needs a positive finite scale, got {self.scale}; fit it again")
+            object.__setattr__(self, "centroids", cents)
+            object.__setattr__(self, "scale", float(self.scale))
+
+    def __hash__(self) -> int:
+        cents = None if self.centroids is None else tuple(sorted(self.centroids.items()))
+        return hash((self.name, self.length_norm, self.distance, self.normalise, cents, self.scale))
+
+    @property
+    def direct(self) -> bool:
+        return self.name == "direct"
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the rule can score without data (a centroid rule needs its centroids)."""
+        return self.name != "centroid" or self.centroids is not None
+
+    def unfitted(self) -> Rule:
+        """The same rule and options without fitted centroids (what a search asks for)."""
+        return Rule(self.name, self.length_norm, self.distance, self.normalise)
+
+    def to_json(self) -> dict[str, Any]:
+        """The rule's name and the options that apply to it (and a centroid rule's fitted parts)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.name == "channel":
+            out["length_norm"] = self.length_norm
+        elif self.name == "centroid":
+            out.update(distance=self.distance, normalise=self.normalise, scale=self.scale,
+                       centroids=None if self.centroids is None else {k: list(v) for k, v in self.centroids.items()})
+        return out
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, Any] | None) -> Rule:
+        """From ``"channel"`` or ``{"name": ..., options}`` (None: direct)."""
+        if data is None:
+            return cls()
+        if isinstance(data, str):
+            return cls(data)  # type: ignore[arg-type]
+        if not isinstance(data, Mapping) or "name" not in data:
+            raise AutopromptError(f"rule must be a name or {{\"name\": ...}}, got {data!r}")
+        unknown = set(data) - {"name", "length_norm", "distance", "normalise", "centroids", "scale"}
+        if unknown:
+            raise AutopromptError(f"rule: unknown option(s) {sorted(unknown)}")
+        return cls(data["name"], bool(data.get("length_norm", False)), data.get("distance", "cosine"),
+                   bool(data.get("normalise", True)), data.get("centroids"), data.get("scale"))
+
+
+DIRECT = Rule()

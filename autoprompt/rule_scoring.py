@@ -1,0 +1,189 @@
+"""Class scores under the decision rules other than ``direct`` (`autoprompt.prompts.Rule`).
+
+* ``channel`` — every (example, class, label word) is the label's prefix followed by the input
+  (`PromptEncoder.encode_channel`); rows that share a prefix (all of them, unless demonstrations are
+  chosen per query) run it once, and the inputs continue from its key/value cache
+  (`CausalLM.continuation_logliks`). A class with several words scores the log of their mean
+  likelihood; the class distribution is the softmax of the class scores (a uniform label prior).
+* ``centroid`` — the last hidden state at ``[P]`` (`FrozenLM.head_features`, the input of the LM
+  head, with the prompt's soft part and demonstrations in place), batched by length; class scores are
+  ``−distance / scale`` to the stored centroids, plus ``1e-6`` times the direct first-token class
+  log-probs read from the same forward, which only breaks exact ties.
+
+The evaluator owns caching and the budget; this module only computes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from autoprompt.backends import CausalLM, LanguageModel, WordTable
+from autoprompt.backends.base import logsumexp_classes, upcast
+from autoprompt.batching import Job, buckets
+from autoprompt.errors import AutopromptError
+from autoprompt.events import Progress
+from autoprompt.prompts import Demonstration, Prompt, Rule
+from autoprompt.soft import SoftPrompt
+from autoprompt.tasks.base import Example, Task
+
+TIE_BREAK = 1e-6  # weight of the direct scores under `centroid`: below any distance gap that is not a tie
+
+
+class RuleScorer:
+    """Scores prompts whose rule is ``channel`` or ``centroid`` (see the module docstring).
+
+    Args:
+        lm: the frozen backend.
+        task: the task (its labels, in order).
+        batch_size: most examples per forward.
+        max_tokens: most padded tokens per forward.
+        stats: the evaluator's token counters.
+    """
+
+    def __init__(self, lm: LanguageModel, task: Task, batch_size: int, max_tokens: int, stats: Counter[str]) -> None:
+        self.lm, self.task = lm, task
+        self.batch_size, self.max_tokens, self.stats = batch_size, max_tokens, stats
+
+    def check(self, prompt: Prompt, soft: SoftPrompt | None, calibratable: bool) -> None:
+        """Raise where ``prompt``'s rule cannot score on this model and task (one line, with the rules that work)."""
+        rule = prompt.rule
+        if not calibratable:
+            raise AutopromptError(f"rule {rule.name!r} is for classification tasks; {self.task.name} is scored with "
+                                  "rule direct")
+        if rule.name == "channel":
+            if not isinstance(self.lm, CausalLM):
+                raise AutopromptError(f"rule 'channel' scores the input after the label, which needs a causal LM; "
+                                      f"{self.lm.name} is a {self.lm.kind} LM: use rule direct or centroid")
+            if soft is not None:
+                raise AutopromptError("rule 'channel' scores discrete prompts; a prompt with a soft part works with "
+                                      "rule direct or centroid")
+        if rule.name == "centroid":
+            if rule.centroids is None:
+                raise AutopromptError("the prompt has rule 'centroid' but no centroids; fit them on labelled train "
+                                      "examples first (Evaluator.fit_rule, or --rule centroid with the task's train)")
+            missing = [lab for lab in self.task.labels if lab not in rule.centroids]
+            if missing:
+                raise AutopromptError(f"the prompt's centroids have no class {missing}; fit them again for this task")
+            width = len(next(iter(rule.centroids.values())))
+            hidden = self.lm.output_embedding_matrix().shape[1]
+            if width != hidden:
+                raise AutopromptError(f"the prompt's centroids have width {width} but {self.lm.name}'s hidden states "
+                                      f"have {hidden}; fit them on this model")
+
+    def forwards(self, prompt: Prompt) -> int:
+        """Example-forwards one example costs: one per label word under ``channel``, else one."""
+        if prompt.rule.name == "channel":
+            return sum(len(words) for words in prompt.verbalizer.for_labels(self.task.labels))
+        return 1
+
+    def score(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
+              soft: SoftPrompt | None, bar: Progress) -> tuple[Tensor, int]:
+        """``([N, C]`` class log-probs, tokens run) of ``prompt`` on ``examples``."""
+        if prompt.rule.name == "channel":
+            return self._channel(prompt, examples, demos, bar)
+        features, direct, tokens = self.features(prompt, examples, demos, soft, bar)
+        return centroid_logprobs(prompt.rule, features, self.task.labels, direct), tokens
+
+    # ---- channel ---------------------------------------------------------------------------------
+
+    def _channel(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
+                 bar: Progress) -> tuple[Tensor, int]:
+        labels = self.task.labels
+        encoded = [self.lm.encode_channel(prompt, ex, labels, demos[e] if demos else None)
+                   for e, ex in enumerate(examples)]
+        if any(not enc.query for enc in encoded):
+            raise AutopromptError("rule 'channel': an input renders to no tokens; check the template's fields")
+        n_words = [len(per) for per in encoded[0].prefixes]
+        width = sum(n_words)
+        # every (example, word) row grouped by its prefix: without per-query demonstrations, one group per word
+        groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for e, enc in enumerate(encoded):
+            flat = [p for per in enc.prefixes for p in per]
+            for w, prefix in enumerate(flat):
+                groups.setdefault(prefix, []).append((e, w))
+        word_scores = torch.empty(len(examples), width)                                    # [N, W]
+        tokens = 0
+        for prefix, rows in groups.items():
+            assert isinstance(self.lm, CausalLM)  # `check` refuses channel elsewhere
+            values = self.lm.continuation_logliks(prefix, [encoded[e].query for e, _ in rows])
+            if prompt.rule.length_norm:
+                values = values / torch.tensor([float(len(encoded[e].query)) for e, _ in rows])
+            for (e, w), v in zip(rows, values.tolist(), strict=True):
+                word_scores[e, w] = v
+            tokens += len(prefix) + sum(len(encoded[e].query) for e, _ in rows)
+        bar.advance(len(examples))
+        # a class's words are alternative renderings of it: the log of their mean likelihood
+        table: WordTable = [[(0,)] * n for n in n_words]  # only the counts matter to logsumexp_classes
+        mean = logsumexp_classes(word_scores, table) - torch.log(torch.tensor(n_words, dtype=torch.float))
+        return mean.log_softmax(-1), tokens
+
+    # ---- centroid --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def features(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
+                 soft: SoftPrompt | None, bar: Progress | None = None) -> tuple[Tensor, Tensor, int]:
+        """``([N, H]`` hidden states at ``[P]``, ``[N, C]`` direct first-token class log-probs, tokens run)."""
+        lm = self.lm
+        jobs = [Job(0, e, lm.encode(prompt, ex, demos[e]) if demos else lm.encode(prompt, ex))
+                for e, ex in enumerate(examples)]
+        table = lm.word_table(prompt, self.task.labels) if soft is None or soft.head is None else None
+        head: torch.nn.Module = lm.model.get_output_embeddings()  # type: ignore[operator]
+        hidden = torch.empty(len(examples), lm.output_embedding_matrix().shape[1])
+        direct = torch.zeros(len(examples), len(self.task.labels))
+        for batch in buckets(jobs, self.batch_size, self.max_tokens, self.stats):
+            h = lm.head_features([j.encoded for j in batch], soft)                         # [B, H]
+            rows = torch.tensor([j.example for j in batch])
+            hidden[rows] = upcast(h).cpu()
+            if table is not None:
+                first = torch.tensor([w[0] for ws in table for w in ws], device=h.device)
+                logp = upcast(head(h)).log_softmax(-1)[:, first]                            # [B, W]
+                direct[rows] = logsumexp_classes(logp, table).log_softmax(-1).cpu()
+            if bar is not None:
+                bar.advance(len(batch))
+        return hidden, direct, sum(len(j.encoded) for j in jobs)
+
+    def fit(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
+            soft: SoftPrompt | None) -> Rule:
+        """``prompt``'s centroid rule with its centroids and scale estimated on labelled ``examples``."""
+        rule = prompt.rule
+        missing = [lab for y, lab in enumerate(self.task.labels) if not any(ex.label == y for ex in examples)]
+        if missing:
+            raise AutopromptError(f"rule 'centroid' needs at least one labelled example of every class to fit its "
+                                  f"centroids; the fitting examples have none of {missing}")
+        hidden, _, _ = self.features(prompt, examples, demos, soft)
+        points = _normalised(hidden, rule)
+        labels = torch.tensor([ex.label for ex in examples])
+        cents = torch.stack([points[labels == y].mean(0) for y in range(len(self.task.labels))])   # [C, H]
+        own = distances(points, cents, rule.distance)[torch.arange(len(labels)), labels]         # [N]
+        scale = float(own.mean())
+        if not math.isfinite(scale) or scale <= 0:
+            scale = 1.0  # every example sits on its centroid (one example per class): distances in their own unit
+        return Rule(rule.name, rule.length_norm, rule.distance, rule.normalise,
+                    {lab: tuple(cents[y].tolist()) for y, lab in enumerate(self.task.labels)}, scale)
+
+
+def _normalised(hidden: Tensor, rule: Rule) -> Tensor:
+    return torch.nn.functional.normalize(hidden, dim=-1) if rule.normalise else hidden
+
+
+def distances(points: Tensor, centroids: Tensor, kind: str) -> Tensor:
+    """``[N, C]`` distance of each point ``[N, H]`` to each centroid ``[C, H]``: ``1 − cos`` or Euclidean."""
+    if kind == "cosine":
+        return 1 - torch.nn.functional.normalize(points, dim=-1) @ torch.nn.functional.normalize(centroids, dim=-1).T
+    return torch.cdist(points.double(), centroids.double()).to(points.dtype)
+
+
+def centroid_logprobs(rule: Rule, hidden: Tensor, labels: Sequence[str], direct: Tensor | None = None) -> Tensor:
+    """``[N, C]`` class log-probs of hidden states ``[N, H]`` under a fitted centroid rule:
+    ``log_softmax(−distance / scale + 1e-6 · direct)``."""
+    assert rule.centroids is not None and rule.scale is not None  # checked by RuleScorer.check
+    cents = torch.tensor([list(rule.centroids[lab]) for lab in labels], dtype=hidden.dtype)      # [C, H]
+    scores = -distances(_normalised(hidden, rule), cents, rule.distance) / rule.scale
+    if direct is not None:
+        scores = scores + TIE_BREAK * direct
+    return scores.log_softmax(-1)
