@@ -65,6 +65,7 @@ runs = Table(
     Column("source_model", String(300)),  # set for a prompt found on another model (`autoprompt transfer`)
     Column("start_fingerprint", String(32)),  # a warm start's prompt (`search --from`); NULL: the manual prompt
     Column("stages", Text),  # a pipeline's stages, as JSON: strategy, budget, gain, whether its gate passed
+    Column("rule", String(20)),  # the found prompt's decision rule (direct, channel, centroid; "mixed" for an ensemble)
 )
 
 
@@ -189,7 +190,16 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "start_fingerprint": (run.extra.get("start") or {}).get("fingerprint"),
         "stages": json.dumps([{k: s[k] for k in ("strategy", "budget", "gain", "passed")}
                               for s in run.details["stages"]]) if run.details.get("stages") else None,
+        "rule": _rule_of(run.prompt),
     }
+
+
+def _rule_of(prompt: dict[str, Any]) -> str:
+    """The decision rule a saved prompt (or every member of an ensemble) is read by."""
+    members = [m for m in prompt.get("ensemble") or [prompt] if isinstance(m, dict)]
+    names = {m["rule"] if isinstance(m.get("rule"), str) else (m.get("rule") or {}).get("name", "direct")
+             for m in members}
+    return names.pop() if len(names) == 1 else "mixed"
 
 
 def record(result: RunRecord | dict[str, Any], db: str | Path | None = None,

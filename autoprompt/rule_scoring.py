@@ -156,34 +156,55 @@ class RuleScorer:
             raise AutopromptError(f"rule 'centroid' needs at least one labelled example of every class to fit its "
                                   f"centroids; the fitting examples have none of {missing}")
         hidden, _, _ = self.features(prompt, examples, demos, soft)
-        points = _normalised(hidden, rule)
         labels = torch.tensor([ex.label for ex in examples])
-        cents = torch.stack([points[labels == y].mean(0) for y in range(len(self.task.labels))])   # [C, H]
+        classes = range(len(self.task.labels))
+        points = _normalised(hidden, rule).double()                                            # [N, H]
+        center = spread = None
+        if rule.standardise:
+            within = torch.cat([points[labels == y] - points[labels == y].mean(0) for y in classes])
+            # pooled within-class deviation; a floor keeps a dimension that never varies from dividing by 0
+            sd = within.pow(2).mean(0).sqrt()
+            sd = sd.clamp(min=max(float(sd.mean()) * 1e-3, 1e-12))
+            center, spread = points.mean(0), sd
+            points = (points - center) / spread
+        cents = torch.stack([points[labels == y].mean(0) for y in classes])                     # [C, H]
         own = distances(points, cents, rule.distance)[torch.arange(len(labels)), labels]         # [N]
         scale = float(own.mean())
         if not math.isfinite(scale) or scale <= 0:
             scale = 1.0  # every example sits on its centroid (one example per class): distances in their own unit
-        return Rule(rule.name, rule.length_norm, rule.distance, rule.normalise,
-                    {lab: tuple(cents[y].tolist()) for y, lab in enumerate(self.task.labels)}, scale)
+        return Rule(rule.name, rule.length_norm, rule.distance, rule.normalise, rule.standardise,
+                    {lab: tuple(cents[y].tolist()) for y, lab in enumerate(self.task.labels)}, scale,
+                    None if center is None else tuple(center.tolist()),
+                    None if spread is None else tuple(spread.tolist()))
 
 
 def _normalised(hidden: Tensor, rule: Rule) -> Tensor:
     return torch.nn.functional.normalize(hidden, dim=-1) if rule.normalise else hidden
 
 
+def rule_space(hidden: Tensor, rule: Rule) -> Tensor:
+    """``[N, H]`` hidden states in the space a fitted centroid rule measures in (normalised, standardised)."""
+    points = _normalised(hidden, rule).double()
+    if rule.standardise:
+        assert rule.center is not None and rule.spread is not None  # a fitted rule has both
+        points = (points - torch.tensor(rule.center, dtype=torch.double)) / torch.tensor(rule.spread,
+                                                                                       dtype=torch.double)
+    return points
+
+
 def distances(points: Tensor, centroids: Tensor, kind: str) -> Tensor:
     """``[N, C]`` distance of each point ``[N, H]`` to each centroid ``[C, H]``: ``1 − cos`` or Euclidean."""
     if kind == "cosine":
         return 1 - torch.nn.functional.normalize(points, dim=-1) @ torch.nn.functional.normalize(centroids, dim=-1).T
-    return torch.cdist(points.double(), centroids.double()).to(points.dtype)
+    return torch.cdist(points, centroids)
 
 
 def centroid_logprobs(rule: Rule, hidden: Tensor, labels: Sequence[str], direct: Tensor | None = None) -> Tensor:
     """``[N, C]`` class log-probs of hidden states ``[N, H]`` under a fitted centroid rule:
-    ``log_softmax(−distance / scale + 1e-6 · direct)``."""
+    ``log_softmax(−distance / scale + 1e-6 · direct)``, measured in `rule_space` (in float64)."""
     assert rule.centroids is not None and rule.scale is not None  # checked by RuleScorer.check
-    cents = torch.tensor([list(rule.centroids[lab]) for lab in labels], dtype=hidden.dtype)      # [C, H]
-    scores = -distances(_normalised(hidden, rule), cents, rule.distance) / rule.scale
+    cents = torch.tensor([list(rule.centroids[lab]) for lab in labels], dtype=torch.double)      # [C, H]
+    scores = -distances(rule_space(hidden, rule), cents, rule.distance) / rule.scale
     if direct is not None:
-        scores = scores + TIE_BREAK * direct
-    return scores.log_softmax(-1)
+        scores = scores + TIE_BREAK * direct.double()
+    return scores.log_softmax(-1).float()

@@ -47,10 +47,13 @@ class RuleFile(_Strict):
 
     name: Literal["direct", "channel", "centroid"]
     length_norm: StrictBool = False
-    distance: Literal["cosine", "euclidean"] = "cosine"
+    distance: Literal["cosine", "euclidean"] = "euclidean"
     normalise: StrictBool = True
+    standardise: StrictBool = True
     centroids: dict[str, list[Number]] | None = None
     scale: Number | None = None
+    center: list[Number] | None = None
+    spread: list[Number] | None = None
 
 
 class DemonstrationFile(_Strict):

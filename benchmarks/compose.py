@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=None, help="report: score a seeded sample of test")
     parser.add_argument("--n-eval", type=int, default=500, help="heldout: rows each split is scored on")
     parser.add_argument("--out", default="runs-compose")
+    parser.add_argument("--tag", default="",
+                        help="kept in each row's pipeline name: the same pipeline from another version of the code "
+                             "(e.g. auto after issue 39)")
     args = parser.parse_args()
 
     lm = load_model("smollm2-135m")
@@ -141,12 +144,13 @@ def main() -> None:
                 datasets[s] = limit_test(data, args.test_limit) if args.test_limit else data
         for split, data in datasets.items():
             for strategy, params in _pipelines(args.pipelines):
-                cell = f"{task}/{split}/{_label(strategy, params)}" + (f"/test{args.test_limit}" if args.test_limit
+                label = _label(strategy, params) + (f" ({args.tag})" if args.tag else "")
+                cell = f"{task}/{split}/{label}" + (f"/test{args.test_limit}" if args.test_limit
                                                                      else "") + (f"/b{args.budget}" if args.budget
                                                                                  else "")
                 if cell in done:
                     continue
-                row = {"cell": cell, "task": task, "split": split, "pipeline": _label(strategy, params),
+                row = {"cell": cell, "task": task, "split": split, "pipeline": label,
                        "threads": torch.get_num_threads(), "test_limit": args.test_limit,
                        "command": (f"python benchmarks/compose.py --part {args.part} --tasks {task} "
                                    + (f"--splits {split.removeprefix('heldout-')}" if args.part == "heldout"
@@ -154,7 +158,8 @@ def main() -> None:
                                    + f" --pipelines '{strategy}" + (":" + "+".join(f"{k}={v}" for k, v in
                                                                       params.items()) if params else "") + "'"
                                    + (f" --test-limit {args.test_limit}" if args.test_limit else "")
-                                   + (f" --budget {args.budget}" if args.budget else "")),
+                                   + (f" --budget {args.budget}" if args.budget else "")
+                                   + (f" --tag '{args.tag}'" if args.tag else "")),
                        **run_cell(lm, data, task, strategy, params, 0, args.out, args.budget)}
                 print(json.dumps(row), flush=True)
                 done[cell] = row

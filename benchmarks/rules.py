@@ -8,9 +8,10 @@ Two parts:
   every LM-BFF sentence, scored on 500 other train rows.
 * ``--part report`` scores each rule variant on LM-BFF's 16-shot seeds and the full test sets
   (AG News: ``--test-limit`` seeded examples, said in the row): the manual prompt (and, for SST-2,
-  LM-BFF's cloze template ``{sentence} It was [P]`` great/terrible), with and without ``prior``
-  calibration; test mean ± sample std over seeds, the gain over ``direct`` (same calibration) with its
-  95% paired-bootstrap interval per seed, and the cost per example (seconds, example-forwards).
+  LM-BFF's cloze template ``{sentence} It was [P]`` great/terrible), zero-shot and with one random
+  train example per class shown in front (``--demos``), with and without ``prior`` calibration;
+  test mean ± sample std over seeds, the gain over ``direct`` (same calibration) with its 95%
+  paired-bootstrap interval per seed, and the cost per example (seconds, example-forwards).
 
     python benchmarks/rules.py --part heldout --tasks sst2,trec --splits 1,2
     python benchmarks/rules.py --part report --tasks sst2,sst2-cloze,trec,rte --seeds 13,21,42
@@ -25,7 +26,9 @@ to ``benchmarks/results/rules_<part>.json``. Figures: smollm2-135m, CPU; the thr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import random
 import statistics
 import sys
 import time
@@ -42,7 +45,7 @@ from autoprompt import TaskData, load_model, load_task
 from autoprompt.budget import Budget
 from autoprompt.evaluator import Evaluator
 from autoprompt.io import atomic_write_json
-from autoprompt.prompts import Prompt, Rule
+from autoprompt.prompts import Demonstration, Demonstrations, Prompt, Rule
 from autoprompt.search import limit_test
 from autoprompt.search.selection import bootstrap_delta
 
@@ -53,17 +56,25 @@ VARIANTS: dict[str, Rule] = {
     "direct": Rule(),
     "channel": Rule("channel"),
     "channel-norm": Rule("channel", length_norm=True),
-    "centroid-cos": Rule("centroid"),
-    "centroid-cos-raw": Rule("centroid", normalise=False),
-    "centroid-euc": Rule("centroid", distance="euclidean"),
-    "centroid-euc-raw": Rule("centroid", distance="euclidean", normalise=False),
+    "centroid": Rule("centroid"),                                         # the default: Euclidean, standardised
+    "centroid-cos-std": Rule("centroid", distance="cosine"),
+    "centroid-cos": Rule("centroid", distance="cosine", standardise=False),  # the paper's plain nearest centroid
+    "centroid-euc": Rule("centroid", standardise=False),
 }
 
 
-def prompt_for(task: str, data: TaskData) -> Prompt:
-    if task == "sst2-cloze":
-        return Prompt(CLOZE[0], CLOZE[1])
-    return data.task.default_prompt
+def prompt_for(task: str, data: TaskData, demos: int, split: str) -> Prompt:
+    """The manual prompt (LM-BFF's cloze one for ``sst2-cloze``), with ``demos`` random train examples per
+    class shown in front (seeded by the split), or none."""
+    prompt = Prompt(CLOZE[0], CLOZE[1]) if task == "sst2-cloze" else data.task.default_prompt
+    if not demos:
+        return prompt
+    rng = random.Random(f"rules-demos:{task}:{split}")
+    shown = [ex for c in range(len(data.task.labels))
+             for ex in rng.sample([e for e in data.train if e.label == c], demos)]
+    rng.shuffle(shown)
+    return prompt.with_demos(Demonstrations(tuple(Demonstration(dict(ex.fields), data.task.labels[ex.label])
+                                                  for ex in shown), overflow="drop"))
 
 
 def score_variants(lm: Any, data: TaskData, prompt: Prompt, variants: list[str]) -> list[dict[str, Any]]:
@@ -102,6 +113,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--test-limit", type=int, default=None, help="report: score a seeded sample of test")
     parser.add_argument("--n-eval", type=int, default=500, help="heldout: rows each split is scored on")
+    parser.add_argument("--demos", default="0,1", help="demonstrations per class in front of the prompt (0: none)")
     args = parser.parse_args()
 
     lm = load_model("smollm2-135m")
@@ -122,13 +134,14 @@ def main() -> None:
             for s in args.seeds.split(","):
                 data = load_task(base, None, 16, int(s), "smollm2-135m")
                 datasets[f"seed-{s}"] = limit_test(data, args.test_limit) if args.test_limit else data
-        for split, data in datasets.items():
-            cell = f"{task}|{split}|{','.join(variants)}"
+        for (split, data), demos in itertools.product(datasets.items(), [int(d) for d in args.demos.split(",")]):
+            cell = f"{task}|{split}|demos={demos}|{','.join(variants)}"
             if cell in done:
                 continue
             started = time.perf_counter()
-            rows = score_variants(lm, data, prompt_for(task, data), variants)
-            row = {"cell": cell, "task": task, "split": split, "rows": rows, "n_test": len(data.test),
+            rows = score_variants(lm, data, prompt_for(task, data, demos, split), variants)
+            row = {"cell": cell, "task": task, "split": split, "demos_per_class": demos, "rows": rows,
+                   "n_test": len(data.test),
                    "test_limit": args.test_limit, "threads": torch.get_num_threads(),
                    "wall_s": round(time.perf_counter() - started, 1)}
             print(json.dumps({k: v for k, v in row.items() if k != "rows"}), flush=True)
@@ -147,9 +160,11 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     table: dict[str, dict[str, Any]] = {}
     for cell in cells:
         for r in cell["rows"]:
-            key = f"{cell['task']}|{r['rule']}|{r['calibration']}"
-            table.setdefault(key, {"task": cell["task"], "rule": r["rule"], "calibration": r["calibration"],
-                                   "splits": [], "test": [], "gain": [], "ci95": [], "s_per_example": []})
+            demos = cell.get("demos_per_class", 0)
+            key = f"{cell['task']}|{demos}|{r['rule']}|{r['calibration']}"
+            table.setdefault(key, {"task": cell["task"], "demos_per_class": demos, "rule": r["rule"],
+                                   "calibration": r["calibration"], "splits": [], "test": [], "gain": [], "ci95": [],
+                                   "s_per_example": []})
             entry = table[key]
             entry["splits"].append(cell["split"])
             entry["test"].append(r["test"])
@@ -158,11 +173,12 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
             entry["s_per_example"].append(r["s_per_example"])
     out = []
     for entry in table.values():
-        out.append({**{k: entry[k] for k in ("task", "rule", "calibration", "splits", "ci95")},
+        out.append({**{k: entry[k] for k in ("task", "demos_per_class", "rule", "calibration", "splits", "ci95")},
                     "test": mean_std(entry["test"]), "test_mean": round(statistics.mean(entry["test"]), 4),
                     "gain_mean": round(statistics.mean(entry["gain"]), 4),
                     "s_per_example": round(statistics.mean(entry["s_per_example"]), 5)})
-    return {"model": "smollm2-135m", "rows": sorted(out, key=lambda r: (r["task"], r["calibration"], r["rule"]))}
+    return {"model": "smollm2-135m",
+            "rows": sorted(out, key=lambda r: (r["task"], r["demos_per_class"], r["calibration"], r["rule"]))}
 
 
 if __name__ == "__main__":

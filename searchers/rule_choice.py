@@ -1,7 +1,8 @@
 """``rule``: choose the decision rule — the start prompt read as ``direct``, ``channel`` and ``centroid``.
 
 Every other part of the start is kept; what changes is how its class scores are read
-(`autoprompt.prompts.Rule`). Each candidate rule is judged by two-fold cross-fitting on train: its
+(`autoprompt.prompts.Rule`), uncalibrated or with the search's calibration. Each candidate is judged
+by two-fold cross-fitting on train: its
 centroids (and calibration prior) are fitted on one class-stratified half and its objective measured
 on the other, then the halves swap; the two objectives are averaged. A centroid rule fitted and judged
 on the same examples would look better than it is. The reported candidates are fitted on all of train,
@@ -29,7 +30,8 @@ class RuleChoice(Searcher):
         rules: the candidate rules, comma-separated (``channel`` is skipped on a masked LM or a prompt
             with a soft part, where it cannot read).
         length_norm: ``channel``: divide the input's log-likelihood by its token count.
-        distance: ``centroid``: ``cosine`` or ``euclidean``.
+        distance: ``centroid``: ``euclidean`` or ``cosine``.
+        standardise: ``centroid``: measure in per-dimension standardised units (see `Rule`).
     """
 
     name = "rule"
@@ -39,7 +41,8 @@ class RuleChoice(Searcher):
 
     rules: str = "direct,channel,centroid"
     length_norm: bool = False
-    distance: str = "cosine"
+    distance: str = "euclidean"
+    standardise: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,7 +59,7 @@ class RuleChoice(Searcher):
         # start: the start prompt on dev; the step: each rule fitted and scored on both halves, then on all
         # of train (channel reads each input once per label word: counted as up to 6 classes' worth)
         per_rule = {"direct": 2 * train, "channel": 6 * 2 * train, "centroid": 4 * train}
-        step = sum(per_rule[r] + self._calibration_cost(train) * 2 for r in self._rules())
+        step = sum(2 * per_rule[r] + self._calibration_cost(train) * 2 for r in self._rules())
         return dev, step
 
     def candidate_rules(self, ctx: SearchContext) -> list[Rule]:
@@ -65,8 +68,8 @@ class RuleChoice(Searcher):
         for name in self._rules():
             if name == "channel" and (ctx.lm.kind != "causal" or ctx.start.soft is not None):
                 continue
-            out.append(Rule(name, length_norm=self.length_norm, distance=self.distance)  # type: ignore[arg-type]
-                       if name != "direct" else Rule())
+            out.append(Rule(name, length_norm=self.length_norm, distance=self.distance,  # type: ignore[arg-type]
+                            standardise=self.standardise) if name != "direct" else Rule())
         return out
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
@@ -76,15 +79,19 @@ class RuleChoice(Searcher):
         halves = _halves(ctx.train, ctx.seed)
         start = prompt_from_json(state["prompt"])
         ranked = []
+        # a centroid rule is class-balanced by construction, and a prior divided out can undo that: each
+        # rule competes uncalibrated and with the search's calibration
         for rule in self.candidate_rules(ctx):
-            folds = []
-            for fit, judge in (halves, halves[::-1]):
-                ruled = ctx.evaluator.fit_rule([start], rule, fit)
-                prompt = ctx.evaluator.calibrate(ruled, ctx.calibration, fit)[0]
-                folds.append(objective_score(ctx.evaluator.score(prompt, judge), self.objective))
-            ranked.append({"rule": rule.to_json(), "score": sum(folds) / len(folds), "folds": folds})
+            for calibration in dict.fromkeys(("none", ctx.calibration)):
+                folds = []
+                for fit, judge in (halves, halves[::-1]):
+                    ruled = ctx.evaluator.fit_rule([start], rule, fit)
+                    prompt = ctx.evaluator.calibrate(ruled, calibration, fit)[0]
+                    folds.append(objective_score(ctx.evaluator.score(prompt, judge), self.objective))
+                ranked.append({"rule": rule.to_json(), "calibration": calibration, "score": sum(folds) / len(folds),
+                               "folds": folds})
         ranked.sort(key=lambda r: -r["score"])
-        ctx.report({"rules": {r["rule"]["name"]: round(r["score"], 4) for r in ranked}})
+        ctx.report({"rules": {f"{r['rule']['name']}/{r['calibration']}": round(r["score"], 4) for r in ranked}})
         return {**state, "ranked": ranked, "done": True}
 
     def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
@@ -92,15 +99,15 @@ class RuleChoice(Searcher):
         out = []
         for row in state.get("ranked", []):
             ruled = ctx.evaluator.fit_rule([start], Rule.from_json(row["rule"]), ctx.train)
-            out.append(ctx.evaluator.calibrate(ruled, ctx.calibration, ctx.train)[0])
+            out.append(ctx.evaluator.calibrate(ruled, row["calibration"], ctx.train)[0])
         return out or [start]
 
     def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
         return self.candidates(ctx, state)[0]
 
     def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
-        return {"rules": [{"rule": r["rule"]["name"], "cross_fitted_objective": r["score"], "folds": r["folds"]}
-                          for r in state.get("ranked", [])]}
+        return {"rules": [{"rule": r["rule"]["name"], "calibration": r["calibration"],
+                           "cross_fitted_objective": r["score"], "folds": r["folds"]} for r in state.get("ranked", [])]}
 
 
 def _halves(train: list[Example], seed: int) -> tuple[list[Example], list[Example]]:

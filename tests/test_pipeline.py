@@ -187,10 +187,11 @@ def test_ensemble_of_two_different_prompts_scores_as_the_mean_of_their_calibrate
 
 def test_auto_rule_reads_the_features():
     base = {"classes": 2, "manual_bias": 0.5, "demos_fit": True, "demo_tokens": 60}
-    assert [s for s, _ in choose_stages(base, "light", False)[0]] == ["demos"]
-    assert [s for s, _ in choose_stages({**base, "classes": 6}, "light", False)[0]] == ["verbalizer", "demos"]
+    assert [s for s, _ in choose_stages(base, "light", False)[0]] == ["demos", "rule"]
+    assert [s for s, _ in choose_stages({**base, "classes": 6}, "light", False)[0]] == ["verbalizer", "demos", "rule"]
     assert [s for s, _ in choose_stages({**base, "manual_bias": 0.9}, "medium", False)[0]] == \
-        ["verbalizer", "demos", "gradient"]
+        ["verbalizer", "demos", "rule", "gradient"]
+    assert dict(choose_stages(base, "light", False)[0])["rule"] == {"rules": "direct,centroid"}
     assert [s for s, _ in choose_stages(base, "light", True)[0]] == ["ptuning"]
     assert [s for s, _ in choose_stages({**base, "demos_fit": False}, "light", False)[0]] == ["verbalizer"]
 

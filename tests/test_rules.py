@@ -70,14 +70,15 @@ def test_channel_length_norm_divides_by_the_input_tokens(causal, task):
 
 
 def test_centroid_equals_a_hand_computed_nearest_centroid_on_planted_states():
-    rule = Rule("centroid", distance="euclidean", normalise=False,
+    rule = Rule("centroid", distance="euclidean", normalise=False, standardise=False,
                 centroids={"a": (0.0, 0.0), "b": (4.0, 0.0), "c": (0.0, 4.0)}, scale=2.0)
     hidden = torch.tensor([[0.5, 0.2], [3.9, 1.0], [0.1, 3.0], [2.1, 0.0]])
     logprobs = centroid_logprobs(rule, hidden, ("a", "b", "c"))
     cents = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
     hand = torch.stack([-((hidden - c) ** 2).sum(-1).sqrt() / 2.0 for c in cents], dim=1).log_softmax(-1)
     assert torch.allclose(logprobs, hand, atol=1e-6) and logprobs.argmax(-1).tolist() == [0, 1, 2, 1]
-    cosine = Rule("centroid", centroids={"a": (1.0, 0.0), "b": (0.0, 1.0)}, scale=1.0)
+    cosine = Rule("centroid", distance="cosine", standardise=False, centroids={"a": (1.0, 0.0), "b": (0.0, 1.0)},
+                  scale=1.0)
     assert centroid_logprobs(cosine, torch.tensor([[3.0, 1.0], [1.0, 2.0]]), ("a", "b")).argmax(-1).tolist() == [0, 1]
     # an exact tie goes to the class the direct scores prefer
     tied = centroid_logprobs(cosine, torch.tensor([[1.0, 1.0]]), ("a", "b"), torch.tensor([[-2.0, -0.1]]))
@@ -87,7 +88,7 @@ def test_centroid_equals_a_hand_computed_nearest_centroid_on_planted_states():
 def test_centroids_are_the_class_means_of_the_hidden_state_at_the_slot(causal, task):
     prompt = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]})
     ev = Evaluator(causal, task.task)
-    fitted = ev.fit_rule([prompt], "centroid", task.train)[0]
+    fitted = ev.fit_rule([prompt], Rule("centroid", distance="cosine", standardise=False), task.train)[0]
     assert isinstance(fitted, Prompt) and fitted.rule.fitted and fitted.fingerprint != prompt.fingerprint
     hidden = causal.head_features([causal.encode(prompt, ex) for ex in task.train]).detach()
     unit = torch.nn.functional.normalize(hidden, dim=-1)
@@ -99,6 +100,29 @@ def test_centroids_are_the_class_means_of_the_hidden_state_at_the_slot(causal, t
                                                                                        labels].mean()), rel=1e-5)
     test_hidden = causal.head_features([causal.encode(prompt, ex) for ex in task.test]).detach()
     nearest = distances(torch.nn.functional.normalize(test_hidden, dim=-1), cents, "cosine").argmin(-1)
+    assert ev.score(fitted, task.test).preds.tolist() == nearest.tolist()
+
+
+def test_standardised_centroids_measure_in_units_of_the_pooled_within_class_deviation(causal, task):
+    prompt = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]})
+    ev = Evaluator(causal, task.task)
+    fitted = ev.fit_rule([prompt], "centroid", task.train)[0]
+    rule = fitted.rule
+    assert rule.distance == "euclidean" and rule.normalise and rule.standardise
+    unit = torch.nn.functional.normalize(causal.head_features([causal.encode(prompt, ex) for ex in task.train]),
+                                         dim=-1).double()
+    labels = torch.tensor([ex.label for ex in task.train])
+    within = torch.cat([unit[labels == y] - unit[labels == y].mean(0) for y in range(2)])
+    sd = within.pow(2).mean(0).sqrt()
+    z = (unit - unit.mean(0)) / sd
+    assert torch.allclose(torch.tensor(rule.spread, dtype=torch.double), sd, rtol=1e-6)
+    for y, label in enumerate(task.task.labels):
+        assert torch.allclose(torch.tensor(rule.centroids[label], dtype=torch.double), z[labels == y].mean(0),
+                              atol=1e-6)
+    test = torch.nn.functional.normalize(causal.head_features([causal.encode(prompt, ex) for ex in task.test]),
+                                         dim=-1).double()
+    cents = torch.stack([z[labels == y].mean(0) for y in range(2)])
+    nearest = torch.cdist((test - unit.mean(0)) / sd, cents).argmin(-1)
     assert ev.score(fitted, task.test).preds.tolist() == nearest.tolist()
 
 
@@ -150,11 +174,13 @@ def test_bad_rules_are_one_line_errors(causal, masked, task):
         Evaluator(causal, task.task).fit_rule([prompt], "centroid", [ex for ex in task.train if ex.label == 0])
     with pytest.raises(AutopromptError, match=r"prompt file x: field 'rule\.scale"):
         Prompt.from_json({**prompt.to_json(), "rule": {"name": "centroid", "scale": "big"}}, "prompt file x")
-    wrong = Rule("centroid", centroids={"negative": (1.0, 0.0), "positive": (0.0, 1.0)}, scale=1.0)
+    wrong = Rule("centroid", standardise=False, centroids={"negative": (1.0, 0.0), "positive": (0.0, 1.0)}, scale=1.0)
     with pytest.raises(AutopromptError, match=r"width 2 but .* have 32; fit them on this model"):
         Evaluator(causal, task.task).score(prompt.with_rule(wrong), task.test)
     with pytest.raises(AutopromptError, match="one finite centroid"):
         Rule("centroid", centroids={"a": (float("nan"),)}, scale=1.0)
+    with pytest.raises(AutopromptError, match="needs 1 finite spread values"):
+        Rule("centroid", centroids={"a": (1.0,)}, scale=1.0, center=(0.0,), spread=(0.0,))
 
 
 def test_channel_budget_counts_one_forward_per_label_word(causal, task):
@@ -182,7 +208,10 @@ def test_a_search_reads_every_candidate_by_its_rule_and_reports_it(causal, task,
     assert isinstance(found, Prompt) and found.rule.name == rule and found.rule.fitted
     # the reported test score is the saved prompt's, read by its rule
     assert Evaluator(causal, task.task).score(found, task.test).score == pytest.approx(result["scores"]["test"])
-    assert result["variant"].count(f"rule={rule}") == 1 and result["backbone"]["unchanged"]
+    assert result["variant"].count(f"rule={rule}") == 1
+    from autoprompt.leaderboard import row_from_result  # noqa: PLC0415
+
+    assert row_from_result(result)["rule"] == rule
 
 
 def test_a_warm_start_keeps_its_rule_unless_the_search_names_one(causal, task, tmp_path):
@@ -222,11 +251,13 @@ def test_the_rule_strategy_cross_fits_each_rule_and_reports_the_best_fitted_on_a
     result = run_search(SearchSpec(task="tiny", strategy="rule", params={"gate": False}, budget=3000,
                                    out=str(tmp_path)), lm=causal, data=task)
     ranked = result["details"]["rules"]
-    assert [r["rule"] for r in ranked] != [] and {r["rule"] for r in ranked} == {"direct", "channel", "centroid"}
+    assert {(r["rule"], r["calibration"]) for r in ranked} == {(r, c) for r in ("direct", "channel", "centroid")
+                                                              for c in ("none", "prior")}
     assert all(len(r["folds"]) == 2 for r in ranked)
     assert ranked == sorted(ranked, key=lambda r: -r["cross_fitted_objective"])
     found = load_prompt(Path(result["run_dir"]) / "prompt.json")
     assert found.rule.name == ranked[0]["rule"] and found.rule.fitted
+    assert found.calibration.method == ranked[0]["calibration"]
     if found.rule.name == "centroid":  # fitted on all of train, not on one half
         again = Evaluator(causal, task.task).fit_rule([found.with_rule("direct")], found.rule, task.train)[0]
         assert again.rule.centroids == found.rule.centroids
@@ -241,3 +272,22 @@ def test_rules_are_for_classification(causal):
     data = tiny_generation_task()
     with pytest.raises(AutopromptError, match="generation task's outputs are decoded: use rule direct"):
         Evaluator(causal, data.task).score(data.task.default_prompt.with_rule("channel"), data.test[:2])
+
+
+def test_evaluate_rule_on_the_command_line(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from autoprompt.cli import app  # noqa: PLC0415
+    from autoprompt.testing.tiny import toy_task_file  # noqa: PLC0415
+
+    spec = toy_task_file(tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--rule", "centroid",
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output[out.output.index("{"):])
+    assert result["rule"]["name"] == "centroid" and "centroids" not in result["rule"]
+    shown = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--rule", "channel"])
+    assert shown.exit_code == 0 and "rule: channel" in shown.output
+    bad = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--rule", "nearest"])
+    assert bad.exit_code == 2 and "unknown decision rule 'nearest'" in bad.output and "Traceback" not in bad.output

@@ -159,7 +159,9 @@ def _show_run(run: RunRecord) -> None:
     words = (f"label words: {json.dumps(run.label_words, ensure_ascii=False)}" if run.label_words
              else f"a linear head of {details['head_parameters']:,} parameters (no label words)"
              if "head_parameters" in details else "generated text (no label words)")
-    out.print(f"prompt: {run.prompt_text!r}  {words}  calibration: {run.calibration}", highlight=False)
+    rules = {(m.get("rule") or {}).get("name", "direct") for m in run.prompt.get("ensemble", [run.prompt])}
+    out.print(f"prompt: {run.prompt_text!r}  {words}  calibration: {run.calibration}  rule: {'/'.join(sorted(rules))}",
+              highlight=False)
     if run.trigger_text:
         out.print(f"triggers: {run.trigger_text!r}", highlight=False)
     members = run.prompt.get("ensemble", [run.prompt])

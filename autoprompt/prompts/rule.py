@@ -36,26 +36,36 @@ class Rule:
         length_norm: ``channel``: divide the input's log-likelihood by its token count (the same count
             for every class of one input, so it changes the scale of the class scores, not their order).
         distance: ``centroid``: ``cosine`` (1 − cosine similarity) or ``euclidean``.
-        normalise: ``centroid``: scale each hidden state to unit length before averaging and measuring.
-        centroids: ``centroid``: label → the class centroid (fitted on train, `Evaluator.fit_rule`);
-            None until fitted.
+        normalise: ``centroid``: scale each hidden state to unit length before anything else.
+        standardise: ``centroid``: then centre each dimension on the fitted examples' mean and divide it by
+            its pooled within-class standard deviation (a diagonal Mahalanobis distance: a few
+            dimensions of a language model's hidden state are orders of magnitude larger than the rest
+            and would otherwise decide every distance).
+        centroids: ``centroid``: label → the class centroid in that space (fitted on train,
+            `Evaluator.fit_rule`); None until fitted.
         scale: ``centroid``: the mean distance of the fitted examples to their own class's centroid; class
             scores are ``−distance / scale`` (a unit-free temperature for the softmax over classes).
+        center: ``centroid`` with ``standardise``: the per-dimension mean subtracted (fitted).
+        spread: ``centroid`` with ``standardise``: the per-dimension standard deviation divided by (fitted).
     """
 
     name: RuleName = "direct"
     length_norm: bool = False
-    distance: Distance = "cosine"
+    distance: Distance = "euclidean"
     normalise: bool = True
+    standardise: bool = True
     centroids: Mapping[str, tuple[float, ...]] | None = None
     scale: float | None = None
+    center: tuple[float, ...] | None = None
+    spread: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in RULES:
             raise AutopromptError(f"unknown decision rule {self.name!r}; use one of {', '.join(RULES)}")
         if self.distance not in ("cosine", "euclidean"):
             raise AutopromptError(f"unknown centroid distance {self.distance!r}; use cosine or euclidean")
-        if self.name != "centroid" and (self.centroids is not None or self.scale is not None):
+        fitted = (self.centroids, self.scale, self.center, self.spread)
+        if self.name != "centroid" and any(f is not None for f in fitted):
             raise AutopromptError(f"rule {self.name!r} takes no centroids; only rule 'centroid' stores them")
         if self.centroids is not None:
             cents = {str(k): tuple(float(x) for x in v) for k, v in dict(self.centroids).items()}
@@ -68,10 +78,25 @@ class Rule:
                 raise AutopromptError(f"rule 'centroid' needs a positive finite scale, got {self.scale}; fit it again")
             object.__setattr__(self, "centroids", cents)
             object.__setattr__(self, "scale", float(self.scale))
+            width = widths.pop()
+            if self.standardise:
+                for name in ("center", "spread"):
+                    values = getattr(self, name)
+                    values = None if values is None else tuple(float(x) for x in values)
+                    if values is None or len(values) != width or any(not math.isfinite(x) for x in values) or \
+                            (name == "spread" and any(x <= 0 for x in values)):
+                        raise AutopromptError(f"rule 'centroid' with standardise needs {width} finite {name} values "
+                                              "(spreads positive); fit it again (Evaluator.fit_rule)")
+                    object.__setattr__(self, name, values)
+            elif self.center is not None or self.spread is not None:
+                raise AutopromptError("rule 'centroid' without standardise takes no center or spread")
+        elif self.center is not None or self.spread is not None:
+            raise AutopromptError("rule 'centroid': center and spread are fitted with the centroids; fit it again")
 
     def __hash__(self) -> int:
         cents = None if self.centroids is None else tuple(sorted(self.centroids.items()))
-        return hash((self.name, self.length_norm, self.distance, self.normalise, cents, self.scale))
+        return hash((self.name, self.length_norm, self.distance, self.normalise, self.standardise, cents, self.scale,
+                     self.center, self.spread))
 
     @property
     def direct(self) -> bool:
@@ -84,7 +109,7 @@ class Rule:
 
     def unfitted(self) -> Rule:
         """The same rule and options without fitted centroids (what a search asks for)."""
-        return Rule(self.name, self.length_norm, self.distance, self.normalise)
+        return Rule(self.name, self.length_norm, self.distance, self.normalise, self.standardise)
 
     def to_json(self) -> dict[str, Any]:
         """The rule's name and the options that apply to it (and a centroid rule's fitted parts)."""
@@ -92,8 +117,12 @@ class Rule:
         if self.name == "channel":
             out["length_norm"] = self.length_norm
         elif self.name == "centroid":
-            out.update(distance=self.distance, normalise=self.normalise, scale=self.scale,
+            out.update(distance=self.distance, normalise=self.normalise, standardise=self.standardise,
+                       scale=self.scale,
                        centroids=None if self.centroids is None else {k: list(v) for k, v in self.centroids.items()})
+            if self.standardise:
+                out.update(center=None if self.center is None else list(self.center),
+                           spread=None if self.spread is None else list(self.spread))
         return out
 
     @classmethod
@@ -105,11 +134,13 @@ class Rule:
             return cls(data)  # type: ignore[arg-type]
         if not isinstance(data, Mapping) or "name" not in data:
             raise AutopromptError(f"rule must be a name or {{\"name\": ...}}, got {data!r}")
-        unknown = set(data) - {"name", "length_norm", "distance", "normalise", "centroids", "scale"}
+        unknown = set(data) - {"name", "length_norm", "distance", "normalise", "standardise", "centroids", "scale",
+                               "center", "spread"}
         if unknown:
             raise AutopromptError(f"rule: unknown option(s) {sorted(unknown)}")
-        return cls(data["name"], bool(data.get("length_norm", False)), data.get("distance", "cosine"),
-                   bool(data.get("normalise", True)), data.get("centroids"), data.get("scale"))
+        return cls(data["name"], bool(data.get("length_norm", False)), data.get("distance", "euclidean"),
+                   bool(data.get("normalise", True)), bool(data.get("standardise", True)), data.get("centroids"),
+                   data.get("scale"), data.get("center"), data.get("spread"))
 
 
 DIRECT = Rule()

@@ -45,6 +45,11 @@ BIAS_THRESHOLD = 0.75
 #: SST-2 0.708 / 0.750, TREC 0.316 / 0.338.
 CROSSFIT_BELOW_DEV = 64
 
+#: the decision rules the ``rule`` stage after demonstrations tries (`searchers/rule_choice.py`). Chosen on
+#: the same held-out splits (`benchmarks/rules.py --part heldout`, results/rules_heldout.json; the manual
+#: prompt with one train example per class in front, accuracy on 500 other train rows): RULES_EVIDENCE
+RULE_CANDIDATES = "direct,centroid"
+
 
 @dataclass
 class AutoPlan:
@@ -96,6 +101,9 @@ def choose_stages(features: dict[str, Any], effort: str, soft: bool) -> tuple[li
     elif features["demos_fit"]:
         stages.append(("demos", {"method": "search"}))
         reasons.append(f"demonstrations: one per class ({features['demo_tokens']} tokens) fits the context")
+        stages.append(("rule", {"rules": RULE_CANDIDATES}))
+        reasons.append("decision rule: hidden-state centroids compete with the label words' probability on the "
+                       "prompt with demonstrations")
     if effort in ("medium", "heavy") and not soft:
         stages.append(("gradient", {}))
         reasons.append(f"{effort}: trigger tokens on top")
