@@ -191,7 +191,7 @@ def test_auto_rule_reads_the_features():
     assert [s for s, _ in choose_stages({**base, "classes": 6}, "light", False)[0]] == ["verbalizer", "demos", "rule"]
     assert [s for s, _ in choose_stages({**base, "manual_bias": 0.9}, "medium", False)[0]] == \
         ["verbalizer", "demos", "rule", "gradient"]
-    assert dict(choose_stages(base, "light", False)[0])["rule"] == {"rules": "direct,centroid"}
+    assert dict(choose_stages(base, "light", False)[0])["rule"] == {"rules": "direct,channel,centroid"}
     assert [s for s, _ in choose_stages(base, "light", True)[0]] == ["ptuning"]
     assert [s for s, _ in choose_stages({**base, "demos_fit": False}, "light", False)[0]] == ["verbalizer"]
 

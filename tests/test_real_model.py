@@ -171,3 +171,15 @@ def test_auto_on_sst2_16shot_chains_stages_and_gates_once(smollm2, data_dir, tmp
     assert auto["crossfit"] and result["details"]["protocol"]["crossfit"]
     assert result["split_sizes"]["selection"] == len(data.train) + len(data.dev)
     assert_the_gate_held(result)
+
+
+def test_rules_read_real_scores_and_trec_centroids_beat_chance(smollm2, data_dir):
+    data = load_task("trec", data_dir, 16, 13)
+    evaluator = Evaluator(smollm2, data.task)
+    test = data.test[:120]
+    centroid = evaluator.fit_rule([data.task.default_prompt], "centroid", data.train)[0]
+    scored = evaluator.score(centroid, test)
+    assert scored.score > 1 / 6 + 0.1 and centroid.rule.fitted  # six classes: chance is 0.17
+    sst2 = load_task("sst2", data_dir, 16, 13)
+    channel = Evaluator(smollm2, sst2.task).score(sst2.task.default_prompt.with_rule("channel"), sst2.test[:40])
+    assert channel.logprobs.shape == (40, 2) and bool(channel.logprobs.isfinite().all())

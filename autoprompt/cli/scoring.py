@@ -84,7 +84,8 @@ def evaluate(
         shown = (json.dumps(words) if len(words) <= 8  # LAMA has hundreds of candidate objects
                  else f"{len(words)} labels, e.g. {json.dumps(dict(list(words.items())[:3]))}")
         out.print(f"template: {result['template']!r}  verbalizer: {shown}  "
-                  f"calibration: {result['calibration']['method']}  rule: {result.get('rule', {}).get('name', 'direct')}", highlight=False)
+                  f"calibration: {result['calibration']['method']}  "
+                  f"rule: {result.get('rule', {}).get('name', 'direct')}", highlight=False)
     out.print(f"model {result['model']}, {result['wall_s']:.1f} s", highlight=False)
     return None
 
