@@ -14,12 +14,14 @@ from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.evaluator import Evaluator
 from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
 from autoprompt.prompts import (
+    RULES,
     AnyPrompt,
     Calibration,
     Demonstration,
     Demonstrations,
     Ensemble,
     Prompt,
+    Rule,
     Segment,
     Template,
     Verbalizer,
@@ -35,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "RULES",
     "AnyPrompt",
     "AutopromptError",
     "Budget",
@@ -52,6 +55,7 @@ __all__ = [
     "LanguageModel",
     "MaskedLM",
     "Prompt",
+    "Rule",
     "Segment",
     "SoftPrompt",
     "Task",

@@ -65,7 +65,8 @@ class RuleScorer:
         if rule.name == "centroid":
             if rule.centroids is None:
                 raise AutopromptError("the prompt has rule 'centroid' but no centroids; fit them on labelled train "
-                                      "examples first (Evaluator.fit_rule, or --rule centroid with the task's train)")
+                                      "examples first (Evaluator.fit_rule; evaluate with rule centroid fits them on "
+                                      "the task's train)")
             missing = [lab for lab in self.task.labels if lab not in rule.centroids]
             if missing:
                 raise AutopromptError(f"the prompt's centroids have no class {missing}; fit them again for this task")

@@ -16,8 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from autoprompt import AnyPrompt, AutopromptError, Example, prompt_from_json
-from autoprompt.prompts import RULES, Rule
+from autoprompt import RULES, AnyPrompt, AutopromptError, Example, Rule, prompt_from_json
 from autoprompt.search import SearchContext, Searcher
 from autoprompt.search.selection import objective_score
 

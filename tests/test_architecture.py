@@ -23,7 +23,7 @@ LAYERS = [
     {"autoprompt.prompts", "autoprompt.soft", "autoprompt.tasks", "autoprompt.schema", "autoprompt.scores"},
     {"autoprompt.backends", "autoprompt.model_store"},
     {"autoprompt.budget", "autoprompt.batching", "autoprompt.evaluator", "autoprompt.sharing", "autoprompt.retrieval",
-     "autoprompt.generation"},
+     "autoprompt.generation", "autoprompt.rule_scoring"},
     {"autoprompt.leaderboard"},
     {"autoprompt.search"},
     {"autoprompt.tune", "autoprompt.report", "autoprompt.testing", "autoprompt.transfer", "autoprompt.suite"},

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from autoprompt.errors import AutopromptError
@@ -18,8 +19,15 @@ from autoprompt.errors import AutopromptError
 if TYPE_CHECKING:  # the run-time class of `_UsageError` under the typer installed here (>= 0.29)
     from typer._click.exceptions import UsageError
 
-out = Console()
-err = Console(stderr=True)
+# user text (templates, label words, data, file names) is printed as written: never as rich markup
+# ("[/]" in a template), emoji codes (":x:") or highlighting; our own styles are `Text` spans (`error_line`)
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+
+def error_line(message: str, label: str = "error:", style: str = "bold red") -> Text:
+    """``error: <message>`` with only the label styled; the message is literal text."""
+    return Text.assemble((label, style), " ", message)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -43,7 +51,7 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except _UsageError as e:
             where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-            err.print(f"[bold red]error:[/] {e.format_message()}{where}", highlight=False, soft_wrap=True)
+            err.print(error_line(f"{e.format_message()}{where}"), soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -94,7 +102,7 @@ def friendly(fn: F) -> F:
             with listening(Terminal()):
                 return fn(*args, **kwargs)
         except AutopromptError as e:
-            err.print(f"[bold red]error:[/] {e.worded(_as_flag)}", highlight=False, soft_wrap=True)
+            err.print(error_line(e.worded(_as_flag)), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")

@@ -19,6 +19,7 @@ from autoprompt.cli.common import (
     Shots,
     app,
     err,
+    error_line,
     friendly,
     out,
     print_json,
@@ -192,7 +193,7 @@ def _show_run(run: RunRecord) -> None:
         out.print(f"nearest tokens: {readout['discrete_prompt']!r} (dev {readout['discrete_dev']:.4f} as a discrete "
                   "prompt)", highlight=False)
     for warning in run.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(error_line(warning, "warning:", "yellow"))
     spent = run.budget
     out.print(f"budget: {spent.used} of {spent.limit} example-forwards ({spent.forwards} forwards, "
               f"{spent.backwards} backwards), {run.steps} steps, {run.wall_s:.0f} s", highlight=False)
