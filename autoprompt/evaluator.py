@@ -176,9 +176,10 @@ class Evaluator:
                  examples: Sequence[Example] | None = None) -> list[AnyPrompt]:
         """The prompts read by ``rule`` (`Rule`), fitted where it needs data; charges the budget.
 
-        A ``centroid`` rule's centroids and scale are estimated on the labelled ``examples`` (the
-        task's train); ``direct`` and ``channel`` need none. A prompt's calibration is dropped where
-        its rule changes (its prior was estimated under the old rule): calibrate after fitting.
+        A ``centroid`` rule's centroids and temperature, and a ``channel`` rule's temperature, are
+        estimated on the labelled ``examples`` (the task's train); ``direct`` needs none. A prompt's
+        calibration is dropped where its rule changes (its prior was estimated under the old rule):
+        calibrate after fitting.
         """
         wanted = rule if isinstance(rule, Rule) else Rule(rule)  # type: ignore[arg-type]
         wanted = wanted.unfitted() if wanted.name == "centroid" else wanted
@@ -186,14 +187,12 @@ class Evaluator:
                         for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
         done: dict[str, Prompt] = {}
         for m in singles:
-            if m.rule == wanted or (wanted.name == "centroid" and m.rule.unfitted() == wanted and m.rule.fitted):
-                done[m.fingerprint] = m  # already read this way (a fitted centroid rule is kept)
+            if m.rule == wanted or (m.rule.unfitted() == wanted and m.rule.fitted):
+                done[m.fingerprint] = m  # already read this way (a fitted rule is kept)
                 continue
             fresh = m.uncalibrated.with_rule(wanted)
-            if wanted.name == "channel":
-                self.rules.check(fresh, self._soft(fresh), self.metric.calibratable)
-            elif wanted.name == "centroid":
-                fresh = self._fit_centroids(fresh, examples)
+            if not wanted.direct:
+                fresh = self._fit(fresh, examples)
             done[m.fingerprint] = fresh
         out: list[AnyPrompt] = []
         for q in prompts:
@@ -208,22 +207,33 @@ class Evaluator:
         moved to another model); its calibration method is kept, its prior left to re-estimate."""
         members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
         fitted = tuple(m if m.rule.fitted else
-                       self._fit_centroids(m.uncalibrated, examples).with_calibration(Calibration(m.calibration.method))
+                       self._fit(m.uncalibrated, examples).with_calibration(Calibration(m.calibration.method))
                        for m in members)
         return Ensemble(fitted, prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else fitted[0]
 
-    def _fit_centroids(self, prompt: Prompt, examples: Sequence[Example] | None) -> Prompt:
-        if not self.metric.calibratable:
+    def _fit(self, prompt: Prompt, examples: Sequence[Example] | None) -> Prompt:
+        """``prompt`` with its rule fitted on labelled ``examples`` (charged): a centroid rule's centroids and
+        temperature, a channel rule's temperature (without examples it scores at temperature 1)."""
+        rule = prompt.rule
+        soft = self._soft(prompt)
+        if rule.name == "channel":
+            self.rules.check(prompt, soft, self.metric.calibratable)
+            if not examples:
+                return prompt
+        elif not self.metric.calibratable:
             raise AutopromptError(f"rule 'centroid' is for classification tasks; {self.task.name} is scored with "
                                   "rule direct")
-        if not examples:
+        elif not examples:
             raise AutopromptError("rule 'centroid' needs labelled train examples to fit its class centroids")
+        forwards = self.rules.forwards(prompt) * len(examples)
         if self.budget is not None:
-            self.budget.require(forwards=len(examples))
-        rule = self.rules.fit(prompt, examples, self._demos_per_query(prompt, examples), self._soft(prompt))
+            self.budget.require(forwards=forwards)
+        demos = self._demos_per_query(prompt, examples)
+        fitted = (self.rules.fit_channel(prompt, examples, demos) if rule.name == "channel"
+                  else self.rules.fit(prompt, examples, demos, soft))
         if self.budget is not None:
-            self.budget.charge(forwards=len(examples))
-        return prompt.with_rule(rule)
+            self.budget.charge(forwards=forwards)
+        return prompt.with_rule(fitted)
 
     def log_prior(self, prompt: Prompt) -> Tensor:
         """``[C]`` the class log-prior a calibrated prompt divides out, in the task's label order."""

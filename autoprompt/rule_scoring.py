@@ -4,11 +4,13 @@
   (`PromptEncoder.encode_channel`); rows that share a prefix (all of them, unless demonstrations are
   chosen per query) run it once, and the inputs continue from its key/value cache
   (`CausalLM.continuation_logliks`). A class with several words scores the log of their mean
-  likelihood; the class distribution is the softmax of the class scores (a uniform label prior).
+  likelihood; the class distribution is the softmax of the class scores over a temperature fitted on
+  train (`fit_temperature`; 1 until fitted), a uniform label prior.
 * ``centroid`` — the last hidden state at ``[P]`` (`FrozenLM.head_features`, the input of the LM
   head, with the prompt's soft part and demonstrations in place), batched by length; class scores are
-  ``−distance / scale`` to the stored centroids, plus ``1e-6`` times the direct first-token class
-  log-probs read from the same forward, which only breaks exact ties.
+  ``−distance / scale`` to the stored centroids (``scale``: a temperature fitted on the train examples'
+  leave-one-out distances), plus ``1e-6`` times the direct first-token class log-probs read from the
+  same forward, which only breaks exact ties.
 
 The evaluator owns caching and the budget; this module only computes.
 """
@@ -86,14 +88,16 @@ class RuleScorer:
               soft: SoftPrompt | None, bar: Progress) -> tuple[Tensor, int]:
         """``([N, C]`` class log-probs, tokens run) of ``prompt`` on ``examples``."""
         if prompt.rule.name == "channel":
-            return self._channel(prompt, examples, demos, bar)
+            scores, tokens = self.channel_scores(prompt, examples, demos, bar)
+            return (scores / (prompt.rule.scale or 1.0)).log_softmax(-1), tokens
         features, direct, tokens = self.features(prompt, examples, demos, soft, bar)
         return centroid_logprobs(prompt.rule, features, self.task.labels, direct), tokens
 
     # ---- channel ---------------------------------------------------------------------------------
 
-    def _channel(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
-                 bar: Progress) -> tuple[Tensor, int]:
+    def channel_scores(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
+                       bar: Progress | None = None) -> tuple[Tensor, int]:
+        """``([N, C]`` each class's log-likelihood of the input, tokens run), before the temperature."""
         labels = self.task.labels
         encoded = [self.lm.encode_channel(prompt, ex, labels, demos[e] if demos else None)
                    for e, ex in enumerate(examples)]
@@ -117,11 +121,18 @@ class RuleScorer:
             for (e, w), v in zip(rows, values.tolist(), strict=True):
                 word_scores[e, w] = v
             tokens += len(prefix) + sum(len(encoded[e].query) for e, _ in rows)
-        bar.advance(len(examples))
+        if bar is not None:
+            bar.advance(len(examples))
         # a class's words are alternative renderings of it: the log of their mean likelihood
         table: WordTable = [[(0,)] * n for n in n_words]  # only the counts matter to logsumexp_classes
-        mean = logsumexp_classes(word_scores, table) - torch.log(torch.tensor(n_words, dtype=torch.float))
-        return mean.log_softmax(-1), tokens
+        return logsumexp_classes(word_scores, table) - torch.log(torch.tensor(n_words, dtype=torch.float)), tokens
+
+    def fit_channel(self, prompt: Prompt, examples: Sequence[Example],
+                    demos: list[list[Demonstration]] | None) -> Rule:
+        """``prompt``'s channel rule with its temperature fitted on labelled ``examples`` (`fit_temperature`)."""
+        scores, _ = self.channel_scores(prompt.with_rule(prompt.rule.unfitted()), examples, demos)
+        rule = prompt.rule
+        return Rule(rule.name, rule.length_norm, scale=fit_temperature(scores.double(), _labels(examples)))
 
     # ---- centroid --------------------------------------------------------------------------------
 
@@ -169,14 +180,43 @@ class RuleScorer:
             center, spread = points.mean(0), sd
             points = (points - center) / spread
         cents = torch.stack([points[labels == y].mean(0) for y in classes])                     # [C, H]
-        own = distances(points, cents, rule.distance)[torch.arange(len(labels)), labels]         # [N]
-        scale = float(own.mean())
+        # each example's distance to its own class's centroid without it (leave-one-out), so the temperature
+        # is fitted on distances like those of unseen inputs, not on examples that pulled their centroid
+        dist = distances(points, cents, rule.distance)                                          # [N, C]
+        counts = torch.bincount(labels, minlength=len(classes)).double()
+        rows = torch.arange(len(labels))
+        alone = counts[labels] < 2  # an example alone in its class has no centroid without it
+        own = (cents[labels] * counts[labels, None] - points) / (counts[labels, None] - 1).clamp(min=1)
+        loo = dist.clone()
+        loo[rows, labels] = distances(points, own, rule.distance)[rows, rows]
+        scale = fit_temperature(-loo[~alone], labels[~alone]) if bool((~alone).any()) else float(dist.mean())
         if not math.isfinite(scale) or scale <= 0:
-            scale = 1.0  # every example sits on its centroid (one example per class): distances in their own unit
+            scale = 1.0
         return Rule(rule.name, rule.length_norm, rule.distance, rule.normalise, rule.standardise,
                     {lab: tuple(cents[y].tolist()) for y, lab in enumerate(self.task.labels)}, scale,
                     None if center is None else tuple(center.tolist()),
                     None if spread is None else tuple(spread.tolist()))
+
+
+def _labels(examples: Sequence[Example]) -> Tensor:
+    return torch.tensor([ex.label for ex in examples])
+
+
+def fit_temperature(scores: Tensor, labels: Tensor) -> float:
+    """The temperature ``T`` that maximises the mean log-likelihood of ``labels`` under
+    ``softmax(scores / T)`` (Guo et al.'s temperature scaling), searched on a log grid around the
+    scores' spread.
+
+    Why: the margin objective and the gate compare class log-prob margins across rules; a channel
+    score (a whole input's log-likelihood) or a centroid distance has a scale of its own, and without a
+    fitted temperature the rule with the larger scale would win on scale alone.
+    """
+    spread = float(scores.std()) if scores.numel() > 1 else 1.0
+    spread = spread if math.isfinite(spread) and spread > 0 else 1.0
+    grid = spread * torch.logspace(-3, 2, 121, dtype=torch.double)                         # [G]
+    logp = (scores.double()[None] / grid[:, None, None]).log_softmax(-1)                  # [G, N, C]
+    likelihood = logp[:, torch.arange(len(labels)), labels].mean(-1)                      # [G]
+    return float(grid[int(likelihood.argmax())])
 
 
 def _normalised(hidden: Tensor, rule: Rule) -> Tensor:

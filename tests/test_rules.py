@@ -58,6 +58,20 @@ def test_channel_reads_the_label_part_first_and_keeps_glued_punctuation_with_the
     assert causal.decode(enc.prefixes[0][0]) == "Sentiment: bad" and causal.decode(enc.query) == "\nReview: fine"
 
 
+def test_a_fitted_channel_rule_divides_the_class_scores_by_its_temperature(causal, task):
+    from autoprompt.rule_scoring import fit_temperature  # noqa: PLC0415
+
+    ev = Evaluator(causal, task.task)
+    raw = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]}, rule="channel")
+    fitted = ev.fit_rule([raw.with_rule("direct")], "channel", task.train)[0]
+    scores, _ = ev.rules.channel_scores(raw, task.train, None)
+    labels = torch.tensor([ex.label for ex in task.train])
+    assert fitted.rule.scale == pytest.approx(fit_temperature(scores.double(), labels)) and fitted.rule.fitted
+    a, b = ev.score(raw, task.test), ev.score(fitted, task.test)
+    assert torch.allclose(b.logprobs, (a.logprobs * 1.0 / fitted.rule.scale).log_softmax(-1), atol=1e-4)
+    assert a.preds.tolist() == b.preds.tolist()  # a temperature never changes a prediction
+
+
 def test_channel_length_norm_divides_by_the_input_tokens(causal, task):
     plain = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]}, rule="channel")
     normed = plain.with_rule(Rule("channel", length_norm=True))
@@ -96,8 +110,17 @@ def test_centroids_are_the_class_means_of_the_hidden_state_at_the_slot(causal, t
     for y, label in enumerate(task.task.labels):
         assert torch.allclose(torch.tensor(fitted.rule.centroids[label]), unit[labels == y].mean(0), atol=1e-5)
     cents = torch.stack([unit[labels == y].mean(0) for y in range(2)])
-    assert fitted.rule.scale == pytest.approx(float(distances(unit, cents, "cosine")[torch.arange(len(labels)),
-                                                                                       labels].mean()), rel=1e-5)
+    # the temperature maximises the labels' likelihood on leave-one-out distances (own centroid without the example)
+    loo = distances(unit.double(), cents.double(), "cosine")
+    for i, y in enumerate(labels.tolist()):
+        others = unit[(labels == y) & (torch.arange(len(labels)) != i)].mean(0)
+        loo[i, y] = distances(unit[i : i + 1].double(), others[None].double(), "cosine")[0, 0]
+
+    def likelihood(t: float) -> float:
+        return float((-loo / t).log_softmax(-1)[torch.arange(len(labels)), labels].mean())
+
+    best = fitted.rule.scale
+    assert likelihood(best) >= max(likelihood(best * 1.5), likelihood(best / 1.5)) - 1e-9
     test_hidden = causal.head_features([causal.encode(prompt, ex) for ex in task.test]).detach()
     nearest = distances(torch.nn.functional.normalize(test_hidden, dim=-1), cents, "cosine").argmin(-1)
     assert ev.score(fitted, task.test).preds.tolist() == nearest.tolist()

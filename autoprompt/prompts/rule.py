@@ -43,8 +43,10 @@ class Rule:
             and would otherwise decide every distance).
         centroids: ``centroid``: label → the class centroid in that space (fitted on train,
             `Evaluator.fit_rule`); None until fitted.
-        scale: ``centroid``: the mean distance of the fitted examples to their own class's centroid; class
-            scores are ``−distance / scale`` (a unit-free temperature for the softmax over classes).
+        scale: the temperature of the softmax over classes, fitted on labelled train examples (maximum
+            likelihood; Guo et al.'s temperature scaling): ``channel`` divides the inputs' log-likelihoods by
+            it (None: 1), ``centroid`` scores ``−distance / scale`` (fitted on leave-one-out distances). It
+            puts every rule's class log-probs on a comparable scale for the margin objective and the gate.
         center: ``centroid`` with ``standardise``: the per-dimension mean subtracted (fitted).
         spread: ``centroid`` with ``standardise``: the per-dimension standard deviation divided by (fitted).
     """
@@ -64,9 +66,14 @@ class Rule:
             raise AutopromptError(f"unknown decision rule {self.name!r}; use one of {', '.join(RULES)}")
         if self.distance not in ("cosine", "euclidean"):
             raise AutopromptError(f"unknown centroid distance {self.distance!r}; use cosine or euclidean")
-        fitted = (self.centroids, self.scale, self.center, self.spread)
-        if self.name != "centroid" and any(f is not None for f in fitted):
+        if self.name != "centroid" and any(f is not None for f in (self.centroids, self.center, self.spread)):
             raise AutopromptError(f"rule {self.name!r} takes no centroids; only rule 'centroid' stores them")
+        if self.name == "direct" and self.scale is not None:
+            raise AutopromptError("rule 'direct' takes no scale: the label words' log-probs are read as they are")
+        if self.name == "channel" and self.scale is not None:
+            if not math.isfinite(self.scale) or self.scale <= 0:
+                raise AutopromptError(f"rule 'channel' needs a positive finite scale, got {self.scale}; fit it again")
+            object.__setattr__(self, "scale", float(self.scale))
         if self.centroids is not None:
             cents = {str(k): tuple(float(x) for x in v) for k, v in dict(self.centroids).items()}
             widths = {len(v) for v in cents.values()}
@@ -104,11 +111,12 @@ class Rule:
 
     @property
     def fitted(self) -> bool:
-        """Whether the rule can score without data (a centroid rule needs its centroids)."""
-        return self.name != "centroid" or self.centroids is not None
+        """Whether the rule holds everything fitted on train: a centroid rule's centroids, a channel rule's
+        temperature (a channel rule without one still scores, at temperature 1)."""
+        return self.name == "direct" or (self.centroids if self.name == "centroid" else self.scale) is not None
 
     def unfitted(self) -> Rule:
-        """The same rule and options without fitted centroids (what a search asks for)."""
+        """The same rule and options without anything fitted (what a search asks for)."""
         return Rule(self.name, self.length_norm, self.distance, self.normalise, self.standardise)
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +124,8 @@ class Rule:
         out: dict[str, Any] = {"name": self.name}
         if self.name == "channel":
             out["length_norm"] = self.length_norm
+            if self.scale is not None:
+                out["scale"] = self.scale
         elif self.name == "centroid":
             out.update(distance=self.distance, normalise=self.normalise, standardise=self.standardise,
                        scale=self.scale,
