@@ -195,6 +195,11 @@ def predict(
     examples = [Example({f: r[f] for f in fields}, 0) for r in rows]  # labels unknown: never read
     result = Evaluator(lm, task, batch_size=batch_size, cache=False).score(chosen, examples, progress=progress)
     probs = result.logprobs.log_softmax(-1).exp()                                          # [N, C]
+    broken = (~probs.isfinite().all(-1)).nonzero().flatten().tolist()
+    if broken:  # never a NaN in the output (it is not JSON) nor a label picked from NaN scores
+        raise AutopromptError(f"the prompt's class scores are not finite for input {broken[0] + 1} (and "
+                              f"{len(broken) - 1} more): its soft part, calibration or rule holds NaN or infinite "
+                              "values; rerun the search that made it")
     out = []
     for row, p in zip(rows, probs, strict=True):
         best = p.topk(min(top, len(labels)))

@@ -39,6 +39,38 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_user_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of a file the user named; every OS and decoding error is one line naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AutopromptError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise AutopromptError(f"{what} {path} is a folder; give the file itself") from None
+    except UnicodeDecodeError as err:
+        raise AutopromptError(f"{what} {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise AutopromptError(f"cannot read {what} {path} ({err.strerror or err})") from None
+
+
+def read_user_json(path: str | Path, what: str = "file", kind: type = dict) -> Any:
+    """A JSON value of type ``kind`` (an object by default) from a file the user named: a missing, unreadable,
+    non-UTF-8, empty, truncated or mistyped file is one line naming it."""
+    text = read_user_text(path, what)
+    if not text.strip():
+        raise AutopromptError(f"{what} {path} is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AutopromptError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}); it may be "
+                              "truncated") from None
+    if not isinstance(data, kind):
+        expected = "a JSON object" if kind is dict else f"JSON of type {kind.__name__}"
+        raise AutopromptError(f"{what} {path} does not hold {expected} (it holds {type(data).__name__})")
+    return data
+
+
 def check_writable_folder(path: str | Path, what: str = "output folder") -> None:
     """Raise a one-line `AutopromptError` unless ``path`` is (or can be made) a folder we can write.
 

@@ -40,7 +40,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from autoprompt import events
 from autoprompt.errors import AutopromptError
+from autoprompt.io import read_user_json
 from autoprompt.record import RunRecord
 
 DEFAULT_DB = "runs/leaderboard.db"
@@ -258,16 +260,19 @@ def import_runs(folder: str | Path, db: str | Path | None = None,
         raise AutopromptError(f"{root} does not exist; give the folder that holds the run folders")
     engine_for(db)  # an unusable database is reported before any file is read
     added = seen = 0
+    skipped: list[str] = []
     for path in sorted(root.rglob("result.json")):
         try:
-            result = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue  # a torn file from an interrupted run is not a finished run
-        result["run_dir"] = str(path.parent)  # where it is now, not where it was made
-        if record(result, db, variant_of):
-            added += 1
-        else:
-            seen += 1
+            result = read_user_json(path, "result file")
+            result["run_dir"] = str(path.parent)  # where it is now, not where it was made
+            run = RunRecord.from_json(result)
+        except AutopromptError as err:  # a torn or foreign file is not a finished run: said, not fatal
+            skipped.append(str(err) if str(path) in str(err) else f"result file {path}: {err}")
+            continue
+        fresh = record(run, db, variant_of)  # a database that fails is an error, not a skipped file
+        added, seen = (added + 1, seen) if fresh else (added, seen + 1)
+    for reason in skipped:
+        events.warn(f"skipped: {reason}")
     return added, seen
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from autoprompt.errors import AutopromptError
+
 
 @dataclass(frozen=True)
 class DevTest:
@@ -102,8 +104,23 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        """Read a ``result.json``, including one written before some fields existed."""
+        """Read a ``result.json``, including one written before some fields existed.
+
+        Raises:
+            AutopromptError: a field every result has (task, strategy, model, scores, baseline) is missing
+                or of the wrong type.
+        """
         known = {f.name for f in fields(cls)}
+        missing = [k for k in ("task", "strategy", "model", "scores", "baseline") if k not in data]
+        if missing:
+            raise AutopromptError(f"not a result file: no {', '.join(missing)}")
+        try:
+            return cls._from_fields(data, known)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise AutopromptError(f"not a result file: a field is missing or of the wrong type ({err})") from None
+
+    @classmethod
+    def _from_fields(cls, data: dict[str, Any], known: set[str]) -> RunRecord:
         scores, base, spent = data["scores"], data["baseline"], data.get("budget") or {}
         params = data.get("params") or {}
         return cls(

@@ -169,6 +169,10 @@ def _load_cached(path: str, _mtime: int) -> SoftPrompt:
         raise AutopromptError(f"soft prompt file {file} is corrupt ({err}); rerun the search that made it") from None
     if not {"slots", "prefix", "head"} & tensors.keys():
         raise AutopromptError(f"soft prompt file {file} holds no 'slots', 'prefix' or 'head' tensor")
+    bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not bool(t.isfinite().all()))
+    if bad:  # a NaN vector would label every input with class 0 at NaN probability
+        raise AutopromptError(f"soft prompt file {file}: tensor(s) {bad} hold NaN or infinite values; rerun the search "
+                              "that made it")
     return SoftPrompt.from_tensors(tensors, meta)
 
 

@@ -50,3 +50,92 @@ def test_control_characters_in_user_text_do_not_reach_the_terminal(tmp_path, tin
     result = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir),
                                  "--template", "{text} \x1b[31m [P]"])
     assert "\x1b[31m" not in result.output
+
+
+def one_line_error(result, fragment: str) -> None:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.output
+    assert fragment in lines[0], lines[0]
+
+
+GOOD_PROMPT = {"template": "{text} It was [P]", "verbalizer": {"0": ["bad"], "1": ["good"]}}
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"\xff\xfe{ not utf-8", "is not UTF-8 text"),
+    (b"", "is empty"),
+    (b'{"template": "{text} It was [P]", "verbal', "is not valid JSON"),
+    (b"[1, 2]", "does not hold a JSON object (it holds list)"),
+    (None, "is a folder; give the file itself"),
+    (json.dumps({**GOOD_PROMPT, "calibration": {"method": "prior", "log_prior": {"0": float("-inf"), "1": -0.5}}}
+                ).encode(), "prompt.json: calibration log_prior must hold one log-probability"),
+    (json.dumps({**GOOD_PROMPT, "template": "{text} [/] [P]"}).encode(), "prompt.json: template"),
+])
+def test_a_prompt_file_that_cannot_be_read_is_one_line(tmp_path, tiny_model_dir, content, fragment):
+    spec = toy_task_file(tmp_path)
+    path = tmp_path / "p" / "prompt.json"
+    if content is None:
+        path.mkdir(parents=True)
+    else:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(content)
+    one_line_error(runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir),
+                                       "--prompt", str(path)]), fragment)
+
+
+def test_an_infinite_calibration_prior_is_refused():
+    from autoprompt import AutopromptError, Calibration  # noqa: PLC0415
+
+    with pytest.raises(AutopromptError, match="one log-probability"):
+        Calibration("prior", {"0": float("-inf"), "1": -0.1})
+
+
+def test_a_soft_prompt_holding_nan_is_one_line_before_anything_is_printed(tmp_path, tiny_model_dir):
+    import torch  # noqa: PLC0415
+
+    from autoprompt import SoftPrompt  # noqa: PLC0415
+
+    folder = tmp_path / "soft"
+    folder.mkdir()
+    SoftPrompt(slots=torch.full((2, 32), float("nan"))).save(folder / "soft.safetensors")
+    (folder / "prompt.json").write_text(json.dumps({"template": "[S] [S] {text} It was [P]",
+                                                    "verbalizer": GOOD_PROMPT["verbalizer"],
+                                                    "soft": "soft.safetensors"}))
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "fine"}\n')
+    result = runner.invoke(app, ["predict", "--prompt", str(folder / "prompt.json"), "--input", str(inputs),
+                                 "--model", str(tiny_model_dir)])
+    one_line_error(result, "hold NaN or infinite values")
+    assert "NaN" not in result.output.replace("hold NaN", "")
+
+
+def test_leaderboard_import_says_which_files_it_skipped_and_why(tmp_path):
+    for name, content in {"a": b"[]", "b": b"{}", "c": b'{"task": "caf\xe9"}', "e": b""}.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "result.json").write_bytes(content)
+    (tmp_path / "runs" / "d" / "result.json").mkdir(parents=True)
+    result = runner.invoke(app, ["leaderboard", "import", str(tmp_path / "runs"), "--db", str(tmp_path / "lb.db")])
+    assert result.exit_code == 0 and "0 runs added" in result.output, result.output
+    for fragment in ("holds list", "not a result file", "not UTF-8", "is a folder", "is empty"):
+        assert fragment in result.output, fragment
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(10**20)])
+def test_a_seed_out_of_range_is_refused_before_any_work(tmp_path, tiny_model_dir, seed):
+    spec = toy_task_file(tmp_path)
+    result = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy",
+                                 "manual", "--seed", seed, "--out", str(tmp_path / "runs")])
+    one_line_error(result, "--seed must be between 0 and 4294967295")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b'{"task": "toy", "scor', b"[]"])
+def test_resume_with_a_damaged_result_is_one_line(tmp_path, tiny_model_dir, content):
+    spec = toy_task_file(tmp_path)
+    done = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "manual",
+                               "--out", str(tmp_path / "runs"), "--json"])
+    assert done.exit_code == 0, done.output
+    run_dir = json.loads(done.output[done.output.index("{"):])["run_dir"]
+    (tmp_path / "runs" / run_dir.split("/runs/")[-1] / "result.json").write_bytes(content)
+    one_line_error(runner.invoke(app, ["search", "--resume", run_dir]), "result file")

@@ -43,7 +43,7 @@ class Calibration:
             if self.method == "none":
                 raise AutopromptError("calibration 'none' takes no log_prior")
             prior = {str(k): float(v) for k, v in dict(self.log_prior).items()}
-            if not prior or any(math.isnan(v) or v > 1e-6 for v in prior.values()):
+            if not prior or any(not math.isfinite(v) or v > 1e-6 for v in prior.values()):
                 raise AutopromptError(f"calibration log_prior must hold one log-probability (<= 0) per label, "
                                       f"got {prior}")
             object.__setattr__(self, "log_prior", prior)

@@ -14,7 +14,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_json
+from autoprompt.io import atomic_write_json, read_user_json
 from autoprompt.prompts.calibration import NO_CALIBRATION, Calibration
 from autoprompt.prompts.demos import Demonstrations
 from autoprompt.prompts.rule import DIRECT, Rule
@@ -142,6 +142,13 @@ class Prompt:
         if isinstance(data, Mapping) and isinstance(data.get("rule"), str):
             data = {**data, "rule": {"name": data["rule"]}}
         checked = validate(PromptFile, data, source)
+        try:
+            return cls._from_checked(checked)
+        except AutopromptError as err:  # a value the classes refuse (a malformed template, an infinite prior)
+            raise AutopromptError(f"{source}: {err}") from None
+
+    @classmethod
+    def _from_checked(cls, checked: PromptFile) -> Prompt:
         calibration = checked.calibration
         return cls(
             Template(checked.template),
@@ -258,14 +265,7 @@ def prompt_from_json(data: Mapping[str, Any], source: str = "prompt JSON") -> An
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AutopromptError(f"prompt file {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise AutopromptError(f"prompt file {path} is not valid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise AutopromptError(f"prompt file {path} does not hold a JSON object")
+    data: dict[str, Any] = read_user_json(path, "prompt file")
     return data
 
 

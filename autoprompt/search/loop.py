@@ -92,6 +92,10 @@ def run_search(
                               "autoprompt.search.run_pipeline (or autoprompt.api.search)")
     searcher = create(spec.strategy, spec.params)
     spec.params = searcher.params()
+    for name in ("seed", "data_seed"):  # every consumer (torch, random, the bootstrap) takes 0 .. 2**32 - 1
+        value = getattr(spec, name)
+        if not 0 <= value < 2**32:
+            raise AutopromptError(f"`{name}` must be between 0 and {2**32 - 1}, got {value}")
     if spec.max_seconds is not None and not spec.max_seconds > 0:
         raise AutopromptError(f"max_seconds must be a positive number of seconds, got {spec.max_seconds}")
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)

@@ -25,7 +25,7 @@ import torch
 from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_json, read_json
+from autoprompt.io import atomic_write_json, read_json, read_user_json
 from autoprompt.prompts import AnyPrompt, save_prompt
 from autoprompt.schema import CheckpointFile, validate
 from autoprompt.search.registry import create
@@ -69,10 +69,9 @@ class SearchSpec:
         if not path.is_file():
             raise AutopromptError(f"{run_dir} is not a run folder (no spec.json); give the folder of one run")
         try:
-            data = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise AutopromptError(f"{path} is not valid JSON ({err}); the run cannot be resumed, start a new one") \
-                from None
+            data = read_user_json(path, "run spec")
+        except AutopromptError as err:
+            raise AutopromptError(f"{err}; the run cannot be resumed, start a new one") from None
         return cls.from_json(data, str(path))
 
 
@@ -129,7 +128,14 @@ class RunDir:
     def result(self) -> dict[str, Any] | None:
         """``result.json`` if the run finished."""
         path = self.path / "result.json"
-        return read_json(path) if path.is_file() else None
+        if not path.exists():
+            return None
+        try:
+            data: dict[str, Any] = read_user_json(path, "result file")
+        except AutopromptError as err:
+            raise AutopromptError(f"{err}; the run's result is damaged: move the run folder aside and search "
+                                  "again") from None
+        return data
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path / "result.json", result)
@@ -137,7 +143,10 @@ class RunDir:
     def stage_result(self) -> dict[str, Any] | None:
         """``stage.json`` if this folder is a pipeline stage that finished (`autoprompt.search.pipeline`)."""
         path = self.path / "stage.json"
-        return read_json(path) if path.is_file() else None
+        if not path.exists():
+            return None
+        data: dict[str, Any] = read_user_json(path, "pipeline stage result")
+        return data
 
     def write_stage_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path / "stage.json", result)
