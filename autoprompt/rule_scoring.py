@@ -203,7 +203,7 @@ def _labels(examples: Sequence[Example]) -> Tensor:
 
 
 def fit_temperature(scores: Tensor, labels: Tensor) -> float:
-    """The temperature ``T`` that maximises the mean log-likelihood of ``labels`` under
+    """The temperature ``T`` that maximises the mean log-likelihood of ``labels`` (Laplace-smoothed) under
     ``softmax(scores / T)`` (Guo et al.'s temperature scaling), searched on a log grid around the
     scores' spread.
 
@@ -211,11 +211,18 @@ def fit_temperature(scores: Tensor, labels: Tensor) -> float:
     score (a whole input's log-likelihood) or a centroid distance has a scale of its own, and without a
     fitted temperature the rule with the larger scale would win on scale alone.
     """
+    n, classes = scores.shape
     spread = float(scores.std()) if scores.numel() > 1 else 1.0
     spread = spread if math.isfinite(spread) and spread > 0 else 1.0
     grid = spread * torch.logspace(-3, 2, 121, dtype=torch.double)                         # [G]
     logp = (scores.double()[None] / grid[:, None, None]).log_softmax(-1)                  # [G, N, C]
-    likelihood = logp[:, torch.arange(len(labels)), labels].mean(-1)                      # [G]
+    # Laplace-smoothed targets, as if one more example per class had come with a uniform label: on a few
+    # separable examples the plain likelihood grows without bound as T -> 0, and the rule would claim
+    # certainty (margins of hundreds of nats) that 16 examples cannot support
+    smooth = (classes - 1) / (n + classes)
+    target = torch.full((n, classes), smooth / max(classes - 1, 1), dtype=torch.double)
+    target[torch.arange(n), labels] = 1 - smooth
+    likelihood = (logp * target[None]).sum(-1).mean(-1)                                   # [G]
     return float(grid[int(likelihood.argmax())])
 
 
