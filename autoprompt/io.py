@@ -79,8 +79,14 @@ def check_writable_folder(path: str | Path, what: str = "output folder") -> None
     """
     path = Path(path)
     probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    try:
+        while not probe.exists() and probe != probe.parent:
+            if probe.is_symlink():  # a link to nothing (or into a loop): mkdir would fail on it, or spin
+                raise AutopromptError(f"{what} {path}: {probe} is a broken symbolic link; remove it or choose "
+                                      "another path")
+            probe = probe.parent
+    except OSError as err:  # a symlink loop ("too many levels of symbolic links")
+        raise AutopromptError(f"{what} {path}: {err.strerror or err}; choose another path") from None
     if not probe.is_dir():
         raise AutopromptError(f"{what} {path}: {probe} is a file, not a folder; choose another path")
     try:

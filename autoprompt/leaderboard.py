@@ -76,7 +76,10 @@ def db_url(db: str | Path | None = None) -> str:
     db = str(db or os.environ.get("AUTOPROMPT_DB") or DEFAULT_DB)
     if "://" in db:
         return db
-    path = Path(db).expanduser().resolve()
+    try:
+        path = Path(db).expanduser().resolve()
+    except (RuntimeError, OSError) as err:  # a symlink loop (RuntimeError before Python 3.13)
+        raise AutopromptError(f"leaderboard database {db}: {err}; give a database file or a URL") from None
     if path.is_dir():
         raise AutopromptError(f"leaderboard database {path} is a folder; give a database file or a URL")
     try:

@@ -139,3 +139,30 @@ def test_resume_with_a_damaged_result_is_one_line(tmp_path, tiny_model_dir, cont
     run_dir = json.loads(done.output[done.output.index("{"):])["run_dir"]
     (tmp_path / "runs" / run_dir.split("/runs/")[-1] / "result.json").write_bytes(content)
     one_line_error(runner.invoke(app, ["search", "--resume", run_dir]), "result file")
+
+
+@pytest.fixture
+def links(tmp_path):
+    """A dangling symlink and a symlink loop inside ``tmp_path``."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    return tmp_path
+
+
+@pytest.mark.parametrize("out", ["dangling", "loop-a", "dangling/sub"])
+def test_search_out_at_a_broken_link_is_one_line_and_never_hangs(links, tiny_model_dir, out):
+    spec = toy_task_file(links)
+    result = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy",
+                                 "manual", "--out", str(links / out)])
+    one_line_error(result, "broken symbolic link")
+    assert not (links / "nowhere").exists()
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["leaderboard", "--db", "{links}/loop-a"], "Symlink loop"),
+    (["report", "--db", "{links}/x.db", "--out", "{links}/dangling"], "broken symbolic link"),
+    (["report", "--db", "{links}/x.db", "--out", "{links}/loop-a"], "broken symbolic link"),
+])
+def test_links_as_database_or_report_paths_are_one_line(links, argv, fragment):
+    one_line_error(runner.invoke(app, [a.format(links=links) for a in argv]), fragment)

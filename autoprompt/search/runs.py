@@ -111,14 +111,21 @@ class RunDir:
     def create(cls, spec: SearchSpec, task_name: str, base: Path | None = None) -> RunDir:
         """A new folder ``<out>/<task>/<strategy>/<id>`` (or ``base``, a pipeline's stage) holding ``spec.json``."""
         base = base or Path(spec.out) / _safe(task_name) / spec.strategy / _run_id(spec)
-        path, n = base, 1
-        while True:  # the same spec started twice in one second gets a suffix, never a shared folder
+        path = base
+        for n in range(2, 1002):  # the same spec started twice in one second gets a suffix, never a shared folder
             try:
                 path.mkdir(parents=True, exist_ok=False)
                 break
             except FileExistsError:
-                n += 1
+                if not (path.exists() or path.is_symlink()):  # a parent is a file or a broken link: no suffix helps
+                    raise AutopromptError(f"cannot create the run folder {path}: a folder above it is a file or a "
+                                          "broken link; choose another output folder") from None
                 path = base.with_name(f"{base.name}-{n}")
+            except OSError as err:
+                raise AutopromptError(f"cannot create the run folder {path} ({err.strerror or err}); choose a "
+                                      "writable output folder") from None
+        else:
+            raise AutopromptError(f"{base} and 1,000 suffixed names are taken; choose another output folder")
         atomic_write_json(path / "spec.json", spec.to_json())
         return cls(path)
 
