@@ -166,3 +166,35 @@ def test_search_out_at_a_broken_link_is_one_line_and_never_hangs(links, tiny_mod
 ])
 def test_links_as_database_or_report_paths_are_one_line(links, argv, fragment):
     one_line_error(runner.invoke(app, [a.format(links=links) for a in argv]), fragment)
+
+
+def _custom_task(tmp_path, data: bytes, name: str = "test.jsonl") -> str:
+    folder = tmp_path / "t"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    (folder / "task.toml").write_text(
+        'fields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\ntemplate = "{text} It was [P]"\n'
+        f'[files]\ntest = "{name}"\n[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    return str(folder / "task.toml")
+
+
+@pytest.mark.parametrize(("data", "name", "fragment"), [
+    (b'{"text": "good", "label": "1"}\n{"text": "bad", "label": \n', "test.jsonl", "line 2 is not JSON"),
+    (b'{"text": "good", "label": "1"}\n{"text": null, "label": "0"}\n', "test.jsonl",
+     "row 2: column 'text' holds null, not text"),
+    (b'{"text": ["a", "b"], "label": "1"}\n', "test.jsonl", "row 1: column 'text' holds list, not text"),
+    (b'{"text": "good", "label": null}\n', "test.jsonl", "column 'label' holds null"),
+    (b"text,label,text\nfine,1,other\n", "test.csv", "the column name(s) ['text'] appear more than once"),
+    ("text,label\ncaf\u00e9,1\nna\u00efve,0\n".encode() + b"bad \xff byte,1\n", "test.csv",
+     "line 4 is not UTF-8 (byte 0xff)"),
+])
+def test_data_readers_refuse_what_they_cannot_read_faithfully(tmp_path, tiny_model_dir, data, name, fragment):
+    task = _custom_task(tmp_path, data, name)
+    one_line_error(runner.invoke(app, ["evaluate", "--task", task, "--model", str(tiny_model_dir)]), fragment)
+
+
+def test_numbers_in_a_jsonl_file_are_read_as_their_text(tmp_path, tiny_model_dir):
+    task = _custom_task(tmp_path, b'{"text": 42, "label": 1}\n{"text": "bad", "label": 0}\n')
+    result = runner.invoke(app, ["evaluate", "--task", task, "--model", str(tiny_model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["n"] == 2

@@ -61,11 +61,25 @@ def _examples(rows: list[dict[str, Any]], path: Path, columns: Mapping[str, str]
         missing = [c for c in [*columns.values(), label_column] if c not in row]
         if missing:
             raise AutopromptError(f"{path} row {n} lacks column(s) {missing}; it has {sorted(row)}")
-        raw = str(row[label_column]).strip()
+        raw = _text(row[label_column], path, n, label_column, label=True).strip()
         if raw not in index:
             raise AutopromptError(f"{path} row {n}: label {raw!r} is not one of {list(labels)}")
-        out.append(Example({f: str(row[c]).strip() for f, c in columns.items()}, index[raw]))
+        out.append(Example({f: _text(row[c], path, n, c).strip() for f, c in columns.items()}, index[raw]))
     return out
+
+
+def _text(value: Any, path: Path, row: int, column: str, label: bool = False) -> str:
+    """A cell as text: strings as they are (and, for a label, whole numbers and booleans); a null, a list or
+    an object is refused rather than scored as its Python repr ("None", "['a']")."""
+    if isinstance(value, str):
+        return value
+    if label and isinstance(value, int | bool):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    shown = "null" if value is None else type(value).__name__
+    raise AutopromptError(f"{path} row {row}: column {column!r} holds {shown}, not text; write it as a string "
+                          "(or drop the row)")
 
 
 def sample_k_shot(examples: Sequence[Example], shots: int, seed: int, n_classes: int,

@@ -15,17 +15,26 @@ from autoprompt.errors import AutopromptError
 csv.field_size_limit(sys.maxsize)
 
 
-def _open(path: Path) -> io.StringIO:
-    """The file's text: UTF-8 (a BOM is dropped), else Latin-1 (MR's and TREC's raw bytes)."""
+def _open(path: Path, strict: bool = False) -> io.StringIO:
+    """The file's text: UTF-8 (a BOM is dropped), else Latin-1 (MR's and TREC's raw bytes); ``strict``
+    (a user's own file): UTF-8 only, since one stray byte would otherwise turn every accent of the file into
+    Latin-1 mojibake."""
     if not path.is_file():
         raise AutopromptError(
             f"data file {path} is missing; point `data_dir` or AUTOPROMPT_DATA_DIR at a folder "
             "with the autoprompt data layout"
         )
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise AutopromptError(f"cannot read data file {path} ({err.strerror or err})") from None
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as err:
+        if strict:
+            line = raw[: err.start].count(b"\n") + 1
+            raise AutopromptError(f"data file {path} line {line} is not UTF-8 (byte {raw[err.start]:#04x}); save "
+                                  "the file as UTF-8") from None
         text = raw.decode("latin-1")
     return io.StringIO(text, newline="")
 
@@ -48,9 +57,9 @@ def read_tsv(path: Path, header: bool = True) -> list[dict[str, str]] | list[lis
     return [dict(zip(head, row)) for row in body if len(row) >= len(head)]
 
 
-def read_csv(path: Path) -> list[list[str]]:
+def read_csv(path: Path, strict: bool = False) -> list[list[str]]:
     """Read a headerless CSV (LM-BFF's ``label,sentence`` files, AG News)."""
-    with _open(path) as f:
+    with _open(path, strict) as f:
         return [row for row in csv.reader(f) if row]
 
 
@@ -66,9 +75,20 @@ def read_label_first(path: Path) -> list[tuple[str, str]]:
         return out
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with _open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path: Path, strict: bool = False) -> list[dict[str, Any]]:
+    """One JSON object per line; a broken line is one error naming the file and the line."""
+    rows = []
+    with _open(path, strict) as f:
+        # newlines only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold
+        for n, line in enumerate(f.read().split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise AutopromptError(f"data file {path} line {n} is not JSON ({err.msg}); write one object per "
+                                      "line") from None
+    return rows
 
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "label-first", ".all": "label-first"}
@@ -82,14 +102,22 @@ def read_table(path: Path, fmt: str | None = None, columns: Sequence[str] | None
         raise AutopromptError(f"data file {path}: unknown format {path.suffix!r}; use .csv, .tsv, .jsonl or set "
                               "format = \"label-first\" for <label> <text> lines")
     if fmt == "jsonl":
-        return read_jsonl(path)
+        return read_jsonl(path, strict=True)
     if fmt == "label-first":
         return [{"label": label, "text": text} for label, text in read_label_first(path)]
-    rows = read_tsv(path, header=False) if fmt == "tsv" else read_csv(path)
+    if fmt == "tsv":
+        with _open(path, strict=True) as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    else:
+        rows = read_csv(path, strict=True)
     if columns is None:
         head, body = (rows[0], rows[1:]) if rows else ([], [])
     else:
         head, body = list(columns), rows
+    repeated = sorted({c for c in head if head.count(c) > 1})
+    if repeated:  # dict(zip(...)) would let the last one win: the wrong column scored, silently
+        raise AutopromptError(f"data file {path}: the column name(s) {repeated} appear more than once in "
+                              f"{'its header' if columns is None else 'columns'}; give every column its own name")
     short = next((n for n, r in enumerate(body, start=2 if columns is None else 1) if len(r) != len(head)), None)
     if short is not None:
         raise AutopromptError(f"data file {path} row {short} has a different number of columns than "
