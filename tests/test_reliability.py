@@ -198,3 +198,25 @@ def test_numbers_in_a_jsonl_file_are_read_as_their_text(tmp_path, tiny_model_dir
     result = runner.invoke(app, ["evaluate", "--task", task, "--model", str(tiny_model_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["n"] == 2
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--verbalizer", '{"0": ["good"], "1": ["good"]}'], "the word 'good' stands for both label '0' and label '1'"),
+])
+def test_one_label_word_for_two_classes_is_refused(tmp_path, tiny_model_dir, extra, fragment):
+    spec = toy_task_file(tmp_path)
+    one_line_error(runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir), *extra]),
+                   fragment)
+
+
+@pytest.mark.parametrize(("params", "fragment"), [
+    (["--param", "min_gain=1", "--param", "min_gain=2"], "parameter 'min_gain' is given twice"),
+    (["--param", "=3"], "has no name"),
+    (["--param", "nothing"], "is not key=value"),
+])
+def test_duplicate_or_empty_params_are_refused(tmp_path, tiny_model_dir, params, fragment):
+    spec = toy_task_file(tmp_path)
+    result = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy",
+                                 "manual", *params, "--out", str(tmp_path / "runs")])
+    one_line_error(result, fragment)
+    assert not (tmp_path / "runs").exists()

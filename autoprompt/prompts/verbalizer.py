@@ -30,6 +30,12 @@ class Verbalizer:
                     f"verbalizer: label {label!r} needs at least one non-empty word, got {list(ws)}"
                 )
             normal[str(label)] = ws
+        owner: dict[str, str] = {}
+        for label, ws in normal.items():
+            for w in ws:
+                if owner.setdefault(w.strip(), label) != label:  # the two classes could never be told apart
+                    raise AutopromptError(f"verbalizer: the word {w.strip()!r} stands for both label "
+                                          f"{owner[w.strip()]!r} and label {label!r}; give each class its own words")
         object.__setattr__(self, "words", normal)  # empty: a generation prompt ([P] is generated text)
 
     @property

@@ -125,8 +125,12 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         if "=" not in item:
             raise AutopromptError(f"parameter {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        if not key:
+            raise AutopromptError(f"parameter {item!r} has no name; write key=value")
+        if key in out and out[key] != value:  # the last would silently win
+            raise AutopromptError(f"parameter {key!r} is given twice ({out[key]!r} and {value!r}); give it once")
+        out[key] = value
     return out
 
 
