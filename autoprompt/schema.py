@@ -125,6 +125,7 @@ class TaskFile(_Strict):
     template: StrictStr
     verbalizer: dict[str, Words] | None = Field(default=None, min_length=2)
     metric: Literal["accuracy", "f1", "macro_f1", "bleu"] | None = None
+    data_outside: StrictBool = False  # [files] may name files outside the spec's folder (absolute or ../)
 
 
 def _describe(error: Mapping[str, Any]) -> str:

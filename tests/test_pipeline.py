@@ -197,13 +197,13 @@ def test_auto_rule_reads_the_features():
 
 
 def test_auto_runs_and_records_its_choice(causal, task, tmp_path):
-    spec = SearchSpec(task="tiny", strategy="auto", params={"demos.num_candidates": 2}, budget=800, out=str(tmp_path))
+    spec = SearchSpec(task="tiny", strategy="auto", params={"demos.num_candidates": 2}, budget=1500, out=str(tmp_path))
     result = run_pipeline(spec, lm=causal, data=task)
     auto = result["details"]["auto"]
     assert auto["features"]["classes"] == 2 and auto["reasons"]
     assert auto["crossfit"] and result["details"]["protocol"]["crossfit"]  # 12 dev examples: cross-fitted
     assert [s["fold"] for s in result["details"]["stages"]] == [1] * len(auto["stages"]) + [2] * len(auto["stages"])
-    plain = run_pipeline(SearchSpec(task="tiny", strategy="auto", params={"crossfit": "false"}, budget=800,
+    plain = run_pipeline(SearchSpec(task="tiny", strategy="auto", params={"crossfit": "false"}, budget=1500,
                                     out=str(tmp_path)), lm=causal, data=task)
     assert not plain["details"]["protocol"].get("crossfit") and plain["selection"]["n"] == len(task.dev)
     assert result["budget"]["used"] <= 800

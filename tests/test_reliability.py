@@ -220,3 +220,52 @@ def test_duplicate_or_empty_params_are_refused(tmp_path, tiny_model_dir, params,
                                  "manual", *params, "--out", str(tmp_path / "runs")])
     one_line_error(result, fragment)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["outside", "absolute", "missing-outside"])
+def test_a_task_spec_reads_no_file_outside_its_folder_unless_it_says_so(tmp_path, tiny_model_dir, where):
+    outside = tmp_path / "secret.csv"
+    outside.write_text("text,label\nthe secret line,1\n")
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    name = {"outside": "../secret.csv", "absolute": str(outside), "missing-outside": "../nothing.csv"}[where]
+    spec = folder / "task.toml"
+    body = ('fields = ["text"]\nlabel_column = "label"\nlabels = ["0", "1"]\ntemplate = "{text} It was [P]"\n'
+            f'[files]\ntest = "{name}"\n[verbalizer]\n"0" = ["bad"]\n"1" = ["good"]\n')
+    spec.write_text(body)
+    result = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir)])
+    one_line_error(result, "is outside the spec's folder")
+    assert "secret line" not in result.output
+    if where == "outside":  # the documented opt-in reads it
+        spec.write_text("data_outside = true\n" + body)
+        assert runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir)]).exit_code == 0
+
+
+@pytest.mark.parametrize("soft", ["../elsewhere/soft.safetensors", "/tmp/soft.safetensors"])
+def test_a_prompt_file_loads_no_tensors_outside_its_folder(tmp_path, soft):
+    from autoprompt import AutopromptError, load_prompt  # noqa: PLC0415
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "prompt.json").write_text(json.dumps({**GOOD_PROMPT, "template": "[S] {text} It was [P]",
+                                                    "soft": soft}))
+    with pytest.raises(AutopromptError, match="is outside the prompt's folder"):
+        load_prompt(folder / "prompt.json")
+
+
+def test_a_prompt_saved_elsewhere_takes_its_tensors_with_it(tmp_path):
+    import torch  # noqa: PLC0415
+
+    from autoprompt import Prompt, SoftPrompt, load_prompt, save_prompt  # noqa: PLC0415
+
+    first = tmp_path / "stage" / "prompt.json"
+    first.parent.mkdir()
+    save_prompt(Prompt("[S] {text} It was [P]", GOOD_PROMPT["verbalizer"], soft=SoftPrompt(torch.ones(1, 4))), first)
+    loaded = load_prompt(first)
+    second = tmp_path / "final" / "prompt.json"
+    second.parent.mkdir()
+    save_prompt(loaded, second)
+    fingerprint = loaded.fingerprint
+    (first.parent / "soft.safetensors").unlink()  # the copy stands on its own
+    again = load_prompt(second)
+    assert json.loads(second.read_text())["soft"] == "soft.safetensors" and again.fingerprint == fingerprint

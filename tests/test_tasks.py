@@ -143,10 +143,11 @@ def test_custom_readers_on_the_real_files(data_dir, tmp_path):
     """Headerless CSV with named columns (LM-BFF's files), <label> <text> lines (MPQA), JSONL."""
     lmbff = data_dir / "lm-bff-16shot" / "mpqa" / "16-13"
     csv = load_task(_task_toml(tmp_path, f'train = "{lmbff}/train.csv"\ntest = "{lmbff}/test.csv"',
-                               'columns = ["label", "sentence"]\n'))
+                               'columns = ["label", "sentence"]\ndata_outside = true\n'))
     builtin = load_task("mpqa", data_dir, shots=16, data_seed=13)
     assert [(e.fields, e.label) for e in csv.test] == [(e.fields, e.label) for e in builtin.test]
-    lines = load_task(_task_toml(tmp_path, f'test = "{data_dir}/mpqa/mpqa.all"', 'format = "label-first"\n',
+    lines = load_task(_task_toml(tmp_path, f'test = "{data_dir}/mpqa/mpqa.all"',
+                                 'format = "label-first"\ndata_outside = true\n',
                                  fields='{sentence = "text"}'))
     assert len(lines.test) == 10606 and sum(e.label for e in lines.test) == 3312  # the README's counts
     (tmp_path / "t.jsonl").write_text('{"sentence": "fine", "label": 1}\n{"sentence": "awful", "label": 0}\n')
@@ -156,7 +157,7 @@ def test_custom_readers_on_the_real_files(data_dir, tmp_path):
 
 def test_k_shot_sampling_from_a_custom_task_is_class_balanced_and_seeded(data_dir, tmp_path):
     spec = _task_toml(tmp_path, f'train = "{data_dir}/subj/subj.all"\ntest = "{data_dir}/subj/subj.all"',
-                      'format = "label-first"\n', fields='{sentence = "text"}')
+                      'format = "label-first"\ndata_outside = true\n', fields='{sentence = "text"}')
     a, again, other = (load_task(spec, shots=8, data_seed=s) for s in (13, 13, 21))
     assert [sum(e.label == c for e in a.train) for c in (0, 1)] == [8, 8]
     assert [sum(e.label == c for e in a.dev) for c in (0, 1)] == [8, 8]

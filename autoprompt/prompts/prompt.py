@@ -170,7 +170,12 @@ class Prompt:
     def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
         prompt = cls.from_json(data, f"prompt file {path}")
         assert not isinstance(prompt.soft, SoftPrompt)  # from_json reads a path (or None), never tensors
-        if prompt.soft and not Path(prompt.soft).is_absolute():
+        if prompt.soft:
+            # the tensors live beside the prompt: a shared prompt.json must not load a file elsewhere
+            target = (path.parent / prompt.soft).resolve()
+            if Path(prompt.soft).is_absolute() or not target.is_relative_to(path.parent.resolve()):
+                raise AutopromptError(f"prompt file {path}: its soft part {prompt.soft!r} is outside the prompt's "
+                                      "folder; keep soft.safetensors beside prompt.json and name it relatively")
             prompt = prompt.with_soft(str(path.parent / prompt.soft))
         return prompt
 
@@ -278,6 +283,10 @@ def save_prompt(prompt: AnyPrompt, path: str | Path) -> None:
     members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
     saved = []
     for i, member in enumerate(members):
+        if isinstance(member.soft, str) and Path(member.soft).resolve().parent != path.parent.resolve():
+            # tensors saved elsewhere (a pipeline stage's folder): copied beside this prompt.json, which names
+            # them relatively, so the folder is whole on its own and loads wherever it is moved
+            member = member.with_soft(SoftPrompt.load(member.soft))
         if isinstance(member.soft, SoftPrompt):
             name = SOFT_FILE if len(members) == 1 else f"soft-{i}.safetensors"
             member.soft.save(path.parent / name)

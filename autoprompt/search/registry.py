@@ -121,7 +121,7 @@ def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
 
 def parse_params(items: Sequence[str]) -> dict[str, str]:
     """``["k=v", ...]`` (the CLI's ``--param``) as a dict; a one-line error for anything else."""
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise AutopromptError(f"parameter {item!r} is not key=value")

@@ -30,7 +30,9 @@ the generated text; see `autoprompt.tasks.generation` for how its splits are dra
 
 Formats: CSV/TSV with a header row, or without one when ``columns`` names the columns; JSONL (one
 object per line); ``label-first``, the ``<label> <text>`` lines of MR/CR/MPQA/SUBJ (columns
-``label`` and ``text``). Relative file paths are resolved against the spec's folder.
+``label`` and ``text``). File paths are resolved against the spec's folder and must stay inside it
+(a spec shared with a run folder reads nothing else on the machine that loads it); ``data_outside =
+true`` lets ``[files]`` name absolute paths or ``../`` (paths given in Python are always taken as given).
 
 With ``shots=K`` (``--shots K --data-seed S``), train and dev are K examples per class each,
 sampled class-balanced and seeded from the train file, as LM-BFF samples its splits.
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from autoprompt.errors import AutopromptError
+from autoprompt.io import read_user_text
 from autoprompt.schema import TaskFile, validate
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData, carve_dev, unavailable
 from autoprompt.tasks.generation import generation_data, group_references
@@ -63,7 +66,8 @@ def _examples(rows: list[dict[str, Any]], path: Path, columns: Mapping[str, str]
             raise AutopromptError(f"{path} row {n} lacks column(s) {missing}; it has {sorted(row)}")
         raw = _text(row[label_column], path, n, label_column, label=True).strip()
         if raw not in index:
-            raise AutopromptError(f"{path} row {n}: label {raw!r} is not one of {list(labels)}")
+            shown = raw if len(raw) <= 40 else raw[:37] + "..."
+            raise AutopromptError(f"{path} row {n}: label {shown!r} is not one of {list(labels)}")
         out.append(Example({f: _text(row[c], path, n, c).strip() for f, c in columns.items()}, index[raw]))
     return out
 
@@ -174,15 +178,26 @@ def custom_task(
     return TaskData(task, protocol, loaders)
 
 
+def _check_inside(spec: Path, files: Mapping[str, str]) -> None:
+    """Refuse a ``[files]`` entry that leaves the spec's folder: a spec file shared with a run folder or a
+    repository must not read whatever it names on the machine that loads it."""
+    home = spec.parent.resolve()
+    for split, name in files.items():
+        target = (spec.parent / name).resolve()
+        if Path(name).is_absolute() or not target.is_relative_to(home):
+            raise AutopromptError(f"task spec {spec}: [files] {split} = {name!r} is outside the spec's folder; move "
+                                  "the data beside the spec, or set data_outside = true in the spec")
+
+
 def load_custom(path: Path, data_seed: int = 13, shots: int | None = None) -> TaskData:
     """Read a task spec TOML file (see the module docstring)."""
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise AutopromptError(f"task spec {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raw = tomllib.loads(read_user_text(path, "task spec"))
+    except tomllib.TOMLDecodeError as err:
         raise AutopromptError(f"task spec {path} is not valid TOML: {err}") from None
     spec = validate(TaskFile, raw, f"task spec {path}", "; see the example in the README or `autoprompt.tasks.custom`")
+    if not spec.data_outside:
+        _check_inside(path, cast(Mapping[str, str], spec.files))
     if spec.target_column is not None:
         if spec.labels is not None or spec.verbalizer is not None or spec.metric not in (None, "bleu"):
             raise AutopromptError(f"task spec {path}: a generation task (target_column) has no labels, verbalizer "
