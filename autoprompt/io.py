@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +107,24 @@ def check_writable_file(path: str | Path, what: str = "output file") -> None:
     if path.is_dir():
         raise AutopromptError(f"{what} {path} is a folder; give a file name")
     check_writable_folder(path.parent, f"the folder of {what} {path}")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "run folder") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (``flock`` on the directory: no file is created) while the
+    block runs; a second holder is one line, at once (no waiting, no retry). The lock goes with the process,
+    so a killed run leaves none. A folder that is not there is not locked (the caller says what is wrong)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AutopromptError(f"{what} {folder} is in use by another process (a second --resume?); wait for "
+                                  "it to finish") from None
+        yield
+    finally:
+        os.close(fd)

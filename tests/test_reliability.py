@@ -269,3 +269,32 @@ def test_a_prompt_saved_elsewhere_takes_its_tensors_with_it(tmp_path):
     (first.parent / "soft.safetensors").unlink()  # the copy stands on its own
     again = load_prompt(second)
     assert json.loads(second.read_text())["soft"] == "soft.safetensors" and again.fingerprint == fingerprint
+
+
+def _finished_manual_run(tmp_path, tiny_model_dir) -> tuple[str, str]:
+    spec = toy_task_file(tmp_path)
+    done = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "manual",
+                               "--out", str(tmp_path / "runs"), "--json"])
+    assert done.exit_code == 0, done.output
+    return str(spec), json.loads(done.output[done.output.index("{"):])["run_dir"]
+
+
+@pytest.mark.parametrize("flag", [["--seed", "3"], ["--out", "elsewhere"], ["--model", "gpt2"], ["--data-seed", "21"]])
+def test_resume_refuses_settings_it_would_ignore(tmp_path, tiny_model_dir, flag):
+    _, run_dir = _finished_manual_run(tmp_path, tiny_model_dir)
+    one_line_error(runner.invoke(app, ["search", "--resume", run_dir, *flag]), f"{flag[0]} cannot change it")
+
+
+def test_a_run_folder_in_use_is_refused_and_a_resume_records_where_the_folder_is(tmp_path, tiny_model_dir):
+    from autoprompt.io import folder_lock  # noqa: PLC0415
+
+    _, run_dir = _finished_manual_run(tmp_path, tiny_model_dir)
+    with folder_lock(run_dir):  # another process resuming it (flock is per open file, so this counts)
+        one_line_error(runner.invoke(app, ["search", "--resume", run_dir]), "is in use by another process")
+    # an edited spec.json cannot send the resumed run's records anywhere else
+    spec_path = tmp_path / "runs" / run_dir.split("/runs/")[-1] / "spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec_path.write_text(json.dumps({**spec, "out": str(tmp_path / "hijacked")}))
+    result = runner.invoke(app, ["search", "--resume", run_dir])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "hijacked").exists() and (tmp_path / "runs" / "leaderboard.db").is_file()

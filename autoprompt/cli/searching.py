@@ -31,6 +31,7 @@ from autoprompt.record import RunRecord
 @app.command()
 @friendly
 def search(
+    ctx: typer.Context,
     task: Annotated[str | None, typer.Option(help="Task name (sst2, rte, lama:P19) or a task .toml file.")] = None,
     strategy: Annotated[str | None, typer.Option(
         help="Search strategy (see `autoprompt strategies`); default gradient. A comma list "
@@ -68,6 +69,14 @@ def search(
     """
     from autoprompt.api import search as run  # noqa: PLC0415
 
+    if resume is not None:  # a resume runs the spec it was started with: a setting given now would be ignored
+        changed = [f"--{name.replace('_', '-')}" if name != "out_dir" else "--out"
+                   for name in ("model", "data_seed", "seed", "out_dir", "data_dir", "start")
+                   # by name: typer >= 0.29 vendors click, so the enum class depends on the version
+                   if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
+        if changed:
+            raise AutopromptError(f"resuming continues a run with the spec it was started with; {', '.join(changed)} "
+                                  "cannot change it: leave them out, or start a new run")
     settings: dict[str, Any] = {
         "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db,
         "start": start}

@@ -31,7 +31,7 @@ from autoprompt.search.estimate import check_budget
 from autoprompt.search.finish import SearchRun, finish, finish_stage
 from autoprompt.search.parts import check_start
 from autoprompt.search.registry import create, variant
-from autoprompt.search.runs import RunDir, SearchSpec
+from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, Task, TaskData
 from autoprompt.tasks.taskset import union_split
@@ -39,6 +39,7 @@ from autoprompt.tasks.taskset import union_split
 OnStep = Callable[[int, dict[str, Any]], None]
 
 
+@locked_on_resume
 def run_search(
     spec: SearchSpec,
     *,
@@ -75,7 +76,7 @@ def run_search(
     started = time.perf_counter()
     folder = RunDir(resume) if resume is not None else None
     if folder is not None:
-        spec = folder.spec()
+        spec = folder.spec() if stage_dir is not None else folder.resumed_spec()
         done = folder.stage_result() if stage_dir is not None else folder.result()
         if done is not None and stage_dir is not None:
             return done

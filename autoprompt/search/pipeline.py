@@ -56,7 +56,7 @@ from autoprompt.search.finish import SearchRun, finish
 from autoprompt.search.loop import leaderboard_db, limit_test, load_start, record_run, run_search
 from autoprompt.search.parts import present_parts
 from autoprompt.search.registry import create, get_strategy, parse_bool
-from autoprompt.search.runs import RunDir, SearchSpec
+from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
 from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, TaskData
@@ -337,6 +337,7 @@ def _auto_params(stages: list[Stage]) -> dict[str, Any]:
     return {f"{s.strategy}.{k}": v for s in stages for k, v in s.params.items()}
 
 
+@locked_on_resume
 def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData | None = None,
                  resume: str | Path | None = None, progress: bool = False, stop_after: int | None = None,
                  db: str | Path | None = None, on_step: Any = None, record: bool = True) -> dict[str, Any]:
@@ -348,7 +349,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
     started = time.perf_counter()
     folder = RunDir(resume) if resume is not None else None
     if folder is not None:
-        spec = folder.spec()  # a resumed pipeline runs the spec it was started with
+        spec = folder.resumed_spec()  # a resumed pipeline runs the spec it was started with, recorded where it is
         if (done := folder.result()) is not None:
             return done
     else:

@@ -13,19 +13,20 @@ Every file is written atomically: an interrupted run leaves its last complete ch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 import torch
 from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_json, read_json, read_user_json
+from autoprompt.io import atomic_write_json, folder_lock, read_json, read_user_json
 from autoprompt.prompts import AnyPrompt, save_prompt
 from autoprompt.schema import CheckpointFile, validate
 from autoprompt.search.registry import create
@@ -131,6 +132,11 @@ class RunDir:
 
     def spec(self) -> SearchSpec:
         return SearchSpec.load(self.path)
+
+    def resumed_spec(self) -> SearchSpec:
+        """The spec a resume runs: as started, but recorded where the folder is now (``<out>/<task>/<strategy>/
+        <id>``), never where an ``out`` inside the folder's own files says."""
+        return dataclasses.replace(self.spec(), out=str(self.path.parent.parent.parent))
 
     def result(self) -> dict[str, Any] | None:
         """``result.json`` if the run finished."""
@@ -256,3 +262,22 @@ def _unpack(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_unpack(v, tensors) for v in obj]
     return obj
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def locked_on_resume(run: Callable[P, R]) -> Callable[P, R]:
+    """Run a search or pipeline holding its run folder's lock when it resumes one (not a pipeline's
+    stage, which its pipeline holds), so two resumes of one folder never both run."""
+
+    @functools.wraps(run)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        resume = kwargs.get("resume")
+        if resume is None or kwargs.get("stage_dir") is not None:
+            return run(*args, **kwargs)
+        with folder_lock(cast(str | Path, resume)):
+            return run(*args, **kwargs)
+
+    return wrapper
