@@ -333,6 +333,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
         max_length: truncation length of inputs.
         length_norm: causal LMs only: divide a word's log-prob by its token count.
     """
+    from safetensors import SafetensorError  # noqa: PLC0415
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415
     _quiet_transformers()
     entry = ALIASES.get(name)
@@ -351,7 +352,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
         masked = config.model_type in _MASKED_TYPES or any(a.endswith("MaskedLM") for a in config.architectures or [])
         auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
         model = auto.from_pretrained(source, dtype="float32")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # what transformers raises on junk
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as err:
+        # what transformers raises on junk: SafetensorError on truncated or random weights, RuntimeError on
+        # weights that do not fit the config (size mismatches)
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         where = ("a local folder without a complete model (config.json, tokenizer and weights)" if local
                  else "not a local folder and not reachable on the model hub")

@@ -298,3 +298,33 @@ def test_a_run_folder_in_use_is_refused_and_a_resume_records_where_the_folder_is
     result = runner.invoke(app, ["search", "--resume", run_dir])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "hijacked").exists() and (tmp_path / "runs" / "leaderboard.db").is_file()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "wrong-shape"])
+def test_a_broken_model_folder_is_one_line(tmp_path, tiny_model_dir, damage):
+    import os  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "random":
+        weights.write_bytes(os.urandom(4096))
+    else:  # the config says another size than the weights hold
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    spec = toy_task_file(tmp_path)
+    one_line_error(runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(folder)]), "cannot load model")
+
+
+def test_a_prior_estimated_at_another_batch_size_keeps_the_fingerprint(causal, task):
+    from autoprompt import Evaluator  # noqa: PLC0415
+
+    prompt = task.task.default_prompt
+    priors = [Evaluator(causal, task.task, batch_size=b).calibrate([prompt], "prior", task.train)[0] for b in (1, 4, 32)]
+    assert len({p.fingerprint for p in priors}) == 1
+    noisy = priors[0].calibration.log_prior
+    nudged = {k: v * (1 + 1e-9) for k, v in noisy.items()}
+    assert priors[0].with_calibration(type(priors[0].calibration)("prior", nudged)).fingerprint == priors[0].fingerprint

@@ -188,7 +188,9 @@ class Prompt:
             tensors = resolve_soft(self.soft)
             assert tensors is not None  # resolve_soft returns None only for soft=None
             key["soft"] = tensors.digest
-        blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode()
+        # estimated numbers (a calibration prior, a rule's centroids and temperature) at 6 significant digits:
+        # the same estimate made at another batch size differs in the last float bits, not in what it is
+        blob = json.dumps(_rounded(key), sort_keys=True, ensure_ascii=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -262,6 +264,17 @@ class Ensemble:
 
 
 AnyPrompt = Prompt | Ensemble
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float at 6 significant digits (for fingerprints)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def prompt_from_json(data: Mapping[str, Any], source: str = "prompt JSON") -> AnyPrompt:
