@@ -390,6 +390,12 @@ class Evaluator:
                                   f"embeddings have {hidden}; score it with the model it was trained on")
         if soft.prefix is not None:
             self.lm.check_prefix()
+            config: Any = getattr(self.lm.model, "config", None)
+            config = config.get_text_config() if hasattr(config, "get_text_config") else config
+            layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+            if layers is not None and soft.prefix.shape[0] != layers:
+                raise AutopromptError(f"the prompt's key/value prefix has {soft.prefix.shape[0]} layers but "
+                                      f"{self.lm.name} has {layers}; score it with the model it was trained on")
         if soft.head is not None:
             named = (soft.meta or {}).get("labels")
             if named is not None and tuple(named) != tuple(self.task.labels):

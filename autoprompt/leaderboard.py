@@ -74,6 +74,9 @@ runs = Table(
 def db_url(db: str | Path | None = None) -> str:
     """A SQLAlchemy URL from ``db`` (a URL or a file path), ``$AUTOPROMPT_DB``, or the default file."""
     db = str(db or os.environ.get("AUTOPROMPT_DB") or DEFAULT_DB)
+    if db == ":memory:" or db.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://") or db.endswith(":memory:"):
+        raise AutopromptError(f"leaderboard database {db!r} lives in memory and forgets every row at exit; give a "
+                              "database file or a server URL")
     if "://" in db:
         return db
     try:

@@ -328,3 +328,21 @@ def test_a_prior_estimated_at_another_batch_size_keeps_the_fingerprint(causal, t
     noisy = priors[0].calibration.log_prior
     nudged = {k: v * (1 + 1e-9) for k, v in noisy.items()}
     assert priors[0].with_calibration(type(priors[0].calibration)("prior", nudged)).fingerprint == priors[0].fingerprint
+
+
+def test_a_prefix_for_another_depth_is_one_line(causal, task):
+    import torch  # noqa: PLC0415
+
+    from autoprompt import AutopromptError, Evaluator, Prompt, SoftPrompt  # noqa: PLC0415
+
+    prefix = torch.zeros(5, 2, 2, 3, 8)  # the tiny model has 2 layers
+    prompt = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]}, soft=SoftPrompt(prefix=prefix))
+    with pytest.raises(AutopromptError, match="prefix has 5 layers but tiny-llama has 2"):
+        Evaluator(causal, task.task).score(prompt, task.test)
+
+
+@pytest.mark.parametrize("db", [":memory:", "sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_leaderboard_is_refused(tmp_path, db):
+    (tmp_path / "runs").mkdir()
+    one_line_error(runner.invoke(app, ["leaderboard", "import", str(tmp_path / "runs"), "--db", db]),
+                   "lives in memory and forgets every row at exit")
