@@ -17,6 +17,7 @@ import io
 import json
 import math
 import platform
+import re
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -292,7 +293,11 @@ def build(db: str | Path | None = None, task: str | None = None, model: str | No
 
 
 def _md_code(text: str) -> str:
-    return text.replace("`", "'").replace("|", "\\|").replace("\n", "\\n")
+    # every character str.splitlines() breaks on, not only "\n": a U+2028 in a prompt would start a new line
+    return _LINE_BREAKS.sub("\\\\n", text.replace("`", "'").replace("|", "\\|"))
+
+
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _html(markdown: str, images: dict[str, bytes]) -> str:
@@ -321,8 +326,8 @@ def _html(markdown: str, images: dict[str, bytes]) -> str:
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("!["):
-            alt, src = line[2:].split("](", 1)
+        elif line.startswith("![") and "](" in line and line[2:].split("](", 1)[1].rstrip(")") in images:
+            alt, src = line[2:].split("](", 1)  # only the report's own figures: user text is never an image
             data = base64.b64encode(images[src.rstrip(")")]).decode()
             body.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
         elif line.startswith("- "):
