@@ -323,7 +323,8 @@ def test_a_prior_estimated_at_another_batch_size_keeps_the_fingerprint(causal, t
     from autoprompt import Evaluator  # noqa: PLC0415
 
     prompt = task.task.default_prompt
-    priors = [Evaluator(causal, task.task, batch_size=b).calibrate([prompt], "prior", task.train)[0] for b in (1, 4, 32)]
+    priors = [Evaluator(causal, task.task, batch_size=b).calibrate([prompt], "prior", task.train)[0]
+              for b in (1, 4, 32)]
     assert len({p.fingerprint for p in priors}) == 1
     noisy = priors[0].calibration.log_prior
     nudged = {k: v * (1 + 1e-9) for k, v in noisy.items()}
@@ -336,7 +337,8 @@ def test_a_prefix_for_another_depth_is_one_line(causal, task):
     from autoprompt import AutopromptError, Evaluator, Prompt, SoftPrompt  # noqa: PLC0415
 
     prefix = torch.zeros(5, 2, 2, 3, 8)  # the tiny model has 2 layers
-    prompt = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]}, soft=SoftPrompt(prefix=prefix))
+    prompt = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]},
+                    soft=SoftPrompt(prefix=prefix))
     with pytest.raises(AutopromptError, match="prefix has 5 layers but tiny-llama has 2"):
         Evaluator(causal, task.task).score(prompt, task.test)
 
