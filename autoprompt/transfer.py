@@ -21,7 +21,6 @@ the target model that names where the prompt was found (``source_model``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from autoprompt import leaderboard as lb
 from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
-from autoprompt.io import atomic_write_json
+from autoprompt.io import atomic_write_json, read_user_json
 from autoprompt.model_store import load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Segment, Template, load_prompt, save_prompt
 from autoprompt.record import Baseline, DevTest, RunRecord, Spent
@@ -198,8 +197,10 @@ def _record(run_dir: Path, spec: SearchSpec, chosen: AnyPrompt, out: dict[str, A
     source_result = run_dir / "result.json"
     variant = spec.strategy
     if source_result.is_file():
-        variant = RunRecord.from_json(json.loads(source_result.read_text())).variant or variant
-    folder = run_dir / "transfers" / f"{run_dir.name}.to-{out['model']}"
+        variant = RunRecord.from_json(read_user_json(source_result, "result file")).variant or variant
+    # a model name may be a path ("../.."): never a path part as given
+    safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(out["model"])).strip(".") or "model"
+    folder = run_dir / "transfers" / f"{run_dir.name}.to-{safe_model}"
     save_prompt(chosen, folder / "prompt.json")
     (found_dev, base_dev), (found_test, base_test) = scored["dev"], scored["test"]
     record = RunRecord(

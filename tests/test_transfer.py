@@ -123,3 +123,14 @@ def test_transfer_cli_json_and_a_prefix_is_a_one_line_error(run_dir, target_dir)
                                        soft=SoftPrompt(prefix=torch.zeros(2, 2, 2, 3, 8))))
     bad = CliRunner().invoke(app, ["transfer", "--prompt", str(path), "--model", str(target_dir)])
     assert bad.exit_code == 2 and "Traceback" not in bad.output and "cannot be scored on another model" in bad.output
+
+
+def test_a_model_named_by_a_relative_path_never_places_artifacts_outside_the_run(run_dir, target_dir, monkeypatch):
+    import os  # noqa: PLC0415
+
+    monkeypatch.chdir(run_dir)
+    relative = os.path.relpath(target_dir, run_dir)  # "../../../..": the name itself climbs out
+    out = api.transfer(run_dir / "prompt.json", relative, db=str(run_dir.parent / "lb.db"))
+    written = [p for p in run_dir.parent.parent.parent.rglob("prompt.json") if "transfers" in p.parts]
+    assert written and all(p.resolve().is_relative_to((run_dir / "transfers").resolve()) for p in written)
+    assert out["model"] == relative
