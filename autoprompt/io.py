@@ -6,12 +6,17 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from autoprompt.errors import AutopromptError
+
+#: the least free space an output folder must have before work starts: a search's checkpoints, trace and
+#: result, a soft prompt's tensors (a 135M model's deep prefix is about 1 MiB) and a report fit many times over
+MIN_FREE_BYTES = 64 * 2**20
 
 _UMASK = os.umask(0)  # the process umask (it can only be read by setting it, so set it back)
 os.umask(_UMASK)
@@ -20,8 +25,11 @@ os.umask(_UMASK)
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _not_written(path, err) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a written artifact gets the usual mode
         with os.fdopen(fd, "wb") as f:
@@ -29,9 +37,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # a full disk, a folder made read-only: the old file is untouched
+            raise _not_written(path, err) from None
         raise
+
+
+def _not_written(path: Path, err: OSError) -> AutopromptError:
+    return AutopromptError(f"cannot write {path} ({err.strerror or err}); nothing was half-written (the file is as "
+                           "it was): free space or fix the folder's permissions, then run again (an interrupted "
+                           "search continues with --resume)")
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -96,9 +112,14 @@ def check_writable_folder(path: str | Path, what: str = "output folder") -> None
         fd, tmp = tempfile.mkstemp(dir=probe, prefix=".autoprompt-write-check-")
         os.close(fd)
         os.unlink(tmp)
+        free = shutil.disk_usage(probe).free
     except OSError as err:
         raise AutopromptError(f"cannot write {what} {path} ({err.strerror or err}); choose a writable folder") \
             from None
+    if free < MIN_FREE_BYTES:  # an empty probe file fits on a full disk; a checkpoint does not
+        raise AutopromptError(f"{what} {path}: only {free // 2**20} MiB free on its disk (a run writes checkpoints, "
+                              f"results and reports; at least {MIN_FREE_BYTES // 2**20} MiB needed); free space or "
+                              "choose another folder")
 
 
 def check_writable_file(path: str | Path, what: str = "output file") -> None:

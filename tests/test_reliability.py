@@ -348,3 +348,45 @@ def test_an_in_memory_leaderboard_is_refused(tmp_path, db):
     (tmp_path / "runs").mkdir()
     one_line_error(runner.invoke(app, ["leaderboard", "import", str(tmp_path / "runs"), "--db", db]),
                    "lives in memory and forgets every row at exit")
+
+
+def test_a_nearly_full_disk_is_refused_before_any_work(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil  # noqa: PLC0415
+    from collections import namedtuple  # noqa: PLC0415
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 2**20, 2**20))
+    spec = toy_task_file(tmp_path)
+    result = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy",
+                                 "manual", "--out", str(tmp_path / "runs")])
+    one_line_error(result, "only 1 MiB free on its disk")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_disk_that_fills_mid_run_leaves_the_run_resumable(tmp_path, causal, task, monkeypatch):
+    import errno  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from autoprompt import AutopromptError  # noqa: PLC0415
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    spec = SearchSpec(task="tiny", strategy="random", params={"num_candidates": 2, "rescore_examples": 4},
+                      budget=150, out=str(tmp_path / "runs"))
+    full = run_search(spec, lm=causal, data=task, db=str(tmp_path / "a.db"))
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 6:  # a write after the first checkpoints
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(AutopromptError, match="No space left on device.*nothing was half-written"):
+        run_search(spec, lm=causal, data=task, db=str(tmp_path / "b.db"))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    folders = sorted((tmp_path / "runs" / "tiny" / "random").iterdir())
+    broken = next(f for f in folders if not (f / "result.json").exists())
+    assert not list(broken.glob(".*.tmp"))  # no temporary file left behind
+    resumed = run_search(spec, lm=causal, data=task, resume=broken, db=str(tmp_path / "b.db"))
+    assert resumed["scores"] == full["scores"] and resumed["prompt_fingerprint"] == full["prompt_fingerprint"]
