@@ -81,7 +81,8 @@ def test_the_query_is_tokenized_as_its_rendered_text(kind: str, case: tuple[str,
 def test_label_words_are_scored_as_they_tokenize_after_the_prompt(kind: str, before: str, space: str,
                                                                   word: str) -> None:
     lm = backend(kind)
-    prompt = Prompt(Template("{a}" + before + space + "[P]"), Verbalizer({"n": [word], "p": ["good"]}))
+    other = "good" if word.strip() != "good" else "bad"  # two classes never share a word
+    prompt = Prompt(Template("{a}" + before + space + "[P]"), Verbalizer({"n": [word], "p": [other]}))
     [[ids], _] = lm.word_table(prompt, ("n", "p"))
     query = query_ids(lm, prompt, Example({"a": "the plot"}, 0))
     whole = lm.tokenize("the plot" + before + space + word)

@@ -8,7 +8,10 @@ model's context beside the longest input.
 The rule (`choose_stages`) follows what each strategy is for. Label words are searched first
 where the manual prompt's words are likely wrong for the model: more than two classes, or a
 prompt that predicts one class for most inputs. Demonstrations come next wherever they fit (they
-keep the label words and template the earlier stage chose). Where dev is small (fewer than
+keep the label words and template the earlier stage chose), and then the decision rule
+(`searchers/rule_choice.py`): with demonstrations in the prompt, reading the class by the noisy
+channel or by hidden-state centroids beat the label words' probability on held-out splits
+(`RULE_CANDIDATES`); the stage keeps ``direct`` unless its gate sees better. Where dev is small (fewer than
 `CROSSFIT_BELOW_DEV` examples) the gate is cross-fitted, so that every labelled example is evidence.
 ``medium`` adds a trigger search on
 top, ``heavy`` a template search before everything; ``soft=true`` trains a deep prefix instead of
