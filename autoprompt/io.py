@@ -47,7 +47,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def _not_written(path: Path, err: OSError) -> AutopromptError:
     return AutopromptError(f"cannot write {path} ({err.strerror or err}); nothing was half-written (the file is as "
                            "it was): free space or fix the folder's permissions, then run again (an interrupted "
-                           "search continues with --resume)")
+                           "search continues with `resume`)")
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -144,7 +144,7 @@ def folder_lock(folder: str | Path, what: str = "run folder") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise AutopromptError(f"{what} {folder} is in use by another process (a second --resume?); wait for "
+            raise AutopromptError(f"{what} {folder} is in use by another process (a second resume of it?); wait for "
                                   "it to finish") from None
         yield
     finally:

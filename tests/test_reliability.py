@@ -382,7 +382,7 @@ def test_a_disk_that_fills_mid_run_leaves_the_run_resumable(tmp_path, causal, ta
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(AutopromptError, match="No space left on device.*nothing was half-written"):
+    with pytest.raises(AutopromptError, match=r"No space left on device.*nothing was half-written"):
         run_search(spec, lm=causal, data=task, db=str(tmp_path / "b.db"))
     monkeypatch.setattr(os, "fsync", real_fsync)
     folders = sorted((tmp_path / "runs" / "tiny" / "random").iterdir())
