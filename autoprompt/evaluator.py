@@ -181,8 +181,7 @@ class Evaluator:
         calibration is dropped where its rule changes (its prior was estimated under the old rule):
         calibrate after fitting.
         """
-        wanted = rule if isinstance(rule, Rule) else Rule(rule)  # type: ignore[arg-type]
-        wanted = wanted.unfitted() if wanted.name == "centroid" else wanted
+        wanted = (rule if isinstance(rule, Rule) else Rule(rule)).unfitted()  # type: ignore[arg-type]
         singles = list({m.fingerprint: m for q in prompts
                         for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
         done: dict[str, Prompt] = {}
@@ -203,8 +202,9 @@ class Evaluator:
         return out
 
     def fit_unfitted(self, prompt: AnyPrompt, examples: Sequence[Example]) -> AnyPrompt:
-        """``prompt`` with every member's unfitted ``centroid`` rule fitted on labelled ``examples`` (a prompt
-        moved to another model); its calibration method is kept, its prior left to re-estimate."""
+        """``prompt`` with every member's unfitted rule (a centroid rule's centroids, a channel rule's temperature)
+        fitted on labelled ``examples`` (a prompt moved to another model); its calibration method is kept, its
+        prior left to re-estimate."""
         members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
         fitted = tuple(m if m.rule.fitted else
                        self._fit(m.uncalibrated, examples).with_calibration(Calibration(m.calibration.method))
