@@ -2,10 +2,10 @@
 
 Every other part of the start is kept; what changes is how its class scores are read
 (`autoprompt.prompts.Rule`), uncalibrated or with the search's calibration. Each candidate is judged
-by two-fold cross-fitting on train: its
-centroids (and calibration prior) are fitted on one class-stratified half and its objective measured
-on the other, then the halves swap; the two objectives are averaged. A centroid rule fitted and judged
-on the same examples would look better than it is. The reported candidates are fitted on all of train,
+by two-fold cross-fitting on train: its centroids, temperature (and calibration prior) are fitted on
+one class-stratified half and its objective measured on the other, then the halves swap; the two
+objectives are averaged. A centroid rule fitted and judged on the same examples would look better
+than it is. The reported candidates are fitted on all of train,
 best first, and the core's gate compares them with the start as usual, so ``direct`` stays unless
 another rule is reliably better.
 """
