@@ -94,15 +94,13 @@ class Evaluator:
             BudgetExhausted: the budget cannot pay for the uncached prompts.
         """
         if self.generation is not None:
-            ruled = [m.rule.name for q in prompts for m in (q.members if isinstance(q, Ensemble) else (q,))
-                     if not m.rule.direct]
+            ruled = [m.rule.name for m in _singles(prompts) if not m.rule.direct]
             if ruled:
                 raise AutopromptError(f"rule {ruled[0]!r} reads class scores; a generation task's outputs are decoded: "
                                       "use rule direct")
             self.generation.budget = self.budget  # the core may lift the budget after a search
             return self.generation.score_many(prompts, examples, progress)
-        singles = list({p.fingerprint: p for q in prompts
-                        for p in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+        singles = _singles(prompts)
         # a calibrated prompt is its uncalibrated twin's scores with the class prior divided out
         raw = list({p.uncalibrated.fingerprint: p.uncalibrated for p in singles}.values())
         raw_scored = dict(zip([p.fingerprint for p in raw], self._score_singles(raw, examples, progress),
@@ -144,8 +142,7 @@ class Evaluator:
             inputs: the train inputs for ``prior``.
         """
         Calibration(method)  # type: ignore[arg-type]  # validates the name
-        singles = list({m.fingerprint: m for q in prompts
-                        for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+        singles = _singles(prompts)
         if method == "none":
             done = {m.fingerprint: m.uncalibrated for m in singles}
         else:
@@ -164,13 +161,7 @@ class Evaluator:
                 log_prior = priors[m.uncalibrated.fingerprint]
                 stored = dict(zip(self.task.labels, log_prior.tolist(), strict=True))
                 done[m.fingerprint] = m.with_calibration(Calibration(method, stored))  # type: ignore[arg-type]
-        out: list[AnyPrompt] = []
-        for q in prompts:
-            if isinstance(q, Ensemble):
-                out.append(Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta))
-            else:
-                out.append(done[q.fingerprint])
-        return out
+        return _rebuilt(prompts, done)
 
     def fit_rule(self, prompts: Sequence[AnyPrompt], rule: Rule | str,
                  examples: Sequence[Example] | None = None) -> list[AnyPrompt]:
@@ -182,8 +173,7 @@ class Evaluator:
         calibrate after fitting.
         """
         wanted = (rule if isinstance(rule, Rule) else Rule(rule)).unfitted()  # type: ignore[arg-type]
-        singles = list({m.fingerprint: m for q in prompts
-                        for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+        singles = _singles(prompts)
         done: dict[str, Prompt] = {}
         for m in singles:
             if m.rule == wanted or (m.rule.unfitted() == wanted and m.rule.fitted):
@@ -193,13 +183,7 @@ class Evaluator:
             if not wanted.direct:
                 fresh = self._fit(fresh, examples)
             done[m.fingerprint] = fresh
-        out: list[AnyPrompt] = []
-        for q in prompts:
-            if isinstance(q, Ensemble):
-                out.append(Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta))
-            else:
-                out.append(done[q.fingerprint])
-        return out
+        return _rebuilt(prompts, done)
 
     def fit_unfitted(self, prompt: AnyPrompt, examples: Sequence[Example]) -> AnyPrompt:
         """``prompt`` with every member's unfitted rule (a centroid rule's centroids, a channel rule's temperature)
@@ -422,3 +406,14 @@ class Evaluator:
             gold_token = torch.tensor([table[y][0][0] if len(table[y][0]) == 1 else -1 for y in labels.tolist()])
         result.extra.update(metric.extras(logprobs, labels, top, gold_token, self.majority_label))
         return result
+
+
+def _singles(prompts: Sequence[AnyPrompt]) -> list[Prompt]:
+    """The distinct single prompts of ``prompts`` (an ensemble's members in its place), by fingerprint."""
+    return list({m.fingerprint: m for q in prompts for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
+
+
+def _rebuilt(prompts: Sequence[AnyPrompt], done: dict[str, Prompt]) -> list[AnyPrompt]:
+    """``prompts`` with each single prompt replaced by ``done[its fingerprint]`` (ensembles rebuilt around them)."""
+    return [Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta) if isinstance(q, Ensemble)
+            else done[q.fingerprint] for q in prompts]

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import mean_std
+from figures import load_cells, mean_std
 
 from autoprompt import TaskData, load_model, load_task
 from autoprompt.io import atomic_write_json
@@ -66,6 +66,20 @@ def held_out_splits(task: str, seeds: list[int], shots: int = 16, n_eval: int = 
         out[seed] = TaskData(full.task, {"shots": shots, "data_seed": f"heldout-{seed}",
                                          "sources": {"all": f"{task} train, held-out sample"}},
                              {k: (lambda v=v: v) for k, v in splits.items()})
+    return out
+
+
+def part_datasets(part: str, task: str, splits: str, seeds: str, n_eval: int,
+                  test_limit: int | None) -> dict[str, TaskData]:
+    """The data a benchmark part runs on: ``heldout`` → ``{"heldout-<s>": ...}`` over the comma-separated
+    ``splits``; ``report`` → ``{"<seed>": ...}`` over LM-BFF's ``seeds`` (test limited to ``test_limit``)."""
+    if part == "heldout":
+        return {f"heldout-{s}": d for s, d in held_out_splits(task, [int(x) for x in splits.split(",")],
+                                                            n_eval=n_eval).items()}
+    out = {}
+    for s in seeds.split(","):
+        data = load_task(task, None, 16, int(s), "smollm2-135m")
+        out[s] = limit_test(data, test_limit) if test_limit else data
     return out
 
 
@@ -128,20 +142,9 @@ def main() -> None:
 
     lm = load_model("smollm2-135m")
     cells_path = RESULTS / f"compose_{args.part}.jsonl"
-    done = {}
-    if cells_path.is_file():
-        for line in cells_path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["cell"]] = row
+    done = load_cells(cells_path)
     for task in args.tasks.split(","):
-        if args.part == "heldout":
-            datasets = {f"heldout-{s}": d for s, d in
-                        held_out_splits(task, [int(x) for x in args.splits.split(",")], n_eval=args.n_eval).items()}
-        else:
-            datasets = {}
-            for s in args.seeds.split(","):
-                data = load_task(task, None, 16, int(s), "smollm2-135m")
-                datasets[s] = limit_test(data, args.test_limit) if args.test_limit else data
+        datasets = part_datasets(args.part, task, args.splits, args.seeds, args.n_eval, args.test_limit)
         for split, data in datasets.items():
             for strategy, params in _pipelines(args.pipelines):
                 label = _label(strategy, params) + (f" ({args.tag})" if args.tag else "")

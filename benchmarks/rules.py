@@ -38,15 +38,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compose import held_out_splits
-from figures import mean_std
+from compose import part_datasets
+from figures import load_cells, mean_std
 
-from autoprompt import TaskData, load_model, load_task
+from autoprompt import TaskData, load_model
 from autoprompt.budget import Budget
 from autoprompt.evaluator import Evaluator
 from autoprompt.io import atomic_write_json
 from autoprompt.prompts import Demonstration, Demonstrations, Prompt, Rule
-from autoprompt.search import limit_test
 from autoprompt.search.selection import bootstrap_delta
 
 RESULTS = Path(__file__).parent / "results"
@@ -119,21 +118,11 @@ def main() -> None:
     lm = load_model("smollm2-135m")
     variants = args.variants.split(",")
     cells_path = RESULTS / f"rules_{args.part}.jsonl"
-    done = {}
-    if cells_path.is_file():
-        for line in cells_path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["cell"]] = row
+    done = load_cells(cells_path)
     for task in args.tasks.split(","):
         base = "sst2" if task == "sst2-cloze" else task
-        if args.part == "heldout":
-            datasets = {f"heldout-{s}": d for s, d in
-                        held_out_splits(base, [int(x) for x in args.splits.split(",")], n_eval=args.n_eval).items()}
-        else:
-            datasets = {}
-            for s in args.seeds.split(","):
-                data = load_task(base, None, 16, int(s), "smollm2-135m")
-                datasets[f"seed-{s}"] = limit_test(data, args.test_limit) if args.test_limit else data
+        datasets = {(k if args.part == "heldout" else f"seed-{k}"): d for k, d in
+                    part_datasets(args.part, base, args.splits, args.seeds, args.n_eval, args.test_limit).items()}
         for (split, data), demos in itertools.product(datasets.items(), [int(d) for d in args.demos.split(",")]):
             cell = f"{task}|{split}|demos={demos}|{','.join(variants)}"
             if cell in done:

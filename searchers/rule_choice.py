@@ -12,6 +12,7 @@ another rule is reliably better.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -80,25 +81,29 @@ class RuleChoice(Searcher):
         ranked = []
         # a centroid rule is class-balanced by construction, and a prior divided out can undo that: each
         # rule competes uncalibrated and with the search's calibration
+        calibrations = list(dict.fromkeys(("none", ctx.calibration)))
         for rule in self.candidate_rules(ctx):
-            for calibration in dict.fromkeys(("none", ctx.calibration)):
-                folds = []
-                for fit, judge in (halves, halves[::-1]):
-                    ruled = ctx.evaluator.fit_rule([start], rule, fit)
+            folds: dict[str, list[float]] = {c: [] for c in calibrations}
+            for fit, judge in (halves, halves[::-1]):
+                ruled = ctx.evaluator.fit_rule([start], rule, fit)  # fitted once per fold, then calibrated each way
+                for calibration in calibrations:
                     prompt = ctx.evaluator.calibrate(ruled, calibration, fit)[0]
-                    folds.append(objective_score(ctx.evaluator.score(prompt, judge), self.objective))
-                ranked.append({"rule": rule.to_json(), "calibration": calibration, "score": sum(folds) / len(folds),
-                               "folds": folds})
+                    folds[calibration].append(objective_score(ctx.evaluator.score(prompt, judge), self.objective))
+            ranked += [{"rule": rule.to_json(), "calibration": c, "score": sum(v) / len(v), "folds": v}
+                       for c, v in folds.items()]
         ranked.sort(key=lambda r: -r["score"])
         ctx.report({"rules": {f"{r['rule']['name']}/{r['calibration']}": round(r["score"], 4) for r in ranked}})
         return {**state, "ranked": ranked, "done": True}
 
     def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
         start = prompt_from_json(state["prompt"])
+        fitted: dict[str, list[AnyPrompt]] = {}  # one fit on all of train per rule, whatever its calibrations
         out = []
         for row in state.get("ranked", []):
-            ruled = ctx.evaluator.fit_rule([start], Rule.from_json(row["rule"]), ctx.train)
-            out.append(ctx.evaluator.calibrate(ruled, row["calibration"], ctx.train)[0])
+            key = json.dumps(row["rule"], sort_keys=True)
+            if key not in fitted:
+                fitted[key] = ctx.evaluator.fit_rule([start], Rule.from_json(row["rule"]), ctx.train)
+            out.append(ctx.evaluator.calibrate(fitted[key], row["calibration"], ctx.train)[0])
         return out or [start]
 
     def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
