@@ -10,7 +10,7 @@ a cached result costs no budget.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -264,6 +264,26 @@ class Evaluator:
                                    tokens=sum(tokens[k] for k, i in enumerate(todo) if i in unpaid))
             self.paid.update((prompts[i].fingerprint, data_key) for i in unpaid)
         return results  # type: ignore[return-value]
+
+    def cached(self) -> list[dict[str, Any]]:
+        """Every cached class-scored result as plain values and tensors.
+
+        A search's checkpoint keeps them, so a resumed search reads back the numbers it scored
+        before the interruption instead of scoring them again in other batches, which differ in the
+        last float bits (and so would move a calibration prior or a selection statistic)."""
+        if self._cache is None:
+            return []
+        return [{"key": list(key), "metric": r.metric, "score": r.score, "logprobs": r.logprobs, "labels": r.labels,
+                 "extra": r.extra, **({"top_token": r.top_token} if r.top_token is not None else {})}
+                for key, r in self._cache.items()]
+
+    def restore_cached(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Put back what `cached` returned."""
+        if self._cache is None:
+            return
+        for e in entries:
+            self._cache[(e["key"][0], e["key"][1])] = EvalResult(
+                e["metric"], e["score"], e["logprobs"], e["labels"], dict(e["extra"]), top_token=e.get("top_token"))
 
     def plan(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Encoded]]:
         """The batches `score` would run for one prompt (for benchmarks and debugging)."""

@@ -108,6 +108,7 @@ class CheckpointFile(BaseModel):
     tensors: StrictStr | None = None
     budget: BudgetFile
     paid: list[list[StrictStr]] = Field(default_factory=list)
+    cache: list[dict[str, Any]] = Field(default_factory=list)  # the evaluator's scores (`Evaluator.cached`)
     elapsed_s: Number = Field(ge=0)
 
 

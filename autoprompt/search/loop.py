@@ -178,6 +178,7 @@ def _restore(run: SearchRun) -> None:
         run.budget.forwards, run.budget.backwards = ckpt["budget"]["forwards"], ckpt["budget"]["backwards"]
         run.budget.tokens = ckpt["budget"].get("tokens", 0)
         run.ctx.evaluator.paid.update(tuple(k) for k in ckpt["paid"])
+        run.ctx.evaluator.restore_cached(ckpt.get("cache", []))
         run.elapsed_before = ckpt["elapsed_s"]
     except (KeyError, TypeError) as err:
         raise AutopromptError(f"checkpoint {run.folder.checkpoint_path} is corrupt ({type(err).__name__}); "
@@ -215,7 +216,7 @@ def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnSt
                               "forwards": budget.forwards, "backwards": budget.backwards,
                               "time_s": round(time.perf_counter() - clock, 3)})
                 run.folder.write_checkpoint(run.steps, run.state, {
-                    "budget": budget.to_json(), "paid": sorted(ctx.evaluator.paid),
+                    "budget": budget.to_json(), "paid": sorted(ctx.evaluator.paid), "cache": ctx.evaluator.cached(),
                     "elapsed_s": time.perf_counter() - clock})
                 bar.update(budget.used, step=run.steps, best_dev=best_dev)
                 if on_step is not None:

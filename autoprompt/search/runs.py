@@ -179,7 +179,7 @@ class RunDir:
         return self.checkpoint_path.is_file()
 
     def write_checkpoint(self, step: int, state: Mapping[str, Any], extra: dict[str, Any]) -> None:
-        """``checkpoint.json`` (and the state's tensors in ``checkpoint-<step>.safetensors``).
+        """``checkpoint.json`` (and the tensors of the state and of ``extra`` in ``checkpoint-<step>.safetensors``).
 
         The tensor file is written first and named by step, so the JSON always names a complete
         file; older tensor files are removed only after the new JSON is in place.
@@ -187,14 +187,14 @@ class RunDir:
         from safetensors.torch import save_file  # noqa: PLC0415
 
         tensors: dict[str, torch.Tensor] = {}
-        packed = _pack(state, tensors)
+        packed = _pack({"state": state, **extra}, tensors)
         name = None
         if tensors:
             name = f"checkpoint-{step}.safetensors"
             tmp = self.path / f".{name}.tmp"
             save_file(tensors, str(tmp))
             tmp.replace(self.path / name)
-        atomic_write_json(self.path / "checkpoint.json", {"step": step, "state": packed, "tensors": name, **extra})
+        atomic_write_json(self.path / "checkpoint.json", {"step": step, **packed, "tensors": name})
         for old in self.path.glob("checkpoint-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -209,8 +209,7 @@ class RunDir:
         try:
             ckpt = validate(CheckpointFile, read_json(path), f"checkpoint {path}", fix).model_dump()
             tensors = load_file(str(path.parent / ckpt["tensors"])) if ckpt.get("tensors") else {}
-            ckpt["state"] = _unpack(ckpt["state"], tensors)
-            return ckpt
+            return {k: v if k in ("step", "tensors") else _unpack(v, tensors) for k, v in ckpt.items()}
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, OSError, SafetensorError) as err:
             raise AutopromptError(f"checkpoint {path} is corrupt ({type(err).__name__}){fix}") from None
 
