@@ -90,12 +90,29 @@ def read_user_json(path: str | Path, what: str = "file", kind: type = dict) -> A
     return data
 
 
-def check_writable_folder(path: str | Path, what: str = "output folder") -> None:
+def excerpt(value: Any, limit: int = 60) -> str:
+    """``value`` quoted for an error message: its ``repr`` (control characters and line separators
+    escaped, so one line stays one line), cut to ``limit`` characters — never a whole row of a
+    data file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def path_part(name: str, fallback: str = "_") -> str:
+    """``name`` (a task, model, strategy or study name from user input) made safe as one path part:
+    only letters, digits, ``-``, ``_`` and ``.``, no leading or trailing dots (so never ``..`` nor a
+    hidden file), ``fallback`` if nothing is left."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or fallback
+
+
+def check_writable_folder(path: str | Path, what: str = "output folder", need: int = MIN_FREE_BYTES) -> None:
     """Raise a one-line `AutopromptError` unless ``path`` is (or can be made) a folder we can write.
 
     Checked before any work, creating nothing: the nearest existing ancestor must be a folder in
-    which a file can be created (a probe file is made and removed at once).
+    which a file can be created (a probe file is made and removed at once) and whose disk has
+    ``need`` bytes free (at least `MIN_FREE_BYTES`; a search passes its estimate of what it writes).
     """
+    need = max(need, MIN_FREE_BYTES)
     path = Path(path)
     probe = path
     try:
@@ -116,9 +133,9 @@ def check_writable_folder(path: str | Path, what: str = "output folder") -> None
     except OSError as err:
         raise AutopromptError(f"cannot write {what} {path} ({err.strerror or err}); choose a writable folder") \
             from None
-    if free < MIN_FREE_BYTES:  # an empty probe file fits on a full disk; a checkpoint does not
+    if free < need:  # an empty probe file fits on a full disk; a checkpoint does not
         raise AutopromptError(f"{what} {path}: only {free // 2**20} MiB free on its disk (a run writes checkpoints, "
-                              f"results and reports; at least {MIN_FREE_BYTES // 2**20} MiB needed); free space or "
+                              f"results and reports; at least {-(-need // 2**20)} MiB needed); free space or "
                               "choose another folder")
 
 

@@ -32,7 +32,7 @@ from autoprompt import leaderboard as lb
 from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
-from autoprompt.io import atomic_write_json, read_user_json
+from autoprompt.io import atomic_write_json, path_part, read_user_json
 from autoprompt.model_store import load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Segment, Template, load_prompt, save_prompt
 from autoprompt.record import Baseline, DevTest, RunRecord, Spent
@@ -199,8 +199,7 @@ def _record(run_dir: Path, spec: SearchSpec, chosen: AnyPrompt, out: dict[str, A
     if source_result.is_file():
         variant = RunRecord.from_json(read_user_json(source_result, "result file")).variant or variant
     # a model name may be a path ("../.."): never a path part as given
-    safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(out["model"])).strip(".") or "model"
-    folder = run_dir / "transfers" / f"{run_dir.name}.to-{safe_model}"
+    folder = run_dir / "transfers" / f"{run_dir.name}.to-{path_part(str(out['model']), 'model')}"
     save_prompt(chosen, folder / "prompt.json")
     (found_dev, base_dev), (found_test, base_test) = scored["dev"], scored["test"]
     record = RunRecord(

@@ -67,6 +67,7 @@ class VerbalizerSearch(Searcher):
     """
 
     name = "verbalizer"
+    needs_every_class = True
     searches = frozenset({"verbalizer"})
     carries = frozenset({"template", "triggers", "demos"})
     summary = "label words: AutoPrompt probe, LM-BFF auto-L (likelihood) or PETAL likelihood ratio"

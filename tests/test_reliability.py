@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -193,11 +194,37 @@ def test_data_readers_refuse_what_they_cannot_read_faithfully(tmp_path, tiny_mod
     one_line_error(runner.invoke(app, ["evaluate", "--task", task, "--model", str(tiny_model_dir)]), fragment)
 
 
+@pytest.mark.parametrize(("data", "name"), [
+    (("text,label," + "x" * 10_000 + "\u2028![a](b)\nfine,1\n").encode(), "test.csv"),  # a row shorter than the header
+    (b'{"text": "good", "label": "' + b"y" * 10_000 + b'"}\n', "test.jsonl"),          # an unknown label
+    (b'{"txt": "good", "label": "1", "' + b"z" * 10_000 + b'": 1}\n', "test.jsonl"),    # a missing column
+])
+def test_an_error_quotes_a_data_file_in_a_bounded_excerpt(tmp_path, tiny_model_dir, data, name):
+    task = _custom_task(tmp_path, data, name)
+    result = runner.invoke(app, ["evaluate", "--task", task, "--model", str(tiny_model_dir)])
+    one_line_error(result, "test.")
+    assert len(result.output) < 400 and "x" * 100 not in result.output
+
+
 def test_numbers_in_a_jsonl_file_are_read_as_their_text(tmp_path, tiny_model_dir):
     task = _custom_task(tmp_path, b'{"text": 42, "label": 1}\n{"text": "bad", "label": 0}\n')
     result = runner.invoke(app, ["evaluate", "--task", task, "--model", str(tiny_model_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["n"] == 2
+
+
+def test_a_class_absent_from_train_is_said_in_one_line(tmp_path, tiny_model_dir):
+    spec = toy_task_file(tmp_path)
+    train = tmp_path / "train.csv"
+    train.write_text("".join(line + "\n" for line in train.read_text().splitlines() if not line.endswith(",0")))
+    argv = ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*argv, "--strategy", "manual"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "has no example of class 0" in line]
+    assert warnings and warnings[0].startswith("warning: custom task toy: its train split")
+    refused = runner.invoke(app, [*argv, "--strategy", "verbalizer"])  # before any work: the warning, then the error
+    assert refused.exit_code == 2 and "Traceback" not in refused.output and "fwd" not in refused.output
+    assert refused.output.splitlines()[-1].startswith("error: strategy verbalizer needs train examples of every class")
 
 
 @pytest.mark.parametrize(("extra", "fragment"), [
@@ -300,6 +327,51 @@ def test_a_run_folder_in_use_is_refused_and_a_resume_records_where_the_folder_is
     assert not (tmp_path / "hijacked").exists() and (tmp_path / "runs" / "leaderboard.db").is_file()
 
 
+@pytest.mark.parametrize("strategy", ["random", "random,random"])
+def test_resuming_a_read_only_run_folder_is_one_line_before_any_work(tmp_path, tiny_model_dir, monkeypatch,
+                                                                     strategy):
+    import errno  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from autoprompt.search import SearchSpec, run_pipeline, run_search  # noqa: PLC0415
+
+    spec = SearchSpec(task=str(toy_task_file(tmp_path)), strategy=strategy, model=str(tiny_model_dir), budget=200,
+                      params={"num_candidates": 2, "rescore_examples": 4} if "," not in strategy else
+                      {"random.num_candidates": 2, "random.rescore_examples": 4}, out=str(tmp_path / "runs"))
+    run = run_pipeline if "," in strategy else run_search
+    part = run(spec, stop_after=1, record=False)
+    assert part["interrupted"]
+    folder = tmp_path / "runs" / part["run_dir"].split("/runs/")[-1].split("/stages/")[0]
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):  # the folder is read-only (chmod does not stop root, so the OS is told to say it)
+        if str(kwargs.get("dir", "")).startswith(str(folder)):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    one_line_error(runner.invoke(app, ["search", "--resume", str(folder)]), "Read-only file system")
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # nothing changed in it
+
+
+@pytest.mark.parametrize("name", ["..", "../../escape", "/tmp/abs", ".hidden"])
+def test_a_task_name_is_never_a_path_as_given(tmp_path, tiny_model_dir, name):
+    from autoprompt.io import path_part  # noqa: PLC0415
+
+    part = path_part(name)
+    assert "/" not in part and not part.startswith(".") and part not in ("", ".", "..")
+    (tmp_path / "t").mkdir()
+    spec = toy_task_file(tmp_path / "t")
+    spec.write_text(spec.read_text().replace('name = "toy"', f"name = {json.dumps(name)}"))
+    result = runner.invoke(app, ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "manual",
+                                 "--out", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    run_dir = Path(json.loads(result.output[result.output.index("{"):])["run_dir"]).resolve()
+    assert run_dir.parent.parent.parent == (tmp_path / "runs").resolve()  # runs/<task>/<strategy>/<run>
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "t"]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "random", "wrong-shape"])
 def test_a_broken_model_folder_is_one_line(tmp_path, tiny_model_dir, damage):
     import os  # noqa: PLC0415
@@ -361,6 +433,20 @@ def test_a_nearly_full_disk_is_refused_before_any_work(tmp_path, tiny_model_dir,
                                  "manual", "--out", str(tmp_path / "runs")])
     one_line_error(result, "only 1 MiB free on its disk")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_free_space_needed_grows_with_what_the_run_will_write(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil  # noqa: PLC0415
+    from collections import namedtuple  # noqa: PLC0415
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**12, 10**12 - 80 * 2**20, 80 * 2**20))
+    spec = toy_task_file(tmp_path)
+    argv = ["search", "--task", str(spec), "--model", str(tiny_model_dir), "--strategy", "manual",
+            "--out", str(tmp_path / "runs")]
+    assert runner.invoke(app, [*argv, "--budget", "3000"]).exit_code == 0  # 80 MiB hold a 3,000-forward run
+    # a million example-forwards of cached scores and trace lines do not fit in 80 MiB
+    one_line_error(runner.invoke(app, [*argv, "--budget", "1000000"]), "only 80 MiB free on its disk")
 
 
 def test_a_disk_that_fills_mid_run_leaves_the_run_resumable(tmp_path, causal, task, monkeypatch):

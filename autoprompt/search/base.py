@@ -101,6 +101,9 @@ class Searcher(ABC):
     final_candidates: ClassVar[int] = 3
     #: the task kinds the strategy searches (`Task.kind`): label-word strategies need classes
     task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    #: whether it fits on train examples of every class (label-word statistics): a train split
+    #: missing a class is then refused before any work
+    needs_every_class: ClassVar[bool] = False
     #: the parts of the prompt it searches (`autoprompt.search.parts.PARTS`): what it may change
     searches: ClassVar[frozenset[str]] = frozenset()
     #: the parts of a warm start (``ctx.start``) it keeps unchanged; a start holding any other part

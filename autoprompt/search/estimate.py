@@ -9,6 +9,7 @@ from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.evaluator import Evaluator
 from autoprompt.generation import scoring_forwards
+from autoprompt.io import MIN_FREE_BYTES
 from autoprompt.model_store import default_budget, load_model
 from autoprompt.search.base import Searcher
 from autoprompt.search.registry import available, create
@@ -25,6 +26,12 @@ def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
         able = [n for n, cls in available().items() if kind in cls.task_kinds]
         raise AutopromptError(f"strategy {searcher.name} does not search {kind} tasks such as {data.task.name} "
                               f"(it chooses among label words); use one of {', '.join(able)}")
+    if searcher.needs_every_class:
+        present = {ex.label for ex in data.train}
+        missing = [label for c, label in enumerate(data.task.labels) if c not in present]
+        if missing:
+            raise AutopromptError(f"strategy {searcher.name} needs train examples of every class, but "
+                                  f"{data.task.name}'s train has none of {missing}; add them to its train data")
     # dev as it is charged: on a generation task each of its references is scored too
     minimum = searcher.minimum_budget(len(data.train), scoring_forwards(data.dev))
     if limit < minimum:
@@ -33,6 +40,19 @@ def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
             f"example-forwards (its start and one step on {len(data.train)} train and {len(data.dev)} dev "
             f"examples); give a budget of at least {minimum}")
     return minimum
+
+
+def disk_estimate(limit: int, data: TaskData) -> int:
+    """Bytes a search under budget ``limit`` writes at most, at its peak.
+
+    The checkpoint keeps the evaluator's scores (`Evaluator.cached`): per example-forward one
+    float32 log-prob per class, the label and the top token (``4 × classes + 16`` bytes), and a new
+    checkpoint is written beside the old one before that one goes (so twice); the trace takes a
+    line per step (at most one step per example-forward, about 300 bytes). Results, the prompt and
+    a soft part's tensors fit in the `MIN_FREE_BYTES` floor.
+    """
+    per_forward = 2 * (4 * max(len(data.task.labels), 1) + 16) + 300
+    return MIN_FREE_BYTES + limit * per_forward
 
 
 def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:

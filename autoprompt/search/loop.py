@@ -27,7 +27,7 @@ from autoprompt.model_store import default_budget, load_model
 from autoprompt.prompts import Prompt, Rule, load_prompt
 from autoprompt.record import RunRecord
 from autoprompt.search.base import SearchContext, Searcher
-from autoprompt.search.estimate import check_budget
+from autoprompt.search.estimate import check_budget, disk_estimate
 from autoprompt.search.finish import SearchRun, finish, finish_stage
 from autoprompt.search.parts import check_start
 from autoprompt.search.registry import create, variant
@@ -86,6 +86,7 @@ def run_search(
             if record:
                 record_run(finished, leaderboard_db(db, spec.out))
             return finished.to_json()
+        check_writable_folder(folder.path, "run folder")  # read-only, or a full disk: say so before any work
     elif stage_dir is None:
         check_writable_folder(spec.out, "run folder")
     if "," in spec.strategy or spec.strategy == "auto":
@@ -104,6 +105,8 @@ def run_search(
         data = limit_test(data, spec.test_limit)
     limit = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, limit, data)
+    check_writable_folder(stage_dir or (folder.path if folder is not None else spec.out), "run folder",
+                          need=disk_estimate(limit, data))
     start = load_start(spec.start, data.task, searcher) if spec.start is not None else None
     lm = lm or load_model(spec.model)
     if spec.start is not None and start is not None:

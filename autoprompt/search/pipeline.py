@@ -45,7 +45,7 @@ from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError, SearchInterrupted
 from autoprompt.evaluator import Evaluator
 from autoprompt.generation import scoring_forwards
-from autoprompt.io import atomic_write_json, check_writable_folder, read_json
+from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
 from autoprompt.model_store import default_budget, load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
 from autoprompt.record import RunRecord
@@ -352,6 +352,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
         spec = folder.resumed_spec()  # a resumed pipeline runs the spec it was started with, recorded where it is
         if (done := folder.result()) is not None:
             return done
+        check_writable_folder(folder.path, "run folder")  # read-only, or a full disk: say so before any work
     else:
         check_writable_folder(spec.out, "run folder")
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
@@ -417,7 +418,7 @@ class _StageRunner:
         previous = spec.start
         summaries: list[dict[str, Any]] = []
         for i, stage in enumerate(self.stages):
-            path = base / f"{i + 1}-{stage.strategy}"
+            path = base / f"{i + 1}-{path_part(stage.strategy)}"
             budget = stage_budgets(total, spent, plan["minimums"][i:], plan["weights"][i:])
             # a time limit is the whole pipeline's: a stage gets what the stages before it left
             seconds = (max(1e-3, spec.max_seconds - sum(s["wall_s"] for s in summaries))

@@ -26,7 +26,7 @@ import torch
 from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_json, folder_lock, read_json, read_user_json
+from autoprompt.io import atomic_write_json, folder_lock, path_part, read_json, read_user_json
 from autoprompt.prompts import AnyPrompt, save_prompt
 from autoprompt.schema import CheckpointFile, validate
 from autoprompt.search.registry import create
@@ -111,7 +111,7 @@ class RunDir:
     @classmethod
     def create(cls, spec: SearchSpec, task_name: str, base: Path | None = None) -> RunDir:
         """A new folder ``<out>/<task>/<strategy>/<id>`` (or ``base``, a pipeline's stage) holding ``spec.json``."""
-        base = base or Path(spec.out) / _safe(task_name) / spec.strategy / _run_id(spec)
+        base = base or Path(spec.out) / path_part(task_name) / path_part(spec.strategy) / _run_id(spec)
         path = base
         for n in range(2, 1002):  # the same spec started twice in one second gets a suffix, never a shared folder
             try:
@@ -234,10 +234,6 @@ def _run_id(spec: SearchSpec) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:6]
     return f"{stamp}-s{spec.seed}-{digest}"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -46,8 +46,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from autoprompt import events
 from autoprompt.errors import AutopromptError
-from autoprompt.io import read_user_text
+from autoprompt.io import excerpt, read_user_text
 from autoprompt.schema import TaskFile, validate
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData, carve_dev, unavailable
 from autoprompt.tasks.generation import generation_data, group_references
@@ -63,11 +64,10 @@ def _examples(rows: list[dict[str, Any]], path: Path, columns: Mapping[str, str]
             raise AutopromptError(f"{path} row {n} is not an object with columns")
         missing = [c for c in [*columns.values(), label_column] if c not in row]
         if missing:
-            raise AutopromptError(f"{path} row {n} lacks column(s) {missing}; it has {sorted(row)}")
+            raise AutopromptError(f"{path} row {n} lacks column(s) {excerpt(missing)}; it has {excerpt(sorted(row))}")
         raw = _text(row[label_column], path, n, label_column, label=True).strip()
         if raw not in index:
-            shown = raw if len(raw) <= 40 else raw[:37] + "..."
-            raise AutopromptError(f"{path} row {n}: label {shown!r} is not one of {list(labels)}")
+            raise AutopromptError(f"{path} row {n}: label {excerpt(raw, 40)} is not one of {excerpt(list(labels))}")
         out.append(Example({f: _text(row[c], path, n, c).strip() for f, c in columns.items()}, index[raw]))
     return out
 
@@ -82,7 +82,7 @@ def _text(value: Any, path: Path, row: int, column: str, label: bool = False) ->
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     shown = "null" if value is None else type(value).__name__
-    raise AutopromptError(f"{path} row {row}: column {column!r} holds {shown}, not text; write it as a string "
+    raise AutopromptError(f"{path} row {row}: column {excerpt(column)} holds {shown}, not text; write it as a string "
                           "(or drop the row)")
 
 
@@ -174,8 +174,27 @@ def custom_task(
     for split in ("train", "dev"):
         if split not in loaders:
             loaders[split] = unavailable(f"custom task {name} has no {split} file; add it under [files]")
+    if "train" in paths:
+        loaders["train"] = _say_missing_classes(name, labels, loaders["train"])
     protocol = {"shots": shots, "data_seed": data_seed, "sources": {k: str(v) for k, v in paths.items()}}
     return TaskData(task, protocol, loaders)
+
+
+def _say_missing_classes(name: str, labels: Sequence[str], load: SplitLoader) -> SplitLoader:
+    """The train loader ``load``, warning in one line when train holds no example of some class (what
+    fits on train — label words, demonstrations, centroids, a class prior — cannot see that class)."""
+
+    def loaded() -> list[Example]:
+        examples = load()
+        present = {ex.label for ex in examples}
+        missing = [label for c, label in enumerate(labels) if c not in present]
+        if examples and missing:
+            events.warn(f"custom task {name}: its train split has no example of class {', '.join(missing)}, so "
+                        f"nothing fitted on train sees {'it' if len(missing) == 1 else 'them'}; add examples of "
+                        "every class, or drop the class from `labels`")
+        return examples
+
+    return loaded
 
 
 def _check_inside(spec: Path, files: Mapping[str, str]) -> None:

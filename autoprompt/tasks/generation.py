@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt.errors import AutopromptError
+from autoprompt.io import excerpt
 from autoprompt.tasks.base import Example, SplitLoader, Task, TaskData
 from autoprompt.tasks.readers import read_table
 
@@ -40,7 +41,7 @@ def group_references(rows: Sequence[Mapping[str, str]], columns: Mapping[str, st
     for n, row in enumerate(rows, start=1):
         missing = [c for c in [*columns.values(), target] if c not in row]
         if missing:
-            raise AutopromptError(f"{source} row {n} lacks column(s) {missing}; it has {sorted(row)}")
+            raise AutopromptError(f"{source} row {n} lacks column(s) {excerpt(missing)}; it has {excerpt(sorted(row))}")
         fields = {f: str(row[c]).strip() for f, c in columns.items()}
         ref = str(row[target]).strip()
         if not ref:

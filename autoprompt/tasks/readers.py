@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from autoprompt.errors import AutopromptError
+from autoprompt.io import excerpt
 
 csv.field_size_limit(sys.maxsize)
 
@@ -116,12 +117,12 @@ def read_table(path: Path, fmt: str | None = None, columns: Sequence[str] | None
         head, body = list(columns), rows
     repeated = sorted({c for c in head if head.count(c) > 1})
     if repeated:  # dict(zip(...)) would let the last one win: the wrong column scored, silently
-        raise AutopromptError(f"data file {path}: the column name(s) {repeated} appear more than once in "
+        raise AutopromptError(f"data file {path}: the column name(s) {excerpt(repeated)} appear more than once in "
                               f"{'its header' if columns is None else 'columns'}; give every column its own name")
     short = next((n for n, r in enumerate(body, start=2 if columns is None else 1) if len(r) != len(head)), None)
     if short is not None:
         raise AutopromptError(f"data file {path} row {short} has a different number of columns than "
-                              f"{'its header' if columns is None else 'columns'} {head}")
+                              f"{'its header' if columns is None else 'columns'} {excerpt(head)}")
     return [dict(zip(head, r)) for r in body]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from autoprompt.errors import AutopromptError
+from autoprompt.io import excerpt
 from autoprompt.tasks.base import Example, SplitLoader, carve_dev, unavailable
 from autoprompt.tasks.readers import read_csv, read_jsonl, read_tsv
 
@@ -29,7 +30,7 @@ def _labelled(rows: Iterable[_Row], fields: Callable[[_Row], dict[str, str]], la
     for row in rows:
         raw = label(row)
         if raw not in index:
-            raise AutopromptError(f"unexpected label {raw!r}; this task's labels are {list(raw_labels)}")
+            raise AutopromptError(f"unexpected label {excerpt(raw, 40)}; this task's labels are {list(raw_labels)}")
         out.append(Example({k: v.strip() for k, v in fields(row).items()}, index[raw]))
     return out
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import check_writable_folder
+from autoprompt.io import check_writable_folder, path_part
 from autoprompt.record import RunRecord
 
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
@@ -118,7 +118,7 @@ def objective(config: TuneConfig, trial: Trial) -> float:
     devs: list[float] = []
     tests: list[float] = []
     runs: list[str] = []
-    out = str(Path(config.out) / config.study / f"trial-{trial.number}")
+    out = str(Path(config.out) / path_part(config.study, "study") / f"trial-{trial.number}")
     for k, data_seed in enumerate(config.data_seeds):
         spec = SearchSpec(task=config.task, strategy=config.strategy, params=params, model=config.model,
                           shots=config.shots, data_seed=data_seed, seed=config.seed, budget=config.budget,
