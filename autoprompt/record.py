@@ -9,6 +9,7 @@ data protocol) stay dicts: each strategy owns their keys.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -115,9 +116,15 @@ class RunRecord:
         if missing:
             raise AutopromptError(f"not a result file: no {', '.join(missing)}")
         try:
-            return cls._from_fields(data, known)
+            record = cls._from_fields(data, known)
         except (KeyError, TypeError, AttributeError) as err:
             raise AutopromptError(f"not a result file: a field is missing or of the wrong type ({err})") from None
+        for name, pair in (("scores", record.scores), ("baseline", record.baseline)):
+            for split in ("dev", "test"):
+                value = getattr(pair, split)
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    raise AutopromptError(f"not a result file: {name}.{split} is {value!r}, not a finite number")
+        return record
 
     @classmethod
     def _from_fields(cls, data: dict[str, Any], known: set[str]) -> RunRecord:

@@ -112,13 +112,16 @@ def test_a_soft_prompt_holding_nan_is_one_line_before_anything_is_printed(tmp_pa
 
 
 def test_leaderboard_import_says_which_files_it_skipped_and_why(tmp_path):
-    for name, content in {"a": b"[]", "b": b"{}", "c": b'{"task": "caf\xe9"}', "e": b""}.items():
+    nan = b'{"task": "t", "strategy": "s", "model": "m", "scores": {"dev": NaN, "test": 0.5}, ' \
+          b'"baseline": {"dev": 0.5, "test": 0.5}}'
+    for name, content in {"a": b"[]", "b": b"{}", "c": b'{"task": "caf\xe9"}', "e": b"", "f": nan}.items():
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "result.json").write_bytes(content)
     (tmp_path / "runs" / "d" / "result.json").mkdir(parents=True)
     result = runner.invoke(app, ["leaderboard", "import", str(tmp_path / "runs"), "--db", str(tmp_path / "lb.db")])
     assert result.exit_code == 0 and "0 runs added" in result.output, result.output
-    for fragment in ("holds list", "not a result file", "not UTF-8", "is a folder", "is empty"):
+    for fragment in ("holds list", "not a result file", "not UTF-8", "is a folder", "is empty",
+                     "scores.dev is nan, not a finite number"):
         assert fragment in result.output, fragment
 
 
@@ -513,3 +516,31 @@ def test_a_resumed_search_selects_on_the_numbers_of_the_uninterrupted_one(tmp_pa
     (tmp_path / full["run_dir"] / "result.json").unlink()
     again = run_search(spec("full"), lm=lm, data=task, resume=full["run_dir"], record=False)
     assert again["selection"] == full["selection"]
+
+
+def test_a_full_disk_on_the_trace_is_one_line_and_the_run_resumes(tmp_path, causal, task, monkeypatch):
+    import errno  # noqa: PLC0415
+    from pathlib import Path as P  # noqa: PLC0415
+
+    from autoprompt import AutopromptError  # noqa: PLC0415
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    spec = SearchSpec(task="tiny", strategy="random", params={"num_candidates": 2, "rescore_examples": 4},
+                      budget=150, out=str(tmp_path / "runs"))
+    full = run_search(spec, lm=causal, data=task, record=False)
+    real_open, lines = P.open, {"n": 0}
+
+    def full_disk(self, mode="r", *args, **kwargs):
+        if self.name == "trace.jsonl" and mode == "a":
+            lines["n"] += 1
+            if lines["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(P, "open", full_disk)
+    with pytest.raises(AutopromptError, match=r"trace.jsonl \(No space left on device\); the run can be resumed"):
+        run_search(spec, lm=causal, data=task, record=False)
+    monkeypatch.setattr(P, "open", real_open)
+    broken = next(f for f in (tmp_path / "runs" / "tiny" / "random").iterdir() if not (f / "result.json").exists())
+    resumed = run_search(spec, lm=causal, data=task, resume=broken, record=False)
+    assert resumed["scores"] == full["scores"] and resumed["selection"] == full["selection"]

@@ -26,7 +26,7 @@ import torch
 from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_json, folder_lock, path_part, read_json, read_user_json
+from autoprompt.io import atomic_write_bytes, atomic_write_json, folder_lock, path_part, read_json, read_user_json
 from autoprompt.prompts import AnyPrompt, save_prompt
 from autoprompt.schema import CheckpointFile, validate
 from autoprompt.search.registry import create
@@ -220,14 +220,20 @@ class Trace:
     def __init__(self, path: Path, keep: int | None) -> None:
         self.path = path
         if keep is not None and path.exists():
-            lines = path.read_text().splitlines()[:keep]
-            path.write_text("".join(line + "\n" for line in lines))
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[:keep]
+            atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
         elif keep is None:
-            path.write_text("")
+            atomic_write_bytes(path, b"")
 
     def append(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row, default=str) + "\n")
+        """One line more; a full disk or a read-only folder is one line (the run resumes from its last
+        checkpoint, where a half-written line is dropped)."""
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row, default=str) + "\n")
+        except OSError as err:
+            raise AutopromptError(f"cannot write {self.path} ({err.strerror or err}); the run can be resumed from "
+                                  "its last checkpoint once there is room (`autoprompt search --resume`)") from None
 
 
 def _run_id(spec: SearchSpec) -> str:
