@@ -9,10 +9,8 @@ The public API a strategy or a user needs::
 """
 
 from autoprompt.backends import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
-from autoprompt.budget import Budget
+from autoprompt.backends.store import DEFAULT_MODEL, load_model, provision
 from autoprompt.errors import AutopromptError, BudgetExhausted
-from autoprompt.evaluator import Evaluator
-from autoprompt.model_store import DEFAULT_MODEL, load_model, provision
 from autoprompt.prompts import (
     RULES,
     AnyPrompt,
@@ -29,8 +27,10 @@ from autoprompt.prompts import (
     prompt_from_json,
     save_prompt,
 )
-from autoprompt.scores import EvalResult
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.scores import EvalResult
 from autoprompt.tasks import Example, Task, TaskData, custom_task, load_task
 
 __version__ = "0.1.0"

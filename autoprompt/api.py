@@ -10,15 +10,15 @@ from typing import Any
 
 from autoprompt.backends import FrozenLM
 from autoprompt.backends.decoding import Decoding
+from autoprompt.backends.store import DEFAULT_MODEL, load_model
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
-from autoprompt.model_store import DEFAULT_MODEL, load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
-from autoprompt.soft import resolve_soft
+from autoprompt.prompts.soft import resolve_soft
+from autoprompt.results.versions import versions
+from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.tasks import Example, Task, TaskData, lama_relations, load_task, resolve_data_dir
 from autoprompt.tasks.base import stratified_sample
 from autoprompt.tasks.readers import read_inputs
-from autoprompt.versions import versions
 
 
 def build_prompt(data: TaskData, template: str | None = None,
@@ -248,7 +248,7 @@ def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, 
 
     Results too old to name their leaderboard row get it from their strategy's defaults.
     """
-    from autoprompt import leaderboard  # noqa: PLC0415
+    from autoprompt.results import leaderboard  # noqa: PLC0415
     from autoprompt.search.registry import variant  # noqa: PLC0415
 
     return leaderboard.import_runs(folder, db, variant)
@@ -287,6 +287,7 @@ def search(
     own (``budget_split``, ``holdout``, ``auto.effort``, ...). ``start`` is a ``prompt.json`` to
     build on (a warm start) instead of the task's manual prompt.
     """
+    from autoprompt.results.recording import record_finished  # noqa: PLC0415
     from autoprompt.search import (  # noqa: PLC0415
         RunDir,
         SearchSpec,
@@ -305,9 +306,10 @@ def search(
         if conflicting:
             raise AutopromptError(f"resuming continues a run with the spec it was started with; "
                                   f"{', '.join(conflicting)} cannot change it: leave them out, or start a new run")
-        if is_pipeline(RunDir(resume).spec().strategy):
-            return run_pipeline(SearchSpec("", ""), resume=resume, progress=progress, db=db)
-        return run_search(SearchSpec("", ""), resume=resume, progress=progress, db=db)
+        folder = RunDir(resume)
+        run = run_pipeline if is_pipeline(folder.spec().strategy) else run_search
+        return record_finished(run(SearchSpec("", ""), resume=resume, progress=progress), db,
+                               folder.resumed_spec().out)
     if not task:
         raise AutopromptError("give a `task` (or `resume` a run folder)")
     given_params = dict(params) if isinstance(params, Mapping) else parse_params(params)
@@ -318,10 +320,10 @@ def search(
     if is_pipeline(spec.strategy):
         if dry_run:
             return estimate_pipeline(spec)
-        return run_pipeline(spec, progress=progress, db=db)
+        return record_finished(run_pipeline(spec, progress=progress), db, spec.out)
     if dry_run:
         return estimate(spec)
-    return run_search(spec, progress=progress, db=db)
+    return record_finished(run_search(spec, progress=progress), db, spec.out)
 
 
 def tune(
@@ -347,16 +349,16 @@ def tune(
     data_dir: str | Path | None = None,
     db: str | None = None,
 ) -> dict[str, Any]:
-    """Tune ``strategy``'s hyper-parameters on ``task`` with optuna (see `autoprompt.tune`).
+    """Tune ``strategy``'s hyper-parameters on ``task`` with optuna (see `autoprompt.experiments.tune`).
 
     Each trial is a search; its value is the mean dev score over ``data_seeds`` (test is recorded,
     never optimised). ``space`` is a TOML search space (default: the strategy's own); ``params``
     are fixed, untuned parameters. Several workers (``workers``, or the same call on other
     machines with a shared ``storage`` URL) work on one study.
     """
+    from autoprompt.experiments.tune import TuneConfig, default_space, load_space, parse_seeds, storage_url  # noqa: PLC0415
+    from autoprompt.experiments.tune import tune as run  # noqa: PLC0415
     from autoprompt.search import create, parse_params  # noqa: PLC0415
-    from autoprompt.tune import TuneConfig, default_space, load_space, parse_seeds, storage_url  # noqa: PLC0415
-    from autoprompt.tune import tune as run  # noqa: PLC0415
 
     if n_trials < 1 or workers < 1:
         raise AutopromptError("`n_trials` and `workers` must be at least 1")
@@ -378,8 +380,8 @@ def transfer(prompt: str | Path, model: str | FrozenLM, *, task: str | None = No
              source_model: str | FrozenLM | None = None, data_dir: str | Path | None = None,
              db: str | Path | None = None, record: bool = True, progress: bool = False) -> dict[str, Any]:
     """Score a prompt found on one model on ``model``, next to that model's manual prompt (see
-    `autoprompt.transfer.transfer`)."""
-    from autoprompt.transfer import transfer as run  # noqa: PLC0415
+    `autoprompt.experiments.transfer.transfer`)."""
+    from autoprompt.experiments.transfer import transfer as run  # noqa: PLC0415
 
     return run(prompt, model, task=task, split=split, source_model=source_model, data_dir=data_dir, db=db,
                record=record, progress=progress)
@@ -389,8 +391,8 @@ def suite_run(name: str, *, suites: str | Path | None = None, storage: str | Non
               workers: int = 1, study: str | None = None, heartbeat: int = 10, grace: int = 30,
               data_dir: str | Path | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Run (or join, from another machine) a benchmark suite as one optuna study over its cells (see
-    `autoprompt.suite.suite_run`)."""
-    from autoprompt.suite import suite_run as run  # noqa: PLC0415
+    `autoprompt.experiments.suite.suite_run`)."""
+    from autoprompt.experiments.suite import suite_run as run  # noqa: PLC0415
 
     return run(name, suites=suites, storage=storage, db=db, workers=workers, study=study, heartbeat=heartbeat,
                grace=grace, data_dir=data_dir, dry_run=dry_run)

@@ -36,7 +36,8 @@ class AutopromptError(ValueError):
 
 
 class BudgetExhausted(RuntimeError):
-    """Raised by `Budget.charge` when a search has spent its forwards or its wall-clock limit."""
+    """Raised by `Budget.require` (before the work, never after it) when a search has spent its forwards or
+    its wall-clock limit."""
 
 
 class SearchInterrupted(KeyboardInterrupt):

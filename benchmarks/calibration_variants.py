@@ -32,7 +32,7 @@ from selection_defaults import CLOZE, held_out_splits
 
 from autoprompt import Evaluator, Prompt, TaskData, load_model
 from autoprompt.io import atomic_write_json
-from autoprompt.scores import log_mean_prob
+from autoprompt.scoring.scores import log_mean_prob
 from autoprompt.tasks import Example
 
 RESULTS = Path(__file__).parent / "results"

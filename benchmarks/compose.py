@@ -94,7 +94,7 @@ def run_cell(lm: Any, data: TaskData, task: str, strategy: str, params: dict[str
                       budget=budget, out=out)
     started = time.perf_counter()
     # every row is a pipeline (one stage is a pipeline too: same data use, one gate on dev at the end)
-    result = run_pipeline(spec, lm=lm, data=data, record=False)
+    result = run_pipeline(spec, lm=lm, data=data)
     stages = result["details"].get("stages", [])
     return {"test": result["scores"]["test"], "manual_test": result["baseline"]["test"],
             "dev": result["scores"]["dev"], "manual_dev": result["baseline"]["dev"],

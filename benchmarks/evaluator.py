@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from autoprompt import Evaluator, load_model, load_task
-from autoprompt.versions import versions
+from autoprompt.results.versions import versions
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from autoprompt import Evaluator, Example, Prompt, Task
 from autoprompt.backends import CausalLM
 from autoprompt.io import atomic_write_json
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.results.versions import versions
 from autoprompt.testing.tiny import NEGATIVE, NOUNS, POSITIVE, _bpe_tokenizer
-from autoprompt.versions import versions
 
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                 "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,

@@ -34,8 +34,8 @@ import torch
 from autoprompt import Evaluator, load_model, load_task
 from autoprompt.backends import causal
 from autoprompt.io import atomic_write_json
+from autoprompt.results.versions import versions
 from autoprompt.tasks import lama_relations, resolve_data_dir
-from autoprompt.versions import versions
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,7 +22,7 @@ import torch
 
 from autoprompt.api import evaluate
 from autoprompt.io import atomic_write_json
-from autoprompt.versions import versions
+from autoprompt.results.versions import versions
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from autoprompt.io import atomic_write_json
-from autoprompt.versions import versions
+from autoprompt.results.versions import versions
 
 CLI = [str(Path(sys.executable).parent / "autoprompt")]  # the console script of this environment
 JOBS = {

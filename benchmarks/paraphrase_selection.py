@@ -26,8 +26,8 @@ from pathlib import Path
 from figures import sample_std
 
 from autoprompt import load_model
-from autoprompt.budget import Budget
-from autoprompt.evaluator import Evaluator
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import TaskData

@@ -35,8 +35,8 @@ import torch
 from figures import sample_std
 
 from autoprompt import load_model
+from autoprompt.backends.store import model_dir
 from autoprompt.io import atomic_write_json, read_json
-from autoprompt.model_store import model_dir
 from autoprompt.search import SearchSpec, finished_result, run_search
 from autoprompt.tasks import load_task
 

@@ -42,10 +42,10 @@ from compose import part_datasets
 from figures import load_cells, mean_std
 
 from autoprompt import TaskData, load_model
-from autoprompt.budget import Budget
-from autoprompt.evaluator import Evaluator
 from autoprompt.io import atomic_write_json
 from autoprompt.prompts import Demonstration, Demonstrations, Prompt, Rule
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.selection import bootstrap_delta
 
 RESULTS = Path(__file__).parent / "results"

@@ -32,10 +32,10 @@ import torch
 
 from autoprompt import Evaluator, Prompt, load_model, load_task
 from autoprompt.backends.kv_cache import select_rows
-from autoprompt.batching import common_prefix
 from autoprompt.io import atomic_write_json
+from autoprompt.results.versions import versions
+from autoprompt.scoring.batching import common_prefix
 from autoprompt.search import with_triggers
-from autoprompt.versions import versions
 
 
 @torch.inference_mode()

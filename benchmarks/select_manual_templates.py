@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from autoprompt import Evaluator, Prompt, load_model, load_task
-from autoprompt.versions import versions
+from autoprompt.results.versions import versions
 
 SENT = {
     "cloze (LM-BFF)": ("{sentence} It was [P]", ["terrible", "great"]),

@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from autoprompt.api import suite_run, transfer
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
+from autoprompt.experiments.suite import load_suite
 from autoprompt.io import atomic_write_json
-from autoprompt.leaderboard import load_rows
-from autoprompt.model_store import load_model
-from autoprompt.report import write as write_report
-from autoprompt.suite import load_suite
-from autoprompt.versions import versions
+from autoprompt.results.leaderboard import load_rows
+from autoprompt.results.report import write as write_report
+from autoprompt.results.versions import versions
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ train examples the prompt shows before each query (`autoprompt.prompts.Demonstra
   and a scoring set they are judged on (never both: an example shown its own label would leak);
   each step proposes ``num_candidates`` sets that swap one demonstration for another pool example
   of the same class, scores them with the current set as one batched job (each set's block runs
-  once, `autoprompt.sharing`), and keeps the best if its calibrated margin on the scoring set is
+  once, `autoprompt.scoring.sharing`), and keeps the best if its calibrated margin on the scoring set is
   strictly higher.
 
 ``order=entropy`` is Lu et al. (2022)'s GlobalE: of ``num_orders`` permutations, the one whose

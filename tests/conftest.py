@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,26 @@ def tiny_masked_dir(tmp_path_factory, masked) -> Path:
     masked.model.save_pretrained(path)
     masked.tokenizer.save_pretrained(path)
     return path
+
+
+@contextmanager
+def _weights_kept(lm) -> Iterator[None]:
+    """Assert that the code run inside leaves every weight of ``lm`` bit-identical and frozen as it was
+    (a direct comparison: the run's own ``backbone`` record cannot say otherwise, since a run whose
+    checksum changed raises instead of reporting)."""
+    import torch  # noqa: PLC0415
+
+    before = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+    frozen = [p.requires_grad for p in lm.model.parameters()]
+    yield
+    after = lm.model.state_dict()
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert not changed, f"weights changed: {changed[:5]}"
+    assert [p.requires_grad for p in lm.model.parameters()] == frozen
+
+
+@pytest.fixture
+def weights_kept() -> Callable[..., AbstractContextManager[None]]:
+    """``with weights_kept(lm): ...`` fails unless the backbone is left exactly as it was."""
+    return _weights_kept

@@ -9,8 +9,8 @@ import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, Prompt
 from autoprompt.prompts import Demonstration, Demonstrations, load_prompt, save_prompt
-from autoprompt.retrieval import Retriever
-from autoprompt.sharing import MIN_SHARED_BLOCK
+from autoprompt.scoring.retrieval import Retriever
+from autoprompt.scoring.sharing import MIN_SHARED_BLOCK
 from autoprompt.testing import tiny_causal_lm
 from tests.test_evaluator import MULTI, reference_causal, reference_masked
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from autoprompt import Budget, BudgetExhausted, Evaluator, Example, Prompt, Task
-from autoprompt.metrics import macro_f1, ranking
+from autoprompt.scoring.metrics import macro_f1, ranking
 from autoprompt.testing import tiny_causal_lm, tiny_masked_lm
 
 MULTI = {"negative": ["bad", "awful thing", "terrible"], "positive": ["good", "superb film"]}

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autoprompt import leaderboard as lb
 from autoprompt.cli import app
-from autoprompt.report import write as write_report
+from autoprompt.results import leaderboard as lb
+from autoprompt.results.report import write as write_report
 from autoprompt.search import SearchSpec, run_search
 
 
@@ -104,7 +104,7 @@ WRITER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from pathlib import Path
     from test_leaderboard import fake_result
-    from autoprompt import leaderboard as lb
+    from autoprompt.results import leaderboard as lb
     tmp, offset = Path(sys.argv[1]), int(sys.argv[2])
     for n in range(offset, offset + 50):
         assert lb.record(fake_result(tmp, n, test=0.5 + n / 1000), tmp / "shared.db")

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from autoprompt import AutopromptError, Evaluator
 from autoprompt.cli import app
-from autoprompt.leaderboard import load_rows
 from autoprompt.prompts import Demonstration, Demonstrations, Ensemble, Prompt, Template, save_prompt
+from autoprompt.results.leaderboard import load_rows
 from autoprompt.search import SearchSpec, available, create, run_pipeline, run_search
 from autoprompt.search import finish as finish_module
 from autoprompt.search.auto import choose_stages

@@ -342,7 +342,7 @@ def test_resuming_a_read_only_run_folder_is_one_line_before_any_work(tmp_path, t
                       params={"num_candidates": 2, "rescore_examples": 4} if "," not in strategy else
                       {"random.num_candidates": 2, "random.rescore_examples": 4}, out=str(tmp_path / "runs"))
     run = run_pipeline if "," in strategy else run_search
-    part = run(spec, stop_after=1, record=False)
+    part = run(spec, stop_after=1)
     assert part["interrupted"]
     folder = tmp_path / "runs" / part["run_dir"].split("/runs/")[-1].split("/stages/")[0]
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
@@ -461,7 +461,7 @@ def test_a_disk_that_fills_mid_run_leaves_the_run_resumable(tmp_path, causal, ta
 
     spec = SearchSpec(task="tiny", strategy="random", params={"num_candidates": 2, "rescore_examples": 4},
                       budget=150, out=str(tmp_path / "runs"))
-    full = run_search(spec, lm=causal, data=task, db=str(tmp_path / "a.db"))
+    full = run_search(spec, lm=causal, data=task)
     real_fsync, calls = os.fsync, {"n": 0}
 
     def fsync(fd: int) -> None:
@@ -472,12 +472,12 @@ def test_a_disk_that_fills_mid_run_leaves_the_run_resumable(tmp_path, causal, ta
 
     monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(AutopromptError, match=r"No space left on device.*nothing was half-written"):
-        run_search(spec, lm=causal, data=task, db=str(tmp_path / "b.db"))
+        run_search(spec, lm=causal, data=task)
     monkeypatch.setattr(os, "fsync", real_fsync)
     folders = sorted((tmp_path / "runs" / "tiny" / "random").iterdir())
     broken = next(f for f in folders if not (f / "result.json").exists())
     assert not list(broken.glob(".*.tmp"))  # no temporary file left behind
-    resumed = run_search(spec, lm=causal, data=task, resume=broken, db=str(tmp_path / "b.db"))
+    resumed = run_search(spec, lm=causal, data=task, resume=broken)
     assert resumed["scores"] == full["scores"] and resumed["prompt_fingerprint"] == full["prompt_fingerprint"]
 
 
@@ -505,16 +505,16 @@ def test_a_resumed_search_selects_on_the_numbers_of_the_uninterrupted_one(tmp_pa
         return SearchSpec(task="tiny", strategy=strategy, params=params, budget=400, seed=5,
                           out=str(tmp_path / name))
 
-    full = run_search(spec("full"), lm=lm, data=task, record=False)
+    full = run_search(spec("full"), lm=lm, data=task)
     assert full["steps"] >= 2
     for after in range(1, min(3, full["steps"])):  # killed after a step: the checkpoint keeps what the steps read
-        part = run_search(spec(f"part{after}"), lm=lm, data=task, stop_after=after, record=False)
+        part = run_search(spec(f"part{after}"), lm=lm, data=task, stop_after=after)
         assert part["interrupted"]
-        resumed = run_search(spec(f"part{after}"), lm=lm, data=task, resume=part["run_dir"], record=False)
+        resumed = run_search(spec(f"part{after}"), lm=lm, data=task, resume=part["run_dir"])
         assert resumed["selection"] == full["selection"] and resumed["prompt"] == full["prompt"]
     # killed during the final scoring: the last checkpoint holds everything the gate reads
     (tmp_path / full["run_dir"] / "result.json").unlink()
-    again = run_search(spec("full"), lm=lm, data=task, resume=full["run_dir"], record=False)
+    again = run_search(spec("full"), lm=lm, data=task, resume=full["run_dir"])
     assert again["selection"] == full["selection"]
 
 
@@ -527,7 +527,7 @@ def test_a_full_disk_on_the_trace_is_one_line_and_the_run_resumes(tmp_path, caus
 
     spec = SearchSpec(task="tiny", strategy="random", params={"num_candidates": 2, "rescore_examples": 4},
                       budget=150, out=str(tmp_path / "runs"))
-    full = run_search(spec, lm=causal, data=task, record=False)
+    full = run_search(spec, lm=causal, data=task)
     real_open, lines = P.open, {"n": 0}
 
     def full_disk(self, mode="r", *args, **kwargs):
@@ -539,8 +539,8 @@ def test_a_full_disk_on_the_trace_is_one_line_and_the_run_resumes(tmp_path, caus
 
     monkeypatch.setattr(P, "open", full_disk)
     with pytest.raises(AutopromptError, match=r"trace.jsonl \(No space left on device\); the run can be resumed"):
-        run_search(spec, lm=causal, data=task, record=False)
+        run_search(spec, lm=causal, data=task)
     monkeypatch.setattr(P, "open", real_open)
     broken = next(f for f in (tmp_path / "runs" / "tiny" / "random").iterdir() if not (f / "result.json").exists())
-    resumed = run_search(spec, lm=causal, data=task, resume=broken, record=False)
+    resumed = run_search(spec, lm=causal, data=task, resume=broken)
     assert resumed["scores"] == full["scores"] and resumed["selection"] == full["selection"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import Demonstration, Demonstrations, Prompt, Rule, load_prompt, save_prompt
-from autoprompt.rule_scoring import RuleScorer, centroid_logprobs, distances
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.rules import RuleScorer, centroid_logprobs, distances
 from autoprompt.tasks.base import Example
 
 WORDS = {"negative": ["bad"], "positive": ["good", "great"]}
@@ -59,7 +59,7 @@ def test_channel_reads_the_label_part_first_and_keeps_glued_punctuation_with_the
 
 
 def test_a_fitted_channel_rule_divides_the_class_scores_by_its_temperature(causal, task):
-    from autoprompt.rule_scoring import fit_temperature  # noqa: PLC0415
+    from autoprompt.scoring.rules import fit_temperature  # noqa: PLC0415
 
     ev = Evaluator(causal, task.task)
     raw = Prompt("{sentence} It was [P]", {"negative": ["bad"], "positive": ["good"]}, rule="channel")
@@ -211,7 +211,7 @@ def test_bad_rules_are_one_line_errors(causal, masked, task):
 
 
 def test_channel_budget_counts_one_forward_per_label_word(causal, task):
-    from autoprompt.budget import Budget  # noqa: PLC0415
+    from autoprompt.scoring.budget import Budget  # noqa: PLC0415
 
     budget = Budget(10_000)
     prompt = Prompt("{sentence} It was [P]", WORDS, rule="channel")
@@ -236,7 +236,7 @@ def test_a_search_reads_every_candidate_by_its_rule_and_reports_it(causal, task,
     # the reported test score is the saved prompt's, read by its rule
     assert Evaluator(causal, task.task).score(found, task.test).score == pytest.approx(result["scores"]["test"])
     assert result["variant"].count(f"rule={rule}") == 1
-    from autoprompt.leaderboard import row_from_result  # noqa: PLC0415
+    from autoprompt.results.leaderboard import row_from_result  # noqa: PLC0415
 
     assert row_from_result(result)["rule"] == rule
 

@@ -13,7 +13,7 @@ import torch
 
 from autoprompt import AutopromptError, Budget, Evaluator, search
 from autoprompt.prompts import Prompt, Template
-from autoprompt.record import RunRecord
+from autoprompt.results.record import RunRecord
 from autoprompt.search import SearchContext, Searcher, SearchSpec, available, create, run_search, with_triggers
 from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_minimum_budget, check_strategy
@@ -324,3 +324,39 @@ def test_a_search_whose_steps_cost_nothing_stops_with_a_warning(tmp_path, tiny_m
     result = run_search(spec)
     assert any("cost no budget" in w for w in result["warnings"]) and result["budget"]["used"] < 300
     assert result["steps"] >= IDLE_STEPS
+
+
+@dataclasses.dataclass
+class _Dice(Searcher):
+    """A broken strategy: its label words come from an unseeded random draw."""
+
+    name: ClassVar[str] = "dice"
+    summary: ClassVar[str] = "label words by an unseeded die"
+    gated: ClassVar[bool] = False
+
+    def start(self, ctx: SearchContext) -> dict:
+        import random  # noqa: PLC0415
+
+        words = random.SystemRandom().sample(["good", "bad", "great", "awful", "fine", "dull"], 2)
+        return {"words": words, "done": True}
+
+    def step(self, ctx: SearchContext, state: dict) -> dict:
+        return state
+
+    def best(self, ctx: SearchContext, state: dict) -> Prompt:
+        manual = ctx.task.default_prompt
+        return dataclasses.replace(manual, verbalizer=dict(zip(ctx.task.labels, ([w] for w in state["words"]),
+                                                                  strict=True)))
+
+
+@pytest.mark.parametrize("broken", [_Dice, _Vandal])
+def test_the_conformance_check_fails_a_broken_strategy(causal, task, broken):
+    from autoprompt.testing import tiny_causal_lm  # noqa: PLC0415
+
+    search.register(broken)
+    try:
+        with pytest.raises((AssertionError, AutopromptError), match=r"not reproducible|changed the backbone"):
+            for _ in range(5):  # an unseeded draw repeats itself 1 time in 30 per run: five runs all alike is rare
+                check_strategy(broken.name, lm=tiny_causal_lm("llama") if broken is _Vandal else causal, data=task)
+    finally:
+        search.unregister(broken.name)

@@ -15,11 +15,11 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from autoprompt import leaderboard as lb
 from autoprompt.cli import app
 from autoprompt.errors import AutopromptError
-from autoprompt.record import RunRecord
-from autoprompt.suite import load_suite, suite_run
+from autoprompt.experiments.suite import load_suite, suite_run
+from autoprompt.results import leaderboard as lb
+from autoprompt.results.record import RunRecord
 from autoprompt.testing.tiny import toy_task_file
 
 
@@ -76,7 +76,7 @@ def test_a_cell_handed_out_twice_is_recorded_once(tmp_path, tiny_model_dir):
     # a trial that draws a cell already recorded runs nothing: marked surplus, failed, no new row
     study = optuna.load_study(study_name=first["study"], storage=first["storage"])
     study.enqueue_trial({"cell": cell})
-    from autoprompt.suite import SuiteRun, _objective  # noqa: PLC0415
+    from autoprompt.experiments.suite import SuiteRun, _objective  # noqa: PLC0415
 
     config = SuiteRun(load_suite("tiny", suites), first["storage"], first["db"], first["study"])
     study.optimize(lambda trial: _objective(config, trial, None, "test"), n_trials=1)

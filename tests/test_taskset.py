@@ -9,8 +9,8 @@ import torch
 
 from autoprompt import AutopromptError, Evaluator, SoftPrompt, load_prompt
 from autoprompt.api import predict
-from autoprompt.budget import Budget
-from autoprompt.leaderboard import load_rows
+from autoprompt.results.leaderboard import load_rows
+from autoprompt.scoring.budget import Budget
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.search.loop import limit_test
 from autoprompt.tasks import load_task
@@ -140,8 +140,8 @@ def test_prefix_with_task_parts_conforms_on_a_task_set(causal, members):
 
 
 def test_a_subset_of_scores_recomputes_the_metric_on_its_rows():
-    from autoprompt.metrics import score  # noqa: PLC0415
-    from autoprompt.scores import EvalResult  # noqa: PLC0415
+    from autoprompt.scoring.metrics import score  # noqa: PLC0415
+    from autoprompt.scoring.scores import EvalResult  # noqa: PLC0415
 
     gen = torch.Generator().manual_seed(0)
     logprobs, labels = torch.randn(12, 3, generator=gen), torch.randint(0, 3, (12,), generator=gen)

@@ -9,14 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autoprompt import api, leaderboard
+from autoprompt import api
+from autoprompt.backends.store import load_model
 from autoprompt.cli import app
 from autoprompt.errors import AutopromptError
-from autoprompt.model_store import load_model
+from autoprompt.experiments.transfer import carry, transfer
 from autoprompt.prompts import Prompt, load_prompt, save_prompt
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.results import leaderboard
 from autoprompt.testing.tiny import tiny_causal_lm, toy_task_file
-from autoprompt.transfer import carry, transfer
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from autoprompt.backends.encoding import PromptEncoder
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
 from autoprompt.backends.vocabulary import stable_tokens, word_start_tokens
 from autoprompt.errors import AutopromptError
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
 
 Widen = Callable[[list[int], int, int], list[int]]  # (row, predict_at, fill) -> the row with [P] widened
 

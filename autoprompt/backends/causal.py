@@ -21,7 +21,7 @@ from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
 from autoprompt.backends.trie import outranking_gold
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Template
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
 
 
 class CausalLM(FrozenLM):

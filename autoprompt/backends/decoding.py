@@ -23,7 +23,7 @@ from torch import Tensor
 from autoprompt.backends.kv_cache import select_rows
 from autoprompt.backends.protocol import Encoded
 from autoprompt.errors import AutopromptError
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
 
 if TYPE_CHECKING:
     from autoprompt.backends.causal import CausalLM

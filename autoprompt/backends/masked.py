@@ -14,7 +14,7 @@ from torch import Tensor
 from autoprompt.backends.base import FrozenLM, Widen, logsumexp_classes, upcast
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
 from autoprompt.errors import AutopromptError
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
 
 
 class MaskedLM(FrozenLM):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from autoprompt.prompts import Demonstration, Prompt, Template
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.tasks.base import Example
 
 Kind = Literal["masked", "causal"]

@@ -95,8 +95,8 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from autoprompt.cli.terminal import Terminal  # noqa: PLC0415
         from autoprompt.events import listening  # noqa: PLC0415 - keep `--help` fast
-        from autoprompt.terminal import Terminal  # noqa: PLC0415
 
         try:
             with listening(Terminal()):

@@ -35,7 +35,7 @@ def leaderboard(
     runs, median budget and time; best first. Different split protocols are never averaged together."""
     if ctx.invoked_subcommand is not None:
         return None
-    from autoprompt import leaderboard as lb  # noqa: PLC0415
+    from autoprompt.results import leaderboard as lb  # noqa: PLC0415
 
     if fmt not in ("table", "md", "csv", "json"):
         raise AutopromptError(f"--format {fmt!r} is not one of table, md, csv, json")
@@ -75,8 +75,8 @@ def leaderboard_import(
     db: Db = None,
 ) -> None:
     """(Re)build the leaderboard from run folders: every result.json under FOLDER, once."""
-    from autoprompt import leaderboard as lb  # noqa: PLC0415
     from autoprompt.api import import_runs  # noqa: PLC0415
+    from autoprompt.results import leaderboard as lb  # noqa: PLC0415
 
     added, seen = import_runs(folder, db)
     out.print(f"{added} runs added, {seen} already recorded, in {lb.db_url(db)}", highlight=False)
@@ -95,11 +95,11 @@ def report(
 ) -> None:
     """Write the benchmark report: leaderboard tables, charts, best prompts, environment, paper anchors,
     and for each --study its optimisation history and parameter importances."""
-    from autoprompt.report import write  # noqa: PLC0415
+    from autoprompt.results.report import write  # noqa: PLC0415
 
     sections = []
     if study:
-        from autoprompt.tune import study_section  # noqa: PLC0415
+        from autoprompt.experiments.tune import study_section  # noqa: PLC0415
 
         if storage is None:
             raise AutopromptError("--study needs --storage, the URL the study was run with")

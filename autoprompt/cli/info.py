@@ -37,7 +37,7 @@ def tasks(data_dir: DataDir = None, as_json: AsJson = False) -> None:
 @friendly
 def models(as_json: AsJson = False) -> None:
     """List model aliases, their licences and whether the offline ones are already provisioned."""
-    from autoprompt.model_store import list_models  # noqa: PLC0415
+    from autoprompt.backends.store import list_models  # noqa: PLC0415
 
     rows = list_models()
     if as_json:

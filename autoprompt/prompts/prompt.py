@@ -18,10 +18,10 @@ from autoprompt.io import atomic_write_json, read_user_json
 from autoprompt.prompts.calibration import NO_CALIBRATION, Calibration
 from autoprompt.prompts.demos import Demonstrations
 from autoprompt.prompts.rule import DIRECT, Rule
+from autoprompt.prompts.soft import SOFT_FILE, SoftPrompt, resolve_soft
 from autoprompt.prompts.template import Template
 from autoprompt.prompts.verbalizer import Verbalizer
 from autoprompt.schema import EnsembleFile, PromptFile, validate
-from autoprompt.soft import SOFT_FILE, SoftPrompt, resolve_soft
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@
 
 from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
 from autoprompt.search.estimate import check_budget, estimate
-from autoprompt.search.loop import leaderboard_db, limit_test, run_search
+from autoprompt.search.loop import limit_test, run_search
 from autoprompt.search.parts import PARTS, prompt_parts
 from autoprompt.search.pipeline import estimate_pipeline, is_pipeline, plan_pipeline, run_pipeline
 from autoprompt.search.registry import (
@@ -57,7 +57,6 @@ __all__ = [
     "hyper",
     "is_pipeline",
     "keep_best",
-    "leaderboard_db",
     "limit_test",
     "one_token",
     "param_docs",

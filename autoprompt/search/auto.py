@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoprompt.backends import FrozenLM
-from autoprompt.budget import Budget
-from autoprompt.evaluator import Evaluator
-from autoprompt.model_store import default_budget
+from autoprompt.backends.store import default_budget
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.tasks.base import TaskData
 
 EFFORTS: tuple[str, ...] = ("light", "medium", "heavy")

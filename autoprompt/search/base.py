@@ -34,13 +34,13 @@ from torch import Tensor
 
 from autoprompt import events
 from autoprompt.backends import Encoded, FrozenLM, WordTable
-from autoprompt.budget import Budget
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
-from autoprompt.model_store import load_model
 from autoprompt.prompts import CALIBRATION_METHODS, DIRECT, RULES, AnyPrompt, Prompt, Rule
+from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.selection import Objective, objective_score
-from autoprompt.soft import SoftPrompt
 from autoprompt.tasks.base import Example, Task
 
 
@@ -140,7 +140,7 @@ class Searcher(ABC):
         """Example-forwards of the start and of one step on splits of these sizes (an upper estimate).
 
         ``train`` is the train examples; ``dev`` what one scoring of dev is charged
-        (`autoprompt.generation.scoring_forwards`: its examples, plus their references on a
+        (`autoprompt.scoring.generation.scoring_forwards`: its examples, plus their references on a
         generation task). Their sum is the minimum useful budget: below it a search cannot take a step, so
         `run_search` refuses it. Default: the start scores one prompt on dev and estimates its
         calibration on train; a step scores one prompt on train.

@@ -6,11 +6,11 @@ import time
 from typing import Any
 
 from autoprompt.backends import FrozenLM
+from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
-from autoprompt.generation import scoring_forwards
 from autoprompt.io import MIN_FREE_BYTES
-from autoprompt.model_store import default_budget, load_model
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.generation import scoring_forwards
 from autoprompt.search.base import Searcher
 from autoprompt.search.registry import available, create
 from autoprompt.search.runs import SearchSpec

@@ -20,19 +20,19 @@ from typing import Any
 import torch
 
 from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
-from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
 from autoprompt.io import atomic_write_bytes
 from autoprompt.prompts import AnyPrompt, Prompt
-from autoprompt.record import Backbone, Baseline, DevTest, RunRecord, Spent
-from autoprompt.scores import EvalResult
+from autoprompt.results.record import Backbone, Baseline, DevTest, RunRecord, Spent
+from autoprompt.results.versions import versions
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.scores import EvalResult
 from autoprompt.search.base import SearchContext, Searcher, SearchState
 from autoprompt.search.registry import variant
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.search.selection import Selection, bootstrap_delta, choose
 from autoprompt.tasks.base import Example, TaskData, examples_fingerprint
-from autoprompt.versions import versions
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """`run_search`: start (or resume) a strategy, step it under the budget with a checkpoint after every
-step, then hand the state to `finish` (the gate and the held-out scores) and record the result.
+step, then hand the state to `finish` (the gate and the held-out scores) and write ``result.json``.
+Recording in the leaderboard is the caller's (`autoprompt.results.recording`).
 
     ctx   = SearchContext(lm, task, train, dev, evaluator, budget)
     state = strategy.start(ctx); while budget: state = strategy.step(ctx, state)  # checkpoint each step
@@ -8,7 +9,6 @@ step, then hand the state to `finish` (the gate and the held-out scores) and rec
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -17,20 +17,19 @@ from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
-from autoprompt.budget import Budget
+from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
-from autoprompt.evaluator import Evaluator
 from autoprompt.io import check_writable_folder
-from autoprompt.leaderboard import record
-from autoprompt.metrics import metric_for
-from autoprompt.model_store import default_budget, load_model
 from autoprompt.prompts import Prompt, Rule, load_prompt
-from autoprompt.record import RunRecord
+from autoprompt.results.record import RunRecord
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.metrics import metric_for
 from autoprompt.search.base import SearchContext, Searcher
 from autoprompt.search.estimate import check_budget, disk_estimate
 from autoprompt.search.finish import SearchRun, finish, finish_stage
 from autoprompt.search.parts import check_start
-from autoprompt.search.registry import create, variant
+from autoprompt.search.registry import create
 from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
 from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, Task, TaskData
@@ -48,12 +47,11 @@ def run_search(
     resume: str | Path | None = None,
     progress: bool = False,
     stop_after: int | None = None,
-    db: str | Path | None = None,
     on_step: OnStep | None = None,
-    record: bool = True,
     stage_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a search, write its artifacts and record it in the leaderboard.
+    """Run (or resume) a search and write its artifacts (recording it is the caller's:
+    `autoprompt.results.recording.record_finished`).
 
     Returns ``result.json``'s content (or ``{"interrupted": True, ...}`` after ``stop_after``).
 
@@ -64,11 +62,8 @@ def run_search(
         resume: a run folder to continue from its last checkpoint.
         progress: report progress events (the CLI's listener draws them as bars).
         stop_after: stop after this many steps of this call (for tests of interruption).
-        db: the leaderboard (a SQLAlchemy URL or a file; default ``$AUTOPROMPT_DB``, else
-            ``leaderboard.db`` in ``spec.out``).
         on_step: called after every checkpointed step with (step, ``{"best_dev", "budget"}``); an
             exception it raises stops the run there, checkpoint intact (a tuner prunes this way).
-        record: record the finished run in the leaderboard (a benchmark suite records its cells itself).
         stage_dir: run as one stage of a pipeline (`autoprompt.search.pipeline`) in this folder: the
             gate decides against the stage's start on ``data.dev`` (the pipeline's held-out part of
             train) and writes ``stage.json``; nothing reads test, nothing is recorded.
@@ -78,14 +73,8 @@ def run_search(
     if folder is not None:
         spec = folder.spec() if stage_dir is not None else folder.resumed_spec()
         done = folder.stage_result() if stage_dir is not None else folder.result()
-        if done is not None and stage_dir is not None:
-            return done
-        if done is not None:  # finished: make sure it is recorded (a no-op if it is)
-            finished = RunRecord.from_json(done)
-            finished.variant = finished.variant or variant(finished.strategy, finished.params)
-            if record:
-                record_run(finished, leaderboard_db(db, spec.out))
-            return finished.to_json()
+        if done is not None:  # finished: nothing to run (the caller records it, a no-op if it is)
+            return done if stage_dir is not None else RunRecord.from_json(done).to_json()
         check_writable_folder(folder.path, "run folder")  # read-only, or a full disk: say so before any work
     elif stage_dir is None:
         check_writable_folder(spec.out, "run folder")
@@ -134,8 +123,6 @@ def run_search(
         return summary
     result = finish(run, progress)
     folder.write_result(result.to_json())
-    if record and not record_run(result, leaderboard_db(db, spec.out)):
-        folder.write_result(result.to_json())  # now saying why the leaderboard does not hold it
     return result.to_json()
 
 
@@ -241,28 +228,6 @@ def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:
         events.warn(message)
 
     return warn
-
-
-def record_run(result: RunRecord, db: str | Path) -> bool:
-    """Record a finished run; if the leaderboard cannot take it, say so in ``result`` and return False.
-
-    A finished search is never lost to its database: the run folder is complete and can be
-    imported later (``result.leaderboard`` names the database and the reason).
-    """
-    try:
-        record(result, db)
-    except AutopromptError as err:
-        message = f"the run was not recorded in the leaderboard: {err}"
-        result.leaderboard = {"recorded": False, "db": str(db), "error": str(err)}
-        result.warnings.append(message)
-        events.warn(message)
-        return False
-    return True
-
-
-def leaderboard_db(db: str | Path | None, out: str | Path) -> str | Path:
-    """Where a run under ``out`` records: ``db``, ``$AUTOPROMPT_DB``, else ``<out>/leaderboard.db``."""
-    return db or os.environ.get("AUTOPROMPT_DB") or Path(out) / "leaderboard.db"
 
 
 def check_rule(rule: Rule, searcher: Searcher, lm: FrozenLM, task: Task) -> None:

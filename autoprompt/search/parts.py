@@ -13,7 +13,7 @@ from typing import Any
 
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
-from autoprompt.soft import resolve_soft
+from autoprompt.prompts.soft import resolve_soft
 
 PARTS: tuple[str, ...] = ("template", "triggers", "verbalizer", "demos", "soft")
 

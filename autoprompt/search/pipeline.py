@@ -41,19 +41,19 @@ import torch
 
 from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
-from autoprompt.budget import Budget
+from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, SearchInterrupted
-from autoprompt.evaluator import Evaluator
-from autoprompt.generation import scoring_forwards
 from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
-from autoprompt.model_store import default_budget, load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
-from autoprompt.record import RunRecord
+from autoprompt.results.record import RunRecord
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.generation import scoring_forwards
 from autoprompt.search.auto import EFFORTS, AutoPlan, plan_auto
 from autoprompt.search.base import SearchContext, Searcher, SearchState
 from autoprompt.search.estimate import seconds_per_forward
 from autoprompt.search.finish import SearchRun, finish
-from autoprompt.search.loop import leaderboard_db, limit_test, load_start, record_run, run_search
+from autoprompt.search.loop import limit_test, load_start, run_search
 from autoprompt.search.parts import present_parts
 from autoprompt.search.registry import create, get_strategy, parse_bool
 from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
@@ -340,8 +340,9 @@ def _auto_params(stages: list[Stage]) -> dict[str, Any]:
 @locked_on_resume
 def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData | None = None,
                  resume: str | Path | None = None, progress: bool = False, stop_after: int | None = None,
-                 db: str | Path | None = None, on_step: Any = None, record: bool = True) -> dict[str, Any]:
-    """Run (or resume) a pipeline; returns ``result.json``'s content, as `run_search` does.
+                 on_step: Any = None) -> dict[str, Any]:
+    """Run (or resume) a pipeline; returns ``result.json``'s content, as `run_search` does (and, as
+    there, recording it is the caller's).
 
     ``stop_after`` and ``on_step`` apply to each stage's steps (an interrupted stage returns
     ``{"interrupted": True, ...}``; `resume` continues inside it).
@@ -378,7 +379,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
     spent = int(plan.get("spent_choosing", 0))
     runner = _StageRunner(spec, lm, folder, stages, plan, progress, stop_after, on_step)
     if plan.get("crossfit"):
-        return _crossfit(runner, data, settings, start, before, spent, started, db, record)
+        return _crossfit(runner, data, settings, start, before, spent, started)
     fit, check = split_train(data.train, settings.holdout, spec.seed)
     summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
     if summaries is None:
@@ -388,13 +389,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
                 "holdout": settings.holdout}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, plan)
     result = _final(pipeline, offered, summaries, start, before, started, progress)
-    return _write(folder, result, db, spec, record)
-
-
-def _write(folder: RunDir, result: RunRecord, db: str | Path | None, spec: SearchSpec, record: bool) -> dict[str, Any]:
     folder.write_result(result.to_json())
-    if record and not record_run(result, leaderboard_db(db, spec.out)):
-        folder.write_result(result.to_json())
     return result.to_json()
 
 
@@ -430,7 +425,7 @@ class _StageRunner:
             resume = path if (path / "spec.json").is_file() else None
             try:
                 summary = run_search(stage_spec, lm=self.lm, data=view, resume=resume, progress=self.progress,
-                                     stop_after=self.stop_after, on_step=self.on_step, record=False, stage_dir=path)
+                                     stop_after=self.stop_after, on_step=self.on_step, stage_dir=path)
             except SearchInterrupted:
                 raise SearchInterrupted(str(self.folder.path)) from None
             except AutopromptError as err:
@@ -446,7 +441,7 @@ class _StageRunner:
 
 
 def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, start: Prompt | None, before: str,
-              spent: int, started: float, db: str | Path | None, record: bool) -> dict[str, Any]:
+              spent: int, started: float) -> dict[str, Any]:
     """Cross-fitting: the labelled examples (train and dev) are split in two folds; the stages run on
     each fold (its own fit and check parts), and the gate weighs each fold's prompt on the *other* fold,
     pooled over every labelled example against the start. Each example is scored by a prompt that never
@@ -474,7 +469,8 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
                 "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, runner.plan)
     result = _final(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
-    return _write(folder, result, db, spec, record)
+    runner.folder.write_result(result.to_json())
+    return result.to_json()
 
 
 def _out_of_fold_gate(ev: Evaluator, found: list[AnyPrompt], others: tuple[list[Example], list[Example]],

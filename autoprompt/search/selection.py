@@ -22,11 +22,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from autoprompt import metrics, text_metrics
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
 from autoprompt.prompts import AnyPrompt, Prompt
-from autoprompt.scores import EvalResult
+from autoprompt.scoring import metrics, text_metrics
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.scores import EvalResult
 from autoprompt.tasks.base import Example
 
 Objective = Literal["margin", "loglik", "accuracy"]

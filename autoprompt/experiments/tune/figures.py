@@ -11,8 +11,8 @@ if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported la
 
     from matplotlib.figure import Figure
 
-from autoprompt.tune.config import TuneConfig
-from autoprompt.tune.study import open_study, summary
+from autoprompt.experiments.tune.config import TuneConfig
+from autoprompt.experiments.tune.study import open_study, summary
 
 
 def study_section(name: str, storage: str) -> tuple[str, str, dict[str, bytes]]:

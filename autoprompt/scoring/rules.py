@@ -26,11 +26,11 @@ from torch import Tensor
 
 from autoprompt.backends import CausalLM, LanguageModel, WordTable
 from autoprompt.backends.base import logsumexp_classes, upcast
-from autoprompt.batching import Job, buckets
 from autoprompt.errors import AutopromptError
 from autoprompt.events import Progress
 from autoprompt.prompts import Demonstration, Prompt, Rule
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.scoring.batching import Job, buckets
 from autoprompt.tasks.base import Example, Task
 
 TIE_BREAK = 1e-6  # weight of the direct scores under `centroid`: below any distance gap that is not a tie

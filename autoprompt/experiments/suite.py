@@ -27,13 +27,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprompt import leaderboard as lb
 from autoprompt.errors import AutopromptError
+from autoprompt.experiments.tune import fail_orphans, open_rdb_study, run_one_trial, run_processes, storage_url
+from autoprompt.experiments.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
 from autoprompt.io import check_writable_folder
-from autoprompt.record import RunRecord
+from autoprompt.results import leaderboard as lb
+from autoprompt.results.record import RunRecord
 from autoprompt.search import SearchSpec, find_run, run_search
-from autoprompt.tune import fail_orphans, open_rdb_study, run_one_trial, run_processes, storage_url
-from autoprompt.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -161,7 +161,7 @@ def _objective(run: SuiteRun, trial: Trial, lm: Any, worker: str) -> float:
         return float("nan")  # optuna records a NaN value as FAILED
     spec = cells[cell]
     folder = find_run(spec)
-    result = RunRecord.from_json(run_search(spec, lm=lm, resume=folder, record=False))
+    result = RunRecord.from_json(run_search(spec, lm=lm, resume=folder))
     trial.set_user_attr("run_dir", result.run_dir)
     if not lb.record_cell(result, run.suite.name, cell, worker, run.db):
         trial.set_user_attr(SURPLUS, True)  # another worker finished it first: its row stands
@@ -174,7 +174,7 @@ def worker(run: SuiteRun, index: int = 0, poll: float = 2.0) -> int:
     import optuna  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    from autoprompt.model_store import load_model  # noqa: PLC0415
+    from autoprompt.backends.store import load_model  # noqa: PLC0415
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, in optuna's words
     if run.threads:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from autoprompt import metrics
+from autoprompt.scoring import metrics
 
 
 @dataclass

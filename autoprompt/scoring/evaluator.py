@@ -16,19 +16,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autoprompt import events, metrics
+from autoprompt import events
 from autoprompt.backends import Encoded, LanguageModel, Scores, WordTable
 from autoprompt.backends.decoding import Decoding
-from autoprompt.batching import Job, buckets
-from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
-from autoprompt.generation import GenerationScorer
 from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt, Rule
-from autoprompt.retrieval import Retriever
-from autoprompt.rule_scoring import RuleScorer
-from autoprompt.scores import EvalResult, calibrate_logprobs, log_mean_prob
-from autoprompt.sharing import SharedScorer
-from autoprompt.soft import SoftPrompt, resolve_soft
+from autoprompt.prompts.soft import SoftPrompt, resolve_soft
+from autoprompt.scoring import metrics
+from autoprompt.scoring.batching import Job, buckets
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.generation import GenerationScorer
+from autoprompt.scoring.retrieval import Retriever
+from autoprompt.scoring.rules import RuleScorer
+from autoprompt.scoring.scores import EvalResult, calibrate_logprobs, log_mean_prob
+from autoprompt.scoring.sharing import SharedScorer
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
 

@@ -28,21 +28,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoprompt import leaderboard as lb
 from autoprompt.backends import FrozenLM
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
-from autoprompt.evaluator import Evaluator
 from autoprompt.io import atomic_write_json, path_part, read_user_json
-from autoprompt.model_store import load_model
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Segment, Template, load_prompt, save_prompt
-from autoprompt.record import Baseline, DevTest, RunRecord, Spent
+from autoprompt.prompts.soft import resolve_soft
+from autoprompt.results import leaderboard as lb
+from autoprompt.results.record import Baseline, DevTest, RunRecord, Spent
+from autoprompt.results.recording import leaderboard_db
+from autoprompt.results.versions import versions
+from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.finish import manual_baseline
-from autoprompt.search.loop import leaderboard_db, limit_test
+from autoprompt.search.loop import limit_test
 from autoprompt.search.runs import SearchSpec
 from autoprompt.search.selection import bootstrap_delta
-from autoprompt.soft import resolve_soft
 from autoprompt.tasks import load_task
-from autoprompt.versions import versions
 
 
 @dataclass(frozen=True)

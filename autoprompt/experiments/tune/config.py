@@ -49,7 +49,7 @@ class TuneConfig:
     @property
     def leaderboard(self) -> str:
         """Where every trial records: ``db``, ``$AUTOPROMPT_DB``, else one ``<out>/leaderboard.db``."""
-        from autoprompt.search import leaderboard_db  # noqa: PLC0415
+        from autoprompt.results.recording import leaderboard_db  # noqa: PLC0415
 
         return str(leaderboard_db(self.db, self.out))
 

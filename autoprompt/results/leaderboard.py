@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from autoprompt import events
 from autoprompt.errors import AutopromptError
 from autoprompt.io import read_user_json
-from autoprompt.record import RunRecord
+from autoprompt.results.record import RunRecord
 
 DEFAULT_DB = "runs/leaderboard.db"
 
@@ -153,7 +153,7 @@ def _add_missing_columns(engine: Engine) -> None:
 
 VariantOf = Callable[[str, dict[str, Any]], str]
 
-# one row per finished cell of a benchmark suite (`autoprompt.suite`): a cell that optuna's grid hands
+# one row per finished cell of a benchmark suite (`autoprompt.experiments.suite`): a cell that optuna's grid hands
 # out twice, on two machines, is recorded once: the second insert fails on the primary key
 suite_cells = Table(
     "suite_cells", metadata,

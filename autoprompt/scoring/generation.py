@@ -22,15 +22,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from autoprompt import events, text_metrics
+from autoprompt import events
 from autoprompt.backends import CausalLM, Encoded, LanguageModel
 from autoprompt.backends.decoding import Decoding, generate_ids, target_ids, target_logprobs
-from autoprompt.batching import Job, buckets
-from autoprompt.budget import Budget
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
-from autoprompt.scores import EvalResult
-from autoprompt.soft import SoftPrompt
+from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.scoring import text_metrics
+from autoprompt.scoring.batching import Job, buckets
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.scores import EvalResult
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
 

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprompt import leaderboard as lb
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_bytes, check_writable_folder
+from autoprompt.results import leaderboard as lb
 
 if TYPE_CHECKING:  # for annotations only: matplotlib is imported lazily, where used
     from matplotlib.figure import Figure

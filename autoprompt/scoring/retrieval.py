@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from autoprompt.backends import LanguageModel
-from autoprompt.budget import Budget
 from autoprompt.prompts import Demonstration, Prompt
+from autoprompt.scoring.budget import Budget
 
 
 def input_text(fields: Mapping[str, str], names: Sequence[str]) -> str:

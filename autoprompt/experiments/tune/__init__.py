@@ -18,9 +18,17 @@ marked FAILED as surplus (so the count is exact however many workers race).
     figures.py  the report section of a study
 """
 
-from autoprompt.tune.config import TuneConfig, default_space, grid, load_space, parse_seeds, storage_url, suggest
-from autoprompt.tune.figures import study_figures, study_section
-from autoprompt.tune.study import (
+from autoprompt.experiments.tune.config import (
+    TuneConfig,
+    default_space,
+    grid,
+    load_space,
+    parse_seeds,
+    storage_url,
+    suggest,
+)
+from autoprompt.experiments.tune.figures import study_figures, study_section
+from autoprompt.experiments.tune.study import (
     fail_orphans,
     open_rdb_study,
     open_study,

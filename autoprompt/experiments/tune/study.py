@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder, path_part
-from autoprompt.record import RunRecord
+from autoprompt.results.record import RunRecord
+from autoprompt.results.recording import record_finished
 
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
     from optuna.pruners import BasePruner
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported la
     from optuna.study import Study
     from optuna.trial import FrozenTrial, Trial
 
-from autoprompt.tune.config import STARTED, SURPLUS, TuneConfig, grid, suggest
+from autoprompt.experiments.tune.config import STARTED, SURPLUS, TuneConfig, grid, suggest
 
 
 def _sampler(config: TuneConfig, worker: int) -> BaseSampler:
@@ -133,7 +134,7 @@ def objective(config: TuneConfig, trial: Trial) -> float:
                 raise optuna.TrialPruned(f"pruned at seed {data_seed}, step {step}")
 
         try:
-            result = run_search(spec, db=config.leaderboard, on_step=report)
+            result = record_finished(run_search(spec, on_step=report), config.leaderboard, out)
         except AutopromptError as err:  # e.g. a NaN loss at a too-large lr: this trial fails, the study goes on
             trial.set_user_attr("error", str(err))
             return float("nan")

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from autoprompt import events
 from autoprompt.backends import LanguageModel, WordTable
-from autoprompt.batching import Job, SharedGroup, common_prefix, shared_prefix_batches
+from autoprompt.scoring.batching import Job, SharedGroup, common_prefix, shared_prefix_batches
 from autoprompt.tasks.base import Example
 
 # a block shorter than this is not worth a separate pass (a template's few leading words)

@@ -92,7 +92,7 @@ class LamaRanking(Metric):
 
 class TextMetric(Metric):
     """Generation: corpus BLEU against all references (with ROUGE-L); the generation scorer
-    computes it from decoded texts (`autoprompt.generation`), not from class log-probs."""
+    computes it from decoded texts (`autoprompt.scoring.generation`), not from class log-probs."""
 
     calibratable = False
 
