@@ -21,6 +21,14 @@ class: ``anyway``/``enhanced`` for SST-2); so candidates are first cut to the ``
 model finds most probable at ``[P]`` over the train inputs, before calibration, as LM-BFF's
 auto-L keeps the words the model already predicts there.
 
+Under the ``channel`` decision rule (``rule=channel``), a word is used *before* the input (the class
+score is the input's log-likelihood after the label part), so the statistics above only propose a
+shortlist (the top ``k`` per class, fewer if the budget is short): each shortlisted word's channel
+log-likelihood of every statistics example is computed (`Evaluator.channel_word_logliks`, one
+forward per word and example), centred per example, and the words of a class are re-ranked by their
+mean on the class's examples minus the other classes' means — words that make their own class's
+inputs likely — and the assignments below are ranked on those channel scores.
+
 Then selection on train, shared by all methods: with ``words_per_class=1``, every assignment of
 one of the top-``k`` words to each class (the starting verbalizer's words always among them) is
 ranked by the search's objective on the train statistics, and the best ``n_pairs`` (plus the
@@ -204,6 +212,40 @@ class VerbalizerSearch(Searcher):
         first = torch.tensor([toks[0] for _, toks in words])
         return (weight @ out_emb[first].T + bias[:, None]).softmax(0)                             # [C, W]
 
+    def _channel_ranking(self, ctx: SearchContext, prompt: Prompt, examples: list, labels: torch.Tensor,
+                         words: list[tuple[str, tuple[int, ...]]], scores: torch.Tensor, top: torch.Tensor,
+                         start_words: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Under the channel rule, the direct statistics only propose: the shortlist ``top`` (``[C, k]``
+        word indices) is re-ranked within each class by how much more likely the word makes its class's
+        inputs than the other classes' — each input's log-likelihood after the word's label prefix
+        (`Evaluator.channel_word_logliks`), centred per input over the shortlist, its mean on the class
+        minus the mean of the other classes' means — keeping as many words per class as the budget
+        pays for (the starting word always). Returns the re-ranked ``[C, k']`` and ``[N, W]`` scores
+        whose shortlisted columns hold the channel log-likelihoods, which the assignments rank by."""
+        n_classes, n = top.shape[0], len(examples)
+        reserve = 2 * n + len(ctx.dev)  # the select phase's exact re-scoring
+        per_class = min(top.shape[1], max(1, (ctx.budget_left - reserve) // (n_classes * n)))
+        rows = [[j, *[i for i in row if i != j][: per_class - 1]] for row, j in zip(top.tolist(), start_words,
+                                                                                       strict=True)]
+        shortlist = list(dict.fromkeys(j for row in rows for j in row))
+        if len(shortlist) < n_classes:  # fewer distinct words than classes: nothing to regroup
+            return top, scores
+        # one verbalizer holding every shortlisted word once; its grouping only feeds the encoder
+        groups = [[words[j][0] for j in shortlist[c::n_classes]] for c in range(n_classes)]
+        probe = dataclasses.replace(prompt, verbalizer=Verbalizer(dict(zip(ctx.task.labels, groups, strict=True))),
+                                    rule=ctx.rule.unfitted())
+        column = {j: col for col, j in enumerate(j for c in range(n_classes) for j in shortlist[c::n_classes])}
+        raw = ctx.evaluator.channel_word_logliks(probe, examples)                                   # [N, U]
+        centred = raw - raw.mean(1, keepdim=True)
+        means = torch.stack([centred[labels == c].mean(0) for c in range(n_classes)])              # [C, U]
+        contrast = means - (means.sum(0, keepdim=True) - means) / max(n_classes - 1, 1)              # [C, U]
+        ranked = torch.tensor([sorted(row, key=lambda j, c=c: -float(contrast[c, column[j]])) for c, row in
+                               enumerate(rows)])
+        channel = torch.full((n, len(words)), -math.inf)
+        for j, col in column.items():
+            channel[:, j] = raw[:, col]
+        return ranked, channel
+
     # ---- the strategy -------------------------------------------------------------------------
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
@@ -238,6 +280,8 @@ class VerbalizerSearch(Searcher):
             start_words = [index[ws[0]] for ws in prompt.verbalizer.for_labels(ctx.task.labels)]
             top = torch.stack([row if j in row else torch.cat([row[:-1], torch.tensor([j])])
                                for row, j in zip(top, start_words, strict=True)])
+            if ctx.rule.name == "channel":  # words that read well before their class's inputs
+                top, scores = self._channel_ranking(ctx, prompt, examples, labels, words, scores, top, start_words)
             state["ranked"] = [[words[j][0] for j in row] for row in top.tolist()]
             if self.words_per_class == 1:
                 pairs = self._assignments(scores, labels, top)

@@ -319,3 +319,46 @@ def test_evaluate_rule_on_the_command_line(tmp_path, tiny_model_dir):
     assert shown.exit_code == 0 and "rule: channel" in shown.output
     bad = runner.invoke(app, ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--rule", "nearest"])
     assert bad.exit_code == 2 and "unknown decision rule 'nearest'" in bad.output and "Traceback" not in bad.output
+
+
+def test_channel_word_logliks_are_each_words_teacher_forced_likelihood(causal, task):
+    from autoprompt.scoring.budget import Budget  # noqa: PLC0415
+
+    prompt = Prompt("{sentence} It was [P].", WORDS)  # a direct prompt: read by the channel rule here
+    budget = Budget(10_000)
+    examples = task.test[:4]
+    raw = Evaluator(causal, task.task, budget=budget).channel_word_logliks(prompt, examples)
+    assert raw.shape == (4, 3) and budget.forwards == 3 * 4
+    for e, ex in enumerate(examples):
+        enc = causal.encode_channel(prompt.with_rule("channel"), ex, task.task.labels)
+        hand = [teacher_forced(causal, p, enc.query) for per in enc.prefixes for p in per]  # bad, good, great
+        assert torch.allclose(raw[e].double(), torch.tensor(hand, dtype=torch.double), atol=1e-5)
+
+
+def test_the_verbalizer_search_under_channel_ranks_words_by_how_they_read_before_their_class(causal, task,
+                                                                                             tmp_path):
+    from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
+
+    spec = SearchSpec(task="tiny", strategy="verbalizer", params={"rule": "channel", "k": 3, "gate": False},
+                      budget=3000, out=str(tmp_path))
+    result = run_search(spec, lm=causal, data=task)
+    trace = [json.loads(line) for line in (Path(result["run_dir"]) / "trace.jsonl").read_text().splitlines()]
+    ranked = next(t["ranked"] for t in trace if t.get("phase") == "rank")
+    manual = task.task.default_prompt
+    examples, labels = task.train, torch.tensor([ex.label for ex in task.train])
+    shortlist = list(dict.fromkeys(w for row in ranked for w in row))
+
+    def loglik(word: str, ex: Example) -> float:  # the input after the word's label prefix, by hand
+        others = [w for w in ("zebra", "quartz") if w != word]
+        single = Prompt(manual.template, dict(zip(task.task.labels, [[word], [others[0]]], strict=True)),
+                        rule="channel")
+        enc = causal.encode_channel(single, ex, task.task.labels)
+        return teacher_forced(causal, enc.prefixes[0][0], enc.query)
+
+    raw = torch.tensor([[loglik(w, ex) for w in shortlist] for ex in examples], dtype=torch.double)
+    centred = raw - raw.mean(1, keepdim=True)
+    means = torch.stack([centred[labels == c].mean(0) for c in range(2)])
+    contrast = means - means.flip(0)                                  # the class's mean minus the other class's
+    for c, row in enumerate(ranked):
+        values = [float(contrast[c, shortlist.index(w)]) for w in row]
+        assert values == sorted(values, reverse=True), (row, values)

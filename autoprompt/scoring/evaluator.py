@@ -220,6 +220,22 @@ class Evaluator:
             self.budget.charge(forwards=forwards)
         return prompt.with_rule(fitted)
 
+    def channel_word_logliks(self, prompt: Prompt, examples: Sequence[Example]) -> Tensor:
+        """``[N, W]`` each input's log-likelihood after each label word's prefix, the channel rule's raw
+        score per word (the verbalizer's words in class order; length-normalised if the prompt's
+        channel rule is); charged one example-forward per word and example. For a label-word search
+        under ``channel``: which words make their class's inputs likely."""
+        ruled = prompt if prompt.rule.name == "channel" else prompt.with_rule(Rule("channel"))
+        self.rules.check(ruled, self._soft(ruled), self.metric.calibratable)
+        forwards = self.rules.forwards(ruled) * len(examples)
+        if self.budget is not None:
+            self.budget.require(forwards=forwards)
+        scores, tokens = self.rules.channel_scores(ruled, examples, self._demos_per_query(ruled, examples),
+                                                   per_word=True)
+        if self.budget is not None:
+            self.budget.charge(forwards=forwards, tokens=tokens)
+        return scores
+
     def log_prior(self, prompt: Prompt) -> Tensor:
         """``[C]`` the class log-prior a calibrated prompt divides out, in the task's label order."""
         cal = prompt.calibration

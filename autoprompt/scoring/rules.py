@@ -96,8 +96,9 @@ class RuleScorer:
     # ---- channel ---------------------------------------------------------------------------------
 
     def channel_scores(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
-                       bar: Progress | None = None) -> tuple[Tensor, int]:
-        """``([N, C]`` each class's log-likelihood of the input, tokens run), before the temperature."""
+                       bar: Progress | None = None, per_word: bool = False) -> tuple[Tensor, int]:
+        """``([N, C]`` each class's log-likelihood of the input, tokens run), before the temperature;
+        ``per_word``: ``[N, W]``, each label word's (the verbalizer's words in class order)."""
         labels = self.task.labels
         encoded = [self.lm.encode_channel(prompt, ex, labels, demos[e] if demos else None)
                    for e, ex in enumerate(examples)]
@@ -123,6 +124,8 @@ class RuleScorer:
             tokens += len(prefix) + sum(len(encoded[e].query) for e, _ in rows)
         if bar is not None:
             bar.advance(len(examples))
+        if per_word:
+            return word_scores, tokens
         # a class's words are alternative renderings of it: the log of their mean likelihood
         table: WordTable = [[(0,)] * n for n in n_words]  # only the counts matter to logsumexp_classes
         return logsumexp_classes(word_scores, table) - torch.log(torch.tensor(n_words, dtype=torch.float)), tokens
