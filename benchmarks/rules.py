@@ -16,6 +16,10 @@ Two parts:
     python benchmarks/rules.py --part heldout --tasks sst2,trec --splits 1,2
     python benchmarks/rules.py --part report --tasks sst2,sst2-cloze,trec,rte --seeds 13,21,42
     python benchmarks/rules.py --part report --tasks agnews --test-limit 1000
+    python benchmarks/rules.py --part report --tasks sst2-found,trec-found --demos 0
+
+``<task>-found`` rows read the prompt `auto`'s demonstrations stage found on the same split (compose.py's
+report runs), each rule fitted on the split's train.
 
 Centroids and priors are fitted on the split's train (labels for the centroids, inputs for the
 prior); test is read once per variant. Every finished cell goes to
@@ -43,7 +47,7 @@ from figures import load_cells, mean_std
 
 from autoprompt import TaskData, load_model
 from autoprompt.io import atomic_write_json
-from autoprompt.prompts import Demonstration, Demonstrations, Prompt, Rule
+from autoprompt.prompts import Demonstration, Demonstrations, Prompt, Rule, load_prompt
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.selection import bootstrap_delta
@@ -62,9 +66,34 @@ VARIANTS: dict[str, Rule] = {
 }
 
 
+FOUND_FROM = "auto (with rule stage)"  # compose.py's report runs whose demonstrations stage gives the found prompt
+
+
+def found_prompt(task: str, split: str) -> Prompt:
+    """The prompt `auto` handed to its rule stage on this split (what its earlier stages found: searched
+    demonstrations on SST-2, label words then demonstrations on TREC; fold 1 where it cross-fitted),
+    uncalibrated, from the run folders of compose.py's report (``<task>/<seed>/auto (with rule
+    stage)``); the row records the prompt itself."""
+    cell = f"{task}/{split.removeprefix('seed-')}/{FOUND_FROM}"
+    row = load_cells(RESULTS / "compose_report.jsonl").get(cell)
+    if row is None:
+        raise SystemExit(f"no compose.py report row {cell!r}: run compose.py --part report --pipelines auto first")
+    stages = json.loads((Path(row["run_dir"]) / "result.json").read_text())["details"]["stages"]
+    first_fold = [s for s in stages if s.get("fold", 1) == 1]
+    before = first_fold[: next(i for i, s in enumerate(first_fold) if s["strategy"] == "rule")]
+    found = load_prompt(Path(before[-1]["run_dir"]) / "prompt.json")
+    assert isinstance(found, Prompt)
+    return found.uncalibrated
+
+
 def prompt_for(task: str, data: TaskData, demos: int, split: str) -> Prompt:
     """The manual prompt (LM-BFF's cloze one for ``sst2-cloze``), with ``demos`` random train examples per
-    class shown in front (seeded by the split), or none."""
+    class shown in front (seeded by the split), or none; for ``<task>-found``, the prompt `found_prompt`
+    gives (its own demonstrations; ``demos`` must be 0)."""
+    if task.endswith("-found"):
+        if demos:
+            raise SystemExit(f"{task}: the found prompt carries its own demonstrations; give --demos 0")
+        return found_prompt(task.removesuffix("-found"), split)
     prompt = Prompt(CLOZE[0], CLOZE[1]) if task == "sst2-cloze" else data.task.default_prompt
     if not demos:
         return prompt
@@ -120,7 +149,7 @@ def main() -> None:
     cells_path = RESULTS / f"rules_{args.part}.jsonl"
     done = load_cells(cells_path)
     for task in args.tasks.split(","):
-        base = "sst2" if task == "sst2-cloze" else task
+        base = "sst2" if task == "sst2-cloze" else task.removesuffix("-found")
         datasets = {(k if args.part == "heldout" else f"seed-{k}"): d for k, d in
                     part_datasets(args.part, base, args.splits, args.seeds, args.n_eval, args.test_limit).items()}
         for (split, data), demos in itertools.product(datasets.items(), [int(d) for d in args.demos.split(",")]):
@@ -128,8 +157,10 @@ def main() -> None:
             if cell in done:
                 continue
             started = time.perf_counter()
-            rows = score_variants(lm, data, prompt_for(task, data, demos, split), variants)
+            prompt = prompt_for(task, data, demos, split)
+            rows = score_variants(lm, data, prompt, variants)
             row = {"cell": cell, "task": task, "split": split, "demos_per_class": demos, "rows": rows,
+                   "prompt": prompt.to_json(),
                    "n_test": len(data.test),
                    "test_limit": args.test_limit, "threads": torch.get_num_threads(),
                    "wall_s": round(time.perf_counter() - started, 1)}
