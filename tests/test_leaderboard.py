@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from autoprompt.cli import app
 from autoprompt.results import leaderboard as lb
+from autoprompt.results.recording import record_finished
 from autoprompt.results.report import write as write_report
 from autoprompt.search import SearchSpec, run_search
 
@@ -123,6 +124,8 @@ def test_two_processes_recording_at_once_lose_nothing(tmp_path):
 def test_runs_are_recorded_and_import_rebuilds(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="random", params={"num_candidates": 2}, budget=100, out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
+    assert not (tmp_path / "leaderboard.db").exists()  # the search core records nothing: its callers do
+    assert record_finished(result, None, tmp_path) == result
     (row,) = lb.load_rows(tmp_path / "leaderboard.db")
     assert row["test"] == result["scores"]["test"] and row["baseline_test"] == result["baseline"]["test"]
     assert row["prompt_fingerprint"] == result["prompt_fingerprint"] and row["git_rev"] == result["versions"]["git"]

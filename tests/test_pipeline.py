@@ -14,6 +14,7 @@ from autoprompt import AutopromptError, Evaluator
 from autoprompt.cli import app
 from autoprompt.prompts import Demonstration, Demonstrations, Ensemble, Prompt, Template, save_prompt
 from autoprompt.results.leaderboard import load_rows
+from autoprompt.results.recording import record_finished
 from autoprompt.search import SearchSpec, available, create, run_pipeline, run_search
 from autoprompt.search import finish as finish_module
 from autoprompt.search.auto import choose_stages
@@ -48,6 +49,7 @@ def test_warm_start_result_reports_gain_over_start_and_manual(causal, task, tmp_
     assert result["start"]["deltas"]["test"]["delta"] == 0
     assert result["deltas"]["test"]["delta"] == pytest.approx(result["scores"]["test"] - result["baseline"]["test"])
     assert result["variant"].endswith(f"from {start.fingerprint[:8]}")
+    record_finished(result, None, tmp_path)
     assert load_rows(tmp_path / "leaderboard.db")[0]["start_fingerprint"] == start.fingerprint
 
 
@@ -104,6 +106,7 @@ def test_pipeline_chains_stages_within_the_total_budget(causal, task, tmp_path):
         previous = stage["prompt_fingerprint"]
         assert stage["budget"] <= stage["budget_given"]
     assert not list(Path(result["run_dir"]).glob("stages/*/result.json"))  # stages are not leaderboard rows
+    record_finished(result, None, tmp_path)  # the caller records (api.search does)
     rows = load_rows(tmp_path / "leaderboard.db")
     assert len(rows) == 1 and [s["strategy"] for s in json.loads(rows[0]["stages"])] == \
         ["verbalizer", "demos", "gradient"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from autoprompt import Evaluator, TaskData, load_model, load_task
 from autoprompt.backends.store import is_cached
@@ -184,3 +185,15 @@ def test_rules_read_real_scores_and_trec_centroids_beat_chance(smollm2, data_dir
     sst2 = load_task("sst2", data_dir, 16, 13)
     channel = Evaluator(smollm2, sst2.task).score(sst2.task.default_prompt.with_rule("channel"), sst2.test[:40])
     assert channel.logprobs.shape == (40, 2) and bool(channel.logprobs.isfinite().all())
+
+
+def test_the_real_model_scores_64_sst2_sentences_alike_at_every_batch_size(smollm2, data_dir):
+    data = load_task("sst2", data_dir, shots=16, data_seed=13)
+    examples = data.test[:64]
+    prompt = data.task.default_prompt
+    by_batch = {b: Evaluator(smollm2, data.task, batch_size=b, cache=False).score(prompt, examples)
+                for b in (1, 4, 32)}
+    for b in (4, 32):
+        gap = (by_batch[b].logprobs - by_batch[1].logprobs).abs().max().item()
+        assert gap <= 1e-4, f"batch {b} differs from batch 1 by {gap:.2e}"
+        assert torch.equal(by_batch[b].preds, by_batch[1].preds)

@@ -10,6 +10,7 @@ import torch
 from autoprompt import AutopromptError, Evaluator, SoftPrompt, load_prompt
 from autoprompt.api import predict
 from autoprompt.results.leaderboard import load_rows
+from autoprompt.results.recording import record_finished
 from autoprompt.scoring.budget import Budget
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.search.loop import limit_test
@@ -68,6 +69,7 @@ def test_one_shared_prefix_learns_a_planted_problem_of_both_members_from_their_u
         assert member["manual_test"] < 0.25 and member["test"] == 1.0, name
         assert member["n"] == len(members[name].test)
         assert member["delta"]["delta"] == pytest.approx(member["test"] - member["manual_test"])
+    record_finished(result, None, tmp_path)
     rows = load_rows(tmp_path / "leaderboard.db")
     assert [r["task"] for r in rows] == ["a+b"]  # the row names the task set
 
