@@ -273,6 +273,7 @@ def search(
     db: str | Path | None = None,
     progress: bool = False,
     start: str | Path | None = None,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Search for a prompt for ``task`` and score it and the manual prompt on dev and test.
 
@@ -285,7 +286,9 @@ def search(
     ``strategy`` may be a pipeline, ``"verbalizer,demos,gradient"``, or ``"auto"``
     (`autoprompt.search.pipeline`): ``params`` then hold ``stage.param`` entries and the pipeline's
     own (``budget_split``, ``holdout``, ``auto.effort``, ...). ``start`` is a ``prompt.json`` to
-    build on (a warm start) instead of the task's manual prompt.
+    build on (a warm start) instead of the task's manual prompt. ``dtype`` is what the search's steps
+    compute in (``fp32``, ``bf16``, or ``auto``: bf16 where the hardware computes it natively); the
+    gate and the dev/test scores are always fp32.
     """
     from autoprompt.results.recording import record_finished  # noqa: PLC0415
     from autoprompt.search import (  # noqa: PLC0415
@@ -301,7 +304,8 @@ def search(
 
     if resume is not None:
         given = {"task": task, "strategy": strategy, "budget": budget, "params": params, "shots": shots,
-                 "max_seconds": max_seconds, "test_limit": test_limit, "start": start}
+                 "max_seconds": max_seconds, "test_limit": test_limit, "start": start,
+                 "dtype": dtype if dtype != "fp32" else None}
         conflicting = [f"`{name}`" for name, value in given.items() if value]
         if conflicting:
             raise AutopromptError(f"resuming continues a run with the spec it was started with; "
@@ -316,7 +320,7 @@ def search(
     spec = SearchSpec(task=task, strategy=strategy or "gradient", params=given_params, model=model, shots=shots,
                       data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out),
                       data_dir=str(data_dir) if data_dir else None, test_limit=test_limit,
-                      start=str(Path(start).resolve()) if start is not None else None)
+                      start=str(Path(start).resolve()) if start is not None else None, dtype=dtype)
     if is_pipeline(spec.strategy):
         if dry_run:
             return estimate_pipeline(spec)

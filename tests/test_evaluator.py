@@ -313,10 +313,11 @@ def test_work_split_to_fit_the_working_memory_gives_the_same_numbers(which, requ
 def test_cuda_scores_in_bf16_autocast_match_the_cpu(task):
     cpu, gpu = tiny_causal_lm("llama"), tiny_causal_lm("llama")
     gpu.model.to("cuda")
-    gpu.device, gpu.autocast = torch.device("cuda"), True
+    gpu.device = torch.device("cuda")
     prompt = Prompt("{sentence} It was [P]", MULTI)
     on_cpu = Evaluator(cpu, task.task).score(prompt, task.train)
-    on_gpu = Evaluator(gpu, task.task).score(prompt, task.train)
+    with gpu.computing_in("bf16"):
+        on_gpu = Evaluator(gpu, task.task).score(prompt, task.train)
     assert on_gpu.logprobs.device.type == "cpu"          # results come back to the host once scored
     torch.testing.assert_close(on_gpu.logprobs, on_cpu.logprobs, atol=5e-2, rtol=0)   # bf16 activations
     assert next(gpu.model.parameters()).dtype == torch.float32                    # the weights stay as they are

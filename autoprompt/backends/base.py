@@ -18,8 +18,10 @@ A class with several words scores the log of their total probability (log-sum-ex
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import torch
@@ -57,6 +59,21 @@ def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
         return declared
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     return positions if isinstance(positions, int) and positions > 0 else None
+
+
+def _bf16_body(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` computing in bfloat16 but for its LM head, which keeps the fp32 weights (shared,
+    not copied) and reads the hidden state in fp32: class scores are differences of log-probs over the
+    whole vocabulary, and bf16 logits (3 significant digits) would blur them most (measured on SST-2,
+    16 trigger prompts: Kendall's tau of the mean margins vs fp32 0.88 with a bf16 head)."""
+    body = copy.deepcopy(model).to(torch.bfloat16)
+    head, fp32_head = body.get_output_embeddings(), model.get_output_embeddings()  # type: ignore[operator]
+    if isinstance(head, torch.nn.Linear) and isinstance(fp32_head, torch.nn.Linear):
+        head.weight = fp32_head.weight
+        if fp32_head.bias is not None:
+            head.bias = fp32_head.bias
+        head.register_forward_pre_hook(lambda _module, args: (args[0].float(), *args[1:]))
+    return body
 
 
 def _freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -98,8 +115,9 @@ class FrozenLM(PromptEncoder):
         self.working_memory = working_memory or (4 * 2**30 if self.device.type == "cuda" else 128 * 2**20)
         self.pad_id = self._pad_id()
         self.prefix_special, self.suffix_special = self._special_frame()
-        # bf16 autocast on GPU (activations only; the weights stay as they are)
-        self.autocast = self.device.type == "cuda"
+        # the precision the model computes in: "fp32", or "bf16" inside `computing_in` (a search's steps)
+        self.compute_dtype = "fp32"
+        self._bf16_model: torch.nn.Module | None = None
         self._word_start: Tensor | None = None
         self._stable_words: Tensor | None = None
 
@@ -167,7 +185,7 @@ class FrozenLM(PromptEncoder):
         heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
         head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
         kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-        size = 2 if self.autocast else 4
+        size = 2 if self.compute_dtype == "bf16" else 4
         if backward:  # inputs of the q/k/v/o projections, norms and residuals; the MLP's up/gate/act
             return layers * (10 * hidden + 4 * inner) * size
         return layers * 2 * kv_heads * head_dim * size
@@ -194,8 +212,32 @@ class FrozenLM(PromptEncoder):
                                                                                               non_blocking=True)
         return ids.to(self.device), mask.to(self.device)
 
+    @contextlib.contextmanager
+    def computing_in(self, dtype: str) -> Iterator[None]:
+        """Run the model in ``dtype`` (``"fp32"`` or ``"bf16"``) inside the block; outside it, fp32.
+
+        On a GPU, bf16 is autocast (fp32 weights, bf16 matmuls). On a CPU a bfloat16 copy of the
+        frozen weights, made once and kept, stands in for the model: CPU autocast casts frozen weights
+        again at every matmul (its cast cache keeps only trainable leaves), which costs what bf16 saves
+        (measured: a 1120×576 @ 576×1536 matmul, 2 threads, 33 ms autocast vs 30 ms fp32 vs 11 ms on
+        bf16 weights). The fp32 weights are never cast, so what is scored outside the block is unchanged.
+        """
+        if dtype not in ("fp32", "bf16"):
+            raise AutopromptError(f"unknown compute dtype {dtype!r}; use fp32 or bf16")
+        before, weights = self.compute_dtype, self.model
+        if dtype == "bf16" and self.device.type != "cuda":
+            if self._bf16_model is None:
+                self._bf16_model = _bf16_body(self.model)
+            self.model = self._bf16_model
+        self.compute_dtype = dtype
+        try:
+            yield
+        finally:
+            self.compute_dtype, self.model = before, weights
+
     def _autocast(self) -> torch.autocast:
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+        return torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=self.device.type == "cuda" and self.compute_dtype == "bf16")
 
     def _embed(self, ids: Tensor, slots: Tensor, vectors: Tensor) -> Tensor:
         """Input embeddings ``[B, L, H]`` with ``vectors[k]`` wherever ``slots == k`` (else -1)."""

@@ -196,7 +196,7 @@ class CausalLM(FrozenLM):
 
     def _prefix_cache(self, prefix: Tensor, rows: int) -> Any:
         """A fresh cache holding ``prefix`` ``[L, 2, K, P, D]`` for each of ``rows`` rows."""
-        prefix = prefix.to(self.device)
+        prefix = prefix.to(self.device, next(self.model.parameters()).dtype)  # bf16 inside `computing_in`
         return make_cache([(layer[0].expand(rows, -1, -1, -1), layer[1].expand(rows, -1, -1, -1))
                             for layer in prefix])
 

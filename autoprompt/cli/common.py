@@ -72,7 +72,7 @@ MaxNewTokens = Annotated[int, typer.Option(min=1, help="Generation tasks: the mo
 # the settings core errors name (in backticks) that are options of some command here
 _FLAGS = {"data_dir", "data_seed", "seed", "data_seeds", "shots", "split", "limit", "prompt", "template", "verbalizer",
           "strategy", "storage", "study", "sampler", "pruner", "space", "test_limit", "budget", "model", "task",
-          "member"}
+          "member", "dtype"}
 
 
 _RENAMED = {"params": "--param", "resume": "--resume", "out": "--out"}

@@ -61,6 +61,10 @@ def search(
     db: Annotated[str | None, typer.Option(help="Leaderboard database to record the run in: a file or SQLAlchemy "
                                                 "URL (default: $AUTOPROMPT_DB, else <out>/leaderboard.db).")] = None,
     data_dir: DataDir = None,
+    dtype: Annotated[str, typer.Option(
+        help="What the search's steps compute in: fp32, bf16, or auto (bf16 where the hardware computes it "
+             "natively: CUDA, CPUs with AVX-512 BF16 or AMX). The gate and the dev/test scores are fp32 always.")
+    ] = "fp32",
     as_json: AsJson = False,
 ) -> None:
     """Search for a prompt, then score it and the manual baseline on dev and test.
@@ -79,7 +83,7 @@ def search(
                                   "cannot change it: leave them out, or start a new run")
     settings: dict[str, Any] = {
         "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db,
-        "start": start}
+        "start": start, "dtype": dtype}
     if dry_run:
         plan = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
                    test_limit=test_limit, dry_run=True, **settings)

@@ -67,6 +67,7 @@ runs = Table(
     Column("source_model", String(300)),  # set for a prompt found on another model (`autoprompt transfer`)
     Column("start_fingerprint", String(32)),  # a warm start's prompt (`search --from`); NULL: the manual prompt
     Column("stages", Text),  # a pipeline's stages, as JSON: strategy, budget, gain, whether its gate passed
+    Column("search_dtype", String(8)),  # what the search ranked and trained in (fp32, bf16); its scores are fp32
     Column("rule", String(20)),  # the found prompt's decision rule (direct, channel, centroid; "mixed" for an ensemble)
 )
 
@@ -198,7 +199,7 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "start_fingerprint": (run.extra.get("start") or {}).get("fingerprint"),
         "stages": json.dumps([{k: s[k] for k in ("strategy", "budget", "gain", "passed")}
                               for s in run.details["stages"]]) if run.details.get("stages") else None,
-        "rule": _rule_of(run.prompt),
+        "rule": _rule_of(run.prompt), "search_dtype": run.search_dtype,
     }
 
 

@@ -92,6 +92,7 @@ class RunRecord:
     model_licence: str | None = None            # the backbone weights' licence, where known
     source_model: str | None = None             # a transferred prompt: the model it was found on
     leaderboard: dict[str, Any] | None = None   # set when the leaderboard could not record the run
+    search_dtype: str = "fp32"                  # what the search's steps computed in (its scores: fp32)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
 
     def to_json(self) -> dict[str, Any]:
@@ -148,7 +149,7 @@ class RunRecord:
             protocol=data.get("protocol") or {}, versions=data.get("versions") or {},
             run_dir=data.get("run_dir") or "", finished_at=data.get("finished_at"),
             lama=data.get("lama"), model_licence=data.get("model_licence"), source_model=data.get("source_model"),
-            leaderboard=data.get("leaderboard"),
+            leaderboard=data.get("leaderboard"), search_dtype=data.get("search_dtype") or "fp32",
             extra={k: v for k, v in data.items() if k not in known},
         )
 

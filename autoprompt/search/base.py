@@ -185,7 +185,7 @@ class ModelView:
 
     _hidden = frozenset({"model", "label_logprobs", "label_logprobs_shared", "soft_logprobs", "trigger_gradient",
                          "trigger_nll", "slot_features", "reply_samples", "fill_mask",
-                         "label_logprobs_prefixed", "sentence_embeddings"})
+                         "label_logprobs_prefixed", "sentence_embeddings", "computing_in"})
 
     def __init__(self, lm: FrozenLM) -> None:
         object.__setattr__(self, "_lm", lm)

@@ -52,6 +52,7 @@ class SearchRun:
     started: float           # time.perf_counter() when this call began
     elapsed_before: float    # seconds spent by earlier calls (a resumed run)
     warnings: list[str] = field(default_factory=list)
+    dtype: str = "fp32"      # what the steps computed in (`autoprompt.backends.precision`); the gate is fp32
 
 
 def _backbone_after(run: SearchRun) -> str:
@@ -67,6 +68,8 @@ def _gate(run: SearchRun, decided: Selection | None = None) -> tuple[AnyPrompt, 
     a warm start) on the examples it did not fit on; the chosen prompt and the decision (``decided``:
     one the core already made on evidence of its own, a cross-fitted pipeline's out-of-fold scores)."""
     run.ctx.evaluator.budget = None  # the selection is the core's, not the strategy's, to pay
+    if run.dtype != "fp32":  # the gate reads fp32 scores, never the steps' bf16 ones from the cache
+        run.ctx.evaluator = Evaluator(run.lm, run.data.task)
     if decided is not None:
         return decided.chosen, decided
     holdout = _selection_examples(run)
@@ -145,7 +148,8 @@ def finish(run: SearchRun, progress: bool = False, decided: Selection | None = N
     trigger_ids = list(best.trigger_ids)
     return RunRecord(
         task=data.task.name, strategy=spec.strategy,
-        variant=variant(spec.strategy, spec.params) + (f" from {start.fingerprint[:8]}" if start is not None else ""),
+        variant=variant(spec.strategy, spec.params) + (f" from {start.fingerprint[:8]}" if start is not None else "")
+        + (f" {run.dtype}" if run.dtype != "fp32" else ""),
         model=lm.name, seed=spec.seed, shots=spec.shots, data_seed=spec.data_seed, params=spec.params,
         metric=data.task.metric, prompt=best.to_json(), prompt_fingerprint=best.fingerprint,
         prompt_text=best.template.render({f: "{" + f + "}" for f in data.task.fields}),
@@ -163,7 +167,7 @@ def finish(run: SearchRun, progress: bool = False, decided: Selection | None = N
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lama={"found": found_test.extra, "baseline": base_test.extra} if data.task.metric == "lama" else None,
-        model_licence=lm.licence,
+        model_licence=lm.licence, search_dtype=run.dtype,
         extra={**extra_start, **_generation_summary(run, final, found_test, base_test, test),
                **_members(run, best, found_test, progress)},
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
+from autoprompt.backends.precision import DTYPES, resolve_dtype
 from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
 from autoprompt.io import check_writable_folder
@@ -87,6 +88,8 @@ def run_search(
         value = getattr(spec, name)
         if not 0 <= value < 2**32:
             raise AutopromptError(f"`{name}` must be between 0 and {2**32 - 1}, got {value}")
+    if spec.dtype not in DTYPES:
+        resolve_dtype(spec.dtype, "cpu")  # raises: one line naming the choices
     if spec.max_seconds is not None and not spec.max_seconds > 0:
         raise AutopromptError(f"max_seconds must be a positive number of seconds, got {spec.max_seconds}")
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
@@ -110,7 +113,8 @@ def run_search(
     calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
     ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
                         spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start, rule=rule)
-    run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0)
+    run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0,
+                    dtype=resolve_dtype(spec.dtype, lm.device))
     if resume is not None and folder.has_checkpoint():
         _restore(run)
     else:
@@ -154,7 +158,8 @@ def _start(run: SearchRun, minimum: int) -> None:
     info: dict[str, Any] = {}
     run.ctx.report, run.ctx.warn = info.update, _warner(run, info)
     try:
-        run.state = run.searcher.start(run.ctx)
+        with run.lm.computing_in(run.dtype):
+            run.state = run.searcher.start(run.ctx)
     except BudgetExhausted:
         raise AutopromptError(f"budget {run.budget.max_forwards} does not pay for {run.spec.strategy}'s start on "
                               f"{run.data.task.name} (estimated minimum {minimum}); give a larger budget") from None
@@ -190,7 +195,8 @@ def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnSt
                 info: dict[str, Any] = {}
                 ctx.step_index, ctx.report, ctx.warn = run.steps, info.update, _warner(run, info)
                 try:
-                    run.state = run.searcher.step(ctx, run.state)
+                    with run.lm.computing_in(run.dtype):
+                        run.state = run.searcher.step(ctx, run.state)
                 except BudgetExhausted:
                     break
                 run.steps += 1

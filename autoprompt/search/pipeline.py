@@ -421,7 +421,7 @@ class _StageRunner:
             stage_spec = SearchSpec(task=spec.task, strategy=stage.strategy, params=dict(stage.params),
                                     model=spec.model, shots=spec.shots, data_seed=spec.data_seed, seed=spec.seed,
                                     budget=budget, max_seconds=seconds, out=str(base), data_dir=spec.data_dir,
-                                    start=str(Path(previous).resolve()) if previous else None)
+                                    start=str(Path(previous).resolve()) if previous else None, dtype=spec.dtype)
             resume = path if (path / "spec.json").is_file() else None
             try:
                 summary = run_search(stage_spec, lm=self.lm, data=view, resume=resume, progress=self.progress,

@@ -55,6 +55,7 @@ class SearchSpec:
     data_dir: StrictStr | None = None
     test_limit: StrictInt | None = None
     start: StrictStr | None = None  # a warm start: the prompt.json the search builds on (None: the manual prompt)
+    dtype: StrictStr = "fp32"  # what the search's steps compute in: fp32, bf16, auto (the gate and scores: fp32)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
