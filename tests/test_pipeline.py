@@ -18,7 +18,7 @@ from autoprompt.results.recording import record_finished
 from autoprompt.search import SearchSpec, available, create, run_pipeline, run_search
 from autoprompt.search import finish as finish_module
 from autoprompt.search.auto import choose_stages
-from autoprompt.search.pipeline import parse_stages, split_train, stage_budgets
+from autoprompt.search.stages import parse_stages, split_train, stage_budgets
 from autoprompt.tasks.base import Example, TaskData
 from autoprompt.testing.conformance import check_warm_start
 from autoprompt.testing.tiny import tiny_task, toy_task_file

@@ -10,13 +10,10 @@ is read once:
   default half). A stage searches on the fit part (its ``ctx.train``) and its gate compares its
   prompt with the stage's start on the check part (its ``ctx.dev``); the next stage starts from
   what that gate reported. Stages never see dev or test.
-* dev is read once, by the pipeline's final gate: the last stage's prompt, the earlier stages'
-  prompts and an ensemble of them (mean of calibrated class log-probs) against the manual prompt
-  (or the warm start given with ``start``), with the core's paired-SE gate.
+* dev is read once, by the pipeline's final gate (`autoprompt.search.final_gate`).
 
-With ``crossfit=true`` (``auto``'s choice where dev is small) every labelled example is evidence
-instead: train and dev together form two folds, the stages run on each, and each fold's prompt is
-gated on the other fold, pooled (`_crossfit`).
+With ``crossfit=true`` (``auto``'s choice where dev is small) train and dev form two folds, the
+stages run on each, and each fold's prompt is gated on the other fold, pooled (`_crossfit`).
 
 The run folder holds ``pipeline.json`` (the stages, their budgets, the auto features), one
 sub-folder per stage under ``stages/`` (each a run folder with its own checkpoints and
@@ -28,213 +25,40 @@ sub-folder per stage under ``stages/`` (each a run folder with its own checkpoin
 from __future__ import annotations
 
 import dataclasses
-import math
-import random
-import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
-
-import torch
+from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, SearchInterrupted
 from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
-from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
-from autoprompt.results.record import RunRecord
-from autoprompt.scoring.budget import Budget
+from autoprompt.prompts import AnyPrompt, Prompt, load_prompt
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.generation import scoring_forwards
-from autoprompt.search.auto import EFFORTS, AutoPlan, plan_auto
-from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.auto import AutoPlan, plan_auto
 from autoprompt.search.estimate import seconds_per_forward
-from autoprompt.search.finish import SearchRun, finish
+from autoprompt.search.final_gate import Pipeline, final_record, offered_prompts, out_of_fold_gate
 from autoprompt.search.loop import limit_test, load_start, run_search
 from autoprompt.search.parts import present_parts
-from autoprompt.search.registry import create, get_strategy, parse_bool
+from autoprompt.search.registry import create
 from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
-from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
+from autoprompt.search.stages import (
+    PIPELINE_PARAMS,
+    PipelineSettings,
+    Stage,
+    check_flow,
+    is_pipeline,
+    parse_stages,
+    split_train,
+    stage_budgets,
+    stage_data,
+)
 from autoprompt.tasks import load_task
-from autoprompt.tasks.base import Example, TaskData
-
-#: parameters of the pipeline itself (the rest go to its stages, as ``stage.param`` or to every
-#: stage that has the parameter)
-PIPELINE_PARAMS = ("budget_split", "holdout", "min_gain", "stage_min_gain", "objective", "ensemble", "crossfit",
-                   "effort", "soft")
-
-
-def is_pipeline(strategy: str) -> bool:
-    """Whether ``strategy`` names a pipeline (``a,b,c``) or ``auto`` rather than one strategy."""
-    return strategy == "auto" or "," in strategy
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage: a strategy and its parameters."""
-
-    strategy: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """The pipeline's own parameters.
-
-    Args:
-        budget_split: relative budget weights of the stages, comma-separated (default: each stage's
-            own default budget, so a stage gets the share it would get alone).
-        holdout: the share of train each stage's gate checks on (the rest is what stages fit on).
-        min_gain: the final gate's threshold in paired standard errors (the core's `min_gain`).
-        stage_min_gain: each stage gate's threshold on the check part (default 0: a stage is kept if it
-            gains at all on examples it did not fit on; the final gate on dev is the strict one).
-        objective: what the final gate compares (`margin`, `loglik` or `accuracy`).
-        ensemble: also offer the ensemble of the stages' prompts to the final gate.
-        crossfit: run the stages twice, on two folds of train and dev together, and gate each fold's
-            prompt on the other fold (every labelled example is evidence; twice the compute).
-        effort: ``auto`` only: ``light``, ``medium`` or ``heavy`` (the total budget and stages).
-        soft: ``auto`` only: allow a continuous stage (the result then holds a soft prompt).
-    """
-
-    budget_split: tuple[float, ...] | None = None
-    holdout: float = 0.5
-    min_gain: float = 1.0
-    stage_min_gain: float = 0.0
-    objective: str = "margin"
-    ensemble: bool = True
-    crossfit: bool | None = None  # None: False, or auto's choice
-    effort: str = "light"
-    soft: bool = False
-
-    @classmethod
-    def parse(cls, params: Mapping[str, Any]) -> PipelineSettings:
-        own = {k.removeprefix("auto."): v for k, v in params.items()
-               if k.removeprefix("auto.") in PIPELINE_PARAMS}
-        try:
-            split = own.get("budget_split")
-            settings = cls(
-                budget_split=tuple(float(w) for w in str(split).split(",")) if split is not None else None,
-                holdout=float(own.get("holdout", 0.5)), min_gain=float(own.get("min_gain", 1.0)),
-                stage_min_gain=float(own.get("stage_min_gain", 0.0)),
-                objective=str(own.get("objective", "margin")), ensemble=parse_bool(own.get("ensemble", True)),
-                crossfit=parse_bool(own["crossfit"]) if "crossfit" in own else None,
-                effort=str(own.get("effort", "light")), soft=parse_bool(own.get("soft", False)))
-        except ValueError as err:
-            raise AutopromptError(f"pipeline parameter: {err}; budget_split takes comma-separated weights, "
-                                  "holdout a share of train, min_gain a number, ensemble and soft true/false") \
-                from None
-        if not 0 < settings.holdout < 1:
-            raise AutopromptError(f"holdout must be a share of train between 0 and 1, got {settings.holdout}")
-        if settings.effort not in EFFORTS:
-            raise AutopromptError(f"auto.effort must be one of {', '.join(EFFORTS)}, not {settings.effort!r}")
-        if settings.budget_split is not None and (any(not w > 0 for w in settings.budget_split)
-                                                  or any(math.isinf(w) for w in settings.budget_split)):
-            raise AutopromptError(f"budget_split weights must be positive numbers, got {list(settings.budget_split)}")
-        return settings
-
-
-def parse_stages(strategy: str, params: Mapping[str, Any]) -> list[Stage]:
-    """The stages of ``a,b,c`` with their parameters: ``b.k=v`` goes to every stage named ``b``;
-    a plain ``k=v`` that is not the pipeline's own goes to every stage that has ``k``."""
-    names = [s.strip() for s in strategy.split(",")]
-    if any(not n for n in names):
-        raise AutopromptError(f"pipeline {strategy!r} has an empty stage; give strategies separated by commas")
-    for name in names:
-        if name in {"auto", "pipeline"}:
-            raise AutopromptError(f"{name} cannot be a stage of a pipeline; list strategies, e.g. verbalizer,demos")
-        get_strategy(name)  # an unknown stage: one line naming the strategies there are
-    staged: dict[str, dict[str, Any]] = {n: {} for n in names}
-    for key, value in params.items():
-        stage, dot, param = key.partition(".")
-        if dot and stage != "auto":
-            if stage not in staged:
-                raise AutopromptError(f"parameter {key} is for stage {stage}, which is not in this pipeline "
-                                      f"({', '.join(names)}); add the stage or drop the parameter")
-            staged[stage][param] = value
-        elif key.removeprefix("auto.") not in PIPELINE_PARAMS:
-            takers = [n for n in staged if key in {f.name for f in dataclasses.fields(get_strategy(n))}]
-            if not takers:
-                raise AutopromptError(f"no stage of {', '.join(names)} has a parameter {key!r}; give it to a stage "
-                                      f"as <stage>.{key}, or use a pipeline parameter: {', '.join(PIPELINE_PARAMS)}")
-            for n in takers:
-                staged[n].setdefault(key, value)
-    out = [Stage(n, dict(staged[n])) for n in names]
-    for one in out:
-        create(one.strategy, one.params)  # a bad stage parameter fails here, before any work
-    return out
-
-
-def split_train(train: Sequence[Example], holdout: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Train split once into (fit, check): each class split in the ``holdout`` share, seeded, each
-    part in train's order."""
-    by_class: dict[int, list[int]] = {}
-    for i, ex in enumerate(train):
-        by_class.setdefault(ex.label, []).append(i)
-    rng = random.Random(f"pipeline-split:{seed}")
-    check: set[int] = set()
-    for _, idx in sorted(by_class.items()):
-        n = round(len(idx) * holdout) if len(idx) > 1 else 0
-        check |= set(rng.sample(idx, n))
-    fit = [ex for i, ex in enumerate(train) if i not in check]
-    held = [ex for i, ex in enumerate(train) if i in check]
-    if not fit or not held:
-        raise AutopromptError(f"train holds {len(train)} examples: too few to split into a part the stages fit on "
-                              "and a part their gates check on; give more shots")
-    return fit, held
-
-
-def stage_data(data: TaskData, fit: list[Example], check: list[Example]) -> TaskData:
-    """The splits a stage sees: train is the fit part, dev the check part, and there is no test."""
-
-    def no_test() -> list[Example]:
-        raise AutopromptError("a pipeline stage never reads test; this is a bug in the pipeline")
-
-    return TaskData(data.task, {**data.protocol, "pipeline_stage": {"train": len(fit), "check": len(check)}},
-                    {"train": lambda: fit, "dev": lambda: check, "test": no_test})
-
-
-def stage_budgets(total: int, spent: int, minimums: Sequence[int], weights: Sequence[float]) -> int:
-    """The budget of the next stage, given the pipeline's ``total``, what earlier stages ``spent``, and the
-    remaining stages' minimums and weights (the next one first): its minimum, plus its weight's share of
-    what is left above the remaining minimums. What a stage leaves unspent goes to the stages after it,
-    and the stages together never spend more than ``total``."""
-    free = total - spent - sum(minimums)
-    return minimums[0] + max(0, math.floor(free * weights[0] / sum(weights)))
-
-
-@dataclass
-class Pipeline:
-    """A pipeline run: its spec, stages, settings and run folder (`run_pipeline` drives it)."""
-
-    spec: SearchSpec
-    data: TaskData
-    lm: FrozenLM
-    folder: RunDir
-    settings: PipelineSettings
-    protocol: dict[str, Any]  # what the stages and the final gate saw
-    plan: dict[str, Any]
-
-
-PART_NAMES = {"template": "template text", "triggers": "trigger tokens", "verbalizer": "label words",
-              "demos": "demonstrations", "soft": "soft part"}
-
-
-def check_flow(searchers: Sequence[Searcher], present: set[str]) -> None:
-    """Refuse, before any work, a pipeline whose stage could not keep a part an earlier stage (or the
-    start) may hand it: each stage must search or carry every part that may reach it."""
-    origin = dict.fromkeys(sorted(present), "the start prompt")
-    for i, searcher in enumerate(searchers, 1):
-        lost = [p for p in origin if p not in searcher.searches | searcher.carries]
-        if lost:
-            what = " and ".join(f"the {PART_NAMES[p]} {origin[p]} adds" if origin[p] != "the start prompt"
-                                else f"the start prompt's {PART_NAMES[p]}" for p in lost)
-            raise AutopromptError(f"stage {i} ({searcher.name}) cannot keep {what}; put {searcher.name} earlier in "
-                                  "the pipeline, or drop one of them")
-        for part in searcher.searches:
-            origin[part] = f"stage {i} ({searcher.name})"
+from autoprompt.tasks.base import TaskData
 
 
 def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
@@ -384,11 +208,11 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
     summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
     if summaries is None:
         return runner.interrupted
-    offered = _offered(summaries, start or data.task.default_prompt, settings.ensemble)
+    offered = offered_prompts(summaries, start or data.task.default_prompt, settings.ensemble)
     protocol = {"stages_fit_on": len(fit), "stages_checked_on": len(check), "final_gate_on": "dev",
                 "holdout": settings.holdout}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, plan)
-    result = _final(pipeline, offered, summaries, start, before, started, progress)
+    result = final_record(pipeline, offered, summaries, start, before, started, progress)
     folder.write_result(result.to_json())
     return result.to_json()
 
@@ -463,133 +287,14 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
         spent += sum(int(s["budget"]["used"]) for s in fold)
         summaries += [{**s, "fold": k} for s in fold]
         found.append(load_prompt(Path(fold[-1]["run_dir"]) / "prompt.json"))
-    decided = _out_of_fold_gate(Evaluator(lm, data.task), found, (two, one), reference, settings,
+    decided = out_of_fold_gate(Evaluator(lm, data.task), found, (two, one), reference, settings,
                                 "start prompt" if start is not None else "manual prompt")
     protocol = {"crossfit": True, "folds": [len(one), len(two)], "holdout": settings.holdout,
                 "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, runner.plan)
-    result = _final(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
+    result = final_record(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
     runner.folder.write_result(result.to_json())
     return result.to_json()
 
 
-def _out_of_fold_gate(ev: Evaluator, found: list[AnyPrompt], others: tuple[list[Example], list[Example]],
-                      reference: Prompt, settings: PipelineSettings, against: str) -> Selection:
-    """The core's paired gate on out-of-fold objective values: fold k's prompt on the other fold's
-    examples, pooled, against ``reference`` on the same examples; passed, the folds' ensemble is chosen."""
-    objective = cast(Objective, settings.objective)
-    mine, base = [], []
-    for prompt, examples in zip(found, others, strict=True):
-        scored, ref = ev.score_many([prompt, reference], examples)
-        mine.append(objective_values(scored, objective))
-        base.append(objective_values(ref, objective))
-    values, reference_values = torch.cat(mine), torch.cat(base)
-    gain, se = paired_gain(values, reference_values)
-    n = len(values)
-    distinct = list({p.fingerprint: p for p in found if p.fingerprint != reference.fingerprint}.values())
-    chosen: AnyPrompt = _ensemble_of(distinct, "cross-fitted folds") or (distinct[0] if distinct else reference)
-    passed = bool(distinct) and gain > 0 and gain > settings.min_gain * se
-    rows = [{"fingerprint": p.fingerprint, "template": p.template.source, "fold": k + 1, "manual": False,
-             "objective": round(float(v.mean()), 6), "prompt": p.to_json()} for k, (p, v) in enumerate(zip(
-                 found, mine, strict=True))]
-    if passed:
-        message = (f"found prompts beat the {against} out of fold on {n} labelled examples: {gain:+.4f} "
-                   f"{objective} ({gain / se:.1f} paired standard errors); reporting the folds' ensemble")
-        return Selection(chosen, True, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
-    message = (f"no reliable improvement found: out of fold the found prompts gain {gain:+.4f} {objective} ± "
-               f"{se:.4f} over the {against} on {n} labelled examples, within {settings.min_gain:g} standard "
-               f"error(s); reporting the {against}")
-    return Selection(reference, False, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
-
-
-def _offered(summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> list[AnyPrompt]:
-    """What the final gate weighs: the last stage's prompt first, then each earlier stage's, then
-    their equal-weight ensemble (only prompts that differ from the start and from each other)."""
-    prompts: dict[str, AnyPrompt] = {}
-    for summary in reversed(summaries):
-        prompt = load_prompt(Path(summary["run_dir"]) / "prompt.json")
-        if prompt.fingerprint != start.fingerprint:
-            prompts.setdefault(prompt.fingerprint, prompt)
-    found = list(prompts.values())
-    joint = _ensemble_of(found, "stages")
-    return [*found, joint] if ensemble and joint is not None else found
-
-
-def _ensemble_of(prompts: Sequence[AnyPrompt], kind: str) -> Ensemble | None:
-    """The equal-weight ensemble of the single prompts among ``prompts`` (None for fewer than two)."""
-    singles = tuple(p for p in prompts if isinstance(p, Prompt))
-    return Ensemble(singles, (1.0,) * len(singles), {"kind": kind}) if len(singles) > 1 else None
-
-
-@dataclass
-class _FinalGate(Searcher):
-    """The end of a pipeline as the core's `finish` sees it: a strategy that has already searched
-    (its stages did) and offers their prompts to the gate. Every train example was seen by some
-    stage, so the gate reads dev alone."""
-
-    name: ClassVar[str] = "pipeline"
-    summary: ClassVar[str] = "the stages' prompts, gated once on dev"
-    final_candidates: ClassVar[int] = 16
-
-    offered: list[Any] = field(default_factory=list)
-    stages: list[Any] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    def start(self, ctx: SearchContext) -> SearchState:
-        return {"done": True}
-
-    def step(self, ctx: SearchContext, state: SearchState) -> SearchState:
-        return {**state, "done": True}
-
-    def candidates(self, ctx: SearchContext, state: SearchState) -> list[AnyPrompt]:
-        return list(self.offered) or [ctx.start]
-
-    def best(self, ctx: SearchContext, state: SearchState) -> AnyPrompt:
-        return self.candidates(ctx, state)[0]
-
-    def fitted(self, ctx: SearchContext, state: SearchState) -> Sequence[Example]:
-        return ctx.train
-
-    def details(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
-        return {"stages": self.stages, **self.facts}
-
-
-def corrected_min_gain(min_gain: float, offered: int) -> float:
-    """The final gate's threshold for ``offered`` candidates: the one whose family-wise false-positive
-    rate is that of one candidate at ``min_gain`` (Bonferroni on the one-sided normal tail), so offering
-    every stage's prompt and their ensemble does not make a chance gain more likely to pass."""
-    if offered <= 1 or min_gain <= 0:
-        return min_gain
-    tail = 0.5 * math.erfc(min_gain / math.sqrt(2)) / offered
-    return float(statistics.NormalDist().inv_cdf(1 - tail))
-
-
-#: what ``details.stages`` keeps of each stage's ``stage.json`` (its budget as the forwards it used)
-STAGE_FIELDS = ("stage", "fold", "strategy", "params", "budget_given", "passed", "gain", "se", "ci95", "n",
-                "objective", "steps", "wall_s", "message", "run_dir", "prompt_fingerprint")
-
-
-def _final(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]], start: Prompt | None,
-           before: str, started: float, progress: bool, decided: Selection | None = None) -> RunRecord:
-    stages = [{**{k: s[k] for k in STAGE_FIELDS if k in s}, "budget": s["budget"]["used"]} for s in summaries]
-    min_gain = corrected_min_gain(p.settings.min_gain, len(offered))
-    gate = _FinalGate(objective=p.settings.objective, min_gain=min_gain,  # type: ignore[arg-type]
-                      calibration="none", offered=offered, stages=stages,
-                      facts={"final_min_gain": {"given": p.settings.min_gain, "corrected": round(min_gain, 4),
-                                                "candidates": len(offered)},
-                             "protocol": p.protocol,
-                             "auto": p.plan.get("auto")})
-    budget = Budget(p.plan["total_budget"])
-    budget.forwards = sum(s["budget"]["forwards"] for s in summaries) + int(p.plan.get("spent_choosing", 0))
-    budget.backwards = sum(s["budget"]["backwards"] for s in summaries)
-    budget.tokens = sum(s["budget"].get("tokens", 0) for s in summaries)
-    ctx = SearchContext(p.lm, p.data.task, p.data.train, p.data.dev, Evaluator(p.lm, p.data.task), budget,
-                        p.spec.seed, objective=gate.objective, warm_start=start)
-    run = SearchRun(p.spec, gate, p.data, p.lm, p.folder, ctx, budget, {"done": True},
-                    sum(s["steps"] for s in summaries), before, started, 0.0,
-                    [w for s in summaries for w in s["warnings"]])
-    return finish(run, progress, decided)
-
-
-__all__ = ["AutoPlan", "PipelineSettings", "Stage", "estimate_pipeline", "is_pipeline", "parse_stages",
-           "plan_pipeline", "run_pipeline", "split_train", "stage_budgets"]
+__all__ = ["AutoPlan", "estimate_pipeline", "is_pipeline", "plan_pipeline", "run_pipeline"]

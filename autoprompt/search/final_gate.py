@@ -1,0 +1,163 @@
+"""The end of a pipeline: one gate for all its stages (`final_record`), and the out-of-fold gate of a
+cross-fitted one (`out_of_fold_gate`).
+
+The final gate weighs the last stage's prompt, the earlier stages' prompts and their ensemble
+(`offered`) against the manual prompt (or the warm start) on dev, read once, with its threshold
+corrected for the number of candidates (`corrected_min_gain`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import torch
+
+from autoprompt.backends import FrozenLM
+from autoprompt.backends.precision import resolve_dtype
+from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
+from autoprompt.results.record import RunRecord
+from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.finish import SearchRun, finish
+from autoprompt.search.runs import RunDir, SearchSpec
+from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
+from autoprompt.search.stages import PipelineSettings
+from autoprompt.tasks.base import Example, TaskData
+
+
+@dataclass
+class Pipeline:
+    """A pipeline run: its spec, stages, settings and run folder (`run_pipeline` drives it)."""
+
+    spec: SearchSpec
+    data: TaskData
+    lm: FrozenLM
+    folder: RunDir
+    settings: PipelineSettings
+    protocol: dict[str, Any]  # what the stages and the final gate saw
+    plan: dict[str, Any]
+
+
+
+def out_of_fold_gate(ev: Evaluator, found: list[AnyPrompt], others: tuple[list[Example], list[Example]],
+                      reference: Prompt, settings: PipelineSettings, against: str) -> Selection:
+    """The core's paired gate on out-of-fold objective values: fold k's prompt on the other fold's
+    examples, pooled, against ``reference`` on the same examples; passed, the folds' ensemble is chosen."""
+    objective = cast(Objective, settings.objective)
+    mine, base = [], []
+    for prompt, examples in zip(found, others, strict=True):
+        scored, ref = ev.score_many([prompt, reference], examples)
+        mine.append(objective_values(scored, objective))
+        base.append(objective_values(ref, objective))
+    values, reference_values = torch.cat(mine), torch.cat(base)
+    gain, se = paired_gain(values, reference_values)
+    n = len(values)
+    distinct = list({p.fingerprint: p for p in found if p.fingerprint != reference.fingerprint}.values())
+    chosen: AnyPrompt = _ensemble_of(distinct, "cross-fitted folds") or (distinct[0] if distinct else reference)
+    passed = bool(distinct) and gain > 0 and gain > settings.min_gain * se
+    rows = [{"fingerprint": p.fingerprint, "template": p.template.source, "fold": k + 1, "manual": False,
+             "objective": round(float(v.mean()), 6), "prompt": p.to_json()} for k, (p, v) in enumerate(zip(
+                 found, mine, strict=True))]
+    if passed:
+        message = (f"found prompts beat the {against} out of fold on {n} labelled examples: {gain:+.4f} "
+                   f"{objective} ({gain / se:.1f} paired standard errors); reporting the folds' ensemble")
+        return Selection(chosen, True, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
+    message = (f"no reliable improvement found: out of fold the found prompts gain {gain:+.4f} {objective} ± "
+               f"{se:.4f} over the {against} on {n} labelled examples, within {settings.min_gain:g} standard "
+               f"error(s); reporting the {against}")
+    return Selection(reference, False, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
+
+
+def offered_prompts(summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> list[AnyPrompt]:
+    """What the final gate weighs: the last stage's prompt first, then each earlier stage's, then
+    their equal-weight ensemble (only prompts that differ from the start and from each other)."""
+    prompts: dict[str, AnyPrompt] = {}
+    for summary in reversed(summaries):
+        prompt = load_prompt(Path(summary["run_dir"]) / "prompt.json")
+        if prompt.fingerprint != start.fingerprint:
+            prompts.setdefault(prompt.fingerprint, prompt)
+    found = list(prompts.values())
+    joint = _ensemble_of(found, "stages")
+    return [*found, joint] if ensemble and joint is not None else found
+
+
+def _ensemble_of(prompts: Sequence[AnyPrompt], kind: str) -> Ensemble | None:
+    """The equal-weight ensemble of the single prompts among ``prompts`` (None for fewer than two)."""
+    singles = tuple(p for p in prompts if isinstance(p, Prompt))
+    return Ensemble(singles, (1.0,) * len(singles), {"kind": kind}) if len(singles) > 1 else None
+
+
+@dataclass
+class FinalGate(Searcher):
+    """The end of a pipeline as the core's `finish` sees it: a strategy that has already searched
+    (its stages did) and offers their prompts to the gate. Every train example was seen by some
+    stage, so the gate reads dev alone."""
+
+    name: ClassVar[str] = "pipeline"
+    summary: ClassVar[str] = "the stages' prompts, gated once on dev"
+    final_candidates: ClassVar[int] = 16
+
+    offered: list[Any] = field(default_factory=list)
+    stages: list[Any] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, ctx: SearchContext) -> SearchState:
+        return {"done": True}
+
+    def step(self, ctx: SearchContext, state: SearchState) -> SearchState:
+        return {**state, "done": True}
+
+    def candidates(self, ctx: SearchContext, state: SearchState) -> list[AnyPrompt]:
+        return list(self.offered) or [ctx.start]
+
+    def best(self, ctx: SearchContext, state: SearchState) -> AnyPrompt:
+        return self.candidates(ctx, state)[0]
+
+    def fitted(self, ctx: SearchContext, state: SearchState) -> Sequence[Example]:
+        return ctx.train
+
+    def details(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
+        return {"stages": self.stages, **self.facts}
+
+
+def corrected_min_gain(min_gain: float, offered: int) -> float:
+    """The final gate's threshold for ``offered`` candidates: the one whose family-wise false-positive
+    rate is that of one candidate at ``min_gain`` (Bonferroni on the one-sided normal tail), so offering
+    every stage's prompt and their ensemble does not make a chance gain more likely to pass."""
+    if offered <= 1 or min_gain <= 0:
+        return min_gain
+    tail = 0.5 * math.erfc(min_gain / math.sqrt(2)) / offered
+    return float(statistics.NormalDist().inv_cdf(1 - tail))
+
+
+#: what ``details.stages`` keeps of each stage's ``stage.json`` (its budget as the forwards it used)
+STAGE_FIELDS = ("stage", "fold", "strategy", "params", "budget_given", "passed", "gain", "se", "ci95", "n",
+                "objective", "steps", "wall_s", "message", "run_dir", "prompt_fingerprint")
+
+
+def final_record(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]], start: Prompt | None,
+           before: str, started: float, progress: bool, decided: Selection | None = None) -> RunRecord:
+    stages = [{**{k: s[k] for k in STAGE_FIELDS if k in s}, "budget": s["budget"]["used"]} for s in summaries]
+    min_gain = corrected_min_gain(p.settings.min_gain, len(offered))
+    gate = FinalGate(objective=p.settings.objective, min_gain=min_gain,  # type: ignore[arg-type]
+                      calibration="none", offered=offered, stages=stages,
+                      facts={"final_min_gain": {"given": p.settings.min_gain, "corrected": round(min_gain, 4),
+                                                "candidates": len(offered)},
+                             "protocol": p.protocol,
+                             "auto": p.plan.get("auto")})
+    budget = Budget(p.plan["total_budget"])
+    budget.forwards = sum(s["budget"]["forwards"] for s in summaries) + int(p.plan.get("spent_choosing", 0))
+    budget.backwards = sum(s["budget"]["backwards"] for s in summaries)
+    budget.tokens = sum(s["budget"].get("tokens", 0) for s in summaries)
+    ctx = SearchContext(p.lm, p.data.task, p.data.train, p.data.dev, Evaluator(p.lm, p.data.task), budget,
+                        p.spec.seed, objective=gate.objective, warm_start=start)
+    run = SearchRun(p.spec, gate, p.data, p.lm, p.folder, ctx, budget, {"done": True},
+                    sum(s["steps"] for s in summaries), before, started, 0.0,
+                    [w for s in summaries for w in s["warnings"]], dtype=resolve_dtype(p.spec.dtype, p.lm.device))
+    return finish(run, progress, decided)

@@ -1,0 +1,181 @@
+"""What a pipeline is made of: its stages and settings (``stage.param`` and the pipeline's own
+parameters), the data each stage may see (a fixed, stratified split of train into fit and check
+parts: stages never see dev or test), each stage's budget, and which prompt parts may flow from one
+stage to the next (`check_flow`). `autoprompt.search.pipeline` runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoprompt.errors import AutopromptError
+from autoprompt.search.auto import EFFORTS
+from autoprompt.search.base import Searcher
+from autoprompt.search.registry import create, get_strategy, parse_bool
+from autoprompt.tasks.base import Example, TaskData
+
+#: parameters of the pipeline itself (the rest go to its stages, as ``stage.param`` or to every
+#: stage that has the parameter)
+PIPELINE_PARAMS = ("budget_split", "holdout", "min_gain", "stage_min_gain", "objective", "ensemble", "crossfit",
+                   "effort", "soft")
+
+
+def is_pipeline(strategy: str) -> bool:
+    """Whether ``strategy`` names a pipeline (``a,b,c``) or ``auto`` rather than one strategy."""
+    return strategy == "auto" or "," in strategy
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: a strategy and its parameters."""
+
+    strategy: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The pipeline's own parameters.
+
+    Args:
+        budget_split: relative budget weights of the stages, comma-separated (default: each stage's
+            own default budget, so a stage gets the share it would get alone).
+        holdout: the share of train each stage's gate checks on (the rest is what stages fit on).
+        min_gain: the final gate's threshold in paired standard errors (the core's `min_gain`).
+        stage_min_gain: each stage gate's threshold on the check part (default 0: a stage is kept if it
+            gains at all on examples it did not fit on; the final gate on dev is the strict one).
+        objective: what the final gate compares (`margin`, `loglik` or `accuracy`).
+        ensemble: also offer the ensemble of the stages' prompts to the final gate.
+        crossfit: run the stages twice, on two folds of train and dev together, and gate each fold's
+            prompt on the other fold (every labelled example is evidence; twice the compute).
+        effort: ``auto`` only: ``light``, ``medium`` or ``heavy`` (the total budget and stages).
+        soft: ``auto`` only: allow a continuous stage (the result then holds a soft prompt).
+    """
+
+    budget_split: tuple[float, ...] | None = None
+    holdout: float = 0.5
+    min_gain: float = 1.0
+    stage_min_gain: float = 0.0
+    objective: str = "margin"
+    ensemble: bool = True
+    crossfit: bool | None = None  # None: False, or auto's choice
+    effort: str = "light"
+    soft: bool = False
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> PipelineSettings:
+        own = {k.removeprefix("auto."): v for k, v in params.items()
+               if k.removeprefix("auto.") in PIPELINE_PARAMS}
+        try:
+            split = own.get("budget_split")
+            settings = cls(
+                budget_split=tuple(float(w) for w in str(split).split(",")) if split is not None else None,
+                holdout=float(own.get("holdout", 0.5)), min_gain=float(own.get("min_gain", 1.0)),
+                stage_min_gain=float(own.get("stage_min_gain", 0.0)),
+                objective=str(own.get("objective", "margin")), ensemble=parse_bool(own.get("ensemble", True)),
+                crossfit=parse_bool(own["crossfit"]) if "crossfit" in own else None,
+                effort=str(own.get("effort", "light")), soft=parse_bool(own.get("soft", False)))
+        except ValueError as err:
+            raise AutopromptError(f"pipeline parameter: {err}; budget_split takes comma-separated weights, "
+                                  "holdout a share of train, min_gain a number, ensemble and soft true/false") \
+                from None
+        if not 0 < settings.holdout < 1:
+            raise AutopromptError(f"holdout must be a share of train between 0 and 1, got {settings.holdout}")
+        if settings.effort not in EFFORTS:
+            raise AutopromptError(f"auto.effort must be one of {', '.join(EFFORTS)}, not {settings.effort!r}")
+        if settings.budget_split is not None and (any(not w > 0 for w in settings.budget_split)
+                                                  or any(math.isinf(w) for w in settings.budget_split)):
+            raise AutopromptError(f"budget_split weights must be positive numbers, got {list(settings.budget_split)}")
+        return settings
+
+
+def parse_stages(strategy: str, params: Mapping[str, Any]) -> list[Stage]:
+    """The stages of ``a,b,c`` with their parameters: ``b.k=v`` goes to every stage named ``b``;
+    a plain ``k=v`` that is not the pipeline's own goes to every stage that has ``k``."""
+    names = [s.strip() for s in strategy.split(",")]
+    if any(not n for n in names):
+        raise AutopromptError(f"pipeline {strategy!r} has an empty stage; give strategies separated by commas")
+    for name in names:
+        if name in {"auto", "pipeline"}:
+            raise AutopromptError(f"{name} cannot be a stage of a pipeline; list strategies, e.g. verbalizer,demos")
+        get_strategy(name)  # an unknown stage: one line naming the strategies there are
+    staged: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in params.items():
+        stage, dot, param = key.partition(".")
+        if dot and stage != "auto":
+            if stage not in staged:
+                raise AutopromptError(f"parameter {key} is for stage {stage}, which is not in this pipeline "
+                                      f"({', '.join(names)}); add the stage or drop the parameter")
+            staged[stage][param] = value
+        elif key.removeprefix("auto.") not in PIPELINE_PARAMS:
+            takers = [n for n in staged if key in {f.name for f in dataclasses.fields(get_strategy(n))}]
+            if not takers:
+                raise AutopromptError(f"no stage of {', '.join(names)} has a parameter {key!r}; give it to a stage "
+                                      f"as <stage>.{key}, or use a pipeline parameter: {', '.join(PIPELINE_PARAMS)}")
+            for n in takers:
+                staged[n].setdefault(key, value)
+    out = [Stage(n, dict(staged[n])) for n in names]
+    for one in out:
+        create(one.strategy, one.params)  # a bad stage parameter fails here, before any work
+    return out
+
+
+def split_train(train: Sequence[Example], holdout: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Train split once into (fit, check): each class split in the ``holdout`` share, seeded, each
+    part in train's order."""
+    by_class: dict[int, list[int]] = {}
+    for i, ex in enumerate(train):
+        by_class.setdefault(ex.label, []).append(i)
+    rng = random.Random(f"pipeline-split:{seed}")
+    check: set[int] = set()
+    for _, idx in sorted(by_class.items()):
+        n = round(len(idx) * holdout) if len(idx) > 1 else 0
+        check |= set(rng.sample(idx, n))
+    fit = [ex for i, ex in enumerate(train) if i not in check]
+    held = [ex for i, ex in enumerate(train) if i in check]
+    if not fit or not held:
+        raise AutopromptError(f"train holds {len(train)} examples: too few to split into a part the stages fit on "
+                              "and a part their gates check on; give more shots")
+    return fit, held
+
+
+def stage_data(data: TaskData, fit: list[Example], check: list[Example]) -> TaskData:
+    """The splits a stage sees: train is the fit part, dev the check part, and there is no test."""
+
+    def no_test() -> list[Example]:
+        raise AutopromptError("a pipeline stage never reads test; this is a bug in the pipeline")
+
+    return TaskData(data.task, {**data.protocol, "pipeline_stage": {"train": len(fit), "check": len(check)}},
+                    {"train": lambda: fit, "dev": lambda: check, "test": no_test})
+
+
+def stage_budgets(total: int, spent: int, minimums: Sequence[int], weights: Sequence[float]) -> int:
+    """The budget of the next stage, given the pipeline's ``total``, what earlier stages ``spent``, and the
+    remaining stages' minimums and weights (the next one first): its minimum, plus its weight's share of
+    what is left above the remaining minimums. What a stage leaves unspent goes to the stages after it,
+    and the stages together never spend more than ``total``."""
+    free = total - spent - sum(minimums)
+    return minimums[0] + max(0, math.floor(free * weights[0] / sum(weights)))
+
+
+PART_NAMES = {"template": "template text", "triggers": "trigger tokens", "verbalizer": "label words",
+              "demos": "demonstrations", "soft": "soft part"}
+
+
+def check_flow(searchers: Sequence[Searcher], present: set[str]) -> None:
+    """Refuse, before any work, a pipeline whose stage could not keep a part an earlier stage (or the
+    start) may hand it: each stage must search or carry every part that may reach it."""
+    origin = dict.fromkeys(sorted(present), "the start prompt")
+    for i, searcher in enumerate(searchers, 1):
+        lost = [p for p in origin if p not in searcher.searches | searcher.carries]
+        if lost:
+            what = " and ".join(f"the {PART_NAMES[p]} {origin[p]} adds" if origin[p] != "the start prompt"
+                                else f"the start prompt's {PART_NAMES[p]}" for p in lost)
+            raise AutopromptError(f"stage {i} ({searcher.name}) cannot keep {what}; put {searcher.name} earlier in "
+                                  "the pipeline, or drop one of them")
+        for part in searcher.searches:
+            origin[part] = f"stage {i} ({searcher.name})"
