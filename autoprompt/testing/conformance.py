@@ -69,13 +69,13 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
             results.append(run_search(spec, lm=lm, data=sentinel))
             assert set(readers) <= {"finish"}, f"{name}'s search read the test split ({readers})"
             prompt = load_prompt(Path(results[-1]["run_dir"]) / "prompt.json")  # the artifact as written
-        with tempfile.TemporaryDirectory() as tmp:  # ... saved again and read back (tensors too)
-            save_prompt(prompt, Path(tmp) / "prompt.json")
-            assert load_prompt(Path(tmp) / "prompt.json").fingerprint == prompt.fingerprint, \
-                f"{name}'s prompt does not survive saving"
-        if not any(m.soft for m in getattr(prompt, "members", (prompt,))):
-            assert prompt_from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
-        assert prompt.fingerprint == results[-1]["prompt_fingerprint"]
+            assert prompt.fingerprint == results[-1]["prompt_fingerprint"]
+            with tempfile.TemporaryDirectory() as tmp:  # ... saved again and read back (tensors too)
+                save_prompt(prompt, Path(tmp) / "prompt.json")
+                assert load_prompt(Path(tmp) / "prompt.json").fingerprint == prompt.fingerprint, \
+                    f"{name}'s prompt does not survive saving"
+            if not any(m.soft for m in getattr(prompt, "members", (prompt,))):
+                assert prompt_from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
     first, second = results
     assert first["prompt_fingerprint"] == second["prompt_fingerprint"], f"{name} is not reproducible from its seed"
     assert first["scores"] == second["scores"]
