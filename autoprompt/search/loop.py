@@ -17,7 +17,7 @@ from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import FrozenLM, weights_checksum
-from autoprompt.backends.precision import DTYPES, resolve_dtype
+from autoprompt.backends.precision import resolve_dtype
 from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
 from autoprompt.io import check_writable_folder
@@ -88,8 +88,7 @@ def run_search(
         value = getattr(spec, name)
         if not 0 <= value < 2**32:
             raise AutopromptError(f"`{name}` must be between 0 and {2**32 - 1}, got {value}")
-    if spec.dtype not in DTYPES:
-        resolve_dtype(spec.dtype, "cpu")  # raises: one line naming the choices
+    resolve_dtype(spec.dtype, "cpu")  # an unknown dtype is refused before any work (the device decides auto later)
     if spec.max_seconds is not None and not spec.max_seconds > 0:
         raise AutopromptError(f"max_seconds must be a positive number of seconds, got {spec.max_seconds}")
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
