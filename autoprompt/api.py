@@ -10,6 +10,7 @@ from typing import Any
 
 from autoprompt.backends import FrozenLM
 from autoprompt.backends.decoding import Decoding
+from autoprompt.backends.precision import resolve_dtype
 from autoprompt.backends.store import DEFAULT_MODEL, load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
@@ -60,6 +61,7 @@ def evaluate(
     num_beams: int = 1,
     max_new_tokens: int = 64,
     rule: str | None = None,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Score one prompt on one split of a task.
 
@@ -82,6 +84,8 @@ def evaluate(
         max_new_tokens: generation tasks: the most tokens generated per input.
         rule: ``direct``, ``channel`` or ``centroid`` (fitted on the task's train examples) to read the
             prompt's class scores by that decision rule (`Rule`); None keeps the prompt's own.
+        dtype: what the model computes in: ``fp32`` (default, what every reported figure uses), ``bf16``,
+            or ``auto`` (bf16 where the hardware computes it natively); said in the result.
 
     Returns:
         A JSON-able dict: task, split, model, n, metric, score, template, verbalizer, calibration, rule, per-class
@@ -96,6 +100,7 @@ def evaluate(
                                     split=split, limit=limit, batch_size=batch_size, data_dir=data_dir,
                                     progress=progress)
     started = time.perf_counter()
+    resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
     data = load_task(task, data_dir, shots, data_seed, model if isinstance(model, str) else model.name)
     chosen = build_prompt(data, template, verbalizer, prompt)
     examples = data.split(split) if limit is None else stratified_sample(data.split(split), limit)
@@ -108,7 +113,9 @@ def evaluate(
         calibration = calibration or method  # the prompt's prior belonged to its old rule: re-estimate it
     if calibration is not None:
         chosen = evaluator.calibrate([chosen], calibration, data.train if calibration == "prior" else None)[0]
-    result = evaluator.score(chosen, examples, progress=progress)
+    computed_in = resolve_dtype(dtype, lm.device)
+    with lm.computing_in(computed_in):
+        result = evaluator.score(chosen, examples, progress=progress)
     generated: dict[str, Any] = {}
     if result.outputs is not None:
         generated = {"generation": {**result.extra, "decoding": evaluator.decoding.to_json()},
@@ -121,7 +128,7 @@ def evaluate(
         "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
         "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,
         "calibration": chosen.calibration.to_json(),
-        "rule": _rule_summary(chosen),
+        "rule": _rule_summary(chosen), "dtype": computed_in,
         "per_class": result.per_class(data.task.labels) if result.metric not in ("lama", "bleu") else None,
         "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
         "protocol": data.protocol, "limit": limit,

@@ -4,6 +4,7 @@ with ``auto``); the gate, the dev/test scores and ``evaluate`` stay fp32; the ba
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -130,3 +131,15 @@ def test_an_unknown_dtype_is_one_line(tmp_path, tiny_model_dir):
                                       "manual", "--dtype", "fp8", "--out", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "unknown --dtype 'fp8'; use auto" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
+def test_evaluate_is_fp32_unless_asked_and_says_what_it_computed_in(tmp_path, tiny_model_dir):
+    spec = toy_task_file(tmp_path)
+    argv = ["evaluate", "--task", str(spec), "--model", str(tiny_model_dir), "--json"]
+    runner = CliRunner()
+    fp32, bf16 = (runner.invoke(app, [*argv, *extra]) for extra in ([], ["--dtype", "bf16"]))
+    assert fp32.exit_code == 0 and bf16.exit_code == 0, fp32.output + bf16.output
+    a, b = (json.loads(r.output[r.output.index("{"):]) for r in (fp32, bf16))
+    assert (a["dtype"], b["dtype"]) == ("fp32", "bf16") and a["n"] == b["n"]
+    bad = runner.invoke(app, [*argv, "--dtype", "half"])
+    assert bad.exit_code == 2 and "unknown --dtype 'half'" in bad.output

@@ -117,6 +117,9 @@ Shots = Annotated[int | None, typer.Option(help="k-shot protocol: 16 reads LM-BF
                                                 "generation task (e2e) the number of training references.")]
 DataSeed = Annotated[int, typer.Option(help="Which k-shot split (13/21/42/87/100), or the dev-slice seed.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+Dtype = Annotated[str, typer.Option(
+    help="What the model computes in: fp32, bf16, or auto (bf16 where the hardware computes it natively: CUDA, "
+         "CPUs with AVX-512 BF16 or AMX). A search ranks and trains in it; its gate and dev/test scores are fp32.")]
 
 
 def print_json(obj: Any) -> None:

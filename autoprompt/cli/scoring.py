@@ -16,6 +16,7 @@ from autoprompt.cli.common import (
     DataDir,
     DataSeed,
     Db,
+    Dtype,
     MaxNewTokens,
     Model,
     NumBeams,
@@ -55,6 +56,7 @@ def evaluate(
     num_beams: NumBeams = 1,
     max_new_tokens: MaxNewTokens = 64,
     data_dir: DataDir = None,
+    dtype: Dtype = "fp32",
     as_json: AsJson = False,
 ) -> None:
     """Score a prompt (the task's manual prompt by default) on one split.
@@ -67,7 +69,7 @@ def evaluate(
     result = run(task, template=template, verbalizer=verbalizer, prompt=prompt, model=model, split=split,
                  shots=shots, data_seed=data_seed, limit=limit, batch_size=batch_size, data_dir=data_dir,
                  progress=True, calibration=calibration, rule=rule, num_beams=num_beams,
-                 max_new_tokens=max_new_tokens)
+                 max_new_tokens=max_new_tokens, dtype=dtype)
     if as_json:
         return print_json(result)
     rows = result.get("relations", [result])

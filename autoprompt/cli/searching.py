@@ -15,6 +15,7 @@ from autoprompt.cli.common import (
     DataDir,
     DataSeed,
     Db,
+    Dtype,
     Model,
     Shots,
     app,
@@ -61,10 +62,7 @@ def search(
     db: Annotated[str | None, typer.Option(help="Leaderboard database to record the run in: a file or SQLAlchemy "
                                                 "URL (default: $AUTOPROMPT_DB, else <out>/leaderboard.db).")] = None,
     data_dir: DataDir = None,
-    dtype: Annotated[str, typer.Option(
-        help="What the search's steps compute in: fp32, bf16, or auto (bf16 where the hardware computes it "
-             "natively: CUDA, CPUs with AVX-512 BF16 or AMX). The gate and the dev/test scores are fp32 always.")
-    ] = "fp32",
+    dtype: Dtype = "fp32",
     as_json: AsJson = False,
 ) -> None:
     """Search for a prompt, then score it and the manual baseline on dev and test.
