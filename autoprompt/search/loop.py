@@ -76,9 +76,6 @@ def run_search(
         done = folder.stage_result() if stage_dir is not None else folder.result()
         if done is not None:  # finished: nothing to run (the caller records it, a no-op if it is)
             return done if stage_dir is not None else RunRecord.from_json(done).to_json()
-        check_writable_folder(folder.path, "run folder")  # read-only, or a full disk: say so before any work
-    elif stage_dir is None:
-        check_writable_folder(spec.out, "run folder")
     if "," in spec.strategy or spec.strategy == "auto":
         raise AutopromptError(f"{spec.strategy} is a pipeline, not one strategy: run it with "
                               "autoprompt.search.run_pipeline (or autoprompt.api.search)")
@@ -96,6 +93,7 @@ def run_search(
         data = limit_test(data, spec.test_limit)
     limit = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, limit, data)
+    # a read-only folder, a broken link or too little disk for what the run will write: one line before any work
     check_writable_folder(stage_dir or (folder.path if folder is not None else spec.out), "run folder",
                           need=disk_estimate(limit, data))
     start = load_start(spec.start, data.task, searcher) if spec.start is not None else None
