@@ -27,14 +27,23 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Required
 
 from autoprompt import AnyPrompt, AutopromptError, Demonstration, Demonstrations, Example, Prompt
-from autoprompt.search import SearchContext, Searcher, hyper, keep_best, starting_prompt
+from autoprompt.search import SearchContext, Searcher, SearchState, hyper, keep_best, starting_prompt
+
+
+class DemosState(SearchState, total=False):
+    base: Required[dict[str, Any]]                 # the prompt the demonstrations go into (`Prompt.to_json`)
+    pool: Required[list[int]]                      # the train indices demonstrations are drawn from
+    scored: Required[dict[str, dict[str, Any]]]    # `keep_best` sets judged so far: ``score``, ``prompt``
+    current: Required[list[int]]                   # the current set (train indices, in order)
+    fixed: dict[str, Any]                          # ``similar``: the prompt that retrieves from the pool
+    seen: list[str]                                # every set judged (`_key`), so none is judged twice
 
 
 @dataclass
-class Demos(Searcher):
+class Demos(Searcher[DemosState]):
     """Demonstrations from train, shown with every query.
 
     Args:
@@ -84,7 +93,7 @@ class Demos(Searcher):
 
     # ---- the start: a pool, a first set, its order ---------------------------------------------
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
+    def start(self, ctx: SearchContext) -> DemosState:
         base = starting_prompt(ctx, self.template, self.verbalizer)
         if self.method == "search" and self._pool_count(len(ctx.train)) >= len(ctx.train):
             # judging swaps on dev would leave the final selection nothing the search did not fit on
@@ -92,12 +101,12 @@ class Demos(Searcher):
                                   f"`pool_size` below the {len(ctx.train)} train examples", params=("pool_size",))
         rng = ctx.rng(-1)
         pool = self._balanced(ctx, list(range(len(ctx.train))), self._pool_count(len(ctx.train)), rng)
-        state: dict[str, Any] = {"base": base.to_json(), "pool": pool, "scored": {}}
+        state: DemosState = {"base": base.to_json(), "pool": pool, "scored": {}, "current": []}
         if self.method == "similar":
             prompt = base.with_demos(Demonstrations(pool=tuple(self._demo(ctx, i) for i in pool),
                                                     k=self._count(ctx), separator=self.separator,
                                                     overflow=self.overflow))
-            state["current"], state["fixed"] = [], prompt.to_json()
+            state["fixed"] = prompt.to_json()
         else:
             chosen = self._balanced(ctx, pool, self._count(ctx), rng)
             state["current"] = self._ordered(ctx, base, chosen, rng)
@@ -139,7 +148,7 @@ class Demos(Searcher):
 
     # ---- search: greedy swaps judged on the train examples outside the pool ---------------------
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: DemosState) -> DemosState:
         if self.method != "search":  # random and similar: score the prompt the start chose, and stop
             chosen = ctx.calibrate([self._prompt(ctx, state, state["current"])])[0]
             dev = ctx.evaluator.score(chosen, ctx.dev).score
@@ -165,7 +174,7 @@ class Demos(Searcher):
                     "candidates": len(sets) - 1})
         return state
 
-    def _swaps(self, ctx: SearchContext, state: dict[str, Any], current: list[int],
+    def _swaps(self, ctx: SearchContext, state: DemosState, current: list[int],
                rng: random.Random) -> list[list[int]]:
         """Up to ``num_candidates`` distinct sets, each ``current`` with one demonstration replaced by
         another pool example (of the same class with ``per_class``), in its place."""
@@ -181,7 +190,7 @@ class Demos(Searcher):
                 out.setdefault(_key(swapped), swapped)
         return list(out.values())
 
-    def _scoring(self, ctx: SearchContext, state: dict[str, Any]) -> list[Example]:
+    def _scoring(self, ctx: SearchContext, state: DemosState) -> list[Example]:
         pool = set(state["pool"])
         return [ex for i, ex in enumerate(ctx.train) if i not in pool]
 
@@ -195,25 +204,25 @@ class Demos(Searcher):
         return base.with_demos(Demonstrations(tuple(self._demo(ctx, i) for i in chosen), self.separator,
                                               overflow=self.overflow))
 
-    def _prompt(self, ctx: SearchContext, state: dict[str, Any], chosen: list[int]) -> Prompt:
+    def _prompt(self, ctx: SearchContext, state: DemosState, chosen: list[int]) -> Prompt:
         if "fixed" in state:
             return Prompt.from_json(state["fixed"])
         return self._prompt_of(ctx, Prompt.from_json(state["base"]), chosen)
 
-    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: DemosState) -> list[AnyPrompt]:
         ranked: list[AnyPrompt] = [Prompt.from_json(e["prompt"]) for e in state["scored"].values()]
         return ranked or ctx.calibrate([self._prompt(ctx, state, state["current"])])
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: DemosState) -> AnyPrompt:
         return self.candidates(ctx, state)[0]
 
-    def fitted(self, ctx: SearchContext, state: dict[str, Any]) -> list[Example]:
+    def fitted(self, ctx: SearchContext, state: DemosState) -> list[Example]:
         """The pool (a pool example scored with its own label shown would leak), and for ``search``
         the scoring set the swaps were judged on."""
         pool = set(state["pool"])
         return [ex for i, ex in enumerate(ctx.train) if i in pool or self.method == "search"]
 
-    def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def details(self, ctx: SearchContext, state: DemosState) -> dict[str, Any]:
         shown = len(state["current"]) if self.method != "similar" else self._count(ctx)
         return {"method": self.method, "demonstrations": shown, "pool": len(state["pool"])}
 

@@ -24,17 +24,23 @@ words, AutoPrompt's proper-noun filter).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from autoprompt import AnyPrompt, Ensemble, Example, Prompt
-from autoprompt.search import SearchContext, TriggerSearch, hyper
+from autoprompt.search import SearchContext, TriggerSearch, TriggerState, hyper
+
+
+class GradientState(TriggerState):
+    accepted: int            # swaps accepted so far
+    nll: dict[str, float]    # the fluency term of each trigger set scored (by `_key`): a resume charges it once
 
 
 @dataclass
-class Gradient(TriggerSearch):
+class Gradient(TriggerSearch[GradientState]):
     """AutoPrompt trigger search.
 
     Args:
@@ -78,8 +84,8 @@ class Gradient(TriggerSearch):
         gradient = 2 * min(self.batch_size, train) * self.accumulation_steps
         return self._calibration_cost(train) + dev, gradient + (self.num_candidates + 1) * rescore + dev
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
-        return self.started(ctx, self.init, accepted=0, nll={})
+    def start(self, ctx: SearchContext) -> GradientState:
+        return {**self.started(ctx, self.init), "accepted": 0, "nll": {}}
 
     def allowed_tokens(self, ctx: SearchContext, prompt: Prompt) -> torch.Tensor:
         """``[V]`` bool: whole words that survive decode → encode, not special, not label-word tokens
@@ -118,19 +124,18 @@ class Gradient(TriggerSearch):
                 out.append(tuple(cand))
         return list(dict.fromkeys(out))
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: GradientState) -> GradientState:
         base = Prompt.from_json(state["prompt"])
         prompt = base.with_triggers(state["triggers"])
-        grad = None
-        for i in range(self.accumulation_steps):
+        grad, loss = ctx.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt="grad0"))
+        for i in range(1, self.accumulation_steps):
             g, loss = ctx.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt=f"grad{i}"))
-            grad = g if grad is None else grad + g
+            grad = grad + g
         swaps = self.hotflip(ctx, prompt, grad)
         rescore = self.rescore_set(ctx)  # the same every step: the current triggers' score is a cache hit
         trigger_sets = [tuple(state["triggers"]), *swaps]
         prompts = ctx.calibrate([base.with_triggers(t) for t in trigger_sets], inputs=rescore)
         objective = ctx.objective_scores(prompts, rescore)
-        state = {**state, "nll": dict(state["nll"])}
         nll = self.trigger_nll(ctx, state, prompts)
         scores = [o - self.fluency * n for o, n in zip(objective, nll, strict=True)]
         state["pool"] = self.pooled(state, prompts, scores, objective=objective, nll=nll)
@@ -146,7 +151,7 @@ class Gradient(TriggerSearch):
                     "triggers": ctx.lm.decode(state["triggers"])})
         return state
 
-    def trigger_nll(self, ctx: SearchContext, state: dict[str, Any], prompts: list[AnyPrompt]) -> list[float]:
+    def trigger_nll(self, ctx: SearchContext, state: GradientState, prompts: list[Prompt]) -> list[float]:
         """Per prompt, its triggers' mean negative log-likelihood given the template text before them
         (inputs left empty: fluency is a property of the prompt, not of an example); 0 when off.
 
@@ -161,14 +166,14 @@ class Gradient(TriggerSearch):
             state["nll"].update({_key(p.trigger_ids): v for p, v in zip(todo, values, strict=True)})
         return [state["nll"][_key(p.trigger_ids)] for p in prompts]
 
-    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: GradientState) -> list[AnyPrompt]:
         """The pool's best trigger sets by train score (an ensemble of the top ``ensemble`` first)."""
         ranked = super().candidates(ctx, state)
         if self.ensemble > 1 and len(ranked) > 1:
-            members = tuple(ranked[: self.ensemble])
+            members = tuple(p for p in ranked[: self.ensemble] if isinstance(p, Prompt))
             return [Ensemble(members, (1.0,) * len(members)), *ranked]
         return ranked
 
 
-def _key(triggers) -> str:
+def _key(triggers: Sequence[int]) -> str:
     return ",".join(map(str, triggers))

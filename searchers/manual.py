@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from autoprompt import AnyPrompt, prompt_from_json
-from autoprompt.search import SearchContext, Searcher, starting_prompt
+from autoprompt.search import SearchContext, Searcher, SearchState, starting_prompt
+
+
+class ManualState(SearchState):
+    prompt: dict[str, Any]  # the prompt scored (`Prompt.to_json` or an ensemble's)
 
 
 @dataclass
-class Manual(Searcher):
+class Manual(Searcher[ManualState]):
     """Score a fixed prompt: the baseline row of every comparison.
 
     Args:
@@ -33,15 +37,15 @@ class Manual(Searcher):
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         return self._calibration_cost(train) + dev, 0  # its one step only says it is done
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
+    def start(self, ctx: SearchContext) -> ManualState:
         if ctx.warm_start is not None and self.template is None and self.verbalizer is None:
             prompt: AnyPrompt = ctx.start  # a warm start is scored as it was saved, calibration included
         else:
             prompt = ctx.calibrate([starting_prompt(ctx, self.template, self.verbalizer)])[0]
         return {"prompt": prompt.to_json(), "best_dev": ctx.evaluator.score(prompt, ctx.dev).score}
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: ManualState) -> ManualState:
         return {**state, "done": True}
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: ManualState) -> AnyPrompt:
         return prompt_from_json(state["prompt"])

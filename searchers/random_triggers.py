@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from autoprompt import Prompt
-from autoprompt.search import SearchContext, TriggerSearch, hyper
+from autoprompt.search import SearchContext, TriggerSearch, TriggerState, hyper
 
 
 @dataclass
-class RandomTriggers(TriggerSearch):
+class RandomTriggers(TriggerSearch[TriggerState]):
     """Each step scores ``num_candidates`` random trigger sequences, calibrated, on the train examples
     `gradient` re-scores on; the best by train are the candidates the core re-scores on dev.
 
@@ -31,7 +31,7 @@ class RandomTriggers(TriggerSearch):
     def costs(self, train: int, dev: int) -> tuple[int, int]:
         return self._calibration_cost(train) + dev, self.num_candidates * self.rescore_cost(train) + dev
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: TriggerState) -> TriggerState:
         base, rng = Prompt.from_json(state["prompt"]), ctx.rng()
         vocab = ctx.lm.stable_word_tokens().nonzero()[:, 0].tolist()
         drawn = [base.with_triggers(rng.sample(vocab, len(base.trigger_ids))) for _ in range(self.num_candidates)]

@@ -15,15 +15,27 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from autoprompt import RULES, AnyPrompt, AutopromptError, Example, Rule, prompt_from_json
-from autoprompt.search import SearchContext, Searcher
+from autoprompt.search import SearchContext, Searcher, SearchState
 from autoprompt.search.selection import objective_score
 
 
+class RankedRule(TypedDict):
+    rule: dict[str, Any]     # `Rule.to_json`
+    calibration: str
+    score: float             # the cross-fitted objective: the mean over the two folds
+    folds: list[float]
+
+
+class RuleState(SearchState, total=False):
+    prompt: Required[dict[str, Any]]  # the start prompt (`prompt_from_json`)
+    ranked: list[RankedRule]          # every rule × calibration, best first (after the one step)
+
+
 @dataclass
-class RuleChoice(Searcher):
+class RuleChoice(Searcher[RuleState]):
     """The decision rule for the start prompt, chosen by cross-fitting on train.
 
     Args:
@@ -72,13 +84,13 @@ class RuleChoice(Searcher):
                             standardise=self.standardise) if name != "direct" else Rule())
         return out
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
+    def start(self, ctx: SearchContext) -> RuleState:
         return {"prompt": ctx.start.to_json(), "best_dev": ctx.evaluator.score(ctx.start, ctx.dev).score}
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: RuleState) -> RuleState:
         halves = _halves(ctx.train, ctx.seed)
         start = prompt_from_json(state["prompt"])
-        ranked = []
+        ranked: list[RankedRule] = []
         # a centroid rule is class-balanced by construction, and a prior divided out can undo that: each
         # rule competes uncalibrated and with the search's calibration
         calibrations = list(dict.fromkeys(("none", ctx.calibration)))
@@ -95,7 +107,7 @@ class RuleChoice(Searcher):
         ctx.report({"rules": {f"{r['rule']['name']}/{r['calibration']}": round(r["score"], 4) for r in ranked}})
         return {**state, "ranked": ranked, "done": True}
 
-    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: RuleState) -> list[AnyPrompt]:
         start = prompt_from_json(state["prompt"])
         fitted: dict[str, list[AnyPrompt]] = {}  # one fit on all of train per rule, whatever its calibrations
         out = []
@@ -106,10 +118,10 @@ class RuleChoice(Searcher):
             out.append(ctx.evaluator.calibrate(fitted[key], row["calibration"], ctx.train)[0])
         return out or [start]
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: RuleState) -> AnyPrompt:
         return self.candidates(ctx, state)[0]
 
-    def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def details(self, ctx: SearchContext, state: RuleState) -> dict[str, Any]:
         return {"rules": [{"rule": r["rule"]["name"], "calibration": r["calibration"],
                            "cross_fitted_objective": r["score"], "folds": r["folds"]} for r in state.get("ranked", [])]}
 

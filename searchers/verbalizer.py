@@ -47,17 +47,25 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Required
 
 import torch
 
-from autoprompt import AnyPrompt, AutopromptError, Prompt, Verbalizer
-from autoprompt.search import SearchContext, Searcher, hyper, starting_prompt
+from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, Verbalizer
+from autoprompt.search import SearchContext, Searcher, SearchState, hyper, starting_prompt
 from autoprompt.search.selection import per_example
 
 
+class VerbalizerState(SearchState, total=False):
+    prompt: Required[dict[str, Any]]          # the starting prompt (`Prompt.to_json`)
+    phase: Required[str]                      # ``rank`` (the statistics pass), then ``select`` (exact re-scoring)
+    ranked_prompts: Required[list[dict[str, Any]]]  # the candidates, best first by train objective
+    ranked: list[list[str]]                   # after ``rank``: each class's shortlisted words, best first
+    pairs: list[list[list[str]]]              # after ``rank``: the verbalizers ``select`` re-scores (words per class)
+
+
 @dataclass
-class VerbalizerSearch(Searcher):
+class VerbalizerSearch(Searcher[VerbalizerState]):
     """Label-word search.
 
     Args:
@@ -114,7 +122,8 @@ class VerbalizerSearch(Searcher):
             return Prompt.load(self.prompt)
         return starting_prompt(ctx, self.template)
 
-    def word_candidates(self, ctx: SearchContext, prompt: Prompt, examples: list) -> list[tuple[str, tuple[int, ...]]]:
+    def word_candidates(self, ctx: SearchContext, prompt: Prompt,
+                        examples: list[Example]) -> list[tuple[str, tuple[int, ...]]]:
         """(word, token ids) for whole words that tokenize back to themselves after ``[P]``, and the
         starting verbalizer's words (whatever their length)."""
         lm = ctx.lm
@@ -147,7 +156,7 @@ class VerbalizerSearch(Searcher):
         space = next(s.space for s in prompt.template.segments if s.kind == "predict")
         return ctx.lm.tokenize(space + word)
 
-    def word_logprobs(self, ctx: SearchContext, prompt: Prompt, examples: list,
+    def word_logprobs(self, ctx: SearchContext, prompt: Prompt, examples: list[Example],
                       words: list[tuple[str, tuple[int, ...]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(word | example) [N, W], hidden at the slot [N, H])``; charges the budget."""
         encoded = [ctx.lm.encode(prompt, ex) for ex in examples]
@@ -212,7 +221,7 @@ class VerbalizerSearch(Searcher):
         first = torch.tensor([toks[0] for _, toks in words])
         return (weight @ out_emb[first].T + bias[:, None]).softmax(0)                             # [C, W]
 
-    def _channel_ranking(self, ctx: SearchContext, prompt: Prompt, examples: list, labels: torch.Tensor,
+    def _channel_ranking(self, ctx: SearchContext, prompt: Prompt, examples: list[Example], labels: torch.Tensor,
                          words: list[tuple[str, tuple[int, ...]]], scores: torch.Tensor, top: torch.Tensor,
                          start_words: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Under the channel rule, the direct statistics only propose: the shortlist ``top`` (``[C, k]``
@@ -224,7 +233,7 @@ class VerbalizerSearch(Searcher):
         whose shortlisted columns hold the channel log-likelihoods, which the assignments rank by."""
         n_classes, n = top.shape[0], len(examples)
         reserve = 2 * n + len(ctx.dev)  # the select phase's exact re-scoring
-        per_class = min(top.shape[1], max(1, (ctx.budget_left - reserve) // (n_classes * n)))
+        per_class = min(top.shape[1], max(1, int((ctx.budget_left - reserve) // (n_classes * n))))
         rows = [[j, *[i for i in row if i != j][: per_class - 1]] for row, j in zip(top.tolist(), start_words,
                                                                                        strict=True)]
         shortlist = list(dict.fromkeys(j for row in rows for j in row))
@@ -239,7 +248,7 @@ class VerbalizerSearch(Searcher):
         centred = raw - raw.mean(1, keepdim=True)
         means = torch.stack([centred[labels == c].mean(0) for c in range(n_classes)])              # [C, U]
         contrast = means - (means.sum(0, keepdim=True) - means) / max(n_classes - 1, 1)              # [C, U]
-        ranked = torch.tensor([sorted(row, key=lambda j, c=c: -float(contrast[c, column[j]])) for c, row in
+        ranked = torch.tensor([sorted(row, key=lambda j: -float(contrast[c, column[j]])) for c, row in
                                enumerate(rows)])
         channel = torch.full((n, len(words)), -math.inf)
         for j, col in column.items():
@@ -256,16 +265,15 @@ class VerbalizerSearch(Searcher):
         ranking = stats + self._calibration_cost(3)
         return self._calibration_cost(train) + dev, max(ranking, 2 * stats + dev)
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
+    def start(self, ctx: SearchContext) -> VerbalizerState:
         prompt = self._start_prompt(ctx)
         prompt.verbalizer.for_labels(ctx.task.labels)
         start = ctx.calibrate([prompt])[0]
         return {"prompt": prompt.to_json(), "ranked_prompts": [start.to_json()],
                 "best_dev": ctx.evaluator.score(start, ctx.dev).score, "phase": "rank"}
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: VerbalizerState) -> VerbalizerState:
         prompt = Prompt.from_json(state["prompt"])
-        state = dict(state)
         examples = ctx.sample(ctx.train, self.max_examples, salt="stats")
         if state["phase"] == "rank":
             words = self.word_candidates(ctx, prompt, examples)
@@ -293,8 +301,8 @@ class VerbalizerSearch(Searcher):
             return state
         # exact, calibrated re-scoring on the same train examples; the starting verbalizer competes
         verbalizers = [Verbalizer(dict(zip(ctx.task.labels, pair, strict=True))) for pair in state["pairs"]]
-        found = [prompt, *(dataclasses.replace(prompt, verbalizer=v) for v in verbalizers)]  # the rest kept
-        found = list({p.fingerprint: p for p in found}.values())
+        found = list({p.fingerprint: p for p in (prompt, *(dataclasses.replace(prompt, verbalizer=v)
+                                                           for v in verbalizers))}.values())  # the rest kept
         # as many as the budget pays for (calibration's content-free inputs and the dev check included)
         per_prompt = len(examples) + (len(ctx.evaluator.content_free()) if ctx.calibration == "contextual" else 0)
         found = found[: max(2, int((ctx.budget_left - len(ctx.dev)) // per_prompt))]
@@ -307,10 +315,10 @@ class VerbalizerSearch(Searcher):
                     "best": found[order[0]].verbalizer.to_json()})
         return {**state, "done": True}
 
-    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: VerbalizerState) -> list[AnyPrompt]:
         return [Prompt.from_json(p) for p in state["ranked_prompts"]]
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: VerbalizerState) -> AnyPrompt:
         return self.candidates(ctx, state)[0]
 
     def _assignments(self, scores: torch.Tensor, labels: torch.Tensor, top: torch.Tensor) -> list[tuple[int, ...]]:

@@ -54,6 +54,31 @@ def test_prefix_on_a_masked_lm_is_a_clear_error(masked, task):
         create("ptuning", {"mode": "prefix"}).start(context(masked, task))
 
 
+def test_hyper_parameters_are_kept_as_given_and_defaults_resolve_per_mode():
+    from searchers.continuous import MODE_DEFAULTS  # noqa: PLC0415
+
+    for mode in ("prompt", "ptuning", "prefix"):
+        searcher = create("ptuning", {"mode": mode})
+        assert searcher.num_tokens is None and searcher.lr is None  # recorded as the user gave them
+        defaults = MODE_DEFAULTS[mode]
+        assert (searcher.tokens, searcher.learning_rate) == (defaults["num_tokens"], defaults["lr"])
+    given = create("ptuning", {"mode": "prefix", "num_tokens": 3, "lr": 0.5})
+    assert (given.num_tokens, given.lr, given.tokens, given.learning_rate) == (3, 0.5, 3, 0.5)
+    with pytest.raises(AutopromptError, match="lr must be a positive number"):
+        create("ptuning", {"lr": -1.0})
+
+
+def test_a_prefix_is_loaded_without_running_the_model_again(causal, task):
+    """The init text's forward is paid once, at the start; a step rebuilds the module from its shapes."""
+    searcher = create("ptuning", {"mode": "prefix", "num_tokens": 3})
+    ctx = context(causal, task)
+    fresh = searcher.build(ctx)
+    paid = ctx.budget.forwards
+    assert paid == 1
+    shaped = searcher.build(ctx, fresh=False)
+    assert ctx.budget.forwards == paid and shaped().prefix.shape == fresh().prefix.shape
+
+
 @pytest.mark.parametrize(("mode", "encoder"), [("prompt", "mlp"), ("ptuning", "mlp"), ("ptuning", "lstm")])
 def test_soft_tokens_go_in_front_of_the_manual_template_and_start_at_their_init(mode, encoder, causal, task):
     searcher = create("ptuning", {"mode": mode, "encoder": encoder, "num_tokens": 3})

@@ -301,6 +301,61 @@ def test_strategies_see_a_read_only_model(causal, task):
     assert hidden.shape[0] == logp.shape[0] == 5 and budget.forwards == 5
 
 
+def test_the_model_view_shows_exactly_the_strategy_protocol(causal, task):
+    from autoprompt.search import StrategyModel  # noqa: PLC0415
+    from autoprompt.search.base import ModelView  # noqa: PLC0415
+
+    members = {n for n in dir(StrategyModel) if not n.startswith("_")}
+    assert ModelView._shown == members and "prefix_from_text" not in members and "model" not in members
+    budget = Budget(100)
+    ctx = SearchContext(causal, task.task, task.train, task.dev, Evaluator(causal, task.task, budget=budget),
+                        budget, seed=0)
+    for name in members:  # every member the protocol lists is there on a real backend
+        getattr(ctx.lm, name)
+    with pytest.raises(AttributeError, match="metered operations"):
+        ctx.lm.prefix_from_text  # noqa: B018  # runs the model: only through the context, charged
+    assert not ctx.lm.embedding_matrix().requires_grad
+    ids = causal.tokenize(" It was")
+    kv = ctx.prefix_from_text(ids)
+    assert budget.forwards == 1 and tuple(kv.shape) == ctx.lm.prefix_shape(len(ids))
+
+
+@dataclasses.dataclass
+class _Scribbler(Searcher):
+    """Mutates the state it is given, then runs out of budget half-way through its second step."""
+
+    name: ClassVar[str] = "scribbler"
+    summary: ClassVar[str] = "writes its state in place"
+
+    def start(self, ctx: SearchContext) -> dict:
+        return {"marks": [], "best_dev": 0.0}
+
+    def step(self, ctx: SearchContext, state: dict) -> dict:
+        state["marks"].append(ctx.step_index)
+        if ctx.step_index == 1:
+            ctx.budget.require(forwards=10**9)  # raises BudgetExhausted: the step never returns
+        return state
+
+    def best(self, ctx: SearchContext, state: dict) -> Prompt:
+        return ctx.task.default_prompt
+
+    def details(self, ctx: SearchContext, state: dict) -> dict:
+        return {"marks": list(state["marks"])}
+
+
+def test_a_step_that_fails_half_way_leaves_the_state_as_it_was(task, tmp_path):
+    """The core hands each step a copy: the first step's mark stays, the failed second step's does not."""
+    from autoprompt.testing import tiny_causal_lm  # noqa: PLC0415
+
+    search.register(_Scribbler)
+    try:
+        result = run_search(SearchSpec(task.task.name, "scribbler", budget=500, out=str(tmp_path)),
+                            lm=tiny_causal_lm(), data=task)
+    finally:
+        search.unregister("scribbler")
+    assert result["details"]["marks"] == [0] and result["steps"] == 1
+
+
 def test_a_result_from_before_the_record_reads_with_defaults():
     old = {"task": "sst2", "strategy": "gradient", "model": "smollm2-135m", "params": {"calibration": "prior"},
            "prompt_text": "{sentence} It was [P]", "triggers": ["Ġthe", "Ġgood"], "scores": {"dev": 0.7, "test": 0.6},

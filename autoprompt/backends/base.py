@@ -177,6 +177,19 @@ class FrozenLM(PromptEncoder):
     def bytes_per_token(self, backward: bool = False) -> int:
         """Memory one token costs a forward: its key/value cache, or (``backward``) the activations a
         backward pass keeps, estimated from the config (attention, MLP and norms of every layer)."""
+        hidden, layers, inner, kv_heads, head_dim = self._geometry()
+        size = 2 if self.compute_dtype == "bf16" else 4
+        if backward:  # inputs of the q/k/v/o projections, norms and residuals; the MLP's up/gate/act
+            return layers * (10 * hidden + 4 * inner) * size
+        return layers * 2 * kv_heads * head_dim * size
+
+    def prefix_shape(self, length: int) -> tuple[int, ...]:
+        """The shape ``[L, 2, K, length, D]`` of a key/value prefix of ``length`` positions (from the config)."""
+        _, layers, _, kv_heads, head_dim = self._geometry()
+        return (layers, 2, kv_heads, length, head_dim)
+
+    def _geometry(self) -> tuple[int, int, int, int, int]:
+        """``(hidden, layers, MLP width, key/value heads, head width)`` from the model's config."""
         config: Any = self.model.config
         config = config.get_text_config() if hasattr(config, "get_text_config") else config
         hidden = int(getattr(config, "hidden_size", None) or config.n_embd)
@@ -184,11 +197,7 @@ class FrozenLM(PromptEncoder):
         inner = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden)
         heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
         head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
-        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-        size = 2 if self.compute_dtype == "bf16" else 4
-        if backward:  # inputs of the q/k/v/o projections, norms and residuals; the MLP's up/gate/act
-            return layers * (10 * hidden + 4 * inner) * size
-        return layers * 2 * kv_heads * head_dim * size
+        return hidden, layers, inner, int(getattr(config, "num_key_value_heads", None) or heads), head_dim
 
     def rows_within(self, tokens_per_row: int, backward: bool = False) -> int:
         """How many rows of ``tokens_per_row`` tokens fit `working_memory` (at least one)."""

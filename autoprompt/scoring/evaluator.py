@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -31,6 +31,9 @@ from autoprompt.scoring.rules import RuleScorer
 from autoprompt.scoring.scores import EvalResult, calibrate_logprobs, log_mean_prob
 from autoprompt.scoring.sharing import SharedScorer
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
+
+#: a prompt or an ensemble, kept as given: calibrating or fitting a list of prompts returns prompts
+P = TypeVar("P", bound=AnyPrompt)
 
 
 class Evaluator:
@@ -132,8 +135,7 @@ class Evaluator:
         """Zhao et al.'s content-free inputs: every field ``""``, ``"N/A"`` (and the mask token on a masked LM)."""
         return [Example({f: filler for f in self.task.fields}, 0) for filler in self.lm.content_free_texts()]
 
-    def calibrate(self, prompts: Sequence[AnyPrompt], method: str,
-                  inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
+    def calibrate(self, prompts: Sequence[P], method: str, inputs: Sequence[Example] | None = None) -> list[P]:
         """The prompts with their class prior estimated and stored (`Calibration`); charges the budget.
 
         Args:
@@ -164,8 +166,7 @@ class Evaluator:
                 done[m.fingerprint] = m.with_calibration(Calibration(method, stored))  # type: ignore[arg-type]
         return _rebuilt(prompts, done)
 
-    def fit_rule(self, prompts: Sequence[AnyPrompt], rule: Rule | str,
-                 examples: Sequence[Example] | None = None) -> list[AnyPrompt]:
+    def fit_rule(self, prompts: Sequence[P], rule: Rule | str, examples: Sequence[Example] | None = None) -> list[P]:
         """The prompts read by ``rule`` (`Rule`), fitted where it needs data; charges the budget.
 
         A ``centroid`` rule's centroids and temperature, and a ``channel`` rule's temperature, are
@@ -450,7 +451,7 @@ def _singles(prompts: Sequence[AnyPrompt]) -> list[Prompt]:
     return list({m.fingerprint: m for q in prompts for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
 
 
-def _rebuilt(prompts: Sequence[AnyPrompt], done: dict[str, Prompt]) -> list[AnyPrompt]:
+def _rebuilt(prompts: Sequence[P], done: dict[str, Prompt]) -> list[P]:
     """``prompts`` with each single prompt replaced by ``done[its fingerprint]`` (ensembles rebuilt around them)."""
-    return [Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta) if isinstance(q, Ensemble)
-            else done[q.fingerprint] for q in prompts]
+    return [cast(P, Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta))
+            if isinstance(q, Ensemble) else cast(P, done[q.fingerprint]) for q in prompts]

@@ -13,7 +13,7 @@
     estimate.py   the minimum useful budget and a time estimate
 """
 
-from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
+from autoprompt.search.base import SearchContext, Searcher, SearchState, StrategyModel, hyper
 from autoprompt.search.estimate import check_budget, estimate
 from autoprompt.search.loop import limit_test, run_search
 from autoprompt.search.parts import PARTS, prompt_parts
@@ -33,7 +33,7 @@ from autoprompt.search.registry import (
     variant,
 )
 from autoprompt.search.runs import RunDir, SearchSpec, find_run, finished_result
-from autoprompt.search.toolkit import TriggerSearch, keep_best, one_token, starting_prompt, with_triggers
+from autoprompt.search.toolkit import TriggerSearch, TriggerState, keep_best, one_token, starting_prompt, with_triggers
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -43,7 +43,9 @@ __all__ = [
     "SearchSpec",
     "SearchState",
     "Searcher",
+    "StrategyModel",
     "TriggerSearch",
+    "TriggerState",
     "available",
     "check_budget",
     "create",

@@ -1,23 +1,46 @@
-"""The strategy contract: `Searcher` (what a strategy implements), `SearchState` and `SearchContext`.
+"""The strategy contract: `Searcher` (what a strategy implements), `SearchState`, `StrategyModel` and `SearchContext`.
 
-A strategy is a dataclass whose fields are its hyper-parameters, with three methods::
+A strategy is a dataclass whose fields are its hyper-parameters, generic over the state it owns::
+
+    class RandomState(SearchState):
+        pool: dict[str, Any]
 
     @dataclass
-    class Random(Searcher):
+    class Random(Searcher[RandomState]):
         name = "random"; summary = "random trigger tokens"; default_budget = 2000
         num_candidates: int = 8
 
-        def start(self, ctx) -> SearchState: ...          # the initial state (JSON-able)
-        def step(self, ctx, state) -> SearchState: ...    # one step: returns the new state
-        def best(self, ctx, state) -> Prompt: ...         # the prompt to report
+        def start(self, ctx) -> RandomState: ...                     # the initial state
+        def step(self, ctx, state: RandomState) -> RandomState: ...  # one step: returns the new state
+        def best(self, ctx, state: RandomState) -> Prompt: ...       # the prompt to report
+
+The rules of the contract, all of them:
+
+1. Hyper-parameters are the dataclass's fields, stored as given; `__post_init__` validates (``hyper(low=)``
+   for lower bounds) and never rewrites them. The docstring's ``Args:`` are their help text.
+2. The state is a ``TypedDict`` deriving from `SearchState`, holding JSON values and tensors only (it is
+   checkpointed after every step). The core hands `step` a deep copy, so a step that fails half-way
+   leaves the run's state as it was; return a new state, do not rely on mutating the one given.
+3. `start` scores nothing the budget does not see; `costs` states what the start and one step cost
+   (their sum is the minimum budget `run_search` accepts).
+4. Randomness comes from ``ctx.rng(step)`` / ``ctx.sample``: a resumed run repeats the same draws.
+5. Model work goes through the context's metered operations (``ctx.evaluator``, ``ctx.trigger_gradient``,
+   ``ctx.prefix_from_text``, ...); ``ctx.lm`` is a `StrategyModel`: tokenizer, vocabulary and
+   embeddings, read-only, nothing that runs the model. Writing a weight fails the run (checksum).
+6. A strategy sees ``ctx.train`` and ``ctx.dev``, never test; `fitted` says which train examples it
+   fitted on (the rest join dev in the final selection).
+7. `candidates` and `best` may be called on the start state (no step taken) and must answer there.
+8. Candidates are read by the search's rule and calibration: score them through ``ctx.calibrate``
+   (the core re-scores the top `final_candidates` on fresh data and gates them against the start).
+9. A warm start (``ctx.start``) keeps every part the strategy does not `searches`; `carries` names the
+   parts it can keep, and a start with any other part is refused before the search begins.
+10. A strategy is registered by the ``autoprompt.searchers`` entry-point group or `register` with an
+    importable ``"module:Class"`` spec (which also reaches spawned workers of ``tune`` and ``suite``).
 
 The run loop (`autoprompt.search.loop.run_search`) owns everything that must be fair and shared:
 the frozen model, the splits (a strategy sees ``train`` and ``dev``, never ``test``), the budget,
 checkpoints after every step, the trace, progress events, the selection protocol and the final
 scores on ``dev`` and ``test`` next to the manual baseline.
-
-A step draws its randomness from ``ctx.rng(step)``, seeded by (seed, step): a resumed run needs
-no saved generator state to repeat the same draws.
 """
 
 from __future__ import annotations
@@ -27,32 +50,35 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypedDict, cast
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypedDict, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 from autoprompt import events
-from autoprompt.backends import Encoded, FrozenLM, WordTable
+from autoprompt.backends import Encoded, FrozenLM, Kind, WordTable
 from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
-from autoprompt.prompts import CALIBRATION_METHODS, DIRECT, RULES, AnyPrompt, Prompt, Rule
+from autoprompt.prompts import CALIBRATION_METHODS, DIRECT, RULES, AnyPrompt, Demonstration, Prompt, Rule, Template
 from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.scoring.budget import Budget
-from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.evaluator import Evaluator, P
 from autoprompt.search.selection import Objective, objective_score
 from autoprompt.tasks.base import Example, Task
 
 
 class SearchState(TypedDict, total=False):
-    """What the run loop reads from a strategy's state; a strategy adds its own keys.
+    """What the run loop reads from a strategy's state; a strategy's own state derives from it.
 
     The whole state is checkpointed after every step, so it holds JSON values and tensors only.
     """
 
     done: bool        # stop before the budget ends (the search has converged or run out of ideas)
     best_dev: float   # the strategy's best score so far (the progress display and tuner pruning read it)
-    best_prompt: dict[str, Any]  # the strategy's best prompt so far, as `Prompt.to_json`
+
+
+#: the state type a strategy owns (a `SearchState` with its own keys)
+S = TypeVar("S", bound=SearchState)
 
 
 def hyper(default: Any, *, low: float | None = None) -> Any:
@@ -65,7 +91,7 @@ def hyper(default: Any, *, low: float | None = None) -> Any:
 
 
 @dataclass
-class Searcher(ABC):
+class Searcher(ABC, Generic[S]):
     """Base class of strategies: subclasses are dataclasses whose fields are hyper-parameters.
 
     Four fields every strategy shares belong to the core's selection protocol
@@ -117,22 +143,22 @@ class Searcher(ABC):
     rule: Literal["direct", "channel", "centroid"] | None = None
 
     @abstractmethod
-    def start(self, ctx: SearchContext) -> SearchState:
+    def start(self, ctx: SearchContext) -> S:
         """The initial state (JSON values and tensors: it is checkpointed after every step)."""
 
     @abstractmethod
-    def step(self, ctx: SearchContext, state: SearchState) -> SearchState:
+    def step(self, ctx: SearchContext, state: S) -> S:
         """One search step; return the new state. Set ``state["done"] = True`` to stop early."""
 
     @abstractmethod
-    def best(self, ctx: SearchContext, state: SearchState) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: S) -> AnyPrompt:
         """The strategy's own pick (the first of `candidates` unless it says otherwise)."""
 
-    def candidates(self, ctx: SearchContext, state: SearchState) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: S) -> list[AnyPrompt]:
         """The prompts the core re-scores and gates at the end, most promising first."""
         return [self.best(ctx, state)]
 
-    def fitted(self, ctx: SearchContext, state: SearchState) -> Sequence[Example]:
+    def fitted(self, ctx: SearchContext, state: S) -> Sequence[Example]:
         """The train examples the search fitted on (the rest of train joins dev in the final selection)."""
         return ctx.train
 
@@ -160,7 +186,7 @@ class Searcher(ABC):
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def details(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
+    def details(self, ctx: SearchContext, state: S) -> dict[str, Any]:
         """Extra facts for ``result.json`` (e.g. trainable parameters, a readout); none by default."""
         return {}
 
@@ -177,24 +203,62 @@ class Searcher(ABC):
                                       params=(f.name,))
 
 
-class ModelView:
-    """The frozen model as a strategy sees it: encoding, tokenizer, vocabulary filters, embeddings and
-    capabilities, but neither the ``transformers`` module nor any operation that runs it. Model work
-    goes through the context's metered operations, so a strategy cannot spend compute the budget does
-    not see (and the core checks the weights' checksum after every run)."""
+class StrategyModel(Protocol):
+    """The frozen model as a strategy sees it (``ctx.lm``): exactly what a strategy may call.
 
-    _hidden = frozenset({"model", "label_logprobs", "label_logprobs_shared", "soft_logprobs", "trigger_gradient",
-                         "trigger_nll", "slot_features", "reply_samples", "fill_mask",
-                         "label_logprobs_prefixed", "sentence_embeddings", "computing_in"})
+    Encoding, the tokenizer, vocabulary filters and embeddings, read-only; nothing here runs the model
+    (its compute goes through the search context's metered operations, so the budget sees all of it).
+    The embedding matrices share the frozen weights' storage: writing them fails the run (the core
+    checks the weights' checksum after every search).
+    """
+
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def tokenizer(self) -> Any: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def context_length(self) -> int: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def compute_dtype(self) -> str: ...  # what the search's steps compute in (``fp32`` or ``bf16``)
+    @property
+    def embed_scale(self) -> float: ...
+    def tokenize(self, text: str) -> tuple[int, ...]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def encode(self, prompt: Prompt, example: Example, demos: Sequence[Demonstration] | None = None) -> Encoded: ...
+    def word_table(self, prompt: Prompt, labels: Sequence[str]) -> WordTable: ...
+    def check_template(self, template: Template) -> None: ...
+    def check_triggers(self, prompt: Prompt) -> None: ...
+    def check_prefix(self) -> None: ...
+    def prefix_shape(self, length: int) -> tuple[int, ...]: ...
+    def embedding_matrix(self) -> Tensor: ...
+    def input_embeddings(self, ids: Tensor) -> Tensor: ...
+    def output_embedding_matrix(self) -> Tensor: ...
+    def num_parameters(self) -> int: ...
+    def word_start_tokens(self) -> Tensor: ...
+    def stable_word_tokens(self) -> Tensor: ...
+
+
+class ModelView:
+    """`StrategyModel` over a backend: each member is delegated by name, nothing else is reachable (not
+    the ``transformers`` module, not an operation that runs it), and nothing can be set."""
+
+    _shown = frozenset(name for name in dir(StrategyModel) if not name.startswith("_"))
 
     def __init__(self, lm: FrozenLM) -> None:
         object.__setattr__(self, "_lm", lm)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ModelView._hidden:
+        if name not in ModelView._shown:
             raise AttributeError(f"strategies do not call the model's {name!r}: use the search context's "
                                  "metered operations (ctx.evaluator, ctx.trigger_gradient, ...)")
-        return getattr(self._lm, name)
+        value = getattr(self._lm, name)
+        return (lambda *a, **k: value(*a, **k).detach()) if name.endswith("embedding_matrix") else value
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("the model is read-only to strategies")
@@ -221,7 +285,7 @@ class SearchContext:
         rule: the decision rule `calibrate` gives every prompt (fitted on the same inputs).
     """
 
-    lm: FrozenLM
+    lm: StrategyModel
     task: Task
     train: list[Example]
     dev: list[Example]
@@ -237,9 +301,8 @@ class SearchContext:
     rule: Rule = DIRECT
 
     def __post_init__(self) -> None:
-        self._backend = self.lm._lm if isinstance(self.lm, ModelView) else self.lm
-        # the view has the backend's interface minus what it hides: typed as the backend for strategies
-        self.lm = cast(FrozenLM, ModelView(self._backend))
+        self._backend: FrozenLM = self.lm._lm if isinstance(self.lm, ModelView) else cast(FrozenLM, self.lm)
+        self.lm = cast(StrategyModel, ModelView(self._backend))
 
     @property
     def start(self) -> Prompt:
@@ -247,7 +310,7 @@ class SearchContext:
         prompt. A strategy changes the parts it `Searcher.searches` and keeps the others."""
         return self.warm_start if self.warm_start is not None else self.task.default_prompt
 
-    def calibrate(self, prompts: Sequence[AnyPrompt], inputs: Sequence[Example] | None = None) -> list[AnyPrompt]:
+    def calibrate(self, prompts: Sequence[P], inputs: Sequence[Example] | None = None) -> list[P]:
         """The prompts read by this search's decision rule, with its calibration estimated and attached
         (charged to the budget).
 
@@ -346,16 +409,26 @@ class SearchContext:
         with self.budget.paying(forwards=refs, backwards=refs):
             return self.evaluator.generation.training_logprobs(encoded, targets, soft)
 
+    def prefix_from_text(self, ids: Sequence[int]) -> Tensor:
+        """The keys and values ``[L, 2, K, P, D]`` the model computes for token ``ids`` (a deep prefix's
+        initialisation, `CausalLM.prefix_from_text`); one example-forward."""
+        make = getattr(self._backend, "prefix_from_text", None)
+        if make is None:
+            raise AutopromptError(f"{self._backend.name} ({self._backend.kind} LM) cannot compute a key/value prefix: "
+                                  "a deep prefix needs a causal LM")
+        with self.budget.paying(forwards=1):
+            return cast(Tensor, make(ids))
+
     def references(self, prompt: Prompt, example: Example) -> list[tuple[int, ...]]:
         """A generation example's reference token ids as scored after ``prompt`` (EOS last)."""
         if self.evaluator.generation is None:
             raise AutopromptError(f"task {self.task.name} has no reference texts")
         return self.evaluator.generation.references(prompt, example)
 
-    def other_model(self, name: str | None) -> FrozenLM:
+    def other_model(self, name: str | None) -> StrategyModel:
         """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser),
         read-only like ``lm``; its compute goes through `generate` and `fill_masks`."""
-        return cast(FrozenLM, ModelView(self._model(name)))
+        return cast(StrategyModel, ModelView(self._model(name)))
 
     def _model(self, name: str | None) -> FrozenLM:
         if name is None:

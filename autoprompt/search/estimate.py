@@ -18,7 +18,7 @@ from autoprompt.tasks import load_task
 from autoprompt.tasks.base import Example, TaskData
 
 
-def check_budget(searcher: Searcher, limit: int, data: TaskData) -> int:
+def check_budget(searcher: Searcher[Any], limit: int, data: TaskData) -> int:
     """``searcher``'s minimum useful budget on ``data``; raise if ``limit`` is below it, or if the
     strategy does not search this kind of task."""
     kind = data.task.kind

@@ -94,7 +94,7 @@ def _ensemble_of(prompts: Sequence[AnyPrompt], kind: str) -> Ensemble | None:
 
 
 @dataclass
-class FinalGate(Searcher):
+class FinalGate(Searcher[SearchState]):
     """The end of a pipeline as the core's `finish` sees it: a strategy that has already searched
     (its stages did) and offers their prompts to the gate. Every train example was seen by some
     stage, so the gate reads dev alone."""

@@ -40,7 +40,7 @@ class SearchRun:
     """One search as the loop runs it and hands it to `finish`: spec, strategy, data, context, state."""
 
     spec: SearchSpec
-    searcher: Searcher
+    searcher: Searcher[Any]
     data: TaskData
     lm: FrozenLM
     folder: RunDir

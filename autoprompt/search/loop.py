@@ -9,6 +9,7 @@ Recording in the leaderboard is the caller's (`autoprompt.results.recording`).
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable
@@ -127,7 +128,7 @@ def run_search(
     return result.to_json()
 
 
-def load_start(path: str, task: Task, searcher: Searcher) -> Prompt:
+def load_start(path: str, task: Task, searcher: Searcher[Any]) -> Prompt:
     """The warm start at ``path``, checked against the task and what ``searcher`` can keep."""
     if not Path(path).is_file():
         raise AutopromptError(f"start prompt {path} does not exist; give the prompt.json of an earlier run")
@@ -193,7 +194,8 @@ def _steps(run: SearchRun, progress: bool, stop_after: int | None, on_step: OnSt
                 ctx.step_index, ctx.report, ctx.warn = run.steps, info.update, _warner(run, info)
                 try:
                     with run.lm.computing_in(run.dtype):
-                        run.state = run.searcher.step(ctx, run.state)
+                        # a copy: a step that fails half-way leaves the run's state as it was
+                        run.state = run.searcher.step(ctx, copy.deepcopy(run.state))
                 except BudgetExhausted:
                     break
                 run.steps += 1
@@ -233,7 +235,7 @@ def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:
     return warn
 
 
-def check_rule(rule: Rule, searcher: Searcher, lm: FrozenLM, task: Task) -> None:
+def check_rule(rule: Rule, searcher: Searcher[Any], lm: FrozenLM, task: Task) -> None:
     """Refuse, before any work, a decision rule the model, the task or the strategy cannot use."""
     if rule.direct:
         return

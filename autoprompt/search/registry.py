@@ -19,10 +19,10 @@ from autoprompt.errors import AutopromptError
 from autoprompt.search.base import Searcher
 
 ENTRY_POINT_GROUP = "autoprompt.searchers"
-_registered: dict[str, type[Searcher]] = {}
+_registered: dict[str, type[Searcher[Any]]] = {}
 
 
-def register(cls: type[Searcher], name: str | None = None) -> type[Searcher]:
+def register(cls: type[Searcher[Any]], name: str | None = None) -> type[Searcher[Any]]:
     """Make ``cls`` available as ``name`` (default ``cls.name``) in this process; usable as a decorator.
 
     A registered name shadows an installed strategy of the same name until `unregister`.
@@ -38,13 +38,14 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
-def available() -> dict[str, type[Searcher]]:
+def available() -> dict[str, type[Searcher[Any]]]:
     """Every strategy, by name: the installed entry points and those `register` added."""
-    found: dict[str, type[Searcher]] = {ep.name: ep.load() for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    found: dict[str, type[Searcher[Any]]] = {ep.name: ep.load()
+                                             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     return dict(sorted({**found, **_registered}.items()))
 
 
-def get_strategy(name: str) -> type[Searcher]:
+def get_strategy(name: str) -> type[Searcher[Any]]:
     """The strategy class registered as ``name`` (only that plug-in is imported)."""
     if name in _registered:
         return _registered[name]
@@ -52,11 +53,11 @@ def get_strategy(name: str) -> type[Searcher]:
     if not found:
         names = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(_registered))
         raise AutopromptError(f"unknown strategy {name!r}; choose one of {', '.join(names) or '(none installed)'}")
-    cls: type[Searcher] = found[0].load()
+    cls: type[Searcher[Any]] = found[0].load()
     return cls
 
 
-def param_types(cls: type[Searcher]) -> dict[str, Any]:
+def param_types(cls: type[Searcher[Any]]) -> dict[str, Any]:
     """The type of every hyper-parameter (dataclass field) of ``cls``."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -70,7 +71,7 @@ def _type_name(tp: Any) -> str:
     return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def describe_params(cls: type[Searcher]) -> str:
+def describe_params(cls: type[Searcher[Any]]) -> str:
     """``name: type = default`` for every parameter (for errors and ``autoprompt strategies``)."""
     types_ = param_types(cls)
     return ", ".join(f"{f.name}: {_type_name(types_[f.name])} = {f.default!r}"
@@ -88,7 +89,7 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
-def _convert(value: Any, tp: Any, key: str, cls: type[Searcher]) -> Any:
+def _convert(value: Any, tp: Any, key: str, cls: type[Searcher[Any]]) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         if value in typing.get_args(tp):
@@ -134,7 +135,7 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def create(name: str, params: Mapping[str, Any] | Sequence[str] = ()) -> Searcher:
+def create(name: str, params: Mapping[str, Any] | Sequence[str] = ()) -> Searcher[Any]:
     """Instantiate a strategy from ``{"k": v}`` or ``["k=v", ...]``; one-line errors otherwise."""
     cls = get_strategy(name)
     if not isinstance(params, Mapping):
@@ -177,7 +178,7 @@ def variant(strategy: str, params: dict[str, Any]) -> str:
     return strategy + (f"[{', '.join(f'{k}={v}' for k, v in changed.items())}]" if changed else "")
 
 
-def param_docs(cls: type[Searcher]) -> dict[str, str]:
+def param_docs(cls: type[Searcher[Any]]) -> dict[str, str]:
     """Each hyper-parameter's help text: its entry in the ``Args:`` section of the docstring of
     ``cls`` or of a base class (Google style), joined into one line."""
     docs: dict[str, str] = {}
@@ -197,7 +198,7 @@ def param_docs(cls: type[Searcher]) -> dict[str, str]:
     return docs
 
 
-def describe_strategy(cls: type[Searcher]) -> list[dict[str, Any]]:
+def describe_strategy(cls: type[Searcher[Any]]) -> list[dict[str, Any]]:
     """One row per hyper-parameter: ``name``, ``type``, ``default``, ``low`` (the lowest valid value,
     if any) and ``help``."""
     types_, docs = param_types(cls), param_docs(cls)

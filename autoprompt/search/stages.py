@@ -166,7 +166,7 @@ PART_NAMES = {"template": "template text", "triggers": "trigger tokens", "verbal
               "demos": "demonstrations", "soft": "soft part"}
 
 
-def check_flow(searchers: Sequence[Searcher], present: set[str]) -> None:
+def check_flow(searchers: Sequence[Searcher[Any]], present: set[str]) -> None:
     """Refuse, before any work, a pipeline whose stage could not keep a part an earlier stage (or the
     start) may hand it: each stage must search or carry every part that may reach it."""
     origin = dict.fromkeys(sorted(present), "the start prompt")

@@ -8,12 +8,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from autoprompt.backends import FrozenLM
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Prompt, Segment, Template, Verbalizer
-from autoprompt.search.base import SearchContext, Searcher, SearchState, hyper
+from autoprompt.search.base import SearchContext, Searcher, SearchState, StrategyModel, hyper
 from autoprompt.tasks.base import Example
 
 
@@ -70,14 +69,25 @@ def starting_prompt(ctx: SearchContext, template: str | None = None, verbalizer:
     return dataclasses.replace(start, template=tpl, verbalizer=verb, trigger_ids=ids, meta={})
 
 
-def keep_best(pool: Mapping[str, Mapping[str, Any]], size: int = 20) -> dict[str, Any]:
+def keep_best(pool: Mapping[str, dict[str, Any]], size: int = 20) -> dict[str, dict[str, Any]]:
     """The ``size`` entries of ``pool`` with the highest ``"score"``, best first (a candidate pool in a
     strategy's state: trigger sets or templates, each ``{"score": ..., "prompt": ...}``)."""
     return dict(sorted(pool.items(), key=lambda kv: -kv[1]["score"])[:size])
 
 
+class TriggerState(SearchState):
+    """`TriggerSearch`'s state."""
+
+    prompt: dict[str, Any]             # the starting prompt (`Prompt.to_json`)
+    triggers: list[int]                # the current trigger set
+    pool: dict[str, dict[str, Any]]    # `keep_best` entries keyed by trigger ids: ``score``, ``prompt``, ...
+
+
+T = TypeVar("T", bound=TriggerState)
+
+
 @dataclass
-class TriggerSearch(Searcher):
+class TriggerSearch(Searcher[T]):
     """A search over trigger tokens whose candidates are a pool of scored trigger sets in its state.
 
     The state holds ``prompt`` (the starting prompt's JSON), ``triggers`` (the current set) and
@@ -99,10 +109,10 @@ class TriggerSearch(Searcher):
     template: str | None = None
     verbalizer: str | None = None
 
-    def start(self, ctx: SearchContext) -> SearchState:
-        return cast(SearchState, self.started(ctx))
+    def start(self, ctx: SearchContext) -> T:
+        return cast(T, self.started(ctx))
 
-    def started(self, ctx: SearchContext, init: str = "the", **extra: Any) -> dict[str, Any]:
+    def started(self, ctx: SearchContext, init: str = "the") -> TriggerState:
         """The state at the start: the starting prompt, an empty pool, the calibrated start's dev score."""
         prompt = starting_prompt(ctx, self.template, self.verbalizer, self.num_triggers, init)
         if not prompt.template.num_triggers:
@@ -110,7 +120,7 @@ class TriggerSearch(Searcher):
                                   params=("num_triggers", "template"))
         start = ctx.calibrate([prompt])[0]
         return {"prompt": prompt.to_json(), "pool": {}, "best_dev": ctx.evaluator.score(start, ctx.dev).score,
-                "triggers": list(prompt.trigger_ids), **extra}
+                "triggers": list(prompt.trigger_ids)}
 
     def rescore_set(self, ctx: SearchContext) -> list[Example]:
         """The train examples every trigger set is scored on: the same every step, so scores of
@@ -121,8 +131,8 @@ class TriggerSearch(Searcher):
         """How many examples `rescore_set` holds on ``train`` train examples."""
         return min(self.rescore_examples or train, train)
 
-    def pooled(self, state: Mapping[str, Any], prompts: Sequence[Prompt], scores: Sequence[float],
-               **extra: Sequence[float]) -> dict[str, Any]:
+    def pooled(self, state: T, prompts: Sequence[Prompt], scores: Sequence[float],
+               **extra: Sequence[float]) -> dict[str, dict[str, Any]]:
         """``state["pool"]`` with these scored prompts added (``extra``: more per-prompt values kept)."""
         pool = dict(state["pool"])
         for i, (p, score) in enumerate(zip(prompts, scores, strict=True)):
@@ -130,18 +140,18 @@ class TriggerSearch(Searcher):
                                                        **{k: v[i] for k, v in extra.items()}}
         return keep_best(pool)
 
-    def candidates(self, ctx: SearchContext, state: Mapping[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: T) -> list[AnyPrompt]:
         ranked: list[AnyPrompt] = [Prompt.from_json(entry["prompt"]) for entry in state["pool"].values()]
         if ranked:
             return ranked
         start = Prompt.from_json(state["prompt"])  # no step ran: the starting triggers, calibrated
-        return list(ctx.calibrate([start.with_triggers(state.get("triggers", start.trigger_ids))]))
+        return list(ctx.calibrate([start.with_triggers(state["triggers"])]))
 
-    def best(self, ctx: SearchContext, state: Mapping[str, Any]) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: T) -> AnyPrompt:
         return self.candidates(ctx, state)[0]
 
 
-def one_token(lm: FrozenLM, word: str) -> int:
+def one_token(lm: StrategyModel, word: str) -> int:
     """The token for ``word`` as it stands after a space (its first piece if it has several)."""
     spaced = lm.tokenize(" " + word)
     if len(spaced) == 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -39,8 +40,9 @@ class PromptEncoder(nn.Module):
         self.lstm = nn.LSTM(size, hidden // 2, num_layers=2, bidirectional=True, batch_first=True) \
             if kind == "lstm" else None
         self.head = nn.Sequential(nn.Linear(hidden if self.lstm else size, hidden), nn.ReLU(), nn.Linear(hidden, size))
-        nn.init.zeros_(self.head[2].weight)
-        nn.init.zeros_(self.head[2].bias)
+        last = cast(nn.Linear, self.head[2])
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self) -> SoftPrompt:
         x = self.inputs
@@ -61,8 +63,9 @@ class KVPrefix(nn.Module):
             self.tokens = nn.Parameter(token_init.clone())                       # [P, H]
             out = init[:, :, :, 0].numel()                                       # L * 2 * K * D
             self.mlp = nn.Sequential(nn.Linear(token_init.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, out))
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
+            last = cast(nn.Linear, self.mlp[2])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self) -> SoftPrompt:
         if hasattr(self, "prefix"):

@@ -34,7 +34,9 @@ def nearest_token_readout(ctx: SearchContext, prompt: Prompt, k: int = 3) -> dic
     assert isinstance(soft, SoftPrompt) and soft.slots is not None
     lm = ctx.lm
     cos, ids = soft.nearest(lm.embedding_matrix(), k)                                              # [S, k]
-    decode = lambda i: lm.tokenizer.convert_tokens_to_string([lm.tokenizer.convert_ids_to_tokens(i)])
+    def decode(i: int) -> str:
+        return str(lm.tokenizer.convert_tokens_to_string([lm.tokenizer.convert_ids_to_tokens(i)]))
+
     segments = [Segment("trigger", space=s.space) if s.kind == "soft" else s for s in prompt.template.segments]
     discrete = Prompt(Template.from_segments(segments), prompt.verbalizer, tuple(ids[:, 0].tolist()))
     dev = ctx.evaluator.score(discrete, ctx.dev).score  # after the search: the core no longer budgets it

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, Segment, SoftPrompt, Template, Verbalizer
-from autoprompt.search import SearchContext, Searcher, hyper
+from autoprompt.search import SearchContext, Searcher, SearchState, hyper
 from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots, TaskParts, WithHead
 from searchers.continuous.readout import detached, dev_loss, improves, nearest_token_readout
 
@@ -29,8 +29,20 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+class PTuningState(SearchState):
+    params: dict[str, Tensor]           # the trainable module's state dict
+    opt: dict[str, Any]                 # AdamW's per-parameter state (by index): a resume continues it
+    k: int                              # optimiser steps taken
+    losses: list[float]                 # the recent train losses (the flat-loss warning reads them)
+    best_soft: dict[str, Tensor] | None  # the best checkpoint's soft tensors; None: the start prompt won
+    best_dev_loss: float
+    start_dev: float
+    stale: int                          # dev evaluations since the last gain (patience)
+    flat_warned: bool
+
+
 @dataclass
-class PTuning(Searcher):
+class PTuning(Searcher[PTuningState]):
     """Continuous prompts with a frozen backbone.
 
     Args:
@@ -116,11 +128,7 @@ class PTuning(Searcher):
         defaults = MODE_DEFAULTS.get(self.mode)
         if defaults is None:
             raise AutopromptError(f"ptuning: mode must be prompt, ptuning or prefix, got {self.mode!r}")
-        if self.num_tokens is None:
-            self.num_tokens = defaults["num_tokens"]
-        if self.lr is None:
-            self.lr = defaults["lr"]
-        if not self.lr > 0 or not math.isfinite(self.lr):
+        if self.lr is not None and (not self.lr > 0 or not math.isfinite(self.lr)):
             raise AutopromptError(f"ptuning: lr must be a positive number, got {self.lr}")
         if self.template is not None and self.mode == "prefix":
             raise AutopromptError("ptuning: mode=prefix trains a key/value prefix, not [S] slots; drop template")
@@ -139,6 +147,16 @@ class PTuning(Searcher):
             raise AutopromptError("ptuning: calibration is estimated per prompt, not per task of a set; with "
                                   "task_tokens use calibration=none", params=("task_tokens", "calibration"))
 
+    @property
+    def tokens(self) -> int:
+        """``num_tokens``, or the mode's default where it is None (the field keeps what was given)."""
+        return int(self.num_tokens if self.num_tokens is not None else MODE_DEFAULTS[self.mode]["num_tokens"])
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the mode's default where it is None."""
+        return float(self.lr if self.lr is not None else MODE_DEFAULTS[self.mode]["lr"])
+
     # ---- the prompt and its parameters --------------------------------------------------------
 
     def prompt_template(self, ctx: SearchContext) -> Template:
@@ -154,7 +172,7 @@ class PTuning(Searcher):
             return template
         # in front, as Lester and PEFT: on smollm2 this beats P-tuning's pseudo tokens between the
         # input and the template's words (0.80 vs 0.71 held-out SST-2, benchmarks/ptuning_defaults.py)
-        return Template.from_segments([Segment("soft")] * self.num_tokens + list(manual.segments))
+        return Template.from_segments([Segment("soft")] * self.tokens + list(manual.segments))
 
     def _init_ids(self, ctx: SearchContext, n: int) -> list[int]:
         """Token ids whose embeddings start the soft tokens (``init=text`` or ``vocab``; with
@@ -180,13 +198,15 @@ class PTuning(Searcher):
         ids = torch.tensor(self._init_ids(ctx, n), device=ctx.lm.embedding_matrix().device)
         return ctx.lm.input_embeddings(ids).detach().float().cpu().clone()
 
-    def build(self, ctx: SearchContext) -> nn.Module:
+    def build(self, ctx: SearchContext, fresh: bool = True) -> nn.Module:
         """The trainable module for this mode (with its per-task parts and classification head),
-        freshly initialised from the seed."""
-        prompt = self._build_prompt(ctx)
+        freshly initialised from the seed; ``fresh=False``: its shapes only (a prefix's keys and values
+        zeros, no forward pass), for parameters about to be loaded."""
+        prompt = self._build_prompt(ctx, fresh)
         if self.task_tokens:
             names = self._members(ctx)
-            prompt = TaskParts(prompt, names, [self._prefix_init(ctx, self.task_tokens, member=n) for n in names])
+            prompt = TaskParts(prompt, names, [self._prefix_init(ctx, self.task_tokens, fresh, member=n)
+                                               for n in names])
         if self.head == "verbalizer":
             return prompt
         if ctx.task.is_generation:
@@ -210,25 +230,27 @@ class PTuning(Searcher):
                                   params=("task_tokens",))
         return names
 
-    def _prefix_init(self, ctx: SearchContext, n: int, member: str = "") -> Tensor:
-        """``[L, 2, K, n, D]`` starting keys and values: the model's own for ``n`` init tokens, or
-        (``init=random``) seeded normal noise at the per-layer scale of the text init's (the pad
-        token's can be all zeros), a noise stream of its own for each ``member``'s per-task part
-        (not the shared prefix's leading values again)."""
-        kv = ctx.lm.prefix_from_text(self._init_ids(ctx, n)).cpu()
+    def _prefix_init(self, ctx: SearchContext, n: int, fresh: bool = True, member: str = "") -> Tensor:
+        """``[L, 2, K, n, D]`` starting keys and values: the model's own for ``n`` init tokens (one
+        metered forward), or (``init=random``) seeded normal noise at the per-layer scale of the text
+        init's (the pad token's can be all zeros), a noise stream of its own for each ``member``'s
+        per-task part (not the shared prefix's leading values again); zeros where not ``fresh``."""
+        if not fresh:
+            return torch.zeros(ctx.lm.prefix_shape(n))
+        kv = ctx.prefix_from_text(self._init_ids(ctx, n)).cpu()
         if self.init == "random":
             seed = random.Random(f"{ctx.seed}:task:{member}").getrandbits(63) if member else ctx.seed
             gen = torch.Generator().manual_seed(seed)
             kv = torch.randn(kv.shape, generator=gen) * kv.std(dim=(1, 2, 3, 4), keepdim=True)
         return kv
 
-    def _build_prompt(self, ctx: SearchContext) -> nn.Module:
+    def _build_prompt(self, ctx: SearchContext, fresh: bool = True) -> nn.Module:
         torch.manual_seed(ctx.seed)  # the encoder's layers; restored by the caller's fork_rng
         hidden = self.hidden or ctx.lm.embedding_matrix().shape[1]
         if self.mode == "prefix":
             ctx.lm.check_prefix()
-            kv = self._prefix_init(ctx, self.num_tokens)
-            return KVPrefix(kv, self._vectors(ctx, self.num_tokens) if self.reparam else None, hidden)
+            kv = self._prefix_init(ctx, self.tokens, fresh)
+            return KVPrefix(kv, self._vectors(ctx, self.tokens) if self.reparam else None, hidden)
         n = self.prompt_template(ctx).num_soft
         if self.mode == "prompt":
             return Slots(self._vectors(ctx, n))
@@ -236,7 +258,7 @@ class PTuning(Searcher):
 
     def _module(self, ctx: SearchContext, params: dict[str, Tensor]) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
-            module = self.build(ctx)
+            module = self.build(ctx, fresh=False)
         module.load_state_dict(params)
         return module.to(ctx.lm.device)
 
@@ -248,42 +270,44 @@ class PTuning(Searcher):
     # ---- the strategy -------------------------------------------------------------------------
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
-        # start: the initial prompt on dev (and the manual one); a step: ``eval_every`` optimiser
-        # steps (a forward and a backward per example) and dev
-        return dev * (2 if self.keep_manual else 1), 3 * self.eval_every * min(self.batch_size, train) + dev
+        # start: the initial prompt on dev (and the manual one), a prefix's init text (per member of a
+        # set: at most one per train example); a step: ``eval_every`` optimiser steps (a forward and a
+        # backward per example) and dev
+        inits = 0 if self.mode != "prefix" else 1 + (min(train, 64) if self.task_tokens else 0)
+        return dev * (2 if self.keep_manual else 1) + inits, 3 * self.eval_every * min(self.batch_size, train) + dev
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
+    def start(self, ctx: SearchContext) -> PTuningState:
         with torch.random.fork_rng(devices=[]):
             module = self.build(ctx)
         soft = detached(module())
         start = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
-        state = {"params": dict(module.state_dict()), "opt": {}, "k": 0, "losses": [], "best_soft": soft.tensors(),
-                 "best_dev": start.score, "best_dev_loss": dev_loss(start), "start_dev": start.score, "stale": 0,
-                 "flat_warned": False}
+        state: PTuningState = {"params": dict(module.state_dict()), "opt": {}, "k": 0, "losses": [],
+                               "best_soft": soft.tensors(), "best_dev": start.score, "best_dev_loss": dev_loss(start),
+                               "start_dev": start.score, "stale": 0, "flat_warned": False}
         if self.keep_manual:
             manual = ctx.evaluator.score(ctx.start, ctx.dev)
             # the same criterion as each later step's (`select`), ties to the manual prompt
             if (dev_loss(manual) <= dev_loss(start) if self.select == "loglik" else manual.score >= start.score):
-                state.update(best_soft=None, best_dev=manual.score, best_dev_loss=dev_loss(manual))
+                state = {**state, "best_soft": None, "best_dev": manual.score, "best_dev_loss": dev_loss(manual)}
         return state
 
     def _lr(self, k: int) -> float:
         """Linear warm-up over ``warmup * steps``, then linear decay to zero at ``steps``."""
         warm = max(1, round(self.warmup * self.steps))
         if k < warm:
-            return self.lr * (k + 1) / warm
-        return self.lr * max(0.0, (self.steps - k) / max(1, self.steps - warm))
+            return self.learning_rate * (k + 1) / warm
+        return self.learning_rate * max(0.0, (self.steps - k) / max(1, self.steps - warm))
 
-    def _batch(self, ctx: SearchContext, k: int) -> list:
+    def _batch(self, ctx: SearchContext, k: int) -> list[Example]:
         """Batch ``k``: epochs are seeded shuffles of train, so batches repeat exactly on resume."""
         per_epoch = max(1, len(ctx.train) // self.batch_size)
         epoch, i = divmod(k, per_epoch)
         order = random.Random(f"{ctx.seed}:epoch:{epoch}").sample(range(len(ctx.train)), len(ctx.train))
         return [ctx.train[j] for j in order[i * self.batch_size : (i + 1) * self.batch_size]]
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def step(self, ctx: SearchContext, state: PTuningState) -> PTuningState:
         module = self._module(ctx, state["params"])
-        opt = torch.optim.AdamW(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         if state["opt"]:
             opt.load_state_dict({"state": {int(i): v for i, v in state["opt"].items()},
                                  "param_groups": opt.state_dict()["param_groups"]})
@@ -296,8 +320,9 @@ class PTuning(Searcher):
                 group["lr"] = self._lr(k)
             loss = self._loss(ctx, prompt, batch, module())
             if not torch.isfinite(loss):
-                raise AutopromptError(f"ptuning: the loss became {loss.item()} at optimiser step {k} (lr={self.lr}); "
-                                      "the last good checkpoint is kept; lower `lr` or set `clip=1`",
+                raise AutopromptError(f"ptuning: the loss became {loss.item()} at optimiser step {k} "
+                                      f"(lr={self.learning_rate}); the last good checkpoint is kept; lower `lr` or "
+                                      "set `clip=1`",
                                       params=("lr", "clip"))
             opt.zero_grad()
             loss.backward()
@@ -311,7 +336,7 @@ class PTuning(Searcher):
         flat = len(recent) == self.flat_steps and max(recent) - min(recent) < 1e-4 * max(1.0, abs(recent[-1]))
         if flat and not state["flat_warned"]:
             ctx.warn(f"ptuning: the train loss has not moved over {self.flat_steps} steps ({recent[-1]:.4f}); "
-                     f"the prompt is not learning: try a larger lr (now {self.lr}) or another init")
+                     f"the prompt is not learning: try a larger lr (now {self.learning_rate}) or another init")
 
         soft = detached(module())
         result = ctx.evaluator.score(self._prompt(ctx, soft), ctx.dev)
@@ -350,27 +375,27 @@ class PTuning(Searcher):
             logprobs = logprobs.log_softmax(-1)
         return -logprobs[torch.arange(len(batch)), gold].mean()
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> Prompt:
+    def best(self, ctx: SearchContext, state: PTuningState) -> Prompt:
         if state["best_soft"] is None:  # the manual prompt (or the warm start) won on dev (keep_manual)
             return ctx.start
         meta = {"mode": self.mode, **({"head": "linear", "labels": list(ctx.task.labels)} if self.head == "linear"
                                       else {})}
         return self._prompt(ctx, SoftPrompt.from_tensors(state["best_soft"], meta))
 
-    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: PTuningState) -> list[AnyPrompt]:
         """The trained prompt, calibrated as the search asks (trained uncalibrated: calibration is post hoc)."""
         return ctx.calibrate([self.best(ctx, state)])
 
-    def details(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
+    def details(self, ctx: SearchContext, state: PTuningState) -> dict[str, Any]:
         """Trainable parameters, what was selected, and the nearest-token readout of the slots."""
         with torch.random.fork_rng(devices=[]):
-            trainable = sum(p.numel() for p in self.build(ctx).parameters())
+            trainable = sum(p.numel() for p in self.build(ctx, fresh=False).parameters())
         out: dict[str, Any] = {"mode": self.mode, "trainable_parameters": trainable,
                                "backbone_parameters": ctx.lm.num_parameters(),
                                "optimizer_steps": state["k"], "start_dev": state["start_dev"],
                                "selected": "manual" if state["best_soft"] is None else "soft"}
         if self.task_tokens:
-            prefix = state["best_soft"] and state["best_soft"].get("prefix")
+            prefix = (state["best_soft"] or {}).get("prefix")
             per_position = 0 if prefix is None else prefix[:, :, :, 0].numel()
             out["task_parameters"] = {name: self.task_tokens * per_position for name in self._members(ctx)}
         if self.head == "linear":

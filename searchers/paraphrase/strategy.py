@@ -7,14 +7,23 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from autoprompt import AnyPrompt, AutopromptError, Ensemble, Prompt, Template
-from autoprompt.search import SearchContext, Searcher, hyper, starting_prompt
-from searchers.paraphrase.mining import mine
-from searchers.paraphrase.rewriting import ask, refill
+from autoprompt import AnyPrompt, AutopromptError, Ensemble, Example, Prompt, Template
+from autoprompt.search import SearchContext, Searcher, SearchState, hyper, starting_prompt
+
+from .mining import mine
+from .rewriting import ask, refill
+
+
+class ParaphraseState(SearchState):
+    pool: dict[str, float]   # every valid template scored: its train objective
+    dev: dict[str, float]    # the dev score of each template that was in a beam
+    beam: list[str]          # the templates the next round paraphrases
+    dropped: int             # rewrites dropped as invalid (fields lost, [P] misplaced, ...)
+    round: int
 
 
 @dataclass
-class Paraphrase(Searcher):
+class Paraphrase(Searcher[ParaphraseState]):
     """Template mining and paraphrasing.
 
     Args:
@@ -62,7 +71,7 @@ class Paraphrase(Searcher):
             raise AutopromptError(f"paraphrase: sources must be a comma list of manual, mine, paraphrase; "
                                   f"got {self.sources!r}")
 
-    def _sample(self, ctx: SearchContext) -> list:
+    def _sample(self, ctx: SearchContext) -> list[Example]:
         """The train examples every template is scored on: the same draw all run, so scores compare."""
         return ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
 
@@ -101,7 +110,7 @@ class Paraphrase(Searcher):
 
     # ---- the strategy -------------------------------------------------------------------------
 
-    def _score(self, ctx: SearchContext, state: dict[str, Any], texts: list[str]) -> list[str]:
+    def _score(self, ctx: SearchContext, state: ParaphraseState, texts: list[str]) -> list[str]:
         """Score new valid templates on the train sample; returns those added to the pool."""
         fresh, seen = [], set(state["pool"])
         for text in texts:
@@ -120,7 +129,7 @@ class Paraphrase(Searcher):
                 state["pool"][template.source] = score
         return [t.source for t in fresh]
 
-    def _beam_on_dev(self, ctx: SearchContext, state: dict[str, Any], also: tuple[str, ...] = ()) -> None:
+    def _beam_on_dev(self, ctx: SearchContext, state: ParaphraseState, also: tuple[str, ...] = ()) -> None:
         """Move the beam to the best on train and watch it (and ``also``) on dev (``best_dev``)."""
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         state["beam"] = ranked[: self.beam]
@@ -144,8 +153,8 @@ class Paraphrase(Searcher):
         start = seeds * sample + min(seeds, watched + 1) * dev
         return start, self.beam * max(self.num_paraphrases, 8) + sample + watched * dev
 
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
-        state: dict[str, Any] = {"pool": {}, "dev": {}, "beam": [], "dropped": 0, "round": 0}
+    def start(self, ctx: SearchContext) -> ParaphraseState:
+        state: ParaphraseState = {"pool": {}, "dev": {}, "beam": [], "dropped": 0, "round": 0}
         seeds = self.seeds(ctx)
         self._score(ctx, state, seeds)
         if not state["pool"]:
@@ -155,8 +164,7 @@ class Paraphrase(Searcher):
         self._beam_on_dev(ctx, state, also=listed)
         return state
 
-    def step(self, ctx: SearchContext, state: dict[str, Any]) -> dict[str, Any]:
-        state = {**state, "pool": dict(state["pool"]), "dev": dict(state["dev"])}
+    def step(self, ctx: SearchContext, state: ParaphraseState) -> ParaphraseState:
         if "paraphrase" not in self._sources():
             return {**state, "done": True}
         generated = []
@@ -171,20 +179,20 @@ class Paraphrase(Searcher):
             state["done"] = True
         return state
 
-    def candidates(self, ctx: SearchContext, state: dict[str, Any]) -> list[AnyPrompt]:
+    def candidates(self, ctx: SearchContext, state: ParaphraseState) -> list[AnyPrompt]:
         """The best templates by train objective, calibrated; an ensemble of them first unless ``top1``."""
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         sample = self._sample(ctx)
         singles = ctx.calibrate([starting_prompt(ctx, t) for t in ranked[: max(self.ensemble_k, self.beam)]],
                                 inputs=sample)
         if self.select == "top1" or len(singles) == 1:
-            return singles
+            return list(singles)
         members = tuple(singles[: self.ensemble_k])
         weights = (1.0,) * len(members) if self.select in ("auto", "topk") else tuple(self.learn_weights(ctx, members))
         ensemble = Ensemble(members, weights)
         return [ensemble, *singles] if self.select == "auto" else [ensemble]
 
-    def best(self, ctx: SearchContext, state: dict[str, Any]) -> AnyPrompt:
+    def best(self, ctx: SearchContext, state: ParaphraseState) -> AnyPrompt:
         """The strategy's own pick: the best template by train (``top1``/``auto``) or the ensemble."""
         found = self.candidates(ctx, state)
         return found[1] if self.select == "auto" and len(found) > 1 else found[0]
