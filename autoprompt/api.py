@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autoprompt.backends import FrozenLM
+from autoprompt.backends import ScoringModel
 from autoprompt.backends.decoding import Decoding
 from autoprompt.backends.precision import resolve_dtype
 from autoprompt.backends.store import DEFAULT_MODEL, load_model
@@ -49,7 +49,7 @@ def evaluate(
     template: str | None = None,
     verbalizer: str | Mapping[str, str | Sequence[str]] | None = None,
     prompt: str | Path | AnyPrompt | None = None,
-    model: str | FrozenLM = DEFAULT_MODEL,
+    model: str | ScoringModel = DEFAULT_MODEL,
     split: str = "test",
     shots: int | None = None,
     data_seed: int = 13,
@@ -148,7 +148,7 @@ def predict(
     prompt: str | Path | AnyPrompt,
     inputs: str | Path | Sequence[Mapping[str, str]],
     *,
-    model: str | FrozenLM | None = None,
+    model: str | ScoringModel | None = None,
     batch_size: int = 32,
     top: int = 5,
     progress: bool = False,
@@ -190,7 +190,8 @@ def predict(
     if isinstance(chosen, Prompt) and not chosen.verbalizer.labels and not head_labels:  # a generation prompt
         task = Task(str(chosen.meta.get("task", "predict")), fields, (), chosen.template.source, {}, "bleu",
                     kind="generation")
-        lm = model if isinstance(model, FrozenLM) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
+        lm = model if isinstance(model, ScoringModel) else load_model(model or chosen.meta.get("model")
+                                                                      or DEFAULT_MODEL)
         scorer = Evaluator(lm, task, batch_size=batch_size, cache=False, decoding=Decoding(num_beams, max_new_tokens))
         assert scorer.generation is not None  # a generation task's evaluator has its scorer
         texts = scorer.generation.generate(chosen, [Example({f: r[f] for f in fields}, 0) for r in rows], progress)
@@ -198,7 +199,7 @@ def predict(
     labels = chosen.verbalizer.labels or head_labels  # a classification head names its classes
     task = Task(str(chosen.meta.get("task", "predict")), fields, labels, chosen.template.source,
                 {label: list(chosen.verbalizer.words[label]) for label in chosen.verbalizer.labels})
-    lm = model if isinstance(model, FrozenLM) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
+    lm = model if isinstance(model, ScoringModel) else load_model(model or chosen.meta.get("model") or DEFAULT_MODEL)
     examples = [Example({f: r[f] for f in fields}, 0) for r in rows]  # labels unknown: never read
     result = Evaluator(lm, task, batch_size=batch_size, cache=False).score(chosen, examples, progress=progress)
     probs = result.logprobs.log_softmax(-1).exp()                                          # [N, C]
@@ -215,7 +216,7 @@ def predict(
     return out
 
 
-def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, model: str | FrozenLM, split: str,
+def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, model: str | ScoringModel, split: str,
                          limit: int | None, batch_size: int, data_dir: Any, progress: bool) -> dict[str, Any]:
     if template is not None or verbalizer is not None or prompt is not None:
         raise AutopromptError("`lama` runs each relation's own template; pick one relation (lama:P19) to override it")
@@ -387,8 +388,8 @@ def tune(
     return run(config, workers=workers)
 
 
-def transfer(prompt: str | Path, model: str | FrozenLM, *, task: str | None = None, split: str = "test",
-             source_model: str | FrozenLM | None = None, data_dir: str | Path | None = None,
+def transfer(prompt: str | Path, model: str | ScoringModel, *, task: str | None = None, split: str = "test",
+             source_model: str | ScoringModel | None = None, data_dir: str | Path | None = None,
              db: str | Path | None = None, record: bool = True, progress: bool = False) -> dict[str, Any]:
     """Score a prompt found on one model on ``model``, next to that model's manual prompt (see
     `autoprompt.experiments.transfer.transfer`)."""

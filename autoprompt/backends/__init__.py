@@ -1,6 +1,8 @@
 """Frozen language-model backends behind one protocol: masked LMs and causal LMs.
 
-    protocol.py    LanguageModel (what is called), Encoded, Scores, WordTable
+    protocol.py    ScoringModel (every backend), GradientModel and TextModel (capabilities), LanguageModel
+                   (all three), `full_model` / `gradient_model`, Encoded, Scores, WordTable
+    registry.py    backends by name: ``scheme:target`` model names, `register_backend`, entry points
     encoding.py    prompt + example -> token ids (PromptEncoder; backends override three hooks)
     vocabulary.py  which tokens may be a trigger or a label word
     base.py        FrozenLM: freezing, padding, vector injection, the scoring entry points
@@ -12,7 +14,21 @@
 from autoprompt.backends.base import FrozenLM, weights_checksum
 from autoprompt.backends.causal import CausalLM
 from autoprompt.backends.masked import MaskedLM
-from autoprompt.backends.protocol import ChannelEncoded, Encoded, Kind, LanguageModel, Scores, WordTable
+from autoprompt.backends.protocol import (
+    ChannelEncoded,
+    Encoded,
+    GradientModel,
+    Kind,
+    LanguageModel,
+    Scores,
+    ScoringModel,
+    TextModel,
+    WordTable,
+    full_model,
+    gradient_model,
+)
+from autoprompt.backends.registry import register_backend, unregister_backend
 
-__all__ = ["CausalLM", "ChannelEncoded", "Encoded", "FrozenLM", "Kind", "LanguageModel", "MaskedLM", "Scores",
-           "WordTable", "weights_checksum"]
+__all__ = ["CausalLM", "ChannelEncoded", "Encoded", "FrozenLM", "GradientModel", "Kind", "LanguageModel", "MaskedLM",
+           "Scores", "ScoringModel", "TextModel", "WordTable", "full_model", "gradient_model", "register_backend",
+           "unregister_backend", "weights_checksum"]

@@ -361,6 +361,14 @@ class FrozenLM(PromptEncoder):
         """Top whole words at a mask of ``text`` (a masked LM's capability; see `MaskedLM.fill_mask`)."""
         raise AutopromptError(f"{self.name} is a {self.kind} LM: it has no mask to fill; use a masked LM")
 
+    def continuation_logliks(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> Tensor:
+        """Each suffix's log-likelihood after ``prefix`` (a causal LM's capability: the noisy channel)."""
+        raise AutopromptError(f"{self.name} is a {self.kind} LM: it does not continue text; use a causal LM")
+
+    def weights_checksum(self) -> str:
+        """sha256 of every weight's bytes (`weights_checksum`): a search must leave it unchanged."""
+        return weights_checksum(self.model)
+
     def label_logprobs_shared(self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
                               words: WordTable, gold: Sequence[int] | None = None) -> Scores:
         """Score K prompts that share each example's prefix (backends with ``shares_prefix``)."""

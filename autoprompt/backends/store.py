@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from autoprompt.backends import CausalLM, FrozenLM, MaskedLM
+from autoprompt.backends import CausalLM, FrozenLM, MaskedLM, ScoringModel
+from autoprompt.backends.registry import backend_loader
 from autoprompt.errors import AutopromptError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -324,15 +325,26 @@ def _in_hf_cache(name: str) -> bool:
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length: int = 512,
-               length_norm: bool = False) -> FrozenLM:
-    """Load a frozen LM backend by alias, local folder or hub id.
+               length_norm: bool = False) -> ScoringModel:
+    """Load a frozen LM backend by alias, local folder, hub id, or ``backend:target``.
 
     Args:
-        name: ``smollm2-135m`` (default, offline), another alias, a folder, or a hub id.
+        name: ``smollm2-135m`` (default, offline), another alias, a folder, a hub id, or
+            ``<backend>:<target>`` for a backend a package registered (`autoprompt.backends.registry`).
         device: ``cuda``/``cpu``; default CUDA when present.
         max_length: truncation length of inputs.
         length_norm: causal LMs only: divide a word's log-prob by its token count.
     """
+    scheme, sep, target = name.partition(":")
+    loader = backend_loader(scheme) if sep and scheme.isidentifier() else None
+    if loader is not None:
+        return loader(target, device=device, max_length=max_length, length_norm=length_norm)
+    return load_transformers(name, device, max_length, length_norm)
+
+
+def load_transformers(name: str = DEFAULT_MODEL, device: str | None = None, max_length: int = 512,
+                      length_norm: bool = False) -> FrozenLM:
+    """A ``transformers`` model as a `FrozenLM` (`MaskedLM` or `CausalLM` by its config), by alias, folder or hub id."""
     from safetensors import SafetensorError  # noqa: PLC0415
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415
     _quiet_transformers()

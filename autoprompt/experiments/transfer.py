@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autoprompt.backends import FrozenLM
+from autoprompt.backends import FrozenLM, ScoringModel
 from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_json, path_part, read_user_json
@@ -117,8 +117,8 @@ def _merged(segments: Sequence[Segment]) -> list[Segment]:
     return out
 
 
-def transfer(prompt_path: str | Path, model: str | FrozenLM, *, task: str | None = None, split: str = "test",
-             source_model: str | FrozenLM | None = None, data_dir: str | Path | None = None,
+def transfer(prompt_path: str | Path, model: str | ScoringModel, *, task: str | None = None, split: str = "test",
+             source_model: str | ScoringModel | None = None, data_dir: str | Path | None = None,
              db: str | Path | None = None, record: bool = True, progress: bool = False) -> dict[str, Any]:
     """Score a found prompt on another model, next to that model's own manual prompt.
 
@@ -188,8 +188,12 @@ def _needs_source(prompt: AnyPrompt) -> bool:
     return any(m.trigger_ids or m.soft is not None for m in members)
 
 
-def _backend(model: str | FrozenLM) -> FrozenLM:
-    return load_model(model) if isinstance(model, str) else model
+def _backend(model: str | ScoringModel) -> FrozenLM:
+    lm = load_model(model) if isinstance(model, str) else model
+    if not isinstance(lm, FrozenLM):  # carrying reads tokenizers and embeddings on both sides
+        raise AutopromptError(f"transfer carries prompts between transformers models; {lm.name} is a "
+                              f"{type(lm).__name__}")
+    return lm
 
 
 def _record(run_dir: Path, spec: SearchSpec, chosen: AnyPrompt, out: dict[str, Any],

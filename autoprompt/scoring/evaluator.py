@@ -9,6 +9,7 @@ a cached result costs no budget.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from autoprompt import events
-from autoprompt.backends import Encoded, LanguageModel, Scores, WordTable
+from autoprompt.backends import Encoded, LanguageModel, Scores, ScoringModel, WordTable, full_model, gradient_model
 from autoprompt.backends.decoding import Decoding
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt, Rule
@@ -27,7 +28,7 @@ from autoprompt.scoring.batching import Job, buckets
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.generation import GenerationScorer
 from autoprompt.scoring.retrieval import Retriever
-from autoprompt.scoring.rules import RuleScorer
+from autoprompt.scoring.rules import RuleScorer, forwards_per_example
 from autoprompt.scoring.scores import EvalResult, calibrate_logprobs, log_mean_prob
 from autoprompt.scoring.sharing import SharedScorer
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
@@ -52,7 +53,7 @@ class Evaluator:
         decoding: how a generation task's outputs are generated (default: greedy, 64 new tokens).
     """
 
-    def __init__(self, lm: LanguageModel, task: Task, batch_size: int = 32, max_tokens: int = 8192,
+    def __init__(self, lm: ScoringModel, task: Task, batch_size: int = 32, max_tokens: int = 8192,
                  budget: Budget | None = None, cache: bool = True, majority_label: int | None = None,
                  shared_prefix: bool = True, decoding: Decoding | None = None) -> None:
         if batch_size < 1:
@@ -64,20 +65,35 @@ class Evaluator:
         self.budget = budget
         self.majority_label = majority_label
         self.metric = metrics.metric_for(task.metric)
-        self.shared_prefix = shared_prefix and lm.shares_prefix
+        self.shared_prefix = shared_prefix and lm.shares_prefix and isinstance(lm, LanguageModel)
         self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
         # (prompt, examples) keys already charged to the budget: a resumed search restores this
         # set, so recomputing what the cache lost costs nothing, as it did before the interruption
         self.paid: set[tuple[str, str]] = set()
         self.stats: Counter[str] = Counter()  # real/padded tokens and batches, for benchmarks
-        self.sharing = SharedScorer(lm, batch_size, max_tokens, self.metric.ranks_gold, self.stats)
-        self.retriever = Retriever(lm, batch_size)  # KATE's per-query demonstrations
-        self.rules = RuleScorer(lm, task, batch_size, max_tokens, self.stats)  # channel and centroid
         self.decoding = decoding or Decoding()
         # a generation task is scored by decoding and references, not label words
-        self.generation = (GenerationScorer(lm, task, batch_size, max_tokens, budget, self.decoding,
-                                            self._generation_soft, self.stats, self.paid, cache) if task.is_generation
-                           else None)
+        self.generation = (GenerationScorer(full_model(lm, "score a generation task"), task, batch_size,
+                                            max_tokens, budget, self.decoding, self._generation_soft, self.stats,
+                                            self.paid, cache) if task.is_generation else None)
+
+    # the scorers of what a scoring-only backend cannot do, built when first needed (`full_model`)
+    @functools.cached_property
+    def sharing(self) -> SharedScorer:
+        """Runs a prefix several prompts or inputs share once (causal LMs)."""
+        return SharedScorer(full_model(self.lm, "share prefixes"), self.batch_size, self.max_tokens,
+                            self.metric.ranks_gold, self.stats)
+
+    @functools.cached_property
+    def retriever(self) -> Retriever:
+        """KATE's per-query demonstrations."""
+        return Retriever(full_model(self.lm, "retrieve similar demonstrations"), self.batch_size)
+
+    @functools.cached_property
+    def rules(self) -> RuleScorer:
+        """The channel and centroid decision rules."""
+        return RuleScorer(full_model(self.lm, "read prompts by the channel or centroid rule"), self.task,
+                          self.batch_size, self.max_tokens, self.stats)
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
         """Score one prompt or ensemble (see `score_many`)."""
@@ -211,7 +227,7 @@ class Evaluator:
                                   "rule direct")
         elif not examples:
             raise AutopromptError("rule 'centroid' needs labelled train examples to fit its class centroids")
-        forwards = self.rules.forwards(prompt) * len(examples)
+        forwards = forwards_per_example(prompt, self.task.labels) * len(examples)
         if self.budget is not None:
             self.budget.require(forwards=forwards)
         demos = self._demos_per_query(prompt, examples)
@@ -228,7 +244,7 @@ class Evaluator:
         under ``channel``: which words make their class's inputs likely."""
         ruled = prompt if prompt.rule.name == "channel" else prompt.with_rule(Rule("channel"))
         self.rules.check(ruled, self._soft(ruled), self.metric.calibratable)
-        forwards = self.rules.forwards(ruled) * len(examples)
+        forwards = forwards_per_example(ruled, self.task.labels) * len(examples)
         if self.budget is not None:
             self.budget.require(forwards=forwards)
         scores, tokens = self.rules.channel_scores(ruled, examples, self._demos_per_query(ruled, examples),
@@ -267,7 +283,7 @@ class Evaluator:
                 todo.append(i)
         if todo:
             unpaid = [i for i in todo if (prompts[i].fingerprint, data_key) not in self.paid]
-            forwards = sum(self.rules.forwards(prompts[i]) for i in unpaid) * len(examples)
+            forwards = sum(forwards_per_example(prompts[i], self.task.labels) for i in unpaid) * len(examples)
             if self.budget is not None:
                 self.budget.require(forwards=forwards)
             logprobs, tokens = self._run([prompts[i] for i in todo], examples, progress)
@@ -403,16 +419,17 @@ class Evaluator:
                 raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but the prompt has "
                                       "no soft tensors; train them (`strategy=ptuning`) or remove the [S] slots")
             return None
+        lm = gradient_model(self.lm, "score soft prompts")
         if soft.num_slots != slots:
             raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but its soft prompt "
                                   f"holds {soft.num_slots} vectors; use the prompt.json saved with the vectors")
-        hidden = self.lm.embedding_matrix().shape[1]
+        hidden = lm.embedding_matrix().shape[1]
         if soft.slots is not None and soft.slots.shape[1] != hidden:
             raise AutopromptError(f"the soft prompt's vectors have size {soft.slots.shape[1]} but {self.lm.name}'s "
                                   f"embeddings have {hidden}; score it with the model it was trained on")
         if soft.prefix is not None:
-            self.lm.check_prefix()
-            config: Any = getattr(self.lm.model, "config", None)
+            lm.check_prefix()
+            config: Any = getattr(lm.model, "config", None)
             config = config.get_text_config() if hasattr(config, "get_text_config") else config
             layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
             if layers is not None and soft.prefix.shape[0] != layers:
@@ -423,7 +440,7 @@ class Evaluator:
             if named is not None and tuple(named) != tuple(self.task.labels):
                 raise AutopromptError(f"the prompt's classification head classifies {list(named)}, not task "
                                       f"{self.task.name}'s labels {list(self.task.labels)}; train it for this task")
-            width = self.lm.output_embedding_matrix().shape[1] + 1
+            width = lm.output_embedding_matrix().shape[1] + 1
             if soft.head.shape != (len(self.task.labels), width):
                 raise AutopromptError(f"the prompt's classification head is {list(soft.head.shape)} but task "
                                       f"{self.task.name} on {self.lm.name} needs [{len(self.task.labels)}, {width}] "

@@ -79,10 +79,8 @@ class RuleScorer:
                                       f"have {hidden}; fit them on this model")
 
     def forwards(self, prompt: Prompt) -> int:
-        """Example-forwards one example costs: one per label word under ``channel``, else one."""
-        if prompt.rule.name == "channel":
-            return sum(len(words) for words in prompt.verbalizer.for_labels(self.task.labels))
-        return 1
+        """Example-forwards one example costs (`forwards_per_example`)."""
+        return forwards_per_example(prompt, self.task.labels)
 
     def score(self, prompt: Prompt, examples: Sequence[Example], demos: list[list[Demonstration]] | None,
               soft: SoftPrompt | None, bar: Progress) -> tuple[Tensor, int]:
@@ -259,3 +257,10 @@ def centroid_logprobs(rule: Rule, hidden: Tensor, labels: Sequence[str], direct:
     if direct is not None:
         scores = scores + TIE_BREAK * direct.double()
     return scores.log_softmax(-1).float()
+
+
+def forwards_per_example(prompt: Prompt, labels: Sequence[str]) -> int:
+    """Example-forwards one example costs ``prompt``: one per label word under ``channel``, else one."""
+    if prompt.rule.name == "channel":
+        return sum(len(words) for words in prompt.verbalizer.for_labels(labels))
+    return 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autoprompt.backends import FrozenLM
+from autoprompt.backends import ScoringModel
 from autoprompt.backends.store import default_budget
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
@@ -75,7 +75,7 @@ class AutoPlan:
         return out
 
 
-def task_features(lm: FrozenLM, data: TaskData, budget: Budget) -> dict[str, Any]:
+def task_features(lm: ScoringModel, data: TaskData, budget: Budget) -> dict[str, Any]:
     """The features the rule reads (the bias costs one forward per train input, charged to ``budget``)."""
     task, train = data.task, data.train
     lengths = sorted(len(lm.tokenize(" ".join(ex.fields.values()))) for ex in train)
@@ -120,7 +120,7 @@ def choose_stages(features: dict[str, Any], effort: str, soft: bool) -> tuple[li
     return stages, reasons
 
 
-def plan_auto(lm: FrozenLM, data: TaskData, effort: str, soft: bool, model: str) -> AutoPlan:
+def plan_auto(lm: ScoringModel, data: TaskData, effort: str, soft: bool, model: str) -> AutoPlan:
     """The pipeline ``auto`` runs on ``data`` with ``effort``."""
     budget = Budget(None)
     features = task_features(lm, data, budget)

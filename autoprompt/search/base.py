@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 
 from autoprompt import events
-from autoprompt.backends import Encoded, FrozenLM, Kind, WordTable
+from autoprompt.backends import Encoded, Kind, ScoringModel, WordTable, full_model, gradient_model
 from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import CALIBRATION_METHODS, DIRECT, RULES, AnyPrompt, Demonstration, Prompt, Rule, Template
@@ -250,8 +250,13 @@ class ModelView:
 
     _shown = frozenset(name for name in dir(StrategyModel) if not name.startswith("_"))
 
-    def __init__(self, lm: FrozenLM) -> None:
+    def __init__(self, lm: ScoringModel) -> None:
         object.__setattr__(self, "_lm", lm)
+
+    @staticmethod
+    def of(lm: ScoringModel) -> StrategyModel:
+        """``lm`` as strategies see it."""
+        return cast(StrategyModel, ModelView(lm))
 
     def __getattr__(self, name: str) -> Any:
         if name not in ModelView._shown:
@@ -301,8 +306,9 @@ class SearchContext:
     rule: Rule = DIRECT
 
     def __post_init__(self) -> None:
-        self._backend: FrozenLM = self.lm._lm if isinstance(self.lm, ModelView) else cast(FrozenLM, self.lm)
-        self.lm = cast(StrategyModel, ModelView(self._backend))
+        # the backend itself stays private: a strategy reaches its compute only through the metered methods
+        self._backend: ScoringModel = self.lm._lm if isinstance(self.lm, ModelView) else cast(ScoringModel, self.lm)
+        self.lm = ModelView.of(self._backend)
 
     @property
     def start(self) -> Prompt:
@@ -350,23 +356,26 @@ class SearchContext:
         """Gradient ``[T, H]`` of the mean gold-label loss w.r.t. the trigger embeddings, and the loss
         (`LanguageModel.trigger_gradient`); one backward per example."""
         lm = self._backend
+        grads = gradient_model(lm, "compute trigger gradients")
         with self.budget.paying(backwards=len(examples)):
-            return lm.trigger_gradient([lm.encode(prompt, ex) for ex in examples],
-                                       lm.word_table(prompt, self.task.labels), [ex.label for ex in examples])
+            return grads.trigger_gradient([lm.encode(prompt, ex) for ex in examples],
+                                          lm.word_table(prompt, self.task.labels), [ex.label for ex in examples])
 
     def trigger_nll(self, encoded: Sequence[Encoded]) -> Tensor:
         """``[B]`` fluency of each row's triggers (`LanguageModel.trigger_nll`), at the backend's cost."""
-        with self.budget.paying(forwards=self._backend.trigger_nll_cost(encoded)):
-            return self._backend.trigger_nll(encoded)
+        lm = gradient_model(self._backend, "score the triggers' fluency")
+        with self.budget.paying(forwards=lm.trigger_nll_cost(encoded)):
+            return lm.trigger_nll(encoded)
 
     def slot_features(self, encoded: Sequence[Encoded], batch_size: int = 32) -> tuple[Tensor, Tensor]:
         """``(hidden [N, H], vocabulary log-probs [N, V])`` at the prediction slot, on the CPU
         (`LanguageModel.slot_features`); one forward per example."""
+        lm = gradient_model(self._backend, "read hidden states")
         hidden, logprobs = [], []
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
             with self.budget.paying(forwards=len(chunk)):
-                h, logp = self._backend.slot_features(chunk)
+                h, logp = lm.slot_features(chunk)
             hidden.append(h.cpu())
             logprobs.append(logp.cpu())
         return torch.cat(hidden), torch.cat(logprobs)
@@ -386,16 +395,17 @@ class SearchContext:
         A soft prompt with per-task parts scores each row with its member's part: ``tasks`` names
         each row's member task (`Example.task`).
         """
+        lm = gradient_model(self._backend, "train soft prompts")
         with self.budget.paying(forwards=len(encoded), backwards=len(encoded)):
             if not soft.tasks:
-                return self._backend.soft_logprobs(encoded, words, soft)
+                return lm.soft_logprobs(encoded, words, soft)
             if len(tasks) != len(encoded):
                 raise AutopromptError("a soft prompt with per-task parts needs each row's member task (`tasks`)")
             order: list[int] = []
             parts = []
             for name in dict.fromkeys(tasks):
                 rows = [i for i, t in enumerate(tasks) if t == name]
-                parts.append(self._backend.soft_logprobs([encoded[i] for i in rows], words, soft.for_task(name)))
+                parts.append(lm.soft_logprobs([encoded[i] for i in rows], words, soft.for_task(name)))
                 order += rows
             return torch.cat(parts)[torch.tensor(order, device=parts[0].device).argsort()]   # [B, C] in row order
 
@@ -428,9 +438,9 @@ class SearchContext:
     def other_model(self, name: str | None) -> StrategyModel:
         """``lm`` (``None``) or another frozen model by name, loaded once per process (a paraphraser),
         read-only like ``lm``; its compute goes through `generate` and `fill_masks`."""
-        return cast(StrategyModel, ModelView(self._model(name)))
+        return ModelView.of(self._model(name))
 
-    def _model(self, name: str | None) -> FrozenLM:
+    def _model(self, name: str | None) -> ScoringModel:
         if name is None:
             return self._backend
         if name not in _other_models:
@@ -445,16 +455,16 @@ class SearchContext:
         Charged ``n`` example-forwards per call, the unit paraphrase rounds have always been
         budgeted in (one set of rewrites of one template, whatever the number of requests).
         """
-        gen = self._model(model)
+        gen = full_model(self._model(model), "generate text")
         with self.budget.paying(forwards=n):
             return [gen.reply_samples(text, n, temperature, max_new_tokens, seed) for text, seed in requests]
 
     def fill_masks(self, model: str | None, jobs: Sequence[tuple[str, int]], k: int) -> list[list[str]]:
         """The ``k`` top whole words at mask ``which`` of each ``(text, which)``, from the masked model
         ``model`` (a name for `other_model`; ``None``: ``lm``); one example-forward per job."""
-        filler = self._model(model)
+        filler = full_model(self._model(model), "fill masks")
         with self.budget.paying(forwards=len(jobs)):
             return [filler.fill_mask(text, which, k) for text, which in jobs]
 
 
-_other_models: dict[str, FrozenLM] = {}  # models strategies use besides the scored one, by name
+_other_models: dict[str, ScoringModel] = {}  # models strategies use besides the scored one, by name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from autoprompt.backends import FrozenLM
+from autoprompt.backends import ScoringModel
 from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.io import MIN_FREE_BYTES
@@ -55,7 +55,7 @@ def disk_estimate(limit: int, data: TaskData) -> int:
     return MIN_FREE_BYTES + limit * per_forward
 
 
-def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+def estimate(spec: SearchSpec, lm: ScoringModel | None = None, data: TaskData | None = None) -> dict[str, Any]:
     """What a search would cost: budget, split sizes, and seconds from timing a few forwards."""
     searcher = create(spec.strategy, spec.params)
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
@@ -74,7 +74,7 @@ def estimate(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None
                        if data.task.is_generation else "")}
 
 
-def seconds_per_forward(lm: FrozenLM, data: TaskData) -> float:
+def seconds_per_forward(lm: ScoringModel, data: TaskData) -> float:
     """Seconds one example-forward takes here, timed on up to 16 dev examples with the manual prompt.
 
     On a generation task the budget's forwards are teacher-forced references (training, dev

@@ -17,13 +17,13 @@ from typing import Any, ClassVar, cast
 
 import torch
 
-from autoprompt.backends import FrozenLM
+from autoprompt.backends import ScoringModel
 from autoprompt.backends.precision import resolve_dtype
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
 from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
-from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.base import ModelView, SearchContext, Searcher, SearchState
 from autoprompt.search.finish import SearchRun, finish
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
@@ -37,7 +37,7 @@ class Pipeline:
 
     spec: SearchSpec
     data: TaskData
-    lm: FrozenLM
+    lm: ScoringModel
     folder: RunDir
     settings: PipelineSettings
     protocol: dict[str, Any]  # what the stages and the final gate saw
@@ -155,7 +155,7 @@ def final_record(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str
     budget.forwards = sum(s["budget"]["forwards"] for s in summaries) + int(p.plan.get("spent_choosing", 0))
     budget.backwards = sum(s["budget"]["backwards"] for s in summaries)
     budget.tokens = sum(s["budget"].get("tokens", 0) for s in summaries)
-    ctx = SearchContext(p.lm, p.data.task, p.data.train, p.data.dev, Evaluator(p.lm, p.data.task), budget,
+    ctx = SearchContext(ModelView.of(p.lm), p.data.task, p.data.train, p.data.dev, Evaluator(p.lm, p.data.task), budget,
                         p.spec.seed, objective=gate.objective, warm_start=start)
     run = SearchRun(p.spec, gate, p.data, p.lm, p.folder, ctx, budget, {"done": True},
                     sum(s["steps"] for s in summaries), before, started, 0.0,

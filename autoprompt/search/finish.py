@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from autoprompt.backends import FrozenLM, LanguageModel, weights_checksum
+from autoprompt.backends import GradientModel, ScoringModel
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_bytes
 from autoprompt.prompts import AnyPrompt, Prompt
@@ -42,7 +42,7 @@ class SearchRun:
     spec: SearchSpec
     searcher: Searcher[Any]
     data: TaskData
-    lm: FrozenLM
+    lm: ScoringModel
     folder: RunDir
     ctx: SearchContext
     budget: Budget
@@ -57,7 +57,7 @@ class SearchRun:
 
 def _backbone_after(run: SearchRun) -> str:
     """The weights' checksum after the search; a strategy that changed them must not report anything."""
-    after = weights_checksum(run.lm.model)
+    after = run.lm.weights_checksum()
     if after != run.backbone_before:
         raise AutopromptError(f"strategy {run.spec.strategy} changed the backbone's weights; this is a bug in it")
     return after
@@ -161,7 +161,7 @@ def finish(run: SearchRun, progress: bool = False, decided: Selection | None = N
         deltas=deltas, selection=selection_json,
         budget=Spent(**run.budget.to_json()), steps=run.steps, details=details, warnings=warnings,
         backbone=Backbone(run.backbone_before, backbone_after, backbone_after == run.backbone_before,
-                          any(p.requires_grad for p in lm.model.parameters())),
+                          isinstance(lm, GradientModel) and any(p.requires_grad for p in lm.model.parameters())),
         wall_s=round(time.perf_counter() - run.started + run.elapsed_before, 2),
         split_sizes={"train": len(data.train), "dev": len(dev), "test": len(test), "selection": selection_n},
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
@@ -236,7 +236,7 @@ def _end_warnings(run: SearchRun, deltas: dict[str, dict[str, float]]) -> list[s
 
 # The manual baseline scores the same in every run on a split: a process that runs many searches
 # (a benchmark suite, a tuning worker) scores it once per model, task and examples.
-_baselines: weakref.WeakKeyDictionary[LanguageModel, dict[tuple[Any, ...], EvalResult]] = weakref.WeakKeyDictionary()
+_baselines: weakref.WeakKeyDictionary[ScoringModel, dict[tuple[Any, ...], EvalResult]] = weakref.WeakKeyDictionary()
 
 
 def manual_baseline(final: Evaluator, manual: Prompt, examples: Sequence[Example], progress: bool = False

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt import events
-from autoprompt.backends import FrozenLM, weights_checksum
+from autoprompt.backends import ScoringModel
 from autoprompt.backends.precision import resolve_dtype
 from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
@@ -27,7 +27,7 @@ from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.metrics import metric_for
-from autoprompt.search.base import SearchContext, Searcher
+from autoprompt.search.base import ModelView, SearchContext, Searcher
 from autoprompt.search.estimate import check_budget, disk_estimate
 from autoprompt.search.finish import SearchRun, finish, finish_stage
 from autoprompt.search.parts import check_start
@@ -44,7 +44,7 @@ OnStep = Callable[[int, dict[str, Any]], None]
 def run_search(
     spec: SearchSpec,
     *,
-    lm: FrozenLM | None = None,
+    lm: ScoringModel | None = None,
     data: TaskData | None = None,
     resume: str | Path | None = None,
     progress: bool = False,
@@ -109,9 +109,10 @@ def run_search(
     budget = Budget(limit)
     # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
     calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
-    ctx = SearchContext(lm, data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget), budget,
-                        spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start, rule=rule)
-    run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, weights_checksum(lm.model), started, 0.0,
+    ctx = SearchContext(ModelView.of(lm), data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget),
+                        budget, spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start,
+                        rule=rule)
+    run = SearchRun(spec, searcher, data, lm, folder, ctx, budget, {}, 0, lm.weights_checksum(), started, 0.0,
                     dtype=resolve_dtype(spec.dtype, lm.device))
     if resume is not None and folder.has_checkpoint():
         _restore(run)
@@ -235,7 +236,7 @@ def _warner(run: SearchRun, info: dict[str, Any]) -> Callable[[str], None]:
     return warn
 
 
-def check_rule(rule: Rule, searcher: Searcher[Any], lm: FrozenLM, task: Task) -> None:
+def check_rule(rule: Rule, searcher: Searcher[Any], lm: ScoringModel, task: Task) -> None:
     """Refuse, before any work, a decision rule the model, the task or the strategy cannot use."""
     if rule.direct:
         return

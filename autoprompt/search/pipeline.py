@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt import events
-from autoprompt.backends import FrozenLM, weights_checksum
+from autoprompt.backends import ScoringModel
 from autoprompt.backends.store import default_budget, load_model
 from autoprompt.errors import AutopromptError, SearchInterrupted
 from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
@@ -61,7 +61,7 @@ from autoprompt.tasks import load_task
 from autoprompt.tasks.base import TaskData
 
 
-def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
+def plan_pipeline(spec: SearchSpec, data: TaskData, lm: ScoringModel | None = None,
                   start: Prompt | None = None) -> dict[str, Any]:
     """What a pipeline would run, without running it: the stages, their parameters and budgets at
     their minimum spend (a stage that spends less leaves more to the next), and for ``auto`` the
@@ -114,7 +114,7 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: FrozenLM | None = None,
             "auto": auto.to_json() if auto is not None else None, "spent_choosing": spent_on_plan}
 
 
-def estimate_pipeline(spec: SearchSpec, lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+def estimate_pipeline(spec: SearchSpec, lm: ScoringModel | None = None, data: TaskData | None = None) -> dict[str, Any]:
     """What a pipeline would cost: its plan, and each stage's budget and seconds from one timing of
     example-forwards here (`autoprompt.search.estimate`)."""
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
@@ -162,7 +162,7 @@ def _auto_params(stages: list[Stage]) -> dict[str, Any]:
 
 
 @locked_on_resume
-def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData | None = None,
+def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: TaskData | None = None,
                  resume: str | Path | None = None, progress: bool = False, stop_after: int | None = None,
                  on_step: Any = None) -> dict[str, Any]:
     """Run (or resume) a pipeline; returns ``result.json``'s content, as `run_search` does (and, as
@@ -199,7 +199,7 @@ def run_pipeline(spec: SearchSpec, *, lm: FrozenLM | None = None, data: TaskData
         folder = RunDir.create(spec, data.task.name)
     atomic_write_json(folder.path / "pipeline.json", plan)
     stages = [Stage(s["strategy"], s["params"]) for s in plan["stages"]]
-    before = weights_checksum(lm.model)
+    before = lm.weights_checksum()
     spent = int(plan.get("spent_choosing", 0))
     runner = _StageRunner(spec, lm, folder, stages, plan, progress, stop_after, on_step)
     if plan.get("crossfit"):
@@ -222,7 +222,7 @@ class _StageRunner:
     """Runs a list of stages on one view of the data, each from the previous stage's prompt."""
 
     spec: SearchSpec
-    lm: FrozenLM
+    lm: ScoringModel
     folder: RunDir
     stages: list[Stage]
     plan: dict[str, Any]

@@ -2,7 +2,7 @@
 
 Installed strategies are entry points of the ``autoprompt.searchers`` group (only the one asked
 for is imported); `register` adds one in-process, so a notebook or a test can try a strategy
-without packaging it.
+without packaging it (and `carried` hands those registrations to spawned workers).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
+from autoprompt.backends.registry import load_spec
 from autoprompt.errors import AutopromptError
 from autoprompt.search.base import Searcher
 
@@ -22,20 +23,34 @@ ENTRY_POINT_GROUP = "autoprompt.searchers"
 _registered: dict[str, type[Searcher[Any]]] = {}
 
 
-def register(cls: type[Searcher[Any]], name: str | None = None) -> type[Searcher[Any]]:
-    """Make ``cls`` available as ``name`` (default ``cls.name``) in this process; usable as a decorator.
+def register(cls: type[Searcher[Any]] | str, name: str | None = None) -> type[Searcher[Any]]:
+    """Make a strategy available as ``name`` (default its class's ``name``) in this process; usable as a
+    decorator. ``cls`` is the class or an importable ``"package.module:Class"`` spec.
 
-    A registered name shadows an installed strategy of the same name until `unregister`.
+    A registered name shadows an installed strategy of the same name until `unregister`. A class defined
+    at a module's top level (or given by its spec) also reaches the worker processes ``tune`` and
+    ``suite`` spawn (`carried`); one defined in ``__main__`` or inside a function does not.
     """
-    if not (isinstance(cls, type) and issubclass(cls, Searcher) and dataclasses.is_dataclass(cls)):
-        raise AutopromptError(f"{cls!r} is not a Searcher dataclass; subclass Searcher and add @dataclass")
-    _registered[name or cls.name] = cls
-    return cls
+    found = load_spec(cls) if isinstance(cls, str) else cls
+    if not (isinstance(found, type) and issubclass(found, Searcher) and dataclasses.is_dataclass(found)):
+        raise AutopromptError(f"{found!r} is not a Searcher dataclass; subclass Searcher and add @dataclass")
+    _registered[name or found.name] = found
+    return found
 
 
 def unregister(name: str) -> None:
     """Forget a strategy `register` added (installed ones stay)."""
     _registered.pop(name, None)
+
+
+def carried() -> dict[str, str]:
+    """``{name: "module:Class"}`` of the registered strategies a spawned worker can import again."""
+    out = {}
+    for name, cls in _registered.items():
+        module, qualname = cls.__module__, cls.__qualname__
+        if module != "__main__" and "<" not in qualname:
+            out[name] = f"{module}:{qualname}"
+    return out
 
 
 def available() -> dict[str, type[Searcher[Any]]]:

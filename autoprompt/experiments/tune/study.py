@@ -8,13 +8,16 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from autoprompt.backends import registry as backend_registry
 from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder, path_part
 from autoprompt.results.record import RunRecord
 from autoprompt.results.recording import record_finished
+from autoprompt.search import registry as strategy_registry
 
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
     from optuna.pruners import BasePruner
@@ -262,13 +265,37 @@ def tune(config: TuneConfig, workers: int = 1) -> dict[str, Any]:
 
 
 def run_processes(target: Callable[[Any, int], None], config: Any, n: int, name: str) -> None:
-    """``target(config, i)`` for i < ``n``, each in its own spawned process; returns when all have ended."""
+    """``target(config, i)`` for i < ``n``, each in its own spawned process; returns when all have ended.
+
+    A spawned process starts from a fresh interpreter: the strategies and backends registered in this
+    one are registered again there first (`Plugins`), so a worker finds what its parent found.
+    """
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=target, args=(config, i), name=f"{name}-{i}") for i in range(n)]
+    plugins = Plugins(strategy_registry.carried(), backend_registry.carried())
+    procs = [ctx.Process(target=_spawned, args=(target, config, i, plugins), name=f"{name}-{i}") for i in range(n)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """The in-process registrations a spawned worker repeats: ``{name: "module:attr"}`` of each kind."""
+
+    strategies: dict[str, str]
+    backends: dict[str, str]
+
+    def install(self) -> None:
+        for name, spec in self.strategies.items():
+            strategy_registry.register(spec, name)
+        for scheme, spec in self.backends.items():
+            backend_registry.register_backend(scheme, spec)
+
+
+def _spawned(target: Callable[[Any, int], None], config: Any, index: int, plugins: Plugins) -> None:
+    plugins.install()
+    target(config, index)
 
 
 def summary(config: TuneConfig) -> dict[str, Any]:
