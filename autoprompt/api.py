@@ -360,13 +360,15 @@ def tune(
     grace: int = 30,
     data_dir: str | Path | None = None,
     db: str | None = None,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Tune ``strategy``'s hyper-parameters on ``task`` with optuna (see `autoprompt.experiments.tune`).
 
     Each trial is a search; its value is the mean dev score over ``data_seeds`` (test is recorded,
     never optimised). ``space`` is a TOML search space (default: the strategy's own); ``params``
     are fixed, untuned parameters. Several workers (``workers``, or the same call on other
-    machines with a shared ``storage`` URL) work on one study.
+    machines with a shared ``storage`` URL) work on one study. ``dtype`` is what each trial's search
+    steps compute in (as `search`'s; gates and scores stay fp32).
     """
     from autoprompt.experiments.tune import TuneConfig, default_space, load_space, parse_seeds, storage_url  # noqa: PLC0415
     from autoprompt.experiments.tune import tune as run  # noqa: PLC0415
@@ -376,6 +378,7 @@ def tune(
         raise AutopromptError("`n_trials` and `workers` must be at least 1")
     fixed = dict(params) if isinstance(params, Mapping) else parse_params(params)
     create(strategy, fixed)  # one-line errors for unknown names and bad values, before any trial
+    resolve_dtype(dtype, "cpu")  # an unknown dtype too
     chosen = load_space(space, strategy) if space else default_space(strategy)
     seeds = parse_seeds(data_seeds) if isinstance(data_seeds, str) else tuple(data_seeds)
     config = TuneConfig(task=task, strategy=strategy, n_trials=n_trials,
@@ -384,7 +387,7 @@ def tune(
                         study=study or f"{Path(task).stem}-{strategy}-{shots or 'full'}shot", model=model, shots=shots,
                         data_seeds=seeds, sampler=sampler, pruner=pruner, seed=seed, budget=budget,
                         fixed=fixed, data_dir=str(data_dir) if data_dir else None, db=db, heartbeat=heartbeat,
-                        grace=grace)
+                        grace=grace, dtype=dtype)
     return run(config, workers=workers)
 
 

@@ -303,7 +303,7 @@ def test_strategies_see_a_read_only_model(causal, task):
 
 def test_the_model_view_shows_exactly_the_strategy_protocol(causal, task):
     from autoprompt.search import StrategyModel  # noqa: PLC0415
-    from autoprompt.search.base import ModelView  # noqa: PLC0415
+    from autoprompt.search.context import ModelView  # noqa: PLC0415
 
     members = {n for n in dir(StrategyModel) if not n.startswith("_")}
     assert ModelView._shown == members and "prefix_from_text" not in members and "model" not in members

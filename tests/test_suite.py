@@ -153,3 +153,15 @@ def test_two_workers_and_a_killed_one_do_every_cell_exactly_once(storage, tmp_pa
     assert killed and {t.params["cell"] for t in killed} <= victim_cells
     retried = [t for t in trials if "failed_trial" in t.system_attrs]
     assert any(t.params["cell"] == trials[t.system_attrs["failed_trial"]].params["cell"] for t in retried)
+
+
+def test_a_suite_sets_what_its_cells_compute_in(tmp_path, tiny_model_dir):
+    path = write_suite(tmp_path, tiny_model_dir)
+    text = path.read_text().replace('out = "', 'dtype = "bf16"\nout = "', 1)
+    path.write_text(text.replace("[tiny.strategies.manual]\nbudget = 64\n",
+                                 '[tiny.strategies.manual]\nbudget = 64\ndtype = "fp32"\n'))
+    cells = load_suite("tiny", path).cells()
+    assert {name.rsplit("/", 1)[1]: spec.dtype for name, spec in cells.items()} == {"manual": "fp32", "random": "bf16"}
+    path.write_text(text.replace('dtype = "bf16"', 'dtype = "fp8"'))
+    with pytest.raises(AutopromptError, match=r"^suite 'tiny' in .*entry 'manual': unknown `dtype` 'fp8'"):
+        load_suite("tiny", path)

@@ -184,3 +184,14 @@ def test_two_workers_on_postgresql(tmp_path, tiny_model_dir):
     tune(cfg, workers=2)
     check_study(cfg, 4)
     assert json.loads(lb.load_rows(url, task="toy")[0]["versions"])
+
+
+def test_trials_search_in_the_dtype_asked_and_the_command_says_so(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("AUTOPROMPT_DB", raising=False)
+    cfg = config(tmp_path, tiny_model_dir, n_trials=1, db=None, dtype="bf16")
+    result = tune(cfg, workers=1)
+    assert "--dtype bf16" in result["best"]["command"]
+    run_dir = Path(result["best"]["runs"][0])
+    assert json.loads((run_dir / "result.json").read_text())["search_dtype"] == "bf16"
+    bad = CliRunner().invoke(app, ["tune", "--task", cfg.task, "--strategy", "random", "--dtype", "fp8"])
+    assert bad.exit_code == 2 and "unknown --dtype 'fp8'" in bad.output

@@ -237,6 +237,7 @@ def tune(
     grace: Annotated[int, typer.Option(help="Seconds without a heartbeat before a trial counts as failed.")] = 30,
     data_dir: DataDir = None,
     db: Db = None,
+    dtype: Dtype = "fp32",
     as_json: AsJson = False,
 ) -> None:
     """Tune a strategy's parameters with optuna: each trial is a search (dev score optimised, test recorded).
@@ -248,7 +249,7 @@ def tune(
     result = run(task, strategy, n_trials=n_trials, space=space, storage=storage, study=study, workers=workers,
                  out=out_dir, model=model, shots=shots, data_seeds=data_seeds, sampler=sampler, pruner=pruner,
                  seed=seed, budget=budget, params=param or [], heartbeat=heartbeat, grace=grace, data_dir=data_dir,
-                 db=db)
+                 db=db, dtype=dtype)
     if as_json:
         return print_json(result)
     out.print(f"study {result['study']} ({result['storage']}): {result['states']}", highlight=False)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autoprompt.backends.precision import resolve_dtype
 from autoprompt.errors import AutopromptError
 from autoprompt.experiments.tune import fail_orphans, open_rdb_study, run_one_trial, run_processes, storage_url
 from autoprompt.experiments.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
@@ -55,6 +56,7 @@ class Suite:
     shots: int | None = None
     test_limit: int | None = None
     description: str = ""
+    dtype: str = "fp32"  # what the cells' search steps compute in; an entry's own ``dtype`` overrides it
 
     def cells(self) -> dict[str, SearchSpec]:
         """Cell name (``task/seed/entry``) → its search, in the suite's order."""
@@ -65,7 +67,7 @@ class Suite:
                     cells[f"{task}/{data_seed}/{entry}"] = SearchSpec(
                         task=task, strategy=conf.get("strategy", entry), params=dict(conf.get("params", {})),
                         model=self.model, shots=self.shots, data_seed=data_seed, seed=0, budget=conf.get("budget"),
-                        out=self.out, test_limit=self.test_limit)
+                        out=self.out, test_limit=self.test_limit, dtype=conf.get("dtype", self.dtype))
         return cells
 
 
@@ -86,9 +88,15 @@ def load_suite(name: str, suites: str | Path | None = None) -> Suite:
     missing = [k for k in ("model", "tasks", "data_seeds", "strategies", "out") if k not in table]
     if missing:
         raise AutopromptError(f"suite {name!r} in {path} lacks {', '.join(missing)}")
-    return Suite(Path(name).stem if name.endswith(".toml") else name, table["model"], tuple(table["tasks"]),
-                 tuple(int(s) for s in table["data_seeds"]), dict(table["strategies"]), table["out"],
-                 table.get("shots"), table.get("test_limit"), table.get("description", ""))
+    suite = Suite(Path(name).stem if name.endswith(".toml") else name, table["model"], tuple(table["tasks"]),
+                  tuple(int(s) for s in table["data_seeds"]), dict(table["strategies"]), table["out"],
+                  table.get("shots"), table.get("test_limit"), table.get("description", ""), table.get("dtype", "fp32"))
+    for entry, conf in suite.strategies.items():
+        try:
+            resolve_dtype(str(conf.get("dtype", suite.dtype)), "cpu")
+        except AutopromptError as err:
+            raise AutopromptError(f"suite {name!r} in {path}, entry {entry!r}: {err}") from None
+    return suite
 
 
 @dataclasses.dataclass

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from autoprompt import events
-from autoprompt.backends import Encoded, LanguageModel, Scores, ScoringModel, WordTable, full_model, gradient_model
+from autoprompt.backends import Encoded, LanguageModel, Scores, ScoringModel, WordTable, full_model
 from autoprompt.backends.decoding import Decoding
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt, Rule
-from autoprompt.prompts.soft import SoftPrompt, resolve_soft
+from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.scoring import metrics
 from autoprompt.scoring.batching import Job, buckets
 from autoprompt.scoring.budget import Budget
@@ -31,6 +31,7 @@ from autoprompt.scoring.retrieval import Retriever
 from autoprompt.scoring.rules import RuleScorer, forwards_per_example
 from autoprompt.scoring.scores import EvalResult, calibrate_logprobs, log_mean_prob
 from autoprompt.scoring.sharing import SharedScorer
+from autoprompt.scoring.soft_checks import checked_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
 #: a prompt or an ensemble, kept as given: calibrating or fitting a list of prompts returns prompts
@@ -411,41 +412,8 @@ class Evaluator:
         return soft
 
     def _soft(self, prompt: Prompt) -> SoftPrompt | None:
-        """The prompt's soft tensors, checked against its template and the model."""
-        soft = resolve_soft(prompt.soft)
-        slots = prompt.template.num_soft
-        if soft is None:
-            if slots:
-                raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but the prompt has "
-                                      "no soft tensors; train them (`strategy=ptuning`) or remove the [S] slots")
-            return None
-        lm = gradient_model(self.lm, "score soft prompts")
-        if soft.num_slots != slots:
-            raise AutopromptError(f"template {prompt.template.source!r} has {slots} [S] slots but its soft prompt "
-                                  f"holds {soft.num_slots} vectors; use the prompt.json saved with the vectors")
-        hidden = lm.embedding_matrix().shape[1]
-        if soft.slots is not None and soft.slots.shape[1] != hidden:
-            raise AutopromptError(f"the soft prompt's vectors have size {soft.slots.shape[1]} but {self.lm.name}'s "
-                                  f"embeddings have {hidden}; score it with the model it was trained on")
-        if soft.prefix is not None:
-            lm.check_prefix()
-            config: Any = getattr(lm.model, "config", None)
-            config = config.get_text_config() if hasattr(config, "get_text_config") else config
-            layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-            if layers is not None and soft.prefix.shape[0] != layers:
-                raise AutopromptError(f"the prompt's key/value prefix has {soft.prefix.shape[0]} layers but "
-                                      f"{self.lm.name} has {layers}; score it with the model it was trained on")
-        if soft.head is not None:
-            named = (soft.meta or {}).get("labels")
-            if named is not None and tuple(named) != tuple(self.task.labels):
-                raise AutopromptError(f"the prompt's classification head classifies {list(named)}, not task "
-                                      f"{self.task.name}'s labels {list(self.task.labels)}; train it for this task")
-            width = lm.output_embedding_matrix().shape[1] + 1
-            if soft.head.shape != (len(self.task.labels), width):
-                raise AutopromptError(f"the prompt's classification head is {list(soft.head.shape)} but task "
-                                      f"{self.task.name} on {self.lm.name} needs [{len(self.task.labels)}, {width}] "
-                                      "(classes x features + bias); train it for this task and model")
-        return soft
+        """The prompt's soft tensors, checked against its template and the model (`checked_soft`)."""
+        return checked_soft(prompt, self.lm, self.task)
 
     def _buckets(self, jobs: list[Job]) -> list[list[Job]]:
         return buckets(jobs, self.batch_size, self.max_tokens, self.stats)

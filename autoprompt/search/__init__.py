@@ -1,6 +1,7 @@
 """Search framework: the strategy contract, its registry, the run loop and the selection protocol.
 
-    base.py       Searcher (what a strategy implements), SearchState, SearchContext (what it sees)
+    base.py       Searcher (what a strategy implements, the contract's rules), SearchState
+    context.py    SearchContext (what a strategy sees), StrategyModel (its read-only view of the model)
     registry.py   strategies by name: entry points and in-process `register`; parameter parsing
     toolkit.py    what strategies call: the starting prompt, trigger slots, a pool of scored trigger sets
     selection.py  the shared protocol: objective, gate, paired-bootstrap deltas
@@ -13,7 +14,8 @@
     estimate.py   the minimum useful budget and a time estimate
 """
 
-from autoprompt.search.base import SearchContext, Searcher, SearchState, StrategyModel, hyper
+from autoprompt.search.base import Searcher, SearchState, hyper
+from autoprompt.search.context import SearchContext, StrategyModel
 from autoprompt.search.estimate import check_budget, estimate
 from autoprompt.search.loop import limit_test, run_search
 from autoprompt.search.parts import PARTS, prompt_parts

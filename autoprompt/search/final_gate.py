@@ -23,7 +23,8 @@ from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, load_prompt
 from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
-from autoprompt.search.base import ModelView, SearchContext, Searcher, SearchState
+from autoprompt.search.base import Searcher, SearchState
+from autoprompt.search.context import ModelView, SearchContext
 from autoprompt.search.finish import SearchRun, finish
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain

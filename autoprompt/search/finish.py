@@ -28,7 +28,8 @@ from autoprompt.results.versions import versions
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.scores import EvalResult
-from autoprompt.search.base import SearchContext, Searcher, SearchState
+from autoprompt.search.base import Searcher, SearchState
+from autoprompt.search.context import SearchContext
 from autoprompt.search.registry import variant
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.search.selection import Selection, bootstrap_delta, choose

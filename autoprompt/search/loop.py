@@ -27,7 +27,8 @@ from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.metrics import metric_for
-from autoprompt.search.base import ModelView, SearchContext, Searcher
+from autoprompt.search.base import Searcher
+from autoprompt.search.context import ModelView, SearchContext
 from autoprompt.search.estimate import check_budget, disk_estimate
 from autoprompt.search.finish import SearchRun, finish, finish_stage
 from autoprompt.search.parts import check_start

@@ -12,7 +12,8 @@ from typing import Any, TypeVar, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Prompt, Segment, Template, Verbalizer
-from autoprompt.search.base import SearchContext, Searcher, SearchState, StrategyModel, hyper
+from autoprompt.search.base import Searcher, SearchState, hyper
+from autoprompt.search.context import SearchContext, StrategyModel
 from autoprompt.tasks.base import Example
 
 

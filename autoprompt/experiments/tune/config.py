@@ -45,6 +45,7 @@ class TuneConfig:
     db: str | None = None
     heartbeat: int = 10
     grace: int = 30
+    dtype: str = "fp32"  # what each trial's search steps compute in (`SearchSpec.dtype`)
 
     @property
     def leaderboard(self) -> str:

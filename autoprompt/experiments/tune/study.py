@@ -126,7 +126,7 @@ def objective(config: TuneConfig, trial: Trial) -> float:
     for k, data_seed in enumerate(config.data_seeds):
         spec = SearchSpec(task=config.task, strategy=config.strategy, params=params, model=config.model,
                           shots=config.shots, data_seed=data_seed, seed=config.seed, budget=config.budget,
-                          out=out, data_dir=config.data_dir)
+                          out=out, data_dir=config.data_dir, dtype=config.dtype)
 
         def report(step: int, info: dict[str, Any], k: int = k, data_seed: int = data_seed) -> None:
             if info.get("best_dev") is None:
@@ -331,6 +331,8 @@ def reproduce_command(config: TuneConfig, params: dict[str, Any], data_seed: int
               "--seed", str(config.seed)]
     if config.budget is not None:
         parts += ["--budget", str(config.budget)]
+    if config.dtype != "fp32":
+        parts += ["--dtype", config.dtype]
     for key, value in sorted(params.items()):
         parts += ["--param", f"{key}={value}"]
     return shlex.join(parts)
