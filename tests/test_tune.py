@@ -100,7 +100,8 @@ def write_space(tmp_path: Path) -> Path:
 
 
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_path, tiny_model_dir):
-    from autoprompt.experiments.tune import fail_orphans, open_study  # noqa: PLC0415
+    from autoprompt.experiments.tune import open_study  # noqa: PLC0415
+    from autoprompt.experiments.workers import fail_orphans  # noqa: PLC0415
 
     cfg = config(tmp_path, tiny_model_dir, n_trials=2, grace=1)
     study = open_study(cfg)
@@ -117,7 +118,7 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_p
 
 
 def test_a_worker_whose_trial_another_took_for_dead_carries_on_and_an_objective_error_still_raises(tmp_path, caplog):
-    from autoprompt.experiments.tune import run_one_trial  # noqa: PLC0415
+    from autoprompt.experiments.workers import run_one_trial  # noqa: PLC0415
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
 

@@ -5,11 +5,12 @@ Errors in the input print one line (``error: ...``) and exit with code 2.
     common.py     the app, one-line errors, option types
     info.py       tasks, models, strategies
     scoring.py    evaluate, predict
-    searching.py  search, tune
+    searching.py  search
+    experiments.py tune, suite
     compare.py    leaderboard, report
 """
 
-from autoprompt.cli import compare, info, scoring, searching  # noqa: F401 - each module registers its commands
+from autoprompt.cli import compare, experiments, info, scoring, searching  # noqa: F401 - each module registers its commands
 from autoprompt.cli.common import _as_flag, app
 
 __all__ = ["_as_flag", "app", "main"]

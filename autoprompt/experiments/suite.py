@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from autoprompt.backends.precision import resolve_dtype
 from autoprompt.errors import AutopromptError
-from autoprompt.experiments.tune import fail_orphans, open_rdb_study, run_one_trial, run_processes, storage_url
-from autoprompt.experiments.tune.config import STARTED, SURPLUS  # the marks `fail_orphans` and the summaries read
+from autoprompt.experiments.tune import storage_url
+from autoprompt.experiments.workers import STARTED, SURPLUS, fail_orphans, open_rdb_study, run_one_trial, run_processes
 from autoprompt.io import check_writable_folder
 from autoprompt.results import leaderboard as lb
 from autoprompt.results.record import RunRecord

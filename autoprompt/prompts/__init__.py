@@ -16,12 +16,14 @@ is scored as ``" great"``, which is what a BPE model sees in running text. ``{{`
     calibration.py  Calibration: none | contextual | prior
     rule.py         Rule: direct | channel | centroid (how class scores are read)
     demos.py        Demonstrations: labelled examples shown with each query (in-context learning)
-    prompt.py       Prompt, Ensemble, AnyPrompt; prompt.json read and written
+    prompt.py       Prompt and its JSON
+    ensemble.py     Ensemble, AnyPrompt; prompt.json read and written
 """
 
 from autoprompt.prompts.calibration import CALIBRATION_METHODS, NO_CALIBRATION, Calibration, CalibrationMethod
 from autoprompt.prompts.demos import Demonstration, Demonstrations
-from autoprompt.prompts.prompt import AnyPrompt, Ensemble, Prompt, load_prompt, prompt_from_json, save_prompt
+from autoprompt.prompts.ensemble import AnyPrompt, Ensemble, load_prompt, prompt_from_json, save_prompt
+from autoprompt.prompts.prompt import Prompt
 from autoprompt.prompts.rule import DIRECT, RULES, Rule, RuleName
 from autoprompt.prompts.template import Segment, SlotKind, Template
 from autoprompt.prompts.verbalizer import Verbalizer

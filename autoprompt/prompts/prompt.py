@@ -1,5 +1,4 @@
-"""`Prompt` (template, verbalizer, triggers, soft part, calibration, demonstrations) and `Ensemble`; their
-JSON and files."""
+"""`Prompt`: template, verbalizer, triggers, soft part, calibration, demonstrations and decision rule; its JSON."""
 
 from __future__ import annotations
 
@@ -14,14 +13,14 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from autoprompt.errors import AutopromptError
-from autoprompt.io import atomic_write_json, read_user_json
+from autoprompt.io import read_user_json
 from autoprompt.prompts.calibration import NO_CALIBRATION, Calibration
 from autoprompt.prompts.demos import Demonstrations
 from autoprompt.prompts.rule import DIRECT, Rule
 from autoprompt.prompts.soft import SOFT_FILE, SoftPrompt, resolve_soft
 from autoprompt.prompts.template import Template
 from autoprompt.prompts.verbalizer import Verbalizer
-from autoprompt.schema import EnsembleFile, PromptFile, validate
+from autoprompt.schema import PromptFile, validate
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,8 @@ class Prompt:
     @classmethod
     def load(cls, path: str | Path) -> Prompt:
         """Read a ``prompt.json`` artifact."""
-        return cls._from_file(_read_json(Path(path)), Path(path))
+        data: dict[str, Any] = read_user_json(Path(path), "prompt file")
+        return cls._from_file(data, Path(path))
 
     @classmethod
     def _from_file(cls, data: Mapping[str, Any], path: Path) -> Prompt:
@@ -194,78 +194,6 @@ class Prompt:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Ensemble:
-    """Weighted prompts scored as one: the class log-probs are the weighted mean of the members'.
-
-    This is LPAQA's ensemble (Jiang et al., 2020): ``topk`` gives equal weights, ``optimized``
-    learns them. The weights are normalised to sum to one.
-
-    Args:
-        members: the prompts (they must share the task's labels).
-        weights: one non-negative weight per member.
-        meta: provenance, not part of the fingerprint.
-    """
-
-    members: tuple[Prompt, ...]
-    weights: tuple[float, ...]
-    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        members, weights = tuple(self.members), tuple(float(w) for w in self.weights)
-        if not members or len(members) != len(weights):
-            raise AutopromptError(f"an ensemble needs one weight per member; got {len(members)} members "
-                                  f"and {len(weights)} weights")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise AutopromptError(f"ensemble weights must be non-negative with a positive sum, got {list(weights)}")
-        total = sum(weights)
-        object.__setattr__(self, "members", members)
-        object.__setattr__(self, "weights", tuple(w / total for w in weights))
-
-    @property
-    def template(self) -> Template:
-        """The heaviest member's template (for display)."""
-        return self.members[max(range(len(self.weights)), key=self.weights.__getitem__)].template
-
-    @property
-    def verbalizer(self) -> Verbalizer:
-        return self.members[0].verbalizer
-
-    @property
-    def trigger_ids(self) -> tuple[int, ...]:
-        return ()
-
-    @property
-    def soft(self) -> None:
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ensemble": [m.to_json() for m in self.members], "weights": list(self.weights),
-                "meta": dict(self.meta)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], source: str = "ensemble JSON") -> Ensemble:
-        checked = validate(EnsembleFile, data, source)
-        members = tuple(Prompt.from_json(m, f"{source}, member {i}") for i, m in enumerate(data["ensemble"]))
-        return cls(members, tuple(float(w) for w in checked.weights), dict(checked.meta))
-
-    @property
-    def fingerprint(self) -> str:
-        key = [[m.fingerprint for m in self.members], [round(w, 12) for w in self.weights]]
-        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-
-    def with_meta(self, meta: Mapping[str, Any]) -> Ensemble:
-        return Ensemble(self.members, self.weights, {**self.meta, **meta})
-
-    @property
-    def calibration(self) -> Calibration:
-        """The members' calibration (the first member's; `Evaluator.calibrate` sets all alike)."""
-        return self.members[0].calibration
-
-
-AnyPrompt = Prompt | Ensemble
-
-
 def _rounded(value: Any) -> Any:
     """``value`` with every float at 6 significant digits (for fingerprints)."""
     if isinstance(value, float):
@@ -275,45 +203,3 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_rounded(v) for v in value]
     return value
-
-
-def prompt_from_json(data: Mapping[str, Any], source: str = "prompt JSON") -> AnyPrompt:
-    """A `Prompt` or an `Ensemble`, whichever the JSON holds."""
-    return Ensemble.from_json(data, source) if "ensemble" in data else Prompt.from_json(data, source)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = read_user_json(path, "prompt file")
-    return data
-
-
-def save_prompt(prompt: AnyPrompt, path: str | Path) -> None:
-    """Write ``prompt.json`` (and the soft-prompt tensors beside it), each file atomically.
-
-    The tensors are written first, so a ``prompt.json`` never names a file that is not there.
-    """
-    path = Path(path)
-    members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
-    saved = []
-    for i, member in enumerate(members):
-        if isinstance(member.soft, str) and Path(member.soft).resolve().parent != path.parent.resolve():
-            # tensors saved elsewhere (a pipeline stage's folder): copied beside this prompt.json, which names
-            # them relatively, so the folder is whole on its own and loads wherever it is moved
-            member = member.with_soft(SoftPrompt.load(member.soft))
-        if isinstance(member.soft, SoftPrompt):
-            name = SOFT_FILE if len(members) == 1 else f"soft-{i}.safetensors"
-            member.soft.save(path.parent / name)
-            member = member.with_soft(name)
-        saved.append(member)
-    data = (Ensemble(tuple(saved), prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else saved[0]).to_json()
-    atomic_write_json(path, data)
-
-
-def load_prompt(path: str | Path) -> AnyPrompt:
-    """Read a ``prompt.json`` artifact: a single prompt or an ensemble."""
-    data = _read_json(Path(path))
-    if "ensemble" not in data:
-        return Prompt._from_file(data, Path(path))
-    ensemble = Ensemble.from_json(data, f"prompt file {path}")
-    members = tuple(Prompt._from_file(m.to_json(), Path(path)) for m in ensemble.members)
-    return Ensemble(members, ensemble.weights, ensemble.meta)

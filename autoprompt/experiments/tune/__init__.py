@@ -14,7 +14,8 @@ complete or pruned trials; a trial started while that many are already done or r
 marked FAILED as surplus (so the count is exact however many workers race).
 
     config.py   TuneConfig, search spaces (a strategy's own, or TOML), seeds, storage
-    study.py    samplers, pruners, workers, the objective, the summary
+    study.py    samplers, pruners, workers, the objective, the summary (the worker machinery it shares
+                with suites is `autoprompt.experiments.workers`)
     figures.py  the report section of a study
 """
 
@@ -28,18 +29,7 @@ from autoprompt.experiments.tune.config import (
     suggest,
 )
 from autoprompt.experiments.tune.figures import study_figures, study_section
-from autoprompt.experiments.tune.study import (
-    fail_orphans,
-    open_rdb_study,
-    open_study,
-    reproduce_command,
-    run_one_trial,
-    run_processes,
-    summary,
-    tune,
-    worker,
-)
+from autoprompt.experiments.tune.study import open_study, reproduce_command, summary, tune, worker
 
-__all__ = ["TuneConfig", "default_space", "fail_orphans", "grid", "load_space", "open_rdb_study", "open_study",
-           "parse_seeds", "reproduce_command", "run_one_trial", "run_processes", "storage_url", "study_figures",
-           "study_section", "suggest", "summary", "tune", "worker"]
+__all__ = ["TuneConfig", "default_space", "grid", "load_space", "open_study", "parse_seeds", "reproduce_command",
+           "storage_url", "study_figures", "study_section", "suggest", "summary", "tune", "worker"]

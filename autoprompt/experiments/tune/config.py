@@ -14,8 +14,6 @@ if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported la
 
     from optuna.trial import Trial
 
-SURPLUS = "surplus"
-STARTED = "started"
 
 
 @dataclasses.dataclass
