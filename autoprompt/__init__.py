@@ -9,7 +9,9 @@ The public API a strategy or a user needs::
 """
 
 from autoprompt.backends import CausalLM, Encoded, FrozenLM, LanguageModel, MaskedLM
-from autoprompt.backends.store import DEFAULT_MODEL, load_model, provision
+from autoprompt.backends.aliases import DEFAULT_MODEL
+from autoprompt.backends.provision import provision
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted
 from autoprompt.prompts import (
     RULES,

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt.backends import ScoringModel
+from autoprompt.backends.aliases import DEFAULT_MODEL
 from autoprompt.backends.decoding import Decoding
 from autoprompt.backends.precision import resolve_dtype
-from autoprompt.backends.store import DEFAULT_MODEL, load_model
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.prompts.soft import resolve_soft

@@ -35,7 +35,7 @@ import torch
 from figures import sample_std
 
 from autoprompt import load_model
-from autoprompt.backends.store import model_dir
+from autoprompt.backends.provision import model_dir
 from autoprompt.io import atomic_write_json, read_json
 from autoprompt.search import SearchSpec, finished_result, run_search
 from autoprompt.tasks import load_task

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from autoprompt.backends.store import ALIASES, Package, _assemble_gguf, licence_text, list_models, model_licence
+from autoprompt.backends.aliases import ALIASES, Package, model_licence
+from autoprompt.backends.provision import _assemble_gguf, licence_text
+from autoprompt.backends.store import list_models
 from autoprompt.errors import AutopromptError
 
 PACKAGE = Package("demo-gguf==1.0", "demo.gguf", with_deps=True, licence_file="TERMS.html")
@@ -57,7 +59,7 @@ def test_both_offline_models_are_listed_with_their_licences(tmp_path):
 
 
 def test_default_budgets_are_sized_by_the_models_cost():
-    from autoprompt.backends.store import default_budget  # noqa: PLC0415
+    from autoprompt.backends.aliases import default_budget  # noqa: PLC0415
     from autoprompt.search import SearchSpec  # noqa: PLC0415
 
     assert default_budget(10_000, "smollm2-135m") == 10_000 and default_budget(10_000, "/a/model/folder") == 10_000

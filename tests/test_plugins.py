@@ -170,7 +170,11 @@ def test_a_third_party_strategy_and_backend_reach_two_spawned_workers(plugin_pac
     result = tune(cfg, workers=2)
     trials = optuna.load_study(study_name=cfg.study, storage=cfg.storage).get_trials()
     # the parent runs no trial with two workers: every one was a spawned worker's, which found both plug-ins
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [(t.number, t.state, t.user_attrs) for t in trials]
+    # (a worker racing the other near the end may start one more, failed as surplus)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    others = [t for t in trials if t.state != TrialState.COMPLETE]
+    assert len(complete) == 4 and all(t.user_attrs.get("surplus") for t in others), \
+        [(t.number, t.state, t.user_attrs) for t in trials]
     assert result["best"]["params"]["choices"] in (1, 2, 3)
 
 

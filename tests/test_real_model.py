@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autoprompt import Evaluator, TaskData, load_model, load_task
-from autoprompt.backends.store import is_cached
+from autoprompt.backends.provision import is_cached
 
 pytestmark = pytest.mark.real_model
 
@@ -113,7 +113,7 @@ def gemma():
 
 
 def test_gemma_provisioned_offline_with_its_licence(gemma):
-    from autoprompt.backends.store import model_dir  # noqa: PLC0415
+    from autoprompt.backends.provision import model_dir  # noqa: PLC0415
 
     assert is_cached("gemma3-270m") and gemma.model.config.model_type == "gemma3_text"
     assert gemma.licence is not None and gemma.licence.startswith("Gemma Terms of Use")

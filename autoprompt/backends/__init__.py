@@ -3,6 +3,9 @@
     protocol.py    ScoringModel (every backend), GradientModel and TextModel (capabilities), LanguageModel
                    (all three), `full_model` / `gradient_model`, Encoded, Scores, WordTable
     registry.py    backends by name: ``scheme:target`` model names, `register_backend`, entry points
+    aliases.py     model aliases, their licences and relative cost
+    provision.py   the offline models, provisioned from PyPI into the cache
+    store.py       load_model: alias, folder, hub id or ``backend:target``
     encoding.py    prompt + example -> token ids (PromptEncoder; backends override three hooks)
     vocabulary.py  which tokens may be a trigger or a label word
     base.py        FrozenLM: freezing, padding, vector injection, the scoring entry points

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoprompt.backends import ScoringModel
-from autoprompt.backends.store import default_budget
+from autoprompt.backends.aliases import default_budget
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.tasks.base import TaskData

@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from autoprompt.backends import ScoringModel
-from autoprompt.backends.store import default_budget, load_model
+from autoprompt.backends.aliases import default_budget
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.io import MIN_FREE_BYTES
 from autoprompt.scoring.evaluator import Evaluator

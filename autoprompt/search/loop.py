@@ -18,8 +18,9 @@ from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import ScoringModel
+from autoprompt.backends.aliases import default_budget
 from autoprompt.backends.precision import resolve_dtype
-from autoprompt.backends.store import default_budget, load_model
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
 from autoprompt.io import check_writable_folder
 from autoprompt.prompts import Prompt, Rule, load_prompt

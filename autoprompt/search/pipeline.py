@@ -33,7 +33,8 @@ from typing import Any
 
 from autoprompt import events
 from autoprompt.backends import ScoringModel
-from autoprompt.backends.store import default_budget, load_model
+from autoprompt.backends.aliases import default_budget
+from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError, SearchInterrupted
 from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
 from autoprompt.prompts import AnyPrompt, Prompt, load_prompt
