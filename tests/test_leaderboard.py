@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from autoprompt.cli import app
 from autoprompt.results import leaderboard as lb
+from autoprompt.results import tables
 from autoprompt.results.recording import record_finished
 from autoprompt.results.report import write as write_report
 from autoprompt.search import SearchSpec, run_search
@@ -41,7 +42,7 @@ def test_aggregate_equals_a_hand_computation(tmp_path):
     lb.record(fake_result(tmp_path, 10, strategy="ptuning", test=0.80, base=0.60, params={"mode": "prefix"}), db)
     lb.record(fake_result(tmp_path, 11, test=0.99, test_n=200), db)          # another test set: its own row
     assert not lb.record(fake_result(tmp_path, 0, test=0.1), db)             # same run folder: not again
-    rows = lb.aggregate(lb.load_rows(db))
+    rows = tables.aggregate(lb.load_rows(db))
     assert [(r["strategy"], r["protocol"], r["n"]) for r in rows] == [
         ("gradient", "16-shot, test n=200", 1),
         ("ptuning[mode=prefix]", "16-shot, test n=872", 1),
@@ -52,9 +53,9 @@ def test_aggregate_equals_a_hand_computation(tmp_path):
     assert g["test_std"] == pytest.approx(0.04)                                # sample std by hand
     assert g["gain_mean"] == pytest.approx(((0.70 - 0.60) + (0.74 - 0.62) + (0.66 - 0.61)) / 3)
     assert g["budget_median"] == 100 and g["wall_s_median"] == 10.0 and g["seeds"] == [13, 21, 42]
-    md = lb.to_markdown(rows)
+    md = tables.to_markdown(rows)
     assert "| sst2 | smollm2-135m | 16-shot, test n=872 | gradient | 3 | 0.7000 ± 0.0400 | +0.0900 |" in md
-    assert lb.to_csv(rows).splitlines()[0].startswith("task,model,protocol,strategy")
+    assert tables.to_csv(rows).splitlines()[0].startswith("task,model,protocol,strategy")
 
 
 
@@ -75,9 +76,9 @@ def test_a_database_from_before_a_column_existed_keeps_its_runs_and_gains_the_co
     rows = lb.load_rows(db)
     assert [(r["run_key"], r["tokens"]) for r in rows] == [("sst2/gradient/old", None),
                                                            ("sst2/gradient/run-1", 12_345)]
-    (row,) = lb.aggregate(rows)
+    (row,) = tables.aggregate(rows)
     assert row["n"] == 2 and row["tokens_median"] == 12_345   # the old run's count is unknown, not 0
-    assert "| 12k |" in lb.to_markdown([row])
+    assert "| 12k |" in tables.to_markdown([row])
 
 
 def test_a_run_recorded_twice_counts_once(tmp_path):
@@ -88,7 +89,7 @@ def test_a_run_recorded_twice_counts_once(tmp_path):
                                                                                                 "test": 0.8}}
     for result in (first, copied, other_seed):  # a copied run folder has another key, the same run
         assert lb.record(result, db)
-    (row,) = lb.aggregate(lb.load_rows(db))
+    (row,) = tables.aggregate(lb.load_rows(db))
     assert row["n"] == 2 and row["test_mean"] == pytest.approx(0.75)
 
 

@@ -36,10 +36,11 @@ def leaderboard(
     if ctx.invoked_subcommand is not None:
         return None
     from autoprompt.results import leaderboard as lb  # noqa: PLC0415
+    from autoprompt.results import tables  # noqa: PLC0415
 
     if fmt not in ("table", "md", "csv", "json"):
         raise AutopromptError(f"--format {fmt!r} is not one of table, md, csv, json")
-    rows = lb.aggregate(lb.load_rows(db, task, model))
+    rows = tables.aggregate(lb.load_rows(db, task, model))
     if not rows:
         raise AutopromptError(f"no runs recorded in {lb.db_url(db)}"
                               + (f" for task {task}" if task else "")
@@ -47,12 +48,12 @@ def leaderboard(
     if fmt == "json":
         return print_json(rows)
     if fmt in ("md", "csv"):
-        sys.stdout.write(lb.to_markdown(rows) if fmt == "md" else lb.to_csv(rows))
+        sys.stdout.write(tables.to_markdown(rows) if fmt == "md" else tables.to_csv(rows))
         return None
     if wide:
-        table = Table(*lb.COLUMNS)
+        table = Table(*tables.COLUMNS)
         for r in rows:
-            table.add_row(*lb.table_cells(r))
+            table.add_row(*tables.table_cells(r))
         out.print(table)
         return None
     # one narrow table per task × model × protocol, so it reads in 80 columns
@@ -63,7 +64,7 @@ def leaderboard(
         table = Table("strategy", "n", f"test {members[0]['metric']}", "gain", "budget", "tokens", "s",
                       title=f"{task_name} · {model_name} · {protocol}", title_justify="left")
         for r in members:
-            table.add_row(*lb.table_cells(r)[3:])
+            table.add_row(*tables.table_cells(r)[3:])
         out.print(table)
     return None
 

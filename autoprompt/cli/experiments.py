@@ -97,8 +97,9 @@ def suite_run(
     cell is retried. Finished cells are skipped, so a stopped suite continues where it was.
     """
     from autoprompt.api import suite_run as run  # noqa: PLC0415
-    from autoprompt.results.leaderboard import aggregate, load_rows, to_markdown  # noqa: PLC0415
+    from autoprompt.results.leaderboard import load_rows  # noqa: PLC0415
     from autoprompt.results.report import write as write_report  # noqa: PLC0415
+    from autoprompt.results.tables import aggregate, to_markdown  # noqa: PLC0415
 
     result = run(suite, suites=suites, storage=storage, db=db, workers=workers, study=study, heartbeat=heartbeat,
                  grace=grace, data_dir=data_dir, dry_run=dry_run)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_bytes, check_writable_folder
 from autoprompt.results import leaderboard as lb
+from autoprompt.results import tables
 
 if TYPE_CHECKING:  # for annotations only: matplotlib is imported lazily, where used
     from matplotlib.figure import Figure
@@ -238,7 +239,7 @@ def build(db: str | Path | None = None, task: str | None = None, model: str | No
     if not runs:
         raise AutopromptError(f"no runs recorded in {lb.db_url(db)}; run searches or `autoprompt leaderboard "
                               "import runs/` first")
-    rows = lb.aggregate(runs)
+    rows = tables.aggregate(runs)
     images: dict[str, bytes] = {}
     md: list[str] = ["# autoprompt benchmark report", "",
                      "Test scores of the prompt each strategy found (chosen on dev), mean ± std over runs; "
@@ -249,7 +250,7 @@ def build(db: str | Path | None = None, task: str | None = None, model: str | No
         groups.setdefault((r["task"], r["model"], r["protocol"]), []).append(r)
     for (t, m, protocol), group in groups.items():
         title = f"{t} · {m} · {protocol}"
-        md += [f"## {title}", "", lb.to_markdown(group)]
+        md += [f"## {title}", "", tables.to_markdown(group)]
         bar = f"bar-{_slug(t, m, protocol)}.png"
         images[bar] = _bar_chart(group, title)
         md += [f"![test score by strategy, {title}]({bar})", ""]
