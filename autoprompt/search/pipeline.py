@@ -1,5 +1,4 @@
-"""Pipelines: strategies run in order, each from the previous stage's reported prompt, and one
-gate at the end.
+"""Pipelines: strategies run in order, each from the previous stage's reported prompt; one gate at the end::
 
     autoprompt search --task sst2 --shots 16 --strategy verbalizer,demos,gradient --param demos.method=search
 
