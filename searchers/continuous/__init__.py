@@ -2,6 +2,7 @@
 or ``prompt_tuning`` and ``prefix`` by name).
 
     encoders.py   the trainable modules (free vectors, prompt encoder, key/value prefix)
+    building.py   which module each mode trains, and where it starts
     strategy.py   PTuning and its named modes: the trainer, its checkpointed optimiser state, selection
     readout.py    the dev tie-break and the nearest-token readout
 
@@ -35,8 +36,9 @@ zero. Soft tokens that start far from the embedding scale do not train (OpenProm
 whose soft tokens start ~1.75x larger than word vectors, stays at chance on SmolLM2).
 """
 
+from searchers.continuous.building import MODE_DEFAULTS
 from searchers.continuous.modes import PrefixTuning, PromptTuning
 from searchers.continuous.readout import dev_loss, improves, nearest_token_readout
-from searchers.continuous.strategy import MODE_DEFAULTS, PTuning
+from searchers.continuous.strategy import PTuning
 
 __all__ = ["MODE_DEFAULTS", "PTuning", "PrefixTuning", "PromptTuning", "dev_loss", "improves", "nearest_token_readout"]

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from autoprompt import AutopromptError
-from searchers.continuous.strategy import Mode, PTuning
+from searchers.continuous.building import Mode
+from searchers.continuous.strategy import PTuning
 
 
 @dataclass

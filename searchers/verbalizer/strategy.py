@@ -1,48 +1,9 @@
-"""``verbalizer``: label-word search — AutoPrompt's probe, LM-BFF's auto-L and PETAL in one strategy.
-
-The template stays fixed; what changes is which words stand for each label. Every method
-ranks candidate words per class from statistics at the prediction slot over train examples:
-
-* ``probe`` (AutoPrompt's label search): a logistic-regression probe on the hidden state the LM
-  head sees at ``[P]``; each vocabulary word scores ``softmax_c(w_c · e_word + b_c)``, its output
-  embedding against the probe's weights and bias;
-* ``likelihood`` (LM-BFF auto-L): per class, the mean log-probability of the word over that
-  class's train examples;
-* ``petal`` (Schick et al., 2020): the balanced likelihood ratio, log of the word's mean
-  probability on the class's examples over its mean probability on the other classes' examples
-  (each class weighted equally).
-
-The statistics are calibrated as the search is (``calibration``): each word's log-prob has the
-word's log-prob on content-free inputs (``contextual``) or its mean probability over the train
-inputs (``prior``) taken out, so a word the model says everywhere ("great") does not win by
-being frequent. Calibration alone is a pointwise mutual information, which favours words the model
-almost never says at the slot (on 16 shots, rare words whose few mentions happen to fall in one
-class: ``anyway``/``enhanced`` for SST-2); so candidates are first cut to the ``vocab`` words the
-model finds most probable at ``[P]`` over the train inputs, before calibration, as LM-BFF's
-auto-L keeps the words the model already predicts there.
-
-Under the ``channel`` decision rule (``rule=channel``), a word is used *before* the input (the class
-score is the input's log-likelihood after the label part), so the statistics above only propose a
-shortlist (the top ``k`` per class, fewer if the budget is short): each shortlisted word's channel
-log-likelihood of every statistics example is computed (`Evaluator.channel_word_logliks`, one
-forward per word and example), centred per example, and the words of a class are re-ranked by their
-mean on the class's examples minus the other classes' means — words that make their own class's
-inputs likely — and the assignments below are ranked on those channel scores.
-
-Then selection on train, shared by all methods: with ``words_per_class=1``, every assignment of
-one of the top-``k`` words to each class (the starting verbalizer's words always among them) is
-ranked by the search's objective on the train statistics, and the best ``n_pairs`` (plus the
-starting verbalizer) are re-scored exactly, calibrated, through the evaluator on the same train
-examples; with more words per class, the top words per class form one verbalizer. The best by
-train are the candidates the core re-scores on dev against the manual prompt. Candidates are
-whole words (word-initial tokens); with ``max_word_tokens > 1``, frequent words of the train
-inputs that take up to that many tokens join them, scored exactly.
-"""
+"""The ``verbalizer`` strategy: candidate words, their statistics and ranking, the two phases (see the
+package docstring)."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -53,7 +14,8 @@ import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, Verbalizer
 from autoprompt.search import SearchContext, Searcher, SearchState, hyper, starting_prompt
-from autoprompt.search.selection import per_example
+
+from .ranking import best_assignments, channel_ranking
 
 
 class VerbalizerState(SearchState, total=False):
@@ -221,40 +183,6 @@ class VerbalizerSearch(Searcher[VerbalizerState]):
         first = torch.tensor([toks[0] for _, toks in words])
         return (weight @ out_emb[first].T + bias[:, None]).softmax(0)                             # [C, W]
 
-    def _channel_ranking(self, ctx: SearchContext, prompt: Prompt, examples: list[Example], labels: torch.Tensor,
-                         words: list[tuple[str, tuple[int, ...]]], scores: torch.Tensor, top: torch.Tensor,
-                         start_words: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Under the channel rule, the direct statistics only propose: the shortlist ``top`` (``[C, k]``
-        word indices) is re-ranked within each class by how much more likely the word makes its class's
-        inputs than the other classes' — each input's log-likelihood after the word's label prefix
-        (`Evaluator.channel_word_logliks`), centred per input over the shortlist, its mean on the class
-        minus the mean of the other classes' means — keeping as many words per class as the budget
-        pays for (the starting word always). Returns the re-ranked ``[C, k']`` and ``[N, W]`` scores
-        whose shortlisted columns hold the channel log-likelihoods, which the assignments rank by."""
-        n_classes, n = top.shape[0], len(examples)
-        reserve = 2 * n + len(ctx.dev)  # the select phase's exact re-scoring
-        per_class = min(top.shape[1], max(1, int((ctx.budget_left - reserve) // (n_classes * n))))
-        rows = [[j, *[i for i in row if i != j][: per_class - 1]] for row, j in zip(top.tolist(), start_words,
-                                                                                       strict=True)]
-        shortlist = list(dict.fromkeys(j for row in rows for j in row))
-        if len(shortlist) < n_classes:  # fewer distinct words than classes: nothing to regroup
-            return top, scores
-        # one verbalizer holding every shortlisted word once; its grouping only feeds the encoder
-        groups = [[words[j][0] for j in shortlist[c::n_classes]] for c in range(n_classes)]
-        probe = dataclasses.replace(prompt, verbalizer=Verbalizer(dict(zip(ctx.task.labels, groups, strict=True))),
-                                    rule=ctx.rule.unfitted())
-        column = {j: col for col, j in enumerate(j for c in range(n_classes) for j in shortlist[c::n_classes])}
-        raw = ctx.evaluator.channel_word_logliks(probe, examples)                                   # [N, U]
-        centred = raw - raw.mean(1, keepdim=True)
-        means = torch.stack([centred[labels == c].mean(0) for c in range(n_classes)])              # [C, U]
-        contrast = means - (means.sum(0, keepdim=True) - means) / max(n_classes - 1, 1)              # [C, U]
-        ranked = torch.tensor([sorted(row, key=lambda j: -float(contrast[c, column[j]])) for c, row in
-                               enumerate(rows)])
-        channel = torch.full((n, len(words)), -math.inf)
-        for j, col in column.items():
-            channel[:, j] = raw[:, col]
-        return ranked, channel
-
     # ---- the strategy -------------------------------------------------------------------------
 
     def costs(self, train: int, dev: int) -> tuple[int, int]:
@@ -289,10 +217,10 @@ class VerbalizerSearch(Searcher[VerbalizerState]):
             top = torch.stack([row if j in row else torch.cat([row[:-1], torch.tensor([j])])
                                for row, j in zip(top, start_words, strict=True)])
             if ctx.rule.name == "channel":  # words that read well before their class's inputs
-                top, scores = self._channel_ranking(ctx, prompt, examples, labels, words, scores, top, start_words)
+                top, scores = channel_ranking(ctx, prompt, examples, labels, words, scores, top, start_words)
             state["ranked"] = [[words[j][0] for j in row] for row in top.tolist()]
             if self.words_per_class == 1:
-                pairs = self._assignments(scores, labels, top)
+                pairs = best_assignments(scores, labels, top, self.n_pairs, self.objective)
                 state["pairs"] = [[[state["ranked"][c][i]] for c, i in enumerate(pair)] for pair in pairs]
             else:
                 state["pairs"] = [[row[: self.words_per_class] for row in state["ranked"]]]
@@ -320,37 +248,3 @@ class VerbalizerSearch(Searcher[VerbalizerState]):
 
     def best(self, ctx: SearchContext, state: VerbalizerState) -> AnyPrompt:
         return self.candidates(ctx, state)[0]
-
-    def _assignments(self, scores: torch.Tensor, labels: torch.Tensor, top: torch.Tensor) -> list[tuple[int, ...]]:
-        """The ``n_pairs`` assignments (index into each class's top-k) with the best train objective.
-
-        Exhaustive when there are at most 200,000 assignments, else a beam over classes (beam
-        width ``50 * n_pairs``) scored on the classes assigned so far.
-        """
-        n_classes, k = top.shape
-        cols = scores[:, top.reshape(-1)].view(len(labels), n_classes, k)                           # [N, C, k]
-
-        def objective(assignments: torch.Tensor) -> torch.Tensor:                                  # [A, c] -> [A]
-            """The objective on the classes assigned so far (examples of unassigned classes left out)."""
-            c = assignments.shape[1]
-            keep = labels < c
-            if not keep.any() or c < 2:
-                return torch.zeros(len(assignments))
-            picked = cols[:, torch.arange(c)[None, :], assignments][keep].permute(1, 0, 2)          # [A, N', c]
-            return per_example(picked, labels[keep], self.objective).mean(-1)
-
-        def distinct(assignments: torch.Tensor) -> torch.Tensor:  # one class may not take another's word
-            chosen = top[torch.arange(assignments.shape[1])[None, :], assignments].sort(-1).values
-            return assignments[(chosen[:, 1:] != chosen[:, :-1]).all(-1)]
-
-        if k ** n_classes <= 200_000:
-            every = distinct(torch.tensor(list(itertools.product(range(k), repeat=n_classes))))
-            acc = objective(every)
-            order = acc.argsort(descending=True, stable=True)[: self.n_pairs]
-            return [tuple(every[i].tolist()) for i in order]
-        beam = torch.zeros(1, 0, dtype=torch.long)
-        for _ in range(n_classes):
-            grown = distinct(torch.cat([beam.repeat_interleave(k, 0), torch.arange(k).repeat(len(beam))[:, None]], 1))
-            acc = objective(grown)
-            beam = grown[acc.argsort(descending=True, stable=True)[: 50 * self.n_pairs]]
-        return [tuple(a) for a in beam[: self.n_pairs].tolist()]
