@@ -12,7 +12,7 @@ from autoprompt.backends import ScoringModel
 from autoprompt.backends.aliases import DEFAULT_MODEL
 from autoprompt.backends.decoding import Decoding
 from autoprompt.backends.precision import resolve_dtype
-from autoprompt.backends.store import load_model
+from autoprompt.backends.store import check_device_map, load_model
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.prompts.soft import resolve_soft
@@ -63,6 +63,7 @@ def evaluate(
     max_new_tokens: int = 64,
     rule: str | None = None,
     dtype: str = "fp32",
+    device_map: str | None = None,
 ) -> dict[str, Any]:
     """Score one prompt on one split of a task.
 
@@ -102,10 +103,11 @@ def evaluate(
                                     progress=progress)
     started = time.perf_counter()
     resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
+    check_device_map(device_map)
     data = load_task(task, data_dir, shots, data_seed, model if isinstance(model, str) else model.name)
     chosen = build_prompt(data, template, verbalizer, prompt)
     examples = data.split(split) if limit is None else stratified_sample(data.split(split), limit)
-    lm = load_model(model) if isinstance(model, str) else model
+    lm = load_model(model, device_map=device_map) if isinstance(model, str) else model
     evaluator = Evaluator(lm, data.task, batch_size=batch_size, majority_label=data.protocol.get("majority_label"),
                           decoding=Decoding(num_beams, max_new_tokens))
     if rule is not None:
@@ -283,6 +285,7 @@ def search(
     progress: bool = False,
     start: str | Path | None = None,
     dtype: str = "fp32",
+    device_map: str | None = None,
 ) -> dict[str, Any]:
     """Search for a prompt for ``task`` and score it and the manual prompt on dev and test.
 
@@ -297,7 +300,8 @@ def search(
     own (``budget_split``, ``holdout``, ``auto.effort``, ...). ``start`` is a ``prompt.json`` to
     build on (a warm start) instead of the task's manual prompt. ``dtype`` is what the search's steps
     compute in (``fp32``, ``bf16``, or ``auto``: bf16 where the hardware computes it natively); the
-    gate and the dev/test scores are always fp32.
+    gate and the dev/test scores are always fp32. ``device_map="auto"`` spreads a model bigger than one
+    device over the GPUs, then the CPU, then disk (accelerate).
     """
     from autoprompt.results.recording import record_finished  # noqa: PLC0415
     from autoprompt.search import (  # noqa: PLC0415
@@ -314,7 +318,7 @@ def search(
     if resume is not None:
         given = {"task": task, "strategy": strategy, "budget": budget, "params": params, "shots": shots,
                  "max_seconds": max_seconds, "test_limit": test_limit, "start": start,
-                 "dtype": dtype if dtype != "fp32" else None}
+                 "dtype": dtype if dtype != "fp32" else None, "device_map": device_map}
         conflicting = [f"`{name}`" for name, value in given.items() if value]
         if conflicting:
             raise AutopromptError(f"resuming continues a run with the spec it was started with; "
@@ -326,10 +330,12 @@ def search(
     if not task:
         raise AutopromptError("give a `task` (or `resume` a run folder)")
     given_params = dict(params) if isinstance(params, Mapping) else parse_params(params)
+    check_device_map(device_map)
     spec = SearchSpec(task=task, strategy=strategy or "gradient", params=given_params, model=model, shots=shots,
                       data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out),
                       data_dir=str(data_dir) if data_dir else None, test_limit=test_limit,
-                      start=str(Path(start).resolve()) if start is not None else None, dtype=dtype)
+                      start=str(Path(start).resolve()) if start is not None else None, dtype=dtype,
+                      device_map=device_map)
     if is_pipeline(spec.strategy):
         if dry_run:
             return estimate_pipeline(spec)

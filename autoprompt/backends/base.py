@@ -39,10 +39,35 @@ Widen = Callable[[list[int], int, int], list[int]]  # (row, predict_at, fill) ->
 def weights_checksum(model: torch.nn.Module) -> str:
     """sha256 of every weight's bytes: a search must leave it unchanged."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(_weights(model).items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _weights(model: torch.nn.Module) -> dict[str, Tensor]:
+    """Every weight by name; one a device map offloaded (a ``meta`` tensor in the module) read from the
+    offload store its accelerate hook keeps, so the checksum covers the weights wherever they live."""
+    state = model.state_dict()
+    if not any(t.device.type == "meta" for t in state.values()):
+        return state
+    for module_name, module in model.named_modules():
+        store = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        if store is None:
+            continue
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            full = f"{module_name}.{name}" if module_name else name
+            if full in state and tensor.device.type == "meta":
+                state[full] = store[name]
+    return state
+
+
+def _execution_device(device_map: dict[str, Any]) -> torch.device:
+    """Where a dispatched model takes its inputs: the first device of its map that computes (an offloaded
+    part, ``disk`` or ``cpu``, computes on the CPU unless a GPU holds the rest)."""
+    devices = [v for v in device_map.values() if v not in ("disk", "meta")]
+    first = next((v for v in devices if v != "cpu"), devices[0] if devices else "cpu")
+    return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -105,8 +130,14 @@ class FrozenLM(PromptEncoder):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str = "model",
                  device: str | torch.device | None = None, max_length: int = 512,
                  length_norm: bool = False, working_memory: int | None = None) -> None:
-        self.device = _resolve_device(device)
-        self.model = _freeze(model).to(self.device)
+        # a model dispatched by a device map (accelerate) stays where the map put it, offloaded parts included
+        self.device_map: dict[str, Any] | None = dict(getattr(model, "hf_device_map", None) or {}) or None
+        if self.device_map is not None:
+            self.device = _execution_device(self.device_map)
+            self.model = _freeze(model)
+        else:
+            self.device = _resolve_device(device)
+            self.model = _freeze(model).to(self.device)
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length
@@ -233,6 +264,9 @@ class FrozenLM(PromptEncoder):
         """
         if dtype not in ("fp32", "bf16"):
             raise AutopromptError(f"unknown compute dtype {dtype!r}; use fp32 or bf16")
+        if dtype == "bf16" and self.device.type != "cuda" and self.device_map is not None:
+            raise AutopromptError(f"{self.name} is dispatched by a device map: bf16 on a CPU needs a bf16 copy of "
+                                  "every weight, offloaded ones included; set `dtype` to fp32")
         before, weights = self.compute_dtype, self.model
         if dtype == "bf16" and self.device.type != "cuda":
             if self._bf16_model is None:

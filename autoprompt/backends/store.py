@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from autoprompt.backends import CausalLM, FrozenLM, MaskedLM, ScoringModel
 from autoprompt.backends.aliases import ALIASES, DEFAULT_MODEL, model_licence
-from autoprompt.backends.provision import is_cached, model_dir, provision, quiet_transformers
+from autoprompt.backends.provision import cache_root, is_cached, model_dir, provision, quiet_transformers
 from autoprompt.backends.registry import backend_loader
 from autoprompt.errors import AutopromptError
+from autoprompt.io import path_part
 
 _MASKED_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
                  "xlm-roberta", "camembert", "mpnet", "modernbert"}
@@ -58,7 +60,7 @@ def _in_hf_cache(name: str) -> bool:
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length: int = 512,
-               length_norm: bool = False) -> ScoringModel:
+               length_norm: bool = False, device_map: str | dict[str, Any] | None = None) -> ScoringModel:
     """Load a frozen LM backend by alias, local folder, hub id, or ``backend:target``.
 
     Args:
@@ -67,20 +69,34 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, max_length:
         device: ``cuda``/``cpu``; default CUDA when present.
         max_length: truncation length of inputs.
         length_norm: causal LMs only: divide a word's log-prob by its token count.
+        device_map: ``auto`` (accelerate: the layers spread over the GPUs, then the CPU, then disk, for a
+            model bigger than one device) or an explicit ``{module: device}`` map; None: all on ``device``.
     """
     scheme, sep, target = name.partition(":")
     loader = backend_loader(scheme) if sep and scheme.isidentifier() else None
     if loader is not None:
-        return loader(target, device=device, max_length=max_length, length_norm=length_norm)
-    return load_transformers(name, device, max_length, length_norm)
+        options = {"device_map": device_map} if device_map is not None else {}
+        return loader(target, device=device, max_length=max_length, length_norm=length_norm, **options)
+    return load_transformers(name, device, max_length, length_norm, device_map)
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies by name
+
+
+def check_device_map(device_map: str | dict[str, Any] | None) -> None:
+    """Refuse a device map accelerate does not know, before any work."""
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        raise AutopromptError(f"unknown `device_map` {device_map!r}; use {', '.join(DEVICE_MAPS)} (accelerate), or "
+                              "leave it out to load the model on one device")
 
 
 def load_transformers(name: str = DEFAULT_MODEL, device: str | None = None, max_length: int = 512,
-                      length_norm: bool = False) -> FrozenLM:
+                      length_norm: bool = False, device_map: str | dict[str, Any] | None = None) -> FrozenLM:
     """A ``transformers`` model as a `FrozenLM` (`MaskedLM` or `CausalLM` by its config), by alias, folder or hub id."""
     from safetensors import SafetensorError  # noqa: PLC0415
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415
     quiet_transformers()
+    check_device_map(device_map)
     entry = ALIASES.get(name)
     if entry is not None and entry.package is not None:
         source: str | Path = provision(name)
@@ -96,7 +112,10 @@ def load_transformers(name: str = DEFAULT_MODEL, device: str | None = None, max_
         tokenizer = AutoTokenizer.from_pretrained(source)
         masked = config.model_type in _MASKED_TYPES or any(a.endswith("MaskedLM") for a in config.architectures or [])
         auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
-        model = auto.from_pretrained(source, dtype="float32")
+        # offloaded weights go to a folder of their own per model (accelerate memory-maps them from there)
+        placed: dict[str, Any] = {} if device_map is None else {
+            "device_map": device_map, "offload_folder": str(cache_root() / "offload" / path_part(name))}
+        model = auto.from_pretrained(source, dtype="float32", **placed)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as err:
         # what transformers raises on junk: SafetensorError on truncated or random weights, RuntimeError on
         # weights that do not fit the config (size mismatches)

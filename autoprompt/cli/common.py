@@ -72,7 +72,7 @@ MaxNewTokens = Annotated[int, typer.Option(min=1, help="Generation tasks: the mo
 # the settings core errors name (in backticks) that are options of some command here
 _FLAGS = {"data_dir", "data_seed", "seed", "data_seeds", "shots", "split", "limit", "prompt", "template", "verbalizer",
           "strategy", "storage", "study", "sampler", "pruner", "space", "test_limit", "budget", "model", "task",
-          "member", "dtype"}
+          "member", "dtype", "device_map"}
 
 
 _RENAMED = {"params": "--param", "resume": "--resume", "out": "--out"}
@@ -120,6 +120,11 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object inst
 Dtype = Annotated[str, typer.Option(
     help="What the model computes in: fp32, bf16, or auto (bf16 where the hardware computes it natively: CUDA, "
          "CPUs with AVX-512 BF16 or AMX). A search ranks and trains in it; its gate and dev/test scores are fp32.")]
+
+
+DeviceMap = Annotated[str | None, typer.Option(
+    help="auto: spread a model bigger than one device over the GPUs, then the CPU, then disk (accelerate); "
+         "default: the whole model on one device.")]
 
 
 def print_json(obj: Any) -> None:

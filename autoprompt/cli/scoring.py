@@ -16,6 +16,7 @@ from autoprompt.cli.common import (
     DataDir,
     DataSeed,
     Db,
+    DeviceMap,
     Dtype,
     MaxNewTokens,
     Model,
@@ -57,6 +58,7 @@ def evaluate(
     max_new_tokens: MaxNewTokens = 64,
     data_dir: DataDir = None,
     dtype: Dtype = "fp32",
+    device_map: DeviceMap = None,
     as_json: AsJson = False,
 ) -> None:
     """Score a prompt (the task's manual prompt by default) on one split.
@@ -69,7 +71,7 @@ def evaluate(
     result = run(task, template=template, verbalizer=verbalizer, prompt=prompt, model=model, split=split,
                  shots=shots, data_seed=data_seed, limit=limit, batch_size=batch_size, data_dir=data_dir,
                  progress=True, calibration=calibration, rule=rule, num_beams=num_beams,
-                 max_new_tokens=max_new_tokens, dtype=dtype)
+                 max_new_tokens=max_new_tokens, dtype=dtype, device_map=device_map)
     if as_json:
         return print_json(result)
     rows = result.get("relations", [result])

@@ -13,6 +13,7 @@ from autoprompt.cli.common import (
     AsJson,
     DataDir,
     DataSeed,
+    DeviceMap,
     Dtype,
     Model,
     Shots,
@@ -61,6 +62,7 @@ def search(
                                                 "URL (default: $AUTOPROMPT_DB, else <out>/leaderboard.db).")] = None,
     data_dir: DataDir = None,
     dtype: Dtype = "fp32",
+    device_map: DeviceMap = None,
     as_json: AsJson = False,
 ) -> None:
     """Search for a prompt, then score it and the manual baseline on dev and test.
@@ -79,7 +81,7 @@ def search(
                                   "cannot change it: leave them out, or start a new run")
     settings: dict[str, Any] = {
         "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db,
-        "start": start, "dtype": dtype}
+        "start": start, "dtype": dtype, "device_map": device_map}
     if dry_run:
         plan = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
                    test_limit=test_limit, dry_run=True, **settings)

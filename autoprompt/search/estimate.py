@@ -62,7 +62,7 @@ def estimate(spec: SearchSpec, lm: ScoringModel | None = None, data: TaskData | 
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
     budget = spec.budget if spec.budget is not None else default_budget(searcher.default_budget, spec.model)
     minimum = check_budget(searcher, budget, data)
-    lm = lm or load_model(spec.model)
+    lm = lm or load_model(spec.model, device_map=spec.device_map)
     per_forward = seconds_per_forward(lm, data)
     start_cost, per_step = searcher.costs(len(data.train), scoring_forwards(data.dev))
     return {"task": data.task.name, "strategy": spec.strategy, "params": searcher.params(), "budget": budget,

@@ -100,7 +100,7 @@ def run_search(
     check_writable_folder(stage_dir or (folder.path if folder is not None else spec.out), "run folder",
                           need=disk_estimate(limit, data))
     start = load_start(spec.start, data.task, searcher) if spec.start is not None else None
-    lm = lm or load_model(spec.model)
+    lm = lm or load_model(spec.model, device_map=spec.device_map)
     if spec.start is not None and start is not None:
         check_start_model(spec.start, start, lm.name)
     begin = start if start is not None else data.task.default_prompt

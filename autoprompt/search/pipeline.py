@@ -73,7 +73,7 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: ScoringModel | None = No
     fit, check = split_train(data.train, settings.holdout, spec.seed)
     auto = None
     if spec.strategy == "auto":
-        lm = lm or load_model(spec.model)
+        lm = lm or load_model(spec.model, device_map=spec.device_map)
         auto = plan_auto(lm, data, settings.effort, settings.soft, spec.model)
         stages = [Stage(s, p) for s, p in auto.stages]
         stages = parse_stages(",".join(s.strategy for s in stages),
@@ -118,7 +118,7 @@ def estimate_pipeline(spec: SearchSpec, lm: ScoringModel | None = None, data: Ta
     """What a pipeline would cost: its plan, and each stage's budget and seconds from one timing of
     example-forwards here (`autoprompt.search.estimate`)."""
     data = data or load_task(spec.task, spec.data_dir, spec.shots, spec.data_seed, spec.model)
-    lm = lm or load_model(spec.model)
+    lm = lm or load_model(spec.model, device_map=spec.device_map)
     plan = plan_pipeline(spec, data, lm)
     per_forward = seconds_per_forward(lm, data)
     stages = [{"strategy": stage["strategy"], "params": stage["params"], "budget": budget, "minimum_budget": minimum,
@@ -189,7 +189,7 @@ def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: Task
     start = None
     if spec.start is not None:  # its task and labels here; what each stage can keep, by `check_flow` in the plan
         start = load_start(spec.start, data.task, create("manual"))
-    lm = lm or load_model(spec.model)
+    lm = lm or load_model(spec.model, device_map=spec.device_map)
     plan_path = folder.path / "pipeline.json" if folder is not None else None
     if plan_path is not None and plan_path.is_file():
         plan = read_json(plan_path)  # as first planned: `auto`'s choice is not made again on resume

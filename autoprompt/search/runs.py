@@ -56,6 +56,7 @@ class SearchSpec:
     test_limit: StrictInt | None = None
     start: StrictStr | None = None  # a warm start: the prompt.json the search builds on (None: the manual prompt)
     dtype: StrictStr = "fp32"  # what the search's steps compute in: fp32, bf16, auto (the gate and scores: fp32)
+    device_map: StrictStr | None = None  # "auto": the model spread over the devices, then CPU and disk (accelerate)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
