@@ -8,13 +8,14 @@
     store.py       load_model: alias, folder, hub id or ``backend:target``
     encoding.py    prompt + example -> token ids (PromptEncoder; backends override three hooks)
     vocabulary.py  which tokens may be a trigger or a label word
-    base.py        FrozenLM: freezing, padding, vector injection, the scoring entry points
+    base.py        FrozenLM: padding, vector injection, the scoring entry points
+    weights.py     the frozen weights: freezing, checksum (offloaded ones too), the bf16 copy, tensor helpers
     masked.py      MaskedLM: [P] anywhere, parallel decoding of multi-token words
     causal.py      CausalLM: [P] last, words as a cached continuation, shared prefixes
     kv_cache.py    key/value caches across transformers versions
 """
 
-from autoprompt.backends.base import FrozenLM, weights_checksum
+from autoprompt.backends.base import FrozenLM
 from autoprompt.backends.causal import CausalLM
 from autoprompt.backends.masked import MaskedLM
 from autoprompt.backends.protocol import (
@@ -31,6 +32,7 @@ from autoprompt.backends.protocol import (
     gradient_model,
 )
 from autoprompt.backends.registry import register_backend, unregister_backend
+from autoprompt.backends.weights import weights_checksum
 
 __all__ = ["CausalLM", "ChannelEncoded", "Encoded", "FrozenLM", "GradientModel", "Kind", "LanguageModel", "MaskedLM",
            "Scores", "ScoringModel", "TextModel", "WordTable", "full_model", "gradient_model", "register_backend",

@@ -19,8 +19,6 @@ A class with several words scores the log of their total probability (log-sum-ex
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -30,81 +28,19 @@ from torch import Tensor
 from autoprompt.backends.encoding import PromptEncoder
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
 from autoprompt.backends.vocabulary import stable_tokens, word_start_tokens
+from autoprompt.backends.weights import (
+    bf16_body,
+    execution_device,
+    freeze,
+    model_context,
+    resolve_device,
+    upcast,
+    weights_checksum,
+)
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts.soft import SoftPrompt
 
 Widen = Callable[[list[int], int, int], list[int]]  # (row, predict_at, fill) -> the row with [P] widened
-
-
-def weights_checksum(model: torch.nn.Module) -> str:
-    """sha256 of every weight's bytes: a search must leave it unchanged."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(_weights(model).items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _weights(model: torch.nn.Module) -> dict[str, Tensor]:
-    """Every weight by name; one a device map offloaded (a ``meta`` tensor in the module) read from the
-    offload store its accelerate hook keeps, so the checksum covers the weights wherever they live."""
-    state = model.state_dict()
-    if not any(t.device.type == "meta" for t in state.values()):
-        return state
-    for module_name, module in model.named_modules():
-        store = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
-        if store is None:
-            continue
-        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-            full = f"{module_name}.{name}" if module_name else name
-            if full in state and tensor.device.type == "meta":
-                state[full] = store[name]
-    return state
-
-
-def _execution_device(device_map: dict[str, Any]) -> torch.device:
-    """Where a dispatched model takes its inputs: the first device of its map that computes (an offloaded
-    part, ``disk`` or ``cpu``, computes on the CPU unless a GPU holds the rest)."""
-    devices = [v for v in device_map.values() if v not in ("disk", "meta")]
-    first = next((v for v in devices if v != "cpu"), devices[0] if devices else "cpu")
-    return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
-    """The most tokens the model reads at once: its tokenizer's ``model_max_length`` where that is
-    set (RoBERTa's 514 positions hold 512 tokens), else its config's ``max_position_embeddings``."""
-    declared = getattr(tokenizer, "model_max_length", None)
-    if isinstance(declared, int) and 0 < declared < 10**6:  # unset reads as 1e30
-        return declared
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return positions if isinstance(positions, int) and positions > 0 else None
-
-
-def _bf16_body(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` computing in bfloat16 but for its LM head, which keeps the fp32 weights (shared,
-    not copied) and reads the hidden state in fp32: class scores are differences of log-probs over the
-    whole vocabulary, and bf16 logits (3 significant digits) would blur them most (measured on SST-2,
-    16 trigger prompts: Kendall's tau of the mean margins vs fp32 0.88 with a bf16 head)."""
-    body = copy.deepcopy(model).to(torch.bfloat16)
-    head, fp32_head = body.get_output_embeddings(), model.get_output_embeddings()  # type: ignore[operator]
-    if isinstance(head, torch.nn.Linear) and isinstance(fp32_head, torch.nn.Linear):
-        head.weight = fp32_head.weight
-        if fp32_head.bias is not None:
-            head.bias = fp32_head.bias
-        head.register_forward_pre_hook(lambda _module, args: (args[0].float(), *args[1:]))
-    return body
-
-
-def _freeze(model: torch.nn.Module) -> torch.nn.Module:
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 class FrozenLM(PromptEncoder):
@@ -133,11 +69,11 @@ class FrozenLM(PromptEncoder):
         # a model dispatched by a device map (accelerate) stays where the map put it, offloaded parts included
         self.device_map: dict[str, Any] | None = dict(getattr(model, "hf_device_map", None) or {}) or None
         if self.device_map is not None:
-            self.device = _execution_device(self.device_map)
-            self.model = _freeze(model)
+            self.device = execution_device(self.device_map)
+            self.model = freeze(model)
         else:
-            self.device = _resolve_device(device)
-            self.model = _freeze(model).to(self.device)
+            self.device = resolve_device(device)
+            self.model = freeze(model).to(self.device)
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length
@@ -270,7 +206,7 @@ class FrozenLM(PromptEncoder):
         before, weights = self.compute_dtype, self.model
         if dtype == "bf16" and self.device.type != "cuda":
             if self._bf16_model is None:
-                self._bf16_model = _bf16_body(self.model)
+                self._bf16_model = bf16_body(self.model)
             self.model = self._bf16_model
         self.compute_dtype = dtype
         try:
@@ -468,18 +404,3 @@ class FrozenLM(PromptEncoder):
         captured: dict[str, Tensor] = {}
         head: torch.nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
         return captured, head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("h", inputs[0]))
-
-
-
-def upcast(t: Tensor) -> Tensor:
-    """bf16/fp16 logits to float32 for the log-softmax; float64 stays float64."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
-def logsumexp_classes(word_scores: Tensor, words: WordTable) -> Tensor:
-    """``[B, W]`` scores of all words (flattened in table order) → ``[B, C]`` class scores."""
-    out, k = [], 0
-    for class_words in words:
-        out.append(torch.logsumexp(word_scores[:, k : k + len(class_words)], dim=-1))
-        k += len(class_words)
-    return torch.stack(out, dim=-1)

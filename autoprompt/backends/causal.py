@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autoprompt.backends.base import FrozenLM, logsumexp_classes, upcast
+from autoprompt.backends.base import FrozenLM
 from autoprompt.backends.kv_cache import cache_layers, make_cache, select_rows
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
 from autoprompt.backends.trie import outranking_gold
+from autoprompt.backends.weights import logsumexp_classes, upcast
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Template
 from autoprompt.prompts.soft import SoftPrompt

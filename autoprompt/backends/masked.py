@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from autoprompt.backends.base import FrozenLM, Widen, logsumexp_classes, upcast
+from autoprompt.backends.base import FrozenLM, Widen
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
+from autoprompt.backends.weights import logsumexp_classes, upcast
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts.soft import SoftPrompt
 

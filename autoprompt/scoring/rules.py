@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from autoprompt.backends import CausalLM, LanguageModel, WordTable
-from autoprompt.backends.base import logsumexp_classes, upcast
+from autoprompt.backends.weights import logsumexp_classes, upcast
 from autoprompt.errors import AutopromptError
 from autoprompt.events import Progress
 from autoprompt.prompts import Demonstration, Prompt, Rule
