@@ -9,7 +9,6 @@ a cached result costs no budget.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -17,21 +16,17 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import Tensor
 
-from autoprompt import events
-from autoprompt.backends import Encoded, LanguageModel, Scores, ScoringModel, WordTable, full_model
+from autoprompt.backends import Encoded, LanguageModel, ScoringModel, full_model
 from autoprompt.backends.decoding import Decoding
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt, Rule
 from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.scoring import metrics
-from autoprompt.scoring.batching import Job, buckets
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.generation import GenerationScorer
-from autoprompt.scoring.retrieval import Retriever
 from autoprompt.scoring.rules import RuleScorer, forwards_per_example
+from autoprompt.scoring.runner import BatchRunner
 from autoprompt.scoring.scores import EvalResult, calibrate_logprobs, log_mean_prob
-from autoprompt.scoring.sharing import SharedScorer
-from autoprompt.scoring.soft_checks import checked_soft
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
 #: a prompt or an ensemble, kept as given: calibrating or fitting a list of prompts returns prompts
@@ -66,35 +61,19 @@ class Evaluator:
         self.budget = budget
         self.majority_label = majority_label
         self.metric = metrics.metric_for(task.metric)
-        self.shared_prefix = shared_prefix and lm.shares_prefix and isinstance(lm, LanguageModel)
+        shared_prefix = shared_prefix and lm.shares_prefix and isinstance(lm, LanguageModel)
         self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
         # (prompt, examples) keys already charged to the budget: a resumed search restores this
         # set, so recomputing what the cache lost costs nothing, as it did before the interruption
         self.paid: set[tuple[str, str]] = set()
         self.stats: Counter[str] = Counter()  # real/padded tokens and batches, for benchmarks
+        self.runner = BatchRunner(lm, task, batch_size, max_tokens, self.metric.ranks_gold, self.metric.calibratable,
+                                  shared_prefix, self.stats)
         self.decoding = decoding or Decoding()
         # a generation task is scored by decoding and references, not label words
         self.generation = (GenerationScorer(full_model(lm, "score a generation task"), task, batch_size,
                                             max_tokens, budget, self.decoding, self._generation_soft, self.stats,
                                             self.paid, cache) if task.is_generation else None)
-
-    # the scorers of what a scoring-only backend cannot do, built when first needed (`full_model`)
-    @functools.cached_property
-    def sharing(self) -> SharedScorer:
-        """Runs a prefix several prompts or inputs share once (causal LMs)."""
-        return SharedScorer(full_model(self.lm, "share prefixes"), self.batch_size, self.max_tokens,
-                            self.metric.ranks_gold, self.stats)
-
-    @functools.cached_property
-    def retriever(self) -> Retriever:
-        """KATE's per-query demonstrations."""
-        return Retriever(full_model(self.lm, "retrieve similar demonstrations"), self.batch_size)
-
-    @functools.cached_property
-    def rules(self) -> RuleScorer:
-        """The channel and centroid decision rules."""
-        return RuleScorer(full_model(self.lm, "read prompts by the channel or centroid rule"), self.task,
-                          self.batch_size, self.max_tokens, self.stats)
 
     def score(self, prompt: AnyPrompt, examples: Sequence[Example], progress: bool = False) -> EvalResult:
         """Score one prompt or ensemble (see `score_many`)."""
@@ -287,7 +266,7 @@ class Evaluator:
             forwards = sum(forwards_per_example(prompts[i], self.task.labels) for i in unpaid) * len(examples)
             if self.budget is not None:
                 self.budget.require(forwards=forwards)
-            logprobs, tokens = self._run([prompts[i] for i in todo], examples, progress)
+            logprobs, tokens = self.runner.run([prompts[i] for i in todo], examples, progress, self.budget)
             labels = torch.tensor([ex.label for ex in examples])
             for k, i in enumerate(todo):
                 result = self._result(prompts[i], logprobs[k], labels)
@@ -320,89 +299,22 @@ class Evaluator:
             self._cache[(e["key"][0], e["key"][1])] = EvalResult(
                 e["metric"], e["score"], e["logprobs"], e["labels"], dict(e["extra"]), top_token=e.get("top_token"))
 
+    @property
+    def rules(self) -> RuleScorer:
+        """The channel and centroid decision rules (`BatchRunner.rules`)."""
+        return self.runner.rules
+
     def plan(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Encoded]]:
         """The batches `score` would run for one prompt (for benchmarks and debugging)."""
-        return [[j.encoded for j in batch]
-                for batch in self._buckets([Job(0, e, self.lm.encode(prompt, ex)) for e, ex in enumerate(examples)])]
+        return self.runner.plan(prompt, examples)
 
-    # ---- internals -----------------------------------------------------------------------------
-
-    def _run(self, prompts: Sequence[Prompt], examples: Sequence[Example],
-             progress: bool) -> tuple[list[tuple[Tensor, Tensor]], list[int]]:
-        """(class log-probs ``[N, C]``, top vocabulary token ``[N]``) per prompt, and the tokens of
-        each prompt's inputs (its demonstrations included)."""
-        labels = self.task.labels
-        tables: list[WordTable] = [[] for _ in prompts]
-        groups: dict[tuple[Any, ...], list[Job]] = {}
-        softs: dict[tuple[Any, ...], SoftPrompt | None] = {}  # per group: the soft tensors it runs with
-        n_classes = len(labels)
-        out = [(torch.empty(len(examples), n_classes), torch.empty(len(examples), dtype=torch.long))
-               for _ in prompts]
-        tokens = [0] * len(prompts)
-        ruled = []  # prompts read by another decision rule than the label words' probability
-        for p, prompt in enumerate(prompts):
-            prompt.template.check_fields(self.task.fields)
-            self.lm.check_triggers(prompt)
-            soft = self._soft(prompt)
-            if not prompt.rule.direct:
-                self.rules.check(prompt, soft, self.metric.calibratable)
-                ruled.append((p, soft))
-                continue
-            # a classification head scores the classes itself: no label words
-            table = [] if soft is not None and soft.head is not None else self.lm.word_table(prompt, labels)
-            tables[p] = table
-            chosen = self._demos_per_query(prompt, examples)
-            routed = soft is not None and bool(soft.tasks)
-            for e, ex in enumerate(examples):
-                # prompts with their own soft tensors never share a batch (or a prefix) with others, and
-                # a per-task part splits a prompt's inputs by the member task they come from
-                key = (tuple(tuple(ws) for ws in table), p if soft is not None else -1, ex.task if routed else "")
-                if key not in softs:
-                    softs[key] = soft.for_task(ex.task) if soft is not None else None
-                encoded = self.lm.encode(prompt, ex, chosen[e]) if chosen else self.lm.encode(prompt, ex)
-                groups.setdefault(key, []).append(Job(p, e, encoded))
-        total = sum(len(jobs) for jobs in groups.values()) + len(ruled) * len(examples)
-        for jobs in groups.values():
-            for job in jobs:
-                tokens[job.prompt] += len(job.encoded)
-        with events.Progress("scoring", total, "ex", enabled=progress) as bar:
-            self._run_groups(groups, tables, softs, examples, out, bar)
-            for p, soft in ruled:
-                chosen = self._demos_per_query(prompts[p], examples)
-                logprobs, tokens[p] = self.rules.score(prompts[p], examples, chosen, soft, bar)
-                out[p] = (logprobs, torch.full((len(examples),), -1, dtype=torch.long))
-        return out, tokens
+    def _soft(self, prompt: Prompt) -> SoftPrompt | None:
+        return self.runner.soft(prompt)
 
     def _demos_per_query(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Demonstration]] | None:
-        """KATE's demonstrations for each example (a prompt with a pool), else None."""
-        if prompt.demos is None or not prompt.demos.per_query:
-            return None
-        return self.retriever.choose(prompt, [ex.fields for ex in examples], self.budget)
+        return self.runner.demos_per_query(prompt, examples, self.budget)
 
-    def _run_groups(self, groups: dict[tuple[Any, ...], list[Job]], tables: list[WordTable],
-                    softs: dict[tuple[Any, ...], SoftPrompt | None], examples: Sequence[Example],
-                    out: list[tuple[Tensor, Tensor]], bar: events.Progress) -> None:
-        """Score every group of jobs that share label words (and soft tensors) into ``out``."""
-        for key, jobs in groups.items():
-            table = tables[jobs[0].prompt]
-            soft = softs[key]
-            if self.shared_prefix and soft is None:  # demonstrations: one block for all of a prompt's inputs
-                jobs = self.sharing.across_examples(jobs, table, examples, out, bar)
-            n_prompts = len({j.prompt for j in jobs})
-            if self.shared_prefix and n_prompts > 1:
-                jobs = self.sharing.across_prompts(jobs, n_prompts, table, examples, out, bar)
-            done: list[tuple[list[Job], Scores]] = []  # kept on the device: one copy to the host per group
-            for batch in self._buckets(jobs):
-                gold = [examples[j.example].label for j in batch] if self.metric.ranks_gold else None
-                done.append((batch, self.lm.label_logprobs([j.encoded for j in batch], table, gold=gold, soft=soft)))
-                bar.advance(len(batch))
-            if not done:
-                continue
-            logprobs = torch.cat([scores.logprobs.float() for _, scores in done]).cpu()
-            top = torch.cat([scores.top_token for _, scores in done]).cpu()
-            for row, job in enumerate(j for batch, _ in done for j in batch):
-                out[job.prompt][0][job.example] = logprobs[row]
-                out[job.prompt][1][job.example] = top[row]
+    # ---- internals -----------------------------------------------------------------------------
 
     def _generation_soft(self, prompt: Prompt) -> SoftPrompt | None:
         soft = self._soft(prompt)
@@ -410,13 +322,6 @@ class Evaluator:
             raise AutopromptError("per-task prompt parts (task_tokens) are for classification task sets; train one "
                                   "shared prompt (task_tokens=0) for a set of generation tasks")
         return soft
-
-    def _soft(self, prompt: Prompt) -> SoftPrompt | None:
-        """The prompt's soft tensors, checked against its template and the model (`checked_soft`)."""
-        return checked_soft(prompt, self.lm, self.task)
-
-    def _buckets(self, jobs: list[Job]) -> list[list[Job]]:
-        return buckets(jobs, self.batch_size, self.max_tokens, self.stats)
 
     def _result(self, prompt: AnyPrompt, scored: tuple[Tensor, Tensor | None], labels: Tensor) -> EvalResult:
         logprobs, top = scored
