@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,21 +19,19 @@ from torch import Tensor
 from autoprompt.backends import Encoded, LanguageModel, ScoringModel, full_model
 from autoprompt.backends.decoding import Decoding
 from autoprompt.errors import AutopromptError
-from autoprompt.prompts import AnyPrompt, Calibration, Demonstration, Ensemble, Prompt, Rule
+from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
 from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.scoring import metrics
 from autoprompt.scoring.budget import Budget
+from autoprompt.scoring.fitting import Fitting, distinct_singles
 from autoprompt.scoring.generation import GenerationScorer
 from autoprompt.scoring.rules import RuleScorer, forwards_per_example
 from autoprompt.scoring.runner import BatchRunner
-from autoprompt.scoring.scores import EvalResult, calibrate_logprobs, log_mean_prob
+from autoprompt.scoring.scores import EvalResult, calibrate_logprobs
 from autoprompt.tasks.base import Example, Task, examples_fingerprint
 
-#: a prompt or an ensemble, kept as given: calibrating or fitting a list of prompts returns prompts
-P = TypeVar("P", bound=AnyPrompt)
 
-
-class Evaluator:
+class Evaluator(Fitting):
     """Scores prompts of one task on a frozen LM.
 
     Args:
@@ -94,13 +92,13 @@ class Evaluator:
             BudgetExhausted: the budget cannot pay for the uncached prompts.
         """
         if self.generation is not None:
-            ruled = [m.rule.name for m in _singles(prompts) if not m.rule.direct]
+            ruled = [m.rule.name for m in distinct_singles(prompts) if not m.rule.direct]
             if ruled:
                 raise AutopromptError(f"rule {ruled[0]!r} reads class scores; a generation task's outputs are decoded: "
                                       "use rule direct")
             self.generation.budget = self.budget  # the core may lift the budget after a search
             return self.generation.score_many(prompts, examples, progress)
-        singles = _singles(prompts)
+        singles = distinct_singles(prompts)
         # a calibrated prompt is its uncalibrated twin's scores with the class prior divided out
         raw = list({p.uncalibrated.fingerprint: p.uncalibrated for p in singles}.values())
         raw_scored = dict(zip([p.fingerprint for p in raw], self._score_singles(raw, examples, progress),
@@ -124,129 +122,6 @@ class Evaluator:
             else:
                 out.append(scored[q.fingerprint])
         return out
-
-    # ---- calibration -------------------------------------------------------------------------
-
-    def content_free(self) -> list[Example]:
-        """Zhao et al.'s content-free inputs: every field ``""``, ``"N/A"`` (and the mask token on a masked LM)."""
-        return [Example({f: filler for f in self.task.fields}, 0) for filler in self.lm.content_free_texts()]
-
-    def calibrate(self, prompts: Sequence[P], method: str, inputs: Sequence[Example] | None = None) -> list[P]:
-        """The prompts with their class prior estimated and stored (`Calibration`); charges the budget.
-
-        Args:
-            prompts: prompts or ensembles (an ensemble's members are calibrated one by one).
-            method: ``none`` (drop any calibration), ``contextual`` (content-free inputs) or
-                ``prior`` (the mean class distribution over ``inputs``; their labels are not read).
-            inputs: the train inputs for ``prior``.
-        """
-        Calibration(method)  # type: ignore[arg-type]  # validates the name
-        singles = _singles(prompts)
-        if method == "none":
-            done = {m.fingerprint: m.uncalibrated for m in singles}
-        else:
-            if not self.metric.calibratable:
-                raise AutopromptError(f"calibration is for classification tasks; {self.task.name} is scored "
-                                      "uncalibrated (LAMA ranks objects, generation has no classes): set "
-                                      "`calibration` to none")
-            if method == "prior" and not inputs:
-                raise AutopromptError("calibration 'prior' needs the task's train inputs to estimate the class prior")
-            examples = self.content_free() if method == "contextual" else list(inputs or ())
-            raw = list({m.uncalibrated.fingerprint: m.uncalibrated for m in singles}.values())
-            priors = {p.fingerprint: log_mean_prob(r.logprobs) for p, r in
-                      zip(raw, self._score_singles(raw, examples, progress=False), strict=True)}
-            done = {}
-            for m in singles:
-                log_prior = priors[m.uncalibrated.fingerprint]
-                stored = dict(zip(self.task.labels, log_prior.tolist(), strict=True))
-                done[m.fingerprint] = m.with_calibration(Calibration(method, stored))  # type: ignore[arg-type]
-        return _rebuilt(prompts, done)
-
-    def fit_rule(self, prompts: Sequence[P], rule: Rule | str, examples: Sequence[Example] | None = None) -> list[P]:
-        """The prompts read by ``rule`` (`Rule`), fitted where it needs data; charges the budget.
-
-        A ``centroid`` rule's centroids and temperature, and a ``channel`` rule's temperature, are
-        estimated on the labelled ``examples`` (the task's train); ``direct`` needs none. A prompt's
-        calibration is dropped where its rule changes (its prior was estimated under the old rule):
-        calibrate after fitting.
-        """
-        wanted = (rule if isinstance(rule, Rule) else Rule(rule)).unfitted()  # type: ignore[arg-type]
-        singles = _singles(prompts)
-        done: dict[str, Prompt] = {}
-        for m in singles:
-            if m.rule == wanted or (m.rule.unfitted() == wanted and m.rule.fitted):
-                done[m.fingerprint] = m  # already read this way (a fitted rule is kept)
-                continue
-            fresh = m.uncalibrated.with_rule(wanted)
-            if not wanted.direct:
-                fresh = self._fit(fresh, examples)
-            done[m.fingerprint] = fresh
-        return _rebuilt(prompts, done)
-
-    def fit_unfitted(self, prompt: AnyPrompt, examples: Sequence[Example]) -> AnyPrompt:
-        """``prompt`` with every member's unfitted rule (a centroid rule's centroids, a channel rule's temperature)
-        fitted on labelled ``examples`` (a prompt moved to another model); its calibration method is kept, its
-        prior left to re-estimate."""
-        members = prompt.members if isinstance(prompt, Ensemble) else (prompt,)
-        fitted = tuple(m if m.rule.fitted else
-                       self._fit(m.uncalibrated, examples).with_calibration(Calibration(m.calibration.method))
-                       for m in members)
-        return Ensemble(fitted, prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else fitted[0]
-
-    def _fit(self, prompt: Prompt, examples: Sequence[Example] | None) -> Prompt:
-        """``prompt`` with its rule fitted on labelled ``examples`` (charged): a centroid rule's centroids and
-        temperature, a channel rule's temperature (without examples it scores at temperature 1)."""
-        rule = prompt.rule
-        soft = self._soft(prompt)
-        if rule.name == "channel":
-            self.rules.check(prompt, soft, self.metric.calibratable)
-            if not examples:
-                return prompt
-        elif not self.metric.calibratable:
-            raise AutopromptError(f"rule 'centroid' is for classification tasks; {self.task.name} is scored with "
-                                  "rule direct")
-        elif not examples:
-            raise AutopromptError("rule 'centroid' needs labelled train examples to fit its class centroids")
-        forwards = forwards_per_example(prompt, self.task.labels) * len(examples)
-        if self.budget is not None:
-            self.budget.require(forwards=forwards)
-        demos = self._demos_per_query(prompt, examples)
-        fitted = (self.rules.fit_channel(prompt, examples, demos) if rule.name == "channel"
-                  else self.rules.fit(prompt, examples, demos, soft))
-        if self.budget is not None:
-            self.budget.charge(forwards=forwards)
-        return prompt.with_rule(fitted)
-
-    def channel_word_logliks(self, prompt: Prompt, examples: Sequence[Example]) -> Tensor:
-        """``[N, W]`` each input's log-likelihood after each label word's prefix, the channel rule's raw
-        score per word (the verbalizer's words in class order; length-normalised if the prompt's
-        channel rule is); charged one example-forward per word and example. For a label-word search
-        under ``channel``: which words make their class's inputs likely."""
-        ruled = prompt if prompt.rule.name == "channel" else prompt.with_rule(Rule("channel"))
-        self.rules.check(ruled, self._soft(ruled), self.metric.calibratable)
-        forwards = forwards_per_example(ruled, self.task.labels) * len(examples)
-        if self.budget is not None:
-            self.budget.require(forwards=forwards)
-        scores, tokens = self.rules.channel_scores(ruled, examples, self._demos_per_query(ruled, examples),
-                                                   per_word=True)
-        if self.budget is not None:
-            self.budget.charge(forwards=forwards, tokens=tokens)
-        return scores
-
-    def log_prior(self, prompt: Prompt) -> Tensor:
-        """``[C]`` the class log-prior a calibrated prompt divides out, in the task's label order."""
-        cal = prompt.calibration
-        if cal.log_prior is None:
-            if cal.method == "prior":
-                raise AutopromptError("the prompt has calibration 'prior' but no stored class prior; estimate it "
-                                      "on train inputs first (Evaluator.calibrate)")
-            cal = self.calibrate([prompt], cal.method)[0].calibration
-        assert cal.log_prior is not None  # estimated just above when it was missing
-        missing = [lab for lab in self.task.labels if lab not in cal.log_prior]
-        if missing:
-            raise AutopromptError(f"the prompt's calibration has no prior for the label(s) {missing}; "
-                                  "re-estimate it for this task")
-        return torch.tensor([cal.log_prior[lab] for lab in self.task.labels])
 
     def _score_singles(self, prompts: Sequence[Prompt], examples: Sequence[Example],
                        progress: bool) -> list[EvalResult]:
@@ -308,16 +183,10 @@ class Evaluator:
         """The batches `score` would run for one prompt (for benchmarks and debugging)."""
         return self.runner.plan(prompt, examples)
 
-    def _soft(self, prompt: Prompt) -> SoftPrompt | None:
-        return self.runner.soft(prompt)
-
-    def _demos_per_query(self, prompt: Prompt, examples: Sequence[Example]) -> list[list[Demonstration]] | None:
-        return self.runner.demos_per_query(prompt, examples, self.budget)
-
     # ---- internals -----------------------------------------------------------------------------
 
     def _generation_soft(self, prompt: Prompt) -> SoftPrompt | None:
-        soft = self._soft(prompt)
+        soft = self.runner.soft(prompt)
         if soft is not None and soft.tasks:
             raise AutopromptError("per-task prompt parts (task_tokens) are for classification task sets; train one "
                                   "shared prompt (task_tokens=0) for a set of generation tasks")
@@ -334,14 +203,3 @@ class Evaluator:
             gold_token = torch.tensor([table[y][0][0] if len(table[y][0]) == 1 else -1 for y in labels.tolist()])
         result.extra.update(metric.extras(logprobs, labels, top, gold_token, self.majority_label))
         return result
-
-
-def _singles(prompts: Sequence[AnyPrompt]) -> list[Prompt]:
-    """The distinct single prompts of ``prompts`` (an ensemble's members in its place), by fingerprint."""
-    return list({m.fingerprint: m for q in prompts for m in (q.members if isinstance(q, Ensemble) else (q,))}.values())
-
-
-def _rebuilt(prompts: Sequence[P], done: dict[str, Prompt]) -> list[P]:
-    """``prompts`` with each single prompt replaced by ``done[its fingerprint]`` (ensembles rebuilt around them)."""
-    return [cast(P, Ensemble(tuple(done[m.fingerprint] for m in q.members), q.weights, q.meta))
-            if isinstance(q, Ensemble) else cast(P, done[q.fingerprint]) for q in prompts]

@@ -21,7 +21,8 @@ from autoprompt.errors import AutopromptError
 from autoprompt.prompts import DIRECT, AnyPrompt, Demonstration, Prompt, Rule, Template
 from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.scoring.budget import Budget
-from autoprompt.scoring.evaluator import Evaluator, P
+from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.fitting import P
 from autoprompt.search.selection import Objective, objective_score
 from autoprompt.tasks.base import Example, Task
 
