@@ -157,4 +157,7 @@ def test_the_cli_words_named_settings_as_flags():
 def test_the_package_root_shows_only_the_public_face():
     """The root keeps the public face and the files modules; everything else lives in a sub-package."""
     root = sorted(p.stem for p in CORE.glob("*.py"))
-    assert root == ["__init__", "api", "errors", "events", "io", "schema"], root
+    assert root == ["__init__", "errors", "events", "io", "schema"], root
+    packages = sorted(p.parent.name for p in CORE.glob("*/__init__.py"))
+    assert packages == ["api", "backends", "cli", "experiments", "prompts", "results", "scoring", "search", "tasks",
+                        "testing"], packages
