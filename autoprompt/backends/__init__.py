@@ -7,11 +7,15 @@
     provision.py   the offline models, provisioned from PyPI into the cache
     store.py       load_model: alias, folder, hub id or ``backend:target``
     encoding.py    prompt + example -> token ids (PromptEncoder; backends override three hooks)
+    channel_encoding.py  the same in noisy-channel order: label part first (ChannelEncoder)
     vocabulary.py  which tokens may be a trigger or a label word
-    base.py        FrozenLM: padding, vector injection, the scoring entry points
+    facts.py       what a backend reads off its model: special tokens, word masks, embeddings, sizes
+    hidden.py      hidden-state readers: the LM head's input at [P], sentence embeddings (KATE)
+    base.py        FrozenLM: padding, vector injection, precision, the scoring entry points
     weights.py     the frozen weights: freezing, checksum (offloaded ones too), the bf16 copy, tensor helpers
     masked.py      MaskedLM: [P] anywhere, parallel decoding of multi-token words
-    causal.py      CausalLM: [P] last, words as a cached continuation, shared prefixes
+    causal.py      CausalLM: [P] last, words as a cached continuation
+    shared_prefix.py  a shared prefix run once, rows continuing from its cache (CausalLM's mixin)
     kv_cache.py    key/value caches across transformers versions
 """
 

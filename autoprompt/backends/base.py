@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from autoprompt.backends.encoding import PromptEncoder
+from autoprompt.backends.channel_encoding import ChannelEncoder
+from autoprompt.backends.facts import ModelFacts
+from autoprompt.backends.hidden import HiddenStates
 from autoprompt.backends.protocol import Encoded, Kind, Scores, WordTable
-from autoprompt.backends.vocabulary import stable_tokens, word_start_tokens
 from autoprompt.backends.weights import (
     bf16_body,
     execution_device,
@@ -43,7 +44,7 @@ from autoprompt.prompts.soft import SoftPrompt
 Widen = Callable[[list[int], int, int], list[int]]  # (row, predict_at, fill) -> the row with [P] widened
 
 
-class FrozenLM(PromptEncoder):
+class FrozenLM(ModelFacts, HiddenStates, ChannelEncoder):
     """What both backends share: freezing, padding, vector injection and the scoring entry points.
 
     Args:
@@ -87,92 +88,6 @@ class FrozenLM(PromptEncoder):
         self._bf16_model: torch.nn.Module | None = None
         self._word_start: Tensor | None = None
         self._stable_words: Tensor | None = None
-
-    def _pad_id(self) -> int:
-        tok = self.tokenizer
-        for cand in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, 0):
-            if cand is not None:
-                return int(cand)
-        return 0
-
-    def _special_frame(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The special tokens the tokenizer puts before and after a text (CLS/SEP, BOS)."""
-        bare = self.tokenizer("hello", add_special_tokens=False)["input_ids"]
-        full = self.tokenizer("hello")["input_ids"]
-        for start in range(len(full) - len(bare) + 1):
-            if full[start : start + len(bare)] == bare:
-                return tuple(full[:start]), tuple(full[start + len(bare):])
-        return (), ()
-
-    # ---- vocabulary -----------------------------------------------------------------------------
-
-    def word_start_tokens(self) -> Tensor:
-        """``[V]`` bool: tokens that begin a whole alphabetic word (`vocabulary.word_start_tokens`)."""
-        if self._word_start is None:
-            self._word_start = word_start_tokens(self.tokenizer, self.embedding_matrix().shape[0])
-        return self._word_start
-
-    def stable_word_tokens(self) -> Tensor:
-        """``[V]`` bool: word-start tokens whose decoded text encodes back to that one token."""
-        if self._stable_words is None:
-            self._stable_words = stable_tokens(self.tokenizer, self.word_start_tokens())
-        return self._stable_words
-
-    # ---- shared tensor helpers ----------------------------------------------------------------
-
-    def embedding_matrix(self) -> Tensor:
-        """The input embedding matrix ``[V, H]`` (a view of the frozen weights)."""
-        embeddings: torch.nn.Embedding = self.model.get_input_embeddings()  # type: ignore[operator]
-        return embeddings.weight
-
-    def input_embeddings(self, ids: Tensor) -> Tensor:
-        """``[..., H]`` what the first layer receives for ``ids``: the embedding rows times
-        `embed_scale`, so injected trigger and soft vectors live on the model's own scale."""
-        return self.embedding_matrix()[ids] * self.embed_scale
-
-    @property
-    def embed_scale(self) -> float:
-        """The factor the model multiplies its embedding rows by (1; Gemma: √H)."""
-        embeddings: torch.nn.Module = self.model.get_input_embeddings()  # type: ignore[operator]
-        return float(getattr(embeddings, "scalar_embed_scale", 1.0))
-
-    def output_embedding_matrix(self) -> Tensor:
-        """The LM head's weight ``[V, H]`` (tied to the input embeddings in most small LMs)."""
-        head: torch.nn.Linear = self.model.get_output_embeddings()  # type: ignore[operator]
-        return head.weight
-
-    def bytes_per_token(self, backward: bool = False) -> int:
-        """Memory one token costs a forward: its key/value cache, or (``backward``) the activations a
-        backward pass keeps, estimated from the config (attention, MLP and norms of every layer)."""
-        hidden, layers, inner, kv_heads, head_dim = self._geometry()
-        size = 2 if self.compute_dtype == "bf16" else 4
-        if backward:  # inputs of the q/k/v/o projections, norms and residuals; the MLP's up/gate/act
-            return layers * (10 * hidden + 4 * inner) * size
-        return layers * 2 * kv_heads * head_dim * size
-
-    def prefix_shape(self, length: int) -> tuple[int, ...]:
-        """The shape ``[L, 2, K, length, D]`` of a key/value prefix of ``length`` positions (from the config)."""
-        _, layers, _, kv_heads, head_dim = self._geometry()
-        return (layers, 2, kv_heads, length, head_dim)
-
-    def _geometry(self) -> tuple[int, int, int, int, int]:
-        """``(hidden, layers, MLP width, key/value heads, head width)`` from the model's config."""
-        config: Any = self.model.config
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        hidden = int(getattr(config, "hidden_size", None) or config.n_embd)
-        layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
-        inner = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden)
-        heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
-        head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
-        return hidden, layers, inner, int(getattr(config, "num_key_value_heads", None) or heads), head_dim
-
-    def rows_within(self, tokens_per_row: int, backward: bool = False) -> int:
-        """How many rows of ``tokens_per_row`` tokens fit `working_memory` (at least one)."""
-        return max(1, self.working_memory // max(1, tokens_per_row * self.bytes_per_token(backward)))
-
-    def num_parameters(self) -> int:
-        """How many weights the backbone has (all frozen)."""
-        return sum(p.numel() for p in self.model.parameters())
 
     def pad(self, rows: Sequence[Sequence[int]], left: bool = False, fill: int | None = None) -> tuple[Tensor, Tensor]:
         """Pad token rows into ``(ids [B, L], attention_mask [B, L])`` on the model's device."""
@@ -349,21 +264,6 @@ class FrozenLM(PromptEncoder):
         """Score inputs that all start with ``prefix`` (backends with ``shares_prefix``)."""
         raise NotImplementedError(f"{type(self).__name__} does not share prefixes; check shares_prefix first")
 
-    @torch.inference_mode()
-    def sentence_embeddings(self, texts: Sequence[Sequence[int]]) -> Tensor:
-        """``[N, H]`` the mean of the last hidden states over each text's tokens (KATE's retrieval
-        embedding, from the frozen model itself).
-
-        The body alone runs (``base_model``): the LM head's ``[N, L, V]`` logits would cost a fifth
-        of the forward on a small model and are never read.
-        """
-        ids, attn = self.pad(texts)
-        with self._autocast():
-            body = cast(torch.nn.Module, self.model.base_model)
-            hidden = body(input_ids=ids, attention_mask=attn).last_hidden_state                  # [N, L, H]
-        mask = attn[..., None].to(hidden.dtype)
-        return upcast((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-
     def _scores(self, batch: Sequence[Encoded], words: WordTable, gold: Sequence[int] | None,
                 vectors: Tensor | None = None, soft: SoftPrompt | None = None) -> Scores:
         raise NotImplementedError
@@ -376,31 +276,3 @@ class FrozenLM(PromptEncoder):
     def trigger_nll_cost(self, batch: Sequence[Encoded]) -> int:
         """Example-forwards `trigger_nll` runs for ``batch``."""
         return len(batch)
-
-    @torch.inference_mode()
-    def slot_features(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
-        """What the LM head sees and says at the prediction slot (first token of a word).
-
-        Returns ``(hidden [B, H], logprobs [B, V])``: the input of the output-embedding layer
-        (so ``hidden @ E_out.T`` are the logits) and the log-softmax over the vocabulary.
-        """
-        captured: dict[str, Tensor] = {}
-        head: torch.nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
-        handle = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("h", inputs[0]))
-        try:
-            logits, rows = self._slot_forward(batch)
-        finally:
-            handle.remove()
-        hidden = captured["h"]
-        index = torch.arange(len(batch), device=self.device)
-        return upcast(hidden[index, rows]), upcast(logits[index, rows]).log_softmax(-1)
-
-    def _slot_forward(self, batch: Sequence[Encoded]) -> tuple[Tensor, Tensor]:
-        """Logits ``[B, L', V]`` of one forward and, per row, the column of the prediction slot."""
-        raise NotImplementedError
-
-    def _lm_head_input(self) -> tuple[dict[str, Tensor], Any]:
-        """A hook that keeps the LM head's input of the next forward: ``(store, handle)``."""
-        captured: dict[str, Tensor] = {}
-        head: torch.nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
-        return captured, head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("h", inputs[0]))
