@@ -25,7 +25,7 @@ class Manual(Searcher[ManualState]):
     name = "manual"
     gated = False  # the baseline reports the prompt it was given
     carries = frozenset({"template", "triggers", "verbalizer", "demos", "soft"})
-    task_kinds = ("classification", "generation")
+    task_kinds = ("classification", "ranking", "generation")
 
     summary = "no search: the task's manual prompt (or --param template=...), scored like any other"
     default_budget = 1000

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from autoprompt import AutopromptError, load_task
+from autoprompt.scoring import text_metrics
+from autoprompt.scoring.scores import EvalResult
 from autoprompt.tasks import BUILTIN, lama_relations
+from autoprompt.tasks.base import Task
+from autoprompt.tasks.kinds import KINDS, Ranking
 
 # task, shots -> (train, dev, test) rows; None = the split does not exist locally
 EXPECTED = {
@@ -84,7 +89,7 @@ def test_lama_relation(data_dir):
     assert len(lama_relations(data_dir)) == 41
     data = load_task("lama:P19", data_dir)
     assert (len(data.train), len(data.dev), len(data.test)) == (800, 200, 944)
-    assert len(data.task.labels) == 899 and data.task.metric == "lama"
+    assert len(data.task.labels) == 899 and data.task.metric == "lama" and data.task.kind == "ranking"
     assert data.task.template == "{subject} was born in [P]"
     assert load_task("lama:P37", data_dir).protocol["sources"]["test"].endswith("pararel_trex_lms_vocab/P37.jsonl")
     assert load_task("lama:P27", data_dir).task.template.endswith("[P]")
@@ -185,3 +190,57 @@ def test_a_model_with_its_own_train_choice_gets_its_manual_prompt(data_dir):
     assert load_task("sst2", data_dir, model="smollm2-135m").task == default.task
     assert "manual_prompt" not in default.protocol
     assert load_task("rte", data_dir, model="gemma3-270m").task == load_task("rte", data_dir).task  # same choice
+
+
+# ---- task kinds ---------------------------------------------------------------------------------
+
+def _task(metric="accuracy", kind="", labels=("no", "yes")):
+    return Task("t", ("x",), labels, "{x} [P]", {label: [label] for label in labels}, metric, kind=kind)
+
+
+def test_a_task_takes_the_kind_of_its_metric_and_refuses_a_metric_of_another_kind():
+    assert _task().kind == "classification" and _task("macro_f1").kind_spec is KINDS["classification"]
+    assert _task("lama").kind == "ranking" and isinstance(_task("lama").kind_spec, Ranking)
+    generation = Task("g", ("mr",), (), "{mr} [P]", {}, "bleu")
+    assert generation.kind == "generation" and generation.is_generation
+    with pytest.raises(AutopromptError, match=r"^task t: a ranking task cannot use metric 'accuracy'; ranking tasks "
+                                              r"use lama$"):
+        _task("accuracy", kind="ranking")
+    with pytest.raises(AutopromptError, match=r"^task t: unknown kind 'regression'; use one of classification, "
+                                              r"ranking, generation$"):
+        _task(kind="regression")
+    with pytest.raises(AutopromptError, match=r"^task t: unknown metric 'auc'; use one of accuracy, f1, macro_f1, "
+                                              r"lama, bleu$"):
+        _task("auc")
+    with pytest.raises(AutopromptError, match="a generation task has no labels or label words"):
+        _task("bleu")
+
+
+def test_each_kind_reads_its_own_statistic_and_result_fields():
+    # class log-probs [4, 3]: the argmax is class 0, 1, 2, 2; the gold labels 0, 1, 1, 2
+    logprobs = torch.tensor([[0.0, -1, -2], [-1, 0.0, -2], [-3, -1, 0.0], [-2, -1, 0.0]])
+    labels = torch.tensor([0, 1, 1, 2])
+    classification = EvalResult("accuracy", 0.75, logprobs, labels)
+    rows = torch.tensor([0, 2, 2])
+    assert KINDS["classification"].statistic(classification, rows) == pytest.approx(1 / 3)  # right, wrong, wrong
+    fields = KINDS["classification"].result_fields(classification, ("a", "b", "c"))
+    assert fields == {"per_class": {"a": {"gold": 1, "predicted": 1, "correct": 1},
+                                    "b": {"gold": 2, "predicted": 1, "correct": 1},
+                                    "c": {"gold": 1, "predicted": 2, "correct": 1}}}
+    assert KINDS["classification"].search_fields(classification, classification) == {}
+
+    ranked = EvalResult("lama", 0.75, logprobs, labels, extra={"p@10": 1.0, "mrr": 0.875})
+    assert KINDS["ranking"].statistic(ranked, rows) == pytest.approx(1 / 3)  # P@1 on the resampled rows
+    assert KINDS["ranking"].result_fields(ranked, ("a", "b", "c")) == {"lama": {"p@10": 1.0, "mrr": 0.875},
+                                                                       "per_class": None}
+    assert KINDS["ranking"].search_fields(ranked, ranked)["lama"]["found"] == {"p@10": 1.0, "mrr": 0.875}
+    assert KINDS["ranking"].metric("lama").ranks_gold and not KINDS["ranking"].metric("lama").calibratable
+
+    # generation: corpus BLEU of the resampled outputs, from their summed statistics (not a mean of sentences)
+    outputs, refs = ["the cat sat on the mat", "a dog ran far away"], [["the cat sat on the mat"], ["no match"]]
+    stats = text_metrics.bleu_stats(outputs, refs)
+    generated = EvalResult("bleu", 0.0, torch.zeros(2, 1), torch.zeros(2, dtype=torch.long), bleu_stats=stats)
+    both = torch.tensor([0, 1])
+    assert KINDS["generation"].statistic(generated, both) == pytest.approx(text_metrics.corpus_bleu(outputs, refs))
+    assert KINDS["generation"].statistic(generated, torch.tensor([0, 0])) == pytest.approx(100.0)
+    assert KINDS["generation"].result_fields(generated, ()) == {"per_class": None}

@@ -127,12 +127,11 @@ def evaluate(
     return {
         "task": data.task.name, "split": split, "model": lm.name, "model_licence": lm.licence,
         "n": result.n, "metric": result.metric,
-        "score": result.score, **({"lama": result.extra} if result.metric == "lama" else {}), **generated,
+        "score": result.score, **data.task.kind_spec.result_fields(result, data.task.labels), **generated,
         "template": chosen.template.source, "verbalizer": chosen.verbalizer.to_json(),
         "trigger_ids": list(chosen.trigger_ids), "prompt_fingerprint": chosen.fingerprint,
         "calibration": chosen.calibration.to_json(),
         "rule": _rule_summary(chosen), "dtype": computed_in,
-        "per_class": result.per_class(data.task.labels) if result.metric not in ("lama", "bleu") else None,
         "shots": data.protocol.get("shots"), "data_seed": data.protocol.get("data_seed"),
         "protocol": data.protocol, "limit": limit,
         **({"sample": f"seeded class-stratified sample of {result.n}"} if limit is not None else {}),

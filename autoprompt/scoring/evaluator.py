@@ -21,7 +21,6 @@ from autoprompt.backends.decoding import Decoding
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Ensemble, Prompt
 from autoprompt.prompts.soft import SoftPrompt
-from autoprompt.scoring import metrics
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.fitting import Fitting, distinct_singles
 from autoprompt.scoring.generation import GenerationScorer
@@ -58,7 +57,7 @@ class Evaluator(Fitting):
         self.max_tokens = max_tokens
         self.budget = budget
         self.majority_label = majority_label
-        self.metric = metrics.metric_for(task.metric)
+        self.metric = task.kind_spec.metric(task.metric)
         shared_prefix = shared_prefix and lm.shares_prefix and isinstance(lm, LanguageModel)
         self._cache: dict[tuple[str, str], EvalResult] | None = {} if cache else None
         # (prompt, examples) keys already charged to the budget: a resumed search restores this

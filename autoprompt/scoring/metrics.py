@@ -1,7 +1,7 @@
 """Metrics over class log-probs: accuracy, F1, macro-F1, and LAMA's ranking metrics.
 
-A task names its metric; `metric_for` gives the `Metric` object, which also says what scoring
-may assume for it (LAMA's special cases live in `LamaRanking`, not in the evaluator).
+A task names its metric; its kind (`autoprompt.tasks.kinds`) gives the `Metric` object, which also
+says what scoring may assume for it (LAMA's special cases live in `LamaRanking`, not in the evaluator).
 """
 
 from __future__ import annotations
@@ -98,11 +98,3 @@ class TextMetric(Metric):
 
     def score(self, logprobs: Tensor, labels: Tensor) -> float:
         raise TypeError("BLEU is computed from generated texts (EvalResult.bleu_stats), not class log-probs")
-
-
-def metric_for(name: str) -> Metric:
-    """The `Metric` object of a task's metric name."""
-    if name == "lama":
-        return LamaRanking(name)
-    return TextMetric(name) if name == "bleu" else Metric(name)
-

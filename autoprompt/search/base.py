@@ -119,7 +119,7 @@ class Searcher(ABC, Generic[S]):
     #: how many of `candidates` the core re-scores at the end
     final_candidates: ClassVar[int] = 3
     #: the task kinds the strategy searches (`Task.kind`): label-word strategies need classes
-    task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    task_kinds: ClassVar[tuple[str, ...]] = ("classification", "ranking")
     #: whether it fits on train examples of every class (label-word statistics): a train split
     #: missing a class is then refused before any work
     needs_every_class: ClassVar[bool] = False

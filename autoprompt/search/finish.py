@@ -167,8 +167,7 @@ def finish(run: SearchRun, progress: bool = False, decided: Selection | None = N
         split_sizes={"train": len(data.train), "dev": len(dev), "test": len(test), "selection": selection_n},
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        lama={"found": found_test.extra, "baseline": base_test.extra} if data.task.metric == "lama" else None,
-        model_licence=lm.licence, search_dtype=run.dtype,
+        model_licence=lm.licence, search_dtype=run.dtype, **data.task.kind_spec.search_fields(found_test, base_test),
         extra={**extra_start, **_generation_summary(run, final, found_test, base_test, test),
                **_members(run, best, found_test, progress)},
     )
@@ -191,7 +190,7 @@ def _members(run: SearchRun, best: AnyPrompt, found_test: EvalResult, progress: 
         start += len(member.test)
         if best.fingerprint == manual.fingerprint:
             found = base
-        elif found_test.bleu_stats is None:
+        elif not member.task.kind_spec.generates:
             found = found_test.subset(rows)
         else:  # generation: ROUGE-L and the likelihood summary are not kept per example
             own = best.for_task(member.task.name) if isinstance(best, Prompt) else best  # its per-task part, if any

@@ -27,7 +27,6 @@ from autoprompt.prompts import Prompt, Rule, load_prompt
 from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
-from autoprompt.scoring.metrics import metric_for
 from autoprompt.search.base import Searcher
 from autoprompt.search.context import ModelView, SearchContext
 from autoprompt.search.estimate import check_budget, disk_estimate
@@ -110,7 +109,7 @@ def run_search(
 
     budget = Budget(limit)
     # LAMA ranks hundreds of objects: a class prior over them is not what calibration is for
-    calibration = searcher.calibration if metric_for(data.task.metric).calibratable else "none"
+    calibration = searcher.calibration if data.task.kind_spec.metric(data.task.metric).calibratable else "none"
     ctx = SearchContext(ModelView.of(lm), data.task, data.train, data.dev, Evaluator(lm, data.task, budget=budget),
                         budget, spec.seed, calibration=calibration, objective=searcher.objective, warm_start=start,
                         rule=rule)
@@ -242,7 +241,7 @@ def check_rule(rule: Rule, searcher: Searcher[Any], lm: ScoringModel, task: Task
     """Refuse, before any work, a decision rule the model, the task or the strategy cannot use."""
     if rule.direct:
         return
-    if not metric_for(task.metric).calibratable:
+    if not task.kind_spec.metric(task.metric).calibratable:
         raise AutopromptError(f"rule {rule.name!r} is for classification tasks; search {task.name} with rule direct")
     if rule.name == "channel" and lm.kind != "causal":
         raise AutopromptError(f"rule 'channel' scores the input after the label, which needs a causal LM; {lm.name} is "

@@ -24,10 +24,10 @@ from torch import Tensor
 
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Prompt
-from autoprompt.scoring import metrics, text_metrics
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.scores import EvalResult
 from autoprompt.tasks.base import Example
+from autoprompt.tasks.kinds import kind_of_metric
 
 Objective = Literal["margin", "loglik", "accuracy"]
 OBJECTIVES: tuple[str, ...] = ("margin", "loglik", "accuracy")
@@ -92,18 +92,11 @@ def bootstrap_delta(found: EvalResult, base: EvalResult, n_boot: int = 1000, see
     n = found.n
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (n_boot, n), generator=generator)
-    deltas = torch.tensor([resampled_score(found, i) - resampled_score(base, i) for i in idx])
+    kind = kind_of_metric(found.metric)  # the statistic the bootstrap resamples: the task's own metric
+    deltas = torch.tensor([kind.statistic(found, i) - kind.statistic(base, i) for i in idx])
     low, high = torch.quantile(deltas.double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
     return {"delta": found.score - base.score, "ci95": [round(low, 6), round(high, 6)],
             "se": float(deltas.std()), "n": n}
-
-
-def resampled_score(result: EvalResult, idx: Tensor) -> float:
-    """The task metric on the examples ``idx`` (with repeats) of ``result``: corpus BLEU from their
-    summed statistics on a generation task, else from their class log-probs."""
-    if result.bleu_stats is not None:
-        return text_metrics.bleu_from_stats(result.bleu_stats[idx])
-    return metrics.score(result.metric, result.logprobs[idx], result.labels[idx])
 
 
 @dataclass

@@ -12,10 +12,9 @@ from typing import Any
 
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import Prompt, Template, Verbalizer
+from autoprompt.tasks.kinds import TaskKind, kind_named, kind_of_metric
 
 SPLITS = ("train", "dev", "test")
-METRICS = ("accuracy", "f1", "macro_f1", "lama", "bleu")
-KINDS = ("classification", "generation")
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,13 @@ class Task:
         labels: label names, in class-index order.
         template: the default manual template text.
         verbalizer: label → label words of the default prompt.
-        metric: ``accuracy``, ``f1`` (binary, class 1 positive), ``macro_f1``, ``lama``, or
-            ``bleu`` (a generation task: corpus BLEU against all references, with ROUGE-L).
+        metric: ``accuracy``, ``f1`` (binary, class 1 positive), ``macro_f1``, ``lama`` (a ranking
+            task), or ``bleu`` (a generation task: corpus BLEU against all references, with ROUGE-L).
         description: one line for ``autoprompt tasks``.
         availability: what splits exist locally, in words (shown by ``autoprompt tasks``).
-        kind: ``classification`` (``[P]`` is scored by label words) or ``generation`` (``[P]`` is
-            the generated continuation; no labels, no verbalizer).
+        kind: ``classification`` (``[P]`` is scored by label words), ``ranking`` (the gold object
+            among many candidates: LAMA) or ``generation`` (``[P]`` is the generated continuation;
+            no labels, no verbalizer); default: the kind its metric belongs to (`autoprompt.tasks.kinds`).
     """
 
     name: str
@@ -60,24 +60,23 @@ class Task:
     metric: str = "accuracy"
     description: str = ""
     availability: str = ""
-    kind: str = "classification"
+    kind: str = ""
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise AutopromptError(f"task {self.name}: unknown metric {self.metric!r}; use {METRICS}")
-        if self.kind not in KINDS:
-            raise AutopromptError(f"task {self.name}: unknown kind {self.kind!r}; use {KINDS}")
-        if (self.metric == "bleu") != self.is_generation:
-            raise AutopromptError(f"task {self.name}: a {self.kind} task cannot use metric {self.metric!r}; "
-                                  "generation tasks use bleu, classification tasks accuracy, f1 or macro_f1")
-        if self.is_generation and (self.labels or self.verbalizer):
-            raise AutopromptError(f"task {self.name}: a generation task has no labels or label words")
+        if not self.kind:  # frozen: the default is filled in once, here
+            object.__setattr__(self, "kind", kind_of_metric(self.metric, self.name).name)
+        self.kind_spec.check(self)
         Template(self.template).check_fields(self.fields)
+
+    @property
+    def kind_spec(self) -> TaskKind:
+        """The kind's object: its metrics, selection statistic and result fields (`autoprompt.tasks.kinds`)."""
+        return kind_named(self.kind, self.name)
 
     @property
     def is_generation(self) -> bool:
         """``[P]`` is a generated text, scored against references (not a choice among label words)."""
-        return self.kind == "generation"
+        return self.kind_spec.generates
 
     @property
     def default_prompt(self) -> Prompt:

@@ -78,7 +78,7 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
     name = "ptuning"
     summary = "continuous prompts, frozen backbone: prompt tuning, P-tuning (LSTM/MLP encoder), P-tuning v2 prefix"
     default_budget = 5000
-    task_kinds = ("classification", "generation")
+    task_kinds = ("classification", "ranking", "generation")
     searches = frozenset({"soft"})  # a start's soft part is replaced, its template and label words kept
     search_space: ClassVar[dict[str, dict[str, Any]]] = {
         "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
