@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,23 @@ def test_arrows_point_down(path):
 
 def test_core_never_imports_searchers():
     for path in CORE_FILES:
-        bad = {m for m in imports(path) if m == "searchers" or m.startswith("searchers.")}
+        bad = {m for m in imports(path) if m.split(".")[0] == "searchers" or m.startswith("autoprompt.searchers")}
         assert not bad, f"{path} imports {bad}"
+
+
+def test_the_strategies_install_as_autoprompt_plugins_not_as_a_package_of_their_own():
+    """searchers/ installs as `autoprompt.searchers` (pyproject's package-dir); the package list names every
+    folder with an ``__init__.py`` (a new sub-package left out would be missing from the wheel)."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = config["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"autoprompt.searchers": "searchers"}
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in [*CORE.rglob("__init__.py"),
+                                                                    *(REPO / "searchers").rglob("__init__.py")]}
+    expected = {f"autoprompt.{f}" if f.split(".")[0] == "searchers" else f for f in folders}
+    assert set(setuptools["packages"]) == expected
+    assert not any(p == "searchers" or p.startswith("searchers.") for p in setuptools["packages"])
+    entry_points = config["project"]["entry-points"]["autoprompt.searchers"]
+    assert all(target.startswith("autoprompt.searchers.") for target in entry_points.values())
 
 
 def test_searchers_import_only_public_api():

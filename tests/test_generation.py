@@ -261,7 +261,7 @@ def test_a_generation_step_lowers_the_reference_loss(causal, gen):
 def test_select_loglik_keeps_the_manual_prompt_by_dev_likelihood_from_the_start(causal, gen):
     from autoprompt.scoring.budget import Budget  # noqa: PLC0415
     from autoprompt.search import SearchContext  # noqa: PLC0415
-    from searchers.continuous.readout import dev_loss  # noqa: PLC0415
+    from autoprompt.searchers.continuous.readout import dev_loss  # noqa: PLC0415
 
     ctx = SearchContext(causal, gen.task, gen.train, gen.dev, Evaluator(causal, gen.task, budget=Budget(),
                         decoding=Decoding(max_new_tokens=4)), Budget(), 0)

@@ -13,9 +13,9 @@ from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.prompts.soft import SoftPrompt
 from autoprompt.scoring.scores import EvalResult
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
+from autoprompt.searchers.continuous import dev_loss, improves
 from autoprompt.tasks.base import Example, TaskData
 from autoprompt.testing.conformance import check_strategy
-from searchers.continuous import dev_loss, improves
 
 FAST = {"steps": 6, "eval_every": 2, "batch_size": 4}
 
@@ -55,7 +55,7 @@ def test_prefix_on_a_masked_lm_is_a_clear_error(masked, task):
 
 
 def test_hyper_parameters_are_kept_as_given_and_defaults_resolve_per_mode():
-    from searchers.continuous import MODE_DEFAULTS  # noqa: PLC0415
+    from autoprompt.searchers.continuous import MODE_DEFAULTS  # noqa: PLC0415
 
     for mode in ("prompt", "ptuning", "prefix"):
         searcher = create("ptuning", {"mode": mode})
@@ -172,7 +172,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(causal, task
     assert run_search(spec, lm=causal, data=task, stop_after=1)["interrupted"]
     (folder,) = list((tmp_path / "tiny" / "ptuning").iterdir())
     checkpoint = (folder / "checkpoint.json").read_text()
-    from searchers.continuous import encoders  # noqa: PLC0415
+    from autoprompt.searchers.continuous import encoders  # noqa: PLC0415
 
     monkeypatch.setattr(encoders.Slots, "forward", lambda self: SoftPrompt(slots=self.vectors * float("nan")))
     with pytest.raises(AutopromptError, match=r"loss became nan.*last good checkpoint"):

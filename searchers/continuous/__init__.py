@@ -36,9 +36,9 @@ zero. Soft tokens that start far from the embedding scale do not train (OpenProm
 whose soft tokens start ~1.75x larger than word vectors, stays at chance on SmolLM2).
 """
 
-from searchers.continuous.building import MODE_DEFAULTS
-from searchers.continuous.modes import PrefixTuning, PromptTuning
-from searchers.continuous.readout import dev_loss, improves, nearest_token_readout
-from searchers.continuous.strategy import PTuning
+from .building import MODE_DEFAULTS
+from .modes import PrefixTuning, PromptTuning
+from .readout import dev_loss, improves, nearest_token_readout
+from .strategy import PTuning
 
 __all__ = ["MODE_DEFAULTS", "PTuning", "PrefixTuning", "PromptTuning", "dev_loss", "improves", "nearest_token_readout"]

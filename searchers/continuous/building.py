@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from autoprompt import AutopromptError, Prompt, Segment, SoftPrompt, Template, Verbalizer
 from autoprompt.search import SearchContext
-from searchers.continuous.encoders import KVPrefix, PromptEncoder, Slots, TaskParts, WithHead
+
+from .encoders import KVPrefix, PromptEncoder, Slots, TaskParts, WithHead
 
 Mode = Literal["prompt", "ptuning", "prefix"]
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from autoprompt import AutopromptError
-from searchers.continuous.building import Mode
-from searchers.continuous.strategy import PTuning
+
+from .building import Mode
+from .strategy import PTuning
 
 
 @dataclass

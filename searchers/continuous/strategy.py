@@ -15,8 +15,9 @@ from torch import Tensor
 
 from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, SoftPrompt
 from autoprompt.search import SearchContext, Searcher, SearchState, hyper
-from searchers.continuous.building import MODE_DEFAULTS, Mode, PromptBuilding
-from searchers.continuous.readout import detached, dev_loss, improves, nearest_token_readout
+
+from .building import MODE_DEFAULTS, Mode, PromptBuilding
+from .readout import detached, dev_loss, improves, nearest_token_readout
 
 
 class PTuningState(SearchState):

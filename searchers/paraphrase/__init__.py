@@ -27,6 +27,6 @@ sample, as LPAQA) force one form.
     strategy.py   Paraphrase: the beam, scoring, the candidates offered to the core's gate
 """
 
-from searchers.paraphrase.strategy import Paraphrase
+from .strategy import Paraphrase
 
 __all__ = ["Paraphrase"]
