@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from autoprompt import AnyPrompt, Ensemble, Example, Prompt
-from autoprompt.search import SearchContext, TriggerSearch, TriggerState, hyper
+from autoprompt.search import SearchContext, TriggerGradients, TriggerSearch, TriggerState, hyper
 
 
 class GradientState(TriggerState):
@@ -127,9 +127,10 @@ class Gradient(TriggerSearch[GradientState]):
     def step(self, ctx: SearchContext, state: GradientState) -> GradientState:
         base = Prompt.from_json(state["prompt"])
         prompt = base.with_triggers(state["triggers"])
-        grad, loss = ctx.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt="grad0"))
+        gradients = ctx.ask(TriggerGradients)
+        grad, loss = gradients.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt="grad0"))
         for i in range(1, self.accumulation_steps):
-            g, loss = ctx.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt=f"grad{i}"))
+            g, loss = gradients.trigger_gradient(prompt, ctx.sample(ctx.train, self.batch_size, salt=f"grad{i}"))
             grad = grad + g
         swaps = self.hotflip(ctx, prompt, grad)
         rescore = self.rescore_set(ctx)  # the same every step: the current triggers' score is a cache hit
@@ -162,7 +163,7 @@ class Gradient(TriggerSearch[GradientState]):
         empty = Example({f: "" for f in ctx.task.fields}, 0)
         todo = [p for p in prompts if _key(p.trigger_ids) not in state["nll"]]
         if todo:
-            values = ctx.trigger_nll([ctx.lm.encode(p, empty) for p in todo]).tolist()
+            values = ctx.ask(TriggerGradients).trigger_nll([ctx.lm.encode(p, empty) for p in todo]).tolist()
             state["nll"].update({_key(p.trigger_ids): v for p, v in zip(todo, values, strict=True)})
         return [state["nll"][_key(p.trigger_ids)] for p in prompts]
 

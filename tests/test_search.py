@@ -11,10 +11,22 @@ from typing import ClassVar
 import pytest
 import torch
 
-from autoprompt import AutopromptError, Budget, Evaluator, search
+from autoprompt import AutopromptError, Budget, BudgetExhausted, Evaluator, search
 from autoprompt.prompts import Prompt, Template
 from autoprompt.results.record import RunRecord
-from autoprompt.search import SearchContext, Searcher, SearchSpec, available, create, run_search, with_triggers
+from autoprompt.search import (
+    Capability,
+    SearchContext,
+    Searcher,
+    SearchSpec,
+    SlotReadout,
+    SoftTraining,
+    TriggerGradients,
+    available,
+    create,
+    run_search,
+    with_triggers,
+)
 from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_minimum_budget, check_strategy
 
@@ -297,13 +309,37 @@ def test_strategies_see_a_read_only_model(causal, task):
     with pytest.raises(AttributeError, match="read-only"):
         ctx.lm.max_length = 3
     prompt = task.task.default_prompt
-    hidden, logp = ctx.slot_features([causal.encode(prompt, ex) for ex in task.train[:5]])  # metered: charged
+    hidden, logp = ctx.ask(SlotReadout).slot_features([causal.encode(prompt, ex) for ex in task.train[:5]])  # charged
     assert hidden.shape[0] == logp.shape[0] == 5 and budget.forwards == 5
+
+
+class _Norms(Capability):
+    """A family's own capability, written outside the core: the norm of each row's hidden state at [P]."""
+
+    def norms(self, encoded):
+        with self._budget.paying(forwards=len(encoded)):
+            hidden, _ = self._model.slot_features(encoded)
+        return hidden.norm(dim=-1)
+
+
+def test_a_strategy_asks_for_capabilities_and_a_new_family_brings_its_own(causal, task):
+    budget = Budget(100)
+    ctx = SearchContext(causal, task.task, task.train, task.dev, Evaluator(causal, task.task, budget=budget),
+                        budget, seed=0)
+    assert ctx.ask(TriggerGradients) is ctx.ask(TriggerGradients)  # built once per search
+    assert not hasattr(ctx, "trigger_gradient") and not hasattr(ctx, "slot_features")  # the context does not grow
+    encoded = [causal.encode(task.task.default_prompt, ex) for ex in task.train[:3]]
+    norms = ctx.ask(_Norms).norms(encoded)
+    expected = causal.slot_features(encoded)[0].norm(dim=-1)
+    assert torch.allclose(norms, expected) and budget.forwards == 3  # paid before it ran
+    with pytest.raises(BudgetExhausted):
+        ctx.ask(_Norms).norms(encoded * 40)  # 120 forwards: more than the 97 left, refused before running
+    assert budget.forwards == 3
 
 
 def test_the_model_view_shows_exactly_the_strategy_protocol(causal, task):
     from autoprompt.search import StrategyModel  # noqa: PLC0415
-    from autoprompt.search.context import ModelView  # noqa: PLC0415
+    from autoprompt.search.model_view import ModelView  # noqa: PLC0415
 
     members = {n for n in dir(StrategyModel) if not n.startswith("_")}
     assert ModelView._shown == members and "prefix_from_text" not in members and "model" not in members
@@ -316,7 +352,7 @@ def test_the_model_view_shows_exactly_the_strategy_protocol(causal, task):
         ctx.lm.prefix_from_text  # noqa: B018  # runs the model: only through the context, charged
     assert not ctx.lm.embedding_matrix().requires_grad
     ids = causal.tokenize(" It was")
-    kv = ctx.prefix_from_text(ids)
+    kv = ctx.ask(SoftTraining).prefix_from_text(ids)
     assert budget.forwards == 1 and tuple(kv.shape) == ctx.lm.prefix_shape(len(ids))
 
 

@@ -1,7 +1,9 @@
 """Search framework: the strategy contract, its registry, the run loop and the selection protocol.
 
     base.py       Searcher (what a strategy implements, the contract's rules), SearchState
-    context.py    SearchContext (what a strategy sees), StrategyModel (its read-only view of the model)
+    context.py    SearchContext (what a strategy sees)
+    model_view.py StrategyModel (its read-only view of the model, ``ctx.lm``), ModelView
+    capabilities.py  each strategy family's metered model operations (`SearchContext.ask`)
     registry.py   strategies by name: entry points and in-process `register`; parameter parsing
     toolkit.py    what strategies call: the starting prompt, trigger slots, a pool of scored trigger sets
     selection.py  the shared protocol: objective, gate, paired-bootstrap deltas
@@ -15,9 +17,11 @@
 """
 
 from autoprompt.search.base import Searcher, SearchState, hyper
-from autoprompt.search.context import SearchContext, StrategyModel
+from autoprompt.search.capabilities import Capability, SlotReadout, SoftTraining, TextWriting, TriggerGradients
+from autoprompt.search.context import SearchContext
 from autoprompt.search.estimate import check_budget, estimate
 from autoprompt.search.loop import limit_test, run_search
+from autoprompt.search.model_view import StrategyModel
 from autoprompt.search.parts import PARTS, prompt_parts
 from autoprompt.search.pipeline import estimate_pipeline, is_pipeline, plan_pipeline, run_pipeline
 from autoprompt.search.registry import (
@@ -40,12 +44,17 @@ from autoprompt.search.toolkit import TriggerSearch, TriggerState, keep_best, on
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PARTS",
+    "Capability",
     "RunDir",
     "SearchContext",
     "SearchSpec",
     "SearchState",
     "Searcher",
+    "SlotReadout",
+    "SoftTraining",
     "StrategyModel",
+    "TextWriting",
+    "TriggerGradients",
     "TriggerSearch",
     "TriggerState",
     "available",

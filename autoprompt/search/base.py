@@ -25,9 +25,11 @@ The rules of the contract, all of them:
 3. `start` scores nothing the budget does not see; `costs` states what the start and one step cost
    (their sum is the minimum budget `run_search` accepts).
 4. Randomness comes from ``ctx.rng(step)`` / ``ctx.sample``: a resumed run repeats the same draws.
-5. Model work goes through the context's metered operations (``ctx.evaluator``, ``ctx.trigger_gradient``,
-   ``ctx.prefix_from_text``, ...); ``ctx.lm`` is a `StrategyModel`: tokenizer, vocabulary and
-   embeddings, read-only, nothing that runs the model. Writing a weight fails the run (checksum).
+5. Model work goes through metered operations: ``ctx.evaluator`` (shared scoring) and the family's
+   capability object, ``ctx.ask(TriggerGradients)``, ``ctx.ask(SoftTraining)``, ... (`capabilities`; a
+   new family subclasses `Capability`, whose every method pays before it runs); ``ctx.lm`` is a
+   `StrategyModel`: tokenizer, vocabulary and embeddings, read-only, nothing that runs the model.
+   Writing a weight fails the run (checksum).
 6. A strategy sees ``ctx.train`` and ``ctx.dev``, never test; `fitted` says which train examples it
    fitted on (the rest join dev in the final selection).
 7. `candidates` and `best` may be called on the start state (no step taken) and must answer there.

@@ -24,8 +24,9 @@ from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.base import Searcher, SearchState
-from autoprompt.search.context import ModelView, SearchContext
+from autoprompt.search.context import SearchContext
 from autoprompt.search.finish import SearchRun, finish
+from autoprompt.search.model_view import ModelView
 from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
 from autoprompt.search.stages import PipelineSettings

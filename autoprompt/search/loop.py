@@ -28,9 +28,10 @@ from autoprompt.results.record import RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.base import Searcher
-from autoprompt.search.context import ModelView, SearchContext
+from autoprompt.search.context import SearchContext
 from autoprompt.search.estimate import check_budget, disk_estimate
 from autoprompt.search.finish import SearchRun, finish, finish_stage
+from autoprompt.search.model_view import ModelView
 from autoprompt.search.parts import check_start
 from autoprompt.search.registry import create
 from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume

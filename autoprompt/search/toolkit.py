@@ -13,7 +13,8 @@ from typing import Any, TypeVar, cast
 from autoprompt.errors import AutopromptError
 from autoprompt.prompts import AnyPrompt, Prompt, Segment, Template, Verbalizer
 from autoprompt.search.base import Searcher, SearchState, hyper
-from autoprompt.search.context import SearchContext, StrategyModel
+from autoprompt.search.context import SearchContext
+from autoprompt.search.model_view import StrategyModel
 from autoprompt.tasks.base import Example
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from autoprompt import AutopromptError, Prompt, Segment, SoftPrompt, Template, Verbalizer
-from autoprompt.search import SearchContext
+from autoprompt.search import SearchContext, SoftTraining
 
 from .encoders import KVPrefix, PromptEncoder, Slots, TaskParts, WithHead
 
@@ -132,7 +132,7 @@ class PromptBuilding:
         per-task part (not the shared prefix's leading values again); zeros where not ``fresh``."""
         if not fresh:
             return torch.zeros(ctx.lm.prefix_shape(n))
-        kv = ctx.prefix_from_text(self._init_ids(ctx, n)).cpu()
+        kv = ctx.ask(SoftTraining).prefix_from_text(self._init_ids(ctx, n)).cpu()
         if self.init == "random":
             seed = random.Random(f"{ctx.seed}:task:{member}").getrandbits(63) if member else ctx.seed
             gen = torch.Generator().manual_seed(seed)

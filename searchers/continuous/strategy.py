@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, SoftPrompt
-from autoprompt.search import SearchContext, Searcher, SearchState, hyper
+from autoprompt.search import SearchContext, Searcher, SearchState, SoftTraining, hyper
 
 from .building import MODE_DEFAULTS, Mode, PromptBuilding
 from .readout import detached, dev_loss, improves, nearest_token_readout
@@ -236,12 +236,12 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
         lm = ctx.lm
         encoded = [lm.encode(prompt, ex) for ex in batch]
         if ctx.task.is_generation:
-            targets = [ctx.references(prompt, ex) for ex in batch]
-            sums = torch.cat(ctx.target_logprobs(encoded, targets, soft))                   # [R]
+            targets = [ctx.ask(SoftTraining).references(prompt, ex) for ex in batch]
+            sums = torch.cat(ctx.ask(SoftTraining).target_logprobs(encoded, targets, soft))                   # [R]
             return -sums.sum() / sum(len(t) for ts in targets for t in ts)
         gold = torch.tensor([ex.label for ex in batch], device=lm.device)
         table = [] if self.head == "linear" else lm.word_table(prompt, ctx.task.labels)
-        logprobs = ctx.soft_logprobs(encoded, table, soft, [ex.task for ex in batch])       # [B, C]
+        logprobs = ctx.ask(SoftTraining).soft_logprobs(encoded, table, soft, [ex.task for ex in batch])       # [B, C]
         if self.loss == "class":
             logprobs = logprobs.log_softmax(-1)
         return -logprobs[torch.arange(len(batch)), gold].mean()

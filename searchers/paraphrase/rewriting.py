@@ -4,7 +4,7 @@ a masked LM refills one template word at a time. The core charges the budget for
 from __future__ import annotations
 
 from autoprompt import Template
-from autoprompt.search import SearchContext
+from autoprompt.search import SearchContext, TextWriting
 
 ANSWER = "[ANSWER]"  # how [P] is shown to a paraphrasing LM
 
@@ -25,7 +25,7 @@ def ask(ctx: SearchContext, gen: str | None, template: Template, salt: str, n: i
         ("Rewrite the phrase in other words, keeping its meaning. Reply with the new phrase only.\n\n"
          f"Phrase: {template.segments[i].value.strip()}", f"{salt}:{i}") for i in pieces]
     base = ctx.rng().randrange(2**31)  # the step's seed; each request adds its own salt
-    replies = ctx.generate(gen, [(text, base + sum(map(ord, tag))) for text, tag in requests],
+    replies = ctx.ask(TextWriting).generate(gen, [(text, base + sum(map(ord, tag))) for text, tag in requests],
                            n, temperature)
     out = [t.replace(ANSWER, "[P]") for t in replies[0]]
     for i, rewrites in zip(pieces, replies[1:], strict=True):
@@ -45,13 +45,13 @@ def refill(ctx: SearchContext, gen: str | None, template: Template, n: int) -> l
     words = template.source.split(" ")
     plain = [i for i, w in enumerate(words) if w.isalpha()]
     predict = next(i for i, w in enumerate(words) if "[P]" in w)
-    mask = ctx.other_model(gen).tokenizer.mask_token
+    mask = ctx.ask(TextWriting).other_model(gen).tokenizer.mask_token
     jobs = []
     for i in plain:
         text = " ".join(mask if j == i else w for j, w in enumerate(words)).replace("[P]", mask)
         for field in template.fields:  # a neutral filler: the template's own words are what change
             text = text.replace("{" + field + "}", "something")
         jobs.append((text, 1 if predict < i else 0))  # the [P] mask may come first
-    fills = ctx.fill_masks(gen, jobs, max(1, n // max(1, len(plain)) + 1))
+    fills = ctx.ask(TextWriting).fill_masks(gen, jobs, max(1, n // max(1, len(plain)) + 1))
     return [" ".join(word if j == i else w for j, w in enumerate(words))
             for i, found in zip(plain, fills, strict=True) for word in found]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Ensemble, Example, Prompt, Template
-from autoprompt.search import SearchContext, Searcher, SearchState, hyper, starting_prompt
+from autoprompt.search import SearchContext, Searcher, SearchState, TextWriting, hyper, starting_prompt
 
 from .mining import mine
 from .rewriting import ask, refill
@@ -104,7 +104,7 @@ class Paraphrase(Searcher[ParaphraseState]):
 
     def rewrite(self, ctx: SearchContext, template: Template, salt: str) -> list[str]:
         """Rewrites of ``template`` by the generator LM (sampled from the step's seed); charged by the core."""
-        if ctx.other_model(self.generator).kind == "masked":
+        if ctx.ask(TextWriting).other_model(self.generator).kind == "masked":
             return refill(ctx, self.generator, template, self.num_paraphrases)
         return ask(ctx, self.generator, template, salt, self.num_paraphrases, self.temperature)
 

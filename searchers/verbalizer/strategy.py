@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, Required
 import torch
 
 from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, Verbalizer
-from autoprompt.search import SearchContext, Searcher, SearchState, hyper, starting_prompt
+from autoprompt.search import SearchContext, Searcher, SearchState, SlotReadout, hyper, starting_prompt
 
 from .ranking import best_assignments, channel_ranking
 
@@ -122,12 +122,12 @@ class VerbalizerSearch(Searcher[VerbalizerState]):
                       words: list[tuple[str, tuple[int, ...]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(word | example) [N, W], hidden at the slot [N, H])``; charges the budget."""
         encoded = [ctx.lm.encode(prompt, ex) for ex in examples]
-        hidden, logp_first = ctx.slot_features(encoded)
+        hidden, logp_first = ctx.ask(SlotReadout).slot_features(encoded)
         scores = logp_first[:, [toks[0] for _, toks in words]].clone()
         multi = [j for j, (_, toks) in enumerate(words) if len(toks) > 1]
         for start in range(0, len(multi), 64):  # multi-token words: exact scores, one "class" per word
             chunk = multi[start : start + 64]
-            scores[:, chunk] = ctx.word_logprobs(encoded, [[words[j][1]] for j in chunk])
+            scores[:, chunk] = ctx.ask(SlotReadout).word_logprobs(encoded, [[words[j][1]] for j in chunk])
         return scores, hidden
 
     def plausible(self, prompt: Prompt, words: list[tuple[str, tuple[int, ...]]],
