@@ -88,13 +88,14 @@ def _key(ex: Example) -> str:
 
 
 def run_cell(lm: Any, data: TaskData, task: str, strategy: str, params: dict[str, Any], seed: int,
-             out: str, budget: int | None) -> dict[str, Any]:
-    """One search or pipeline on ``data``; the figures a row needs."""
+             out: str, budget: int | None, resume: str | None = None) -> dict[str, Any]:
+    """One search or pipeline on ``data`` (or its interrupted run folder ``resume``, continued); the figures
+    a row needs (``wall_s``: this call's, so a resumed row's excludes the part run before)."""
     spec = SearchSpec(task=task, strategy=strategy, params=dict(params), shots=16, data_seed=13, seed=0,
                       budget=budget, out=out)
     started = time.perf_counter()
     # every row is a pipeline (one stage is a pipeline too: same data use, one gate on dev at the end)
-    result = run_pipeline(spec, lm=lm, data=data)
+    result = run_pipeline(spec, lm=lm, data=data, resume=resume).to_json()
     stages = result["details"].get("stages", [])
     return {"test": result["scores"]["test"], "manual_test": result["baseline"]["test"],
             "dev": result["scores"]["dev"], "manual_dev": result["baseline"]["dev"],
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=None, help="report: score a seeded sample of test")
     parser.add_argument("--n-eval", type=int, default=500, help="heldout: rows each split is scored on")
     parser.add_argument("--out", default="runs-compose")
+    parser.add_argument("--resume", default=None,
+                        help="an interrupted run folder of the one cell given (task, seed, pipeline): continue it")
     parser.add_argument("--tag", default="",
                         help="kept in each row's pipeline name: the same pipeline from another version of the code "
                              "(e.g. auto after issue 39)")
@@ -163,7 +166,8 @@ def main() -> None:
                                    + (f" --test-limit {args.test_limit}" if args.test_limit else "")
                                    + (f" --budget {args.budget}" if args.budget else "")
                                    + (f" --tag '{args.tag}'" if args.tag else "")),
-                       **run_cell(lm, data, task, strategy, params, 0, args.out, args.budget)}
+                       **run_cell(lm, data, task, strategy, params, 0, args.out, args.budget, args.resume),
+                       **({"resumed_from": args.resume} if args.resume else {})}
                 print(json.dumps(row), flush=True)
                 done[cell] = row
                 with cells_path.open("a") as f:

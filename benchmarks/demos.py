@@ -115,7 +115,7 @@ def main() -> None:
                         continue
                     spec = SearchSpec(task=task, strategy="demos", shots=16, data_seed=seed, out=args.out,
                                       params={"method": method, "calibration": calibration})
-                    result = run_search(spec, lm=lm, data=data)
+                    result = run_search(spec, lm=lm, data=data).to_json()
                     # what the method itself does on test, whether or not the gate handed it back
                     found = [c for c in result["selection"]["candidates"] if not c["manual"]]
                     best = max(found, key=lambda c: c["objective"])

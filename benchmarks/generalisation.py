@@ -67,7 +67,7 @@ def search_rows(lm, task: str, strategy: str, seeds: list[int], out: str) -> lis
     runs = []
     for seed in seeds:
         spec = SearchSpec(task=task, strategy=strategy, shots=16, data_seed=seed, seed=0, out=out)
-        r = finished_result(spec) or run_search(spec, lm=lm)
+        r = finished_result(spec) or run_search(spec, lm=lm).to_json()
         runs.append({"data_seed": seed, "manual_test": r["baseline"]["test"], "found_test": r["scores"]["test"],
                      "manual_dev": r["baseline"]["dev"], "found_dev": r["scores"]["dev"],
                      "reliable": r["selection"]["reliable"], "selection": r["selection"]["message"],

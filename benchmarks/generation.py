@@ -37,7 +37,7 @@ def run_one(method: str, shots: int, seed: int, args: argparse.Namespace, lm) ->
     params = {"gate": False, **({"steps": args.steps} if args.steps else {})}
     spec = SearchSpec(task="e2e", strategy=method, params=params, shots=shots, data_seed=seed, seed=0, out=args.out,
                       budget=args.budget, test_limit=args.test_limit)
-    r = finished_result(spec) or run_search(spec, lm=lm, progress=True)
+    r = finished_result(spec) or run_search(spec, lm=lm, progress=True).to_json()
     trace = (Path(r["run_dir"]) / "trace.jsonl").read_text().splitlines()
     gen = r["generation"]
     return {"method": method, "shots": shots, "data_seed": seed,

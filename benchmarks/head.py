@@ -40,7 +40,7 @@ def main() -> None:
         for name in args.variants.split(","):
             spec = SearchSpec(task=args.task, strategy=args.strategy, params={**VARIANTS[name], "gate": False},
                               shots=16, data_seed=seed, seed=0, out=args.out)
-            r = finished_result(spec) or run_search(spec, lm=lm, progress=True)
+            r = finished_result(spec) or run_search(spec, lm=lm, progress=True).to_json()
             row = {"variant": name, "data_seed": seed, "test": round(r["scores"]["test"], 4),
                    "manual_test": round(r["baseline"]["test"], 4), "dev": round(r["scores"]["dev"], 4),
                    "gate_passed": r["selection"]["reliable"],

@@ -48,7 +48,7 @@ def main() -> None:
     def run(task: str, seed: int, **params: int) -> dict:
         spec = SearchSpec(task=task, strategy="prefix", params={"gate": False, **params}, shots=16, data_seed=seed,
                           seed=0, out=args.out, test_limit=args.test_limit)
-        return finished_result(spec) or run_search(spec, lm=lm, progress=True)
+        return finished_result(spec) or run_search(spec, lm=lm, progress=True).to_json()
 
     for seed in [int(s) for s in args.seeds.split(",")]:
         joints = {}

@@ -76,7 +76,7 @@ def main() -> None:
                           data_seed=data_seed, seed=0, budget=args.budget, out=args.out)
         run_dir = finished(spec)
         if run_dir is None:
-            run_dir = Path(run_search(spec, lm=lm, data=data)["run_dir"])
+            run_dir = Path(run_search(spec, lm=lm, data=data).run_dir)
         result = json.loads((run_dir / "result.json").read_text())
         state = json.loads((run_dir / "checkpoint.json").read_text())["state"]
 

@@ -144,7 +144,7 @@ def searches(lm: Any, seeds: list[int], strategies: list[tuple[str, dict[str, An
                                       seed=0, budget=budget, out=out, dtype=dtype)
                     run = run_pipeline if strategy == "auto" or "," in strategy else run_search
                     started = time.perf_counter()
-                    result = run(spec, lm=lm, data=data)
+                    result = run(spec, lm=lm, data=data).to_json()
                     wall = time.perf_counter() - started
                     # the found prompt's per-example test scores (fp32), read while its run folder exists
                     scored = Evaluator(lm, data.task).score(load_prompt(Path(result["run_dir"]) / "prompt.json"),

@@ -44,7 +44,7 @@ from autoprompt.tasks import load_task
 def ours(task: str, mode: str, data_seed: int, out: str, lm) -> dict:
     spec = SearchSpec(task=task, strategy="ptuning", params={"mode": mode}, shots=16, data_seed=data_seed, seed=0,
                       out=out)
-    r = finished_result(spec) or run_search(spec, lm=lm)
+    r = finished_result(spec) or run_search(spec, lm=lm).to_json()
     trace = (Path(r["run_dir"]) / "trace.jsonl").read_text().splitlines()
     return {"method": f"autoprompt {mode}", "data_seed": data_seed, "test": round(r["scores"]["test"], 4),
             "manual_test": round(r["baseline"]["test"], 4), "dev": round(r["scores"]["dev"], 4),

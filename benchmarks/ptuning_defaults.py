@@ -56,7 +56,7 @@ def held_out(n: int, seed: int = 0) -> list[Example]:
 def run(name: str, params: dict, mode: str, data_seed: int, out: str, held: Evaluator, examples: list[Example]) -> dict:
     spec = SearchSpec(task="sst2", strategy="ptuning", params={"mode": mode, **params}, shots=16,
                       data_seed=data_seed, seed=0, out=out)
-    r = finished_result(spec) or run_search(spec, lm=held.lm)
+    r = finished_result(spec) or run_search(spec, lm=held.lm).to_json()
     score = held.score(load_prompt(Path(r["run_dir"]) / "prompt.json"), examples).score
     return {"candidate": name, "params": params, "data_seed": data_seed, "dev": round(r["scores"]["dev"], 4),
             "held_out": round(score, 4), "start_dev": r["details"]["start_dev"],

@@ -90,7 +90,7 @@ def part_search(lm, splits: dict[int, TaskData], strategy: str, grid: dict[str, 
         for seed, data in splits.items():
             spec = SearchSpec(task="sst2", strategy=strategy, params=dict(params), shots=16, data_seed=seed,
                               seed=0, budget=budget, out=out)
-            r = finished_result(spec) or run_search(spec, lm=lm, data=data)
+            r = finished_result(spec) or run_search(spec, lm=lm, data=data).to_json()
             sel = r["selection"]
             ev = Evaluator(lm, data.task)
             manual = ev.score(data.task.default_prompt, data.test).score

@@ -36,7 +36,7 @@ def main() -> None:
     for data_seed in map(int, args.seeds.split(",")):
         spec = SearchSpec(task=args.task, strategy=args.strategy, params=params, shots=16, data_seed=data_seed,
                           seed=0, budget=args.budget, out=args.out)
-        r = finished_result(spec) or run_search(spec, lm=lm)
+        r = finished_result(spec) or run_search(spec, lm=lm).to_json()
         rows.append({"data_seed": data_seed, "manual_test": r["baseline"]["test"], "found_test": r["scores"]["test"],
                      "manual_dev": r["baseline"]["dev"], "found_dev": r["scores"]["dev"], "prompt": r["prompt_text"],
                      "verbalizer": prompt_from_json(r["prompt"]).verbalizer.to_json(),

@@ -152,7 +152,7 @@ def test_demos_conformance(params, causal, task):
     from autoprompt.testing.conformance import check_strategy  # noqa: PLC0415
 
     result = check_strategy("demos", params, budget=400, lm=causal, data=task)
-    assert result["budget"]["tokens"] > 0 and result["details"]["method"] == params["method"]
+    assert result.budget.tokens > 0 and result.details["method"] == params["method"]
 
 
 def test_demos_strategy_shows_train_examples_and_keeps_them_out_of_selection(causal, task, tmp_path):
@@ -161,17 +161,17 @@ def test_demos_strategy_shows_train_examples_and_keeps_them_out_of_selection(cau
     spec = SearchSpec(task="tiny", strategy="demos", params={"method": "search", "num_candidates": 3, "gate": False},
                       budget=400, out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
-    shown = result["prompt"]["demos"]["examples"]
+    shown = result.prompt["demos"]["examples"]
     train = {ex.fields["sentence"]: task.task.labels[ex.label] for ex in task.train}
     assert len(shown) == 2 and all(train[d["fields"]["sentence"]] == d["label"] for d in shown)  # one per class
     assert {d["label"] for d in shown} == set(task.task.labels)
     # search fits on all of train (pool and scoring set): the final selection is dev alone
-    assert result["split_sizes"]["selection"] == len(task.dev)
+    assert result.split_sizes["selection"] == len(task.dev)
     similar = run_search(SearchSpec(task="tiny", strategy="demos", params={"method": "similar", "pool_size": 8,
                                                                           "gate": False}, budget=400,
                                     out=str(tmp_path)), lm=causal, data=task)
-    assert len(similar["prompt"]["demos"]["pool"]) == 8 and similar["prompt"]["demos"]["k"] == 2
-    assert similar["split_sizes"]["selection"] == len(task.dev) + len(task.train) - 8
+    assert len(similar.prompt["demos"]["pool"]) == 8 and similar.prompt["demos"]["k"] == 2
+    assert similar.split_sizes["selection"] == len(task.dev) + len(task.train) - 8
 
 
 def test_demos_search_refuses_a_pool_that_leaves_nothing_to_judge_on(causal, task, tmp_path):

@@ -45,7 +45,7 @@ def test_a_search_runs_on_an_offloaded_model_and_bf16_there_is_one_line(offloade
     spec = SearchSpec(task.task.name, "random", params={"num_candidates": 2, "num_triggers": 2}, budget=300,
                       out=str(tmp_path / "runs"))
     result = run_search(spec, lm=offloaded, data=task)
-    assert result["backbone"]["unchanged"] and result["steps"] >= 1
+    assert result.backbone.unchanged and result.steps >= 1
     with pytest.raises(AutopromptError, match=r"dispatched by a device map: bf16 on a CPU .*set `dtype` to fp32$"):
         run_search(SearchSpec(task.task.name, "random", budget=300, out=str(tmp_path / "runs2"), dtype="bf16"),
                    lm=offloaded, data=task)

@@ -70,10 +70,10 @@ def test_a_search_reports_steps_and_warnings(causal, task, tmp_path):
     job = f"grumbler on {task.task.name}"
     steps = [e for e in rec.seen if e[0] == "advanced" and e[1] == job]
     assert [e[3]["step"] for e in steps] == [1, 2] and steps[-1][3]["best_dev"] == 0.5
-    assert ("started", job, result["budget"]["limit"], "fwd", 0) in rec.seen and ("ended", job) in rec.seen
+    assert ("started", job, result.budget.limit, "fwd", 0) in rec.seen and ("ended", job) in rec.seen
     assert rec.seen.count(("warned", "the first step is suspicious")) == 1
-    assert "the first step is suspicious" in result["warnings"]
-    trace = [json.loads(line) for line in (Path(result["run_dir"]) / "trace.jsonl").read_text().splitlines()]
+    assert "the first step is suspicious" in result.warnings
+    trace = [json.loads(line) for line in (Path(result.run_dir) / "trace.jsonl").read_text().splitlines()]
     assert trace[0]["warnings"] == ["the first step is suspicious"] and "warnings" not in trace[1]
 
 

@@ -219,7 +219,7 @@ def test_gain_intervals_resample_corpus_bleu(causal, gen):
 def test_continuous_strategies_conform_on_a_generation_task(strategy, causal, gen, weights_kept):
     with weights_kept(causal):
         result = check_strategy(strategy, {**FAST, "lr": 0.05}, budget=400, lm=causal, data=gen)
-    assert result["metric"] == "bleu" and result["generation"]["decoding"]["num_beams"] == 1
+    assert result.metric == "bleu" and result.generation["decoding"]["num_beams"] == 1
 
 
 @pytest.mark.parametrize("strategy", ["prompt_tuning", "prefix"])
@@ -273,10 +273,10 @@ def test_select_loglik_keeps_the_manual_prompt_by_dev_likelihood_from_the_start(
 def test_a_search_writes_outputs_and_records_generation_figures(causal, gen, tmp_path):
     result = run_search(SearchSpec(task="tinygen", strategy="prompt_tuning", params={**FAST, "gate": False},
                                    budget=400, out=str(tmp_path)), lm=causal, data=gen)
-    rows = [json.loads(line) for line in open(result["generation"]["outputs"])]
+    rows = [json.loads(line) for line in open(result.generation["outputs"])]
     assert len(rows) == len(gen.test) and set(rows[0]) == {"input", "output", "manual_output", "references"}
-    assert set(result["generation"]["found"]) == {"rougeL", "loglik_per_token"}
-    assert "lama" not in result and result["deltas"]["test"]["n"] == len(gen.test)
+    assert set(result.generation["found"]) == {"rougeL", "loglik_per_token"}
+    assert result.lama is None and "lama" not in result.to_json() and result.deltas["test"]["n"] == len(gen.test)
 
 
 def test_a_restored_paid_set_recomputes_generation_scores_without_charging_them_again(causal, gen):

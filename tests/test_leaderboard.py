@@ -128,9 +128,9 @@ def test_runs_are_recorded_and_import_rebuilds(causal, task, tmp_path):
     assert not (tmp_path / "leaderboard.db").exists()  # the search core records nothing: its callers do
     assert record_finished(result, None, tmp_path) == result
     (row,) = lb.load_rows(tmp_path / "leaderboard.db")
-    assert row["test"] == result["scores"]["test"] and row["baseline_test"] == result["baseline"]["test"]
-    assert row["prompt_fingerprint"] == result["prompt_fingerprint"] and row["git_rev"] == result["versions"]["git"]
-    assert json.loads(row["versions"])["torch"] and row["budget_used"] == result["budget"]["used"]
+    assert row["test"] == result.scores.test and row["baseline_test"] == result.baseline.test
+    assert row["prompt_fingerprint"] == result.prompt_fingerprint and row["git_rev"] == result.versions["git"]
+    assert json.loads(row["versions"])["torch"] and row["budget_used"] == result.budget.used
     fresh = tmp_path / "rebuilt.db"
     assert lb.import_runs(tmp_path, fresh) == (1, 0)
     assert lb.import_runs(tmp_path, fresh) == (0, 1)

@@ -79,8 +79,8 @@ def test_ensemble_artifact_reloads_and_scores(causal, task, tmp_path):
                                            "num_paraphrases": 2, "gate": False}), lm=causal, data=task)
     from autoprompt import load_prompt  # noqa: PLC0415
 
-    found = load_prompt(f"{result['run_dir']}/prompt.json")
+    found = load_prompt(f"{result.run_dir}/prompt.json")
     assert isinstance(found, Ensemble) and len(found.members) == 2
     assert sum(found.weights) == pytest.approx(1.0)
-    assert Evaluator(causal, task.task).score(found, task.test).score == pytest.approx(result["scores"]["test"])
+    assert Evaluator(causal, task.task).score(found, task.test).score == pytest.approx(result.scores.test)
     assert isinstance(found.members[0], Prompt)

@@ -45,10 +45,10 @@ def test_warm_start_result_reports_gain_over_start_and_manual(causal, task, tmp_
     save_prompt(start, tmp_path / "start.json")
     result = run_search(SearchSpec(task="tiny", strategy="manual", budget=200, out=str(tmp_path),
                                    start=str(tmp_path / "start.json")), lm=causal, data=task)
-    assert result["prompt_fingerprint"] == start.fingerprint  # manual from a start reports the start
-    assert result["start"]["deltas"]["test"]["delta"] == 0
-    assert result["deltas"]["test"]["delta"] == pytest.approx(result["scores"]["test"] - result["baseline"]["test"])
-    assert result["variant"].endswith(f"from {start.fingerprint[:8]}")
+    assert result.prompt_fingerprint == start.fingerprint  # manual from a start reports the start
+    assert result.start["deltas"]["test"]["delta"] == 0
+    assert result.deltas["test"]["delta"] == pytest.approx(result.scores.test - result.baseline.test)
+    assert result.variant.endswith(f"from {start.fingerprint[:8]}")
     record_finished(result, None, tmp_path)
     assert load_rows(tmp_path / "leaderboard.db")[0]["start_fingerprint"] == start.fingerprint
 
@@ -94,9 +94,9 @@ def _pipeline(causal, task, out, **kw):
 
 def test_pipeline_chains_stages_within_the_total_budget(causal, task, tmp_path):
     result = _pipeline(causal, task, tmp_path)
-    stages = result["details"]["stages"]
+    stages = result.details["stages"]
     assert [s["strategy"] for s in stages] == ["verbalizer", "demos", "gradient"]
-    assert sum(s["budget"] for s in stages) == result["budget"]["used"] <= 1500
+    assert sum(s["budget"] for s in stages) == result.budget.used <= 1500
     previous = task.task.default_prompt.fingerprint
     for stage in stages:  # each stage starts from the prompt the previous stage reported
         spec = json.loads((Path(stage["run_dir"]) / "spec.json").read_text())
@@ -105,12 +105,12 @@ def test_pipeline_chains_stages_within_the_total_budget(causal, task, tmp_path):
         assert (spec["start"] is None) == (stage["stage"] == 1)
         previous = stage["prompt_fingerprint"]
         assert stage["budget"] <= stage["budget_given"]
-    assert not list(Path(result["run_dir"]).glob("stages/*/result.json"))  # stages are not leaderboard rows
+    assert not list(Path(result.run_dir).glob("stages/*/result.json"))  # stages are not leaderboard rows
     record_finished(result, None, tmp_path)  # the caller records (api.search does)
     rows = load_rows(tmp_path / "leaderboard.db")
     assert len(rows) == 1 and [s["strategy"] for s in json.loads(rows[0]["stages"])] == \
         ["verbalizer", "demos", "gradient"]
-    assert result["selection"]["detectable_gain"] is None or result["selection"]["detectable_gain"] >= 0
+    assert result.selection["detectable_gain"] is None or result.selection["detectable_gain"] >= 0
 
 
 def test_resume_inside_the_second_stage_equals_the_uninterrupted_run(causal, task, tmp_path):
@@ -131,10 +131,10 @@ def test_resume_inside_the_second_stage_equals_the_uninterrupted_run(causal, tas
     assert not (folder / "stages" / "2-demos" / "stage.json").is_file()
     assert (folder / "stages" / "2-demos" / "checkpoint.json").is_file()
     resumed = run_pipeline(SearchSpec("", ""), lm=causal, data=task, resume=folder)
-    assert resumed["prompt_fingerprint"] == whole["prompt_fingerprint"]
-    assert resumed["scores"] == whole["scores"] and resumed["budget"]["used"] == whole["budget"]["used"]
-    assert [s["prompt_fingerprint"] for s in resumed["details"]["stages"]] == \
-        [s["prompt_fingerprint"] for s in whole["details"]["stages"]]
+    assert resumed.prompt_fingerprint == whole.prompt_fingerprint
+    assert resumed.scores == whole.scores and resumed.budget.used == whole.budget.used
+    assert [s["prompt_fingerprint"] for s in resumed.details["stages"]] == \
+        [s["prompt_fingerprint"] for s in whole.details["stages"]]
 
 
 def test_dev_is_read_once_by_the_final_gate(causal, task, tmp_path, monkeypatch):
@@ -171,8 +171,8 @@ def test_random_labels_report_the_manual_prompt(causal, seed, tmp_path):
     corrected for the candidates it weighs, reports the manual prompt."""
     data = _random_labels(tiny_task(n=48), seed)
     result = _pipeline(causal, data, tmp_path)
-    assert result["prompt_fingerprint"] == data.task.default_prompt.fingerprint, result["selection"]["message"]
-    assert result["selection"]["reliable"] is False
+    assert result.prompt_fingerprint == data.task.default_prompt.fingerprint, result.selection["message"]
+    assert result.selection["reliable"] is False
 
 
 def test_ensemble_of_two_different_prompts_scores_as_the_mean_of_their_calibrated_logprobs(causal, task):
@@ -202,14 +202,14 @@ def test_auto_rule_reads_the_features():
 def test_auto_runs_and_records_its_choice(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="auto", params={"demos.num_candidates": 2}, budget=1500, out=str(tmp_path))
     result = run_pipeline(spec, lm=causal, data=task)
-    auto = result["details"]["auto"]
+    auto = result.details["auto"]
     assert auto["features"]["classes"] == 2 and auto["reasons"]
-    assert auto["crossfit"] and result["details"]["protocol"]["crossfit"]  # 12 dev examples: cross-fitted
-    assert [s["fold"] for s in result["details"]["stages"]] == [1] * len(auto["stages"]) + [2] * len(auto["stages"])
+    assert auto["crossfit"] and result.details["protocol"]["crossfit"]  # 12 dev examples: cross-fitted
+    assert [s["fold"] for s in result.details["stages"]] == [1] * len(auto["stages"]) + [2] * len(auto["stages"])
     plain = run_pipeline(SearchSpec(task="tiny", strategy="auto", params={"crossfit": "false"}, budget=1500,
                                     out=str(tmp_path)), lm=causal, data=task)
-    assert not plain["details"]["protocol"].get("crossfit") and plain["selection"]["n"] == len(task.dev)
-    assert result["budget"]["used"] <= 800
+    assert not plain.details["protocol"].get("crossfit") and plain.selection["n"] == len(task.dev)
+    assert result.budget.used <= 800
 
 
 runner = CliRunner()
@@ -256,15 +256,15 @@ def test_a_stage_that_cannot_keep_an_earlier_stage_part_is_refused_before_any_wo
 
 def test_crossfit_gates_each_fold_on_the_other_and_reports_their_ensemble(causal, task, tmp_path):
     result = _pipeline(causal, task, tmp_path, params={"crossfit": "true", "min_gain": 0}, budget=3000)
-    stages = result["details"]["stages"]
+    stages = result.details["stages"]
     assert [(s["fold"], s["strategy"]) for s in stages] == [(k, n) for k in (1, 2)
                                                              for n in ("verbalizer", "demos", "gradient")]
-    assert result["selection"]["n"] == len(task.train) + len(task.dev)  # every labelled example is evidence
-    assert result["budget"]["used"] <= 3000
-    folds = [r for r in result["selection"]["candidates"]]
+    assert result.selection["n"] == len(task.train) + len(task.dev)  # every labelled example is evidence
+    assert result.budget.used <= 3000
+    folds = [r for r in result.selection["candidates"]]
     assert [r["fold"] for r in folds] == [1, 2]
-    if result["selection"]["reliable"] and folds[0]["fingerprint"] != folds[1]["fingerprint"]:
-        assert "ensemble" in result["prompt"]
+    if result.selection["reliable"] and folds[0]["fingerprint"] != folds[1]["fingerprint"]:
+        assert "ensemble" in result.prompt
 
 
 def _balanced_random_labels(data: TaskData, seed: int) -> TaskData:
@@ -289,7 +289,7 @@ def test_crossfit_on_random_labels_reports_the_manual_prompt(causal, seed, tmp_p
     data drawn like the labelled set, a limit the README states.)"""
     data = _balanced_random_labels(tiny_task(n=48), seed)
     result = _pipeline(causal, data, tmp_path, params={"crossfit": "true"}, budget=3000)
-    assert result["prompt_fingerprint"] == data.task.default_prompt.fingerprint, result["selection"]["message"]
+    assert result.prompt_fingerprint == data.task.default_prompt.fingerprint, result.selection["message"]
 
 
 def test_cli_pipeline_run_shows_each_stage_with_its_interval(tmp_path, tiny_model_dir):

@@ -149,8 +149,8 @@ def test_a_registered_backend_loads_by_its_scheme_and_runs_a_search(plugin_packa
     spec = SearchSpec(task=str(toy_task_file(tmp_path)), strategy="synonyms", model="words:counts", budget=400,
                       out=str(tmp_path / "runs"), shots=None)
     result = run_search(spec)
-    assert result["model"] == "words:counts" and result["backbone"]["unchanged"]
-    assert result["steps"] == 3 and result["scores"]["test"] >= 0
+    assert result.model == "words:counts" and result.backbone.unchanged
+    assert result.steps == 3 and result.scores.test >= 0
 
 
 def test_a_scoring_only_backend_refuses_what_it_cannot_do_in_one_line(plugin_package, tmp_path):

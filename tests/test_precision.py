@@ -66,7 +66,7 @@ def test_the_steps_compute_in_bf16_and_the_gate_in_fp32(task, tmp_path, weights_
     finally:
         unregister("probe")
     assert _Probe.seen == {"start": {"bf16"}, "step": {"bf16"}, "scores": {"torch.float32"}, "gate": {"fp32"}}
-    assert result["search_dtype"] == "bf16" and result["variant"].endswith(" bf16")
+    assert result.search_dtype == "bf16" and result.variant.endswith(" bf16")
     assert next(lm.model.parameters()).dtype == torch.float32 and lm.compute_dtype == "fp32"
 
 
@@ -74,13 +74,13 @@ def test_a_bf16_search_reports_fp32_scores_of_the_prompt_it_saved(causal, task, 
     spec = SearchSpec(task="tiny", strategy="gradient", params={"num_candidates": 4, "batch_size": 6, "gate": False},
                       budget=400, seed=5, out=str(tmp_path), dtype="bf16")
     result = run_search(spec, lm=causal, data=task)
-    found = load_prompt(Path(result["run_dir"]) / "prompt.json")
+    found = load_prompt(Path(result.run_dir) / "prompt.json")
     fp32 = Evaluator(causal, task.task)
-    assert result["scores"]["test"] == fp32.score(found, task.test).score
-    assert result["scores"]["dev"] == fp32.score(found, task.dev).score
-    assert result["baseline"]["test"] == fp32.score(task.task.default_prompt, task.test).score
+    assert result.scores.test == fp32.score(found, task.test).score
+    assert result.scores.dev == fp32.score(found, task.dev).score
+    assert result.baseline.test == fp32.score(task.task.default_prompt, task.test).score
     fp32_run = run_search(dataclasses.replace(spec, dtype="fp32", out=str(tmp_path / "fp32")), lm=causal, data=task)
-    assert fp32_run["search_dtype"] == "fp32" and "bf16" not in fp32_run["variant"]
+    assert fp32_run.search_dtype == "fp32" and "bf16" not in fp32_run.variant
 
 
 def test_bf16_class_scores_stay_close_to_fp32(causal, task):

@@ -11,6 +11,7 @@ import torch
 from autoprompt import AutopromptError, Budget, Evaluator, Prompt, load_prompt
 from autoprompt.backends import FrozenLM, weights_checksum
 from autoprompt.prompts.soft import SoftPrompt
+from autoprompt.results.record import Interrupted
 from autoprompt.scoring.scores import EvalResult
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.searchers.continuous import dev_loss, improves
@@ -36,7 +37,7 @@ def train(searcher, ctx):
 def test_conformance_causal(mode, causal, task, weights_kept):
     with weights_kept(causal):
         result = check_strategy("ptuning", {"mode": mode, **FAST}, budget=300, lm=causal, data=task)
-    assert result["details"]["trainable_parameters"] > 0 and not result["backbone"]["requires_grad"]
+    assert result.details["trainable_parameters"] > 0 and not result.backbone.requires_grad
 
 
 @pytest.mark.parametrize("mode", ["prompt", "ptuning"])
@@ -138,18 +139,18 @@ def test_save_reload_gives_identical_logprobs(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="ptuning", params={"mode": "prompt", **FAST, "gate": False},
                       budget=300, out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
-    folder = tmp_path / result["run_dir"].split(str(tmp_path) + "/")[-1]
+    folder = tmp_path / result.run_dir.split(str(tmp_path) + "/")[-1]
     saved = json.loads((folder / "prompt.json").read_text())
     assert saved["soft"] == "soft.safetensors" and (folder / "soft.safetensors").is_file()
     reloaded = load_prompt(folder / "prompt.json")
-    assert reloaded.fingerprint == result["prompt_fingerprint"]
+    assert reloaded.fingerprint == result.prompt_fingerprint
     fresh = Evaluator(causal, task.task).score(reloaded, task.test)
-    assert fresh.score == result["scores"]["test"]
+    assert fresh.score == result.scores.test
     # the in-memory prompt, re-made from the saved tensors, scores the same class log-probs
     in_memory = Prompt(reloaded.template, reloaded.verbalizer, soft=SoftPrompt.load(reloaded.soft))
     again = Evaluator(causal, task.task).score(in_memory, task.test)
     assert torch.equal(fresh.logprobs, again.logprobs)
-    assert result["details"]["readout"]["nearest"] and "discrete_dev" in result["details"]["readout"]
+    assert result.details["readout"]["nearest"] and "discrete_dev" in result.details["readout"]
 
 
 def test_corrupt_or_mismatched_soft_file_is_a_one_line_error(causal, task, tmp_path):
@@ -169,7 +170,7 @@ def test_corrupt_or_mismatched_soft_file_is_a_one_line_error(causal, task, tmp_p
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(causal, task, tmp_path, monkeypatch):
     spec = SearchSpec(task="tiny", strategy="ptuning", params={"mode": "prompt", **FAST}, budget=300,
                       out=str(tmp_path))
-    assert run_search(spec, lm=causal, data=task, stop_after=1)["interrupted"]
+    assert isinstance(run_search(spec, lm=causal, data=task, stop_after=1), Interrupted)
     (folder,) = list((tmp_path / "tiny" / "ptuning").iterdir())
     checkpoint = (folder / "checkpoint.json").read_text()
     from autoprompt.searchers.continuous import encoders  # noqa: PLC0415
@@ -188,16 +189,16 @@ def test_resume_equals_an_uninterrupted_run(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="ptuning", params=params, budget=300, out=str(tmp_path / "b"))
     part = run_search(spec, lm=causal, data=task, stop_after=1)
     assert list((tmp_path / "b").rglob("checkpoint-*.safetensors"))  # the optimiser state lives here
-    resumed = run_search(spec, lm=causal, data=task, resume=part["run_dir"])
-    assert resumed["prompt_fingerprint"] == whole["prompt_fingerprint"]
-    assert resumed["scores"] == whole["scores"]
+    resumed = run_search(spec, lm=causal, data=task, resume=part.run_dir)
+    assert resumed.prompt_fingerprint == whole.prompt_fingerprint
+    assert resumed.scores == whole.scores
 
 
 def test_flat_loss_warns_in_trace_and_result(causal, task, tmp_path):
     params = {"mode": "prompt", "lr": 1e-12, "steps": 8, "eval_every": 4, "flat_steps": 4, "batch_size": 24}
     result = run_search(SearchSpec(task="tiny", strategy="ptuning", params=params, budget=2000, out=str(tmp_path)),
                         lm=causal, data=task)
-    assert any("not moved" in w for w in result["warnings"])
+    assert any("not moved" in w for w in result.warnings)
     trace = next(tmp_path.rglob("trace.jsonl")).read_text()
     assert "not moved" in trace
 
@@ -283,8 +284,8 @@ def test_conformance_with_a_linear_head(backend, mode, task, request):
     lm = request.getfixturevalue(backend)
     result = check_strategy("ptuning", {"mode": mode, "head": "linear", **FAST}, budget=300, lm=lm, data=task)
     width = lm.output_embedding_matrix().shape[1] + 1
-    assert result["details"]["head_parameters"] == len(task.task.labels) * width
-    assert result["details"]["trainable_parameters"] > result["details"]["head_parameters"]
+    assert result.details["head_parameters"] == len(task.task.labels) * width
+    assert result.details["trainable_parameters"] > result.details["head_parameters"]
 
 
 def test_a_linear_head_learns_a_planted_task_without_label_words(causal, task):
@@ -318,9 +319,9 @@ def test_a_head_prompt_is_saved_predicts_and_refuses_a_generation_task(causal, t
     spec = SearchSpec(task="tiny", strategy="ptuning", params={"mode": "prompt", "head": "linear", **FAST,
                                                                 "gate": False}, budget=300, out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
-    reloaded = load_prompt(f"{result['run_dir']}/prompt.json")
-    assert reloaded.fingerprint == result["prompt_fingerprint"] and SoftPrompt.load(reloaded.soft).head is not None
-    assert Evaluator(causal, task.task).score(reloaded, task.test).score == result["scores"]["test"]
+    reloaded = load_prompt(f"{result.run_dir}/prompt.json")
+    assert reloaded.fingerprint == result.prompt_fingerprint and SoftPrompt.load(reloaded.soft).head is not None
+    assert Evaluator(causal, task.task).score(reloaded, task.test).score == result.scores.test
     rows = predict(reloaded, [ex.fields for ex in task.test[:3]], model=causal)
     assert {r["label"] for r in rows} <= set(task.task.labels) and set(rows[0]["probs"]) <= set(task.task.labels)
     gen = tiny_generation_task()

@@ -7,6 +7,7 @@ import torch
 
 from autoprompt import Evaluator, TaskData, load_model, load_task
 from autoprompt.backends.provision import is_cached
+from autoprompt.results.record import RunRecord
 
 pytestmark = pytest.mark.real_model
 
@@ -22,16 +23,16 @@ def smollm2():
     return load_model("smollm2-135m")
 
 
-def assert_the_gate_held(result: dict) -> None:
+def assert_the_gate_held(result: RunRecord) -> None:
     """What the run reports is what the gate allows: a found prompt with evidence, else the manual prompt."""
-    selection = result["selection"]
+    selection = result.selection
     if selection["reliable"]:
         assert selection["gain"] > max(0.0, selection["min_gain"] * selection["se"])
-        assert result["prompt_fingerprint"] == selection["best_fingerprint"] != result["baseline"]["fingerprint"]
+        assert result.prompt_fingerprint == selection["best_fingerprint"] != result.baseline.fingerprint
     else:
         assert "no reliable improvement found" in selection["message"]
-        assert result["scores"] == {"dev": result["baseline"]["dev"], "test": result["baseline"]["test"]}
-        assert result["deltas"]["test"]["delta"] == 0
+        assert (result.scores.dev, result.scores.test) == (result.baseline.dev, result.baseline.test)
+        assert result.deltas["test"]["delta"] == 0
 
 
 def test_provisioned_offline(smollm2):
@@ -63,7 +64,7 @@ def test_gradient_search_on_sst2_16shot(smollm2, data_dir, tmp_path):
                       shots=16, data_seed=13, budget=500, seed=0, out=str(tmp_path))
     result = run_search(spec, lm=smollm2, data=data)
     assert_the_gate_held(result)
-    assert result["budget"]["used"] <= 500 and result["steps"] >= 1
+    assert result.budget.used <= 500 and result.steps >= 1
     run_dir = tmp_path / "sst2" / "gradient"
     (folder,) = list(run_dir.iterdir())
     for name in ("spec.json", "trace.jsonl", "prompt.json", "result.json"):
@@ -77,7 +78,7 @@ def test_verbalizer_likelihood_on_sst2_16shot(smollm2, data_dir, tmp_path):
     spec = SearchSpec(task="sst2", strategy="verbalizer", params={"method": "likelihood", "k": 8, "n_pairs": 8},
                       shots=16, data_seed=13, seed=0, out=str(tmp_path))
     result = run_search(spec, lm=smollm2, data=data)
-    words = result["prompt"]["verbalizer"]
+    words = result.prompt["verbalizer"]
     assert all(len(ws) == 1 for ws in words.values())
     assert_the_gate_held(result)
 
@@ -104,7 +105,7 @@ def test_ptuning_on_sst2_16shot(mode, smollm2, data_dir, tmp_path, weights_kept)
     with weights_kept(smollm2):
         result = run_search(spec, lm=smollm2, data=data)
     assert_the_gate_held(result)
-    assert result["details"]["selected"] == "soft"
+    assert result.details["selected"] == "soft"
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +165,14 @@ def test_auto_on_sst2_16shot_chains_stages_and_gates_once(smollm2, data_dir, tmp
     data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13), 64)
     result = run_pipeline(SearchSpec(task="sst2", strategy="auto", shots=16, data_seed=13, out=str(tmp_path)),
                           lm=smollm2, data=data)
-    auto = result["details"]["auto"]
+    auto = result.details["auto"]
     assert auto["features"]["classes"] == 2 and auto["features"]["demos_fit"]
     chosen = [s["strategy"] for s in auto["stages"]]
-    assert [(s["fold"], s["strategy"]) for s in result["details"]["stages"]] == [(k, n) for k in (1, 2) for n in chosen]
-    assert result["budget"]["used"] <= result["budget"]["limit"] == 4000
+    assert [(s["fold"], s["strategy"]) for s in result.details["stages"]] == [(k, n) for k in (1, 2) for n in chosen]
+    assert result.budget.used <= result.budget.limit == 4000
     # 32 dev examples: auto cross-fits the gate, so every labelled example is evidence
-    assert auto["crossfit"] and result["details"]["protocol"]["crossfit"]
-    assert result["split_sizes"]["selection"] == len(data.train) + len(data.dev)
+    assert auto["crossfit"] and result.details["protocol"]["crossfit"]
+    assert result.split_sizes["selection"] == len(data.train) + len(data.dev)
     assert_the_gate_held(result)
 
 

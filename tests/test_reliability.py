@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autoprompt.cli import app
+from autoprompt.results.record import Interrupted
 from autoprompt.testing.tiny import toy_task_file
 
 runner = CliRunner()
@@ -343,8 +344,8 @@ def test_resuming_a_read_only_run_folder_is_one_line_before_any_work(tmp_path, t
                       {"random.num_candidates": 2, "random.rescore_examples": 4}, out=str(tmp_path / "runs"))
     run = run_pipeline if "," in strategy else run_search
     part = run(spec, stop_after=1)
-    assert part["interrupted"]
-    folder = tmp_path / "runs" / part["run_dir"].split("/runs/")[-1].split("/stages/")[0]
+    assert isinstance(part, Interrupted)
+    folder = tmp_path / "runs" / part.run_dir.split("/runs/")[-1].split("/stages/")[0]
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
     real_mkstemp = tempfile.mkstemp
 
@@ -478,7 +479,7 @@ def test_a_disk_that_fills_mid_run_leaves_the_run_resumable(tmp_path, causal, ta
     broken = next(f for f in folders if not (f / "result.json").exists())
     assert not list(broken.glob(".*.tmp"))  # no temporary file left behind
     resumed = run_search(spec, lm=causal, data=task, resume=broken)
-    assert resumed["scores"] == full["scores"] and resumed["prompt_fingerprint"] == full["prompt_fingerprint"]
+    assert resumed.scores == full.scores and resumed.prompt_fingerprint == full.prompt_fingerprint
 
 
 def _noisy_causal():
@@ -506,16 +507,16 @@ def test_a_resumed_search_selects_on_the_numbers_of_the_uninterrupted_one(tmp_pa
                           out=str(tmp_path / name))
 
     full = run_search(spec("full"), lm=lm, data=task)
-    assert full["steps"] >= 2
-    for after in range(1, min(3, full["steps"])):  # killed after a step: the checkpoint keeps what the steps read
+    assert full.steps >= 2
+    for after in range(1, min(3, full.steps)):  # killed after a step: the checkpoint keeps what the steps read
         part = run_search(spec(f"part{after}"), lm=lm, data=task, stop_after=after)
-        assert part["interrupted"]
-        resumed = run_search(spec(f"part{after}"), lm=lm, data=task, resume=part["run_dir"])
-        assert resumed["selection"] == full["selection"] and resumed["prompt"] == full["prompt"]
+        assert isinstance(part, Interrupted)
+        resumed = run_search(spec(f"part{after}"), lm=lm, data=task, resume=part.run_dir)
+        assert resumed.selection == full.selection and resumed.prompt == full.prompt
     # killed during the final scoring: the last checkpoint holds everything the gate reads
-    (tmp_path / full["run_dir"] / "result.json").unlink()
-    again = run_search(spec("full"), lm=lm, data=task, resume=full["run_dir"])
-    assert again["selection"] == full["selection"]
+    (tmp_path / full.run_dir / "result.json").unlink()
+    again = run_search(spec("full"), lm=lm, data=task, resume=full.run_dir)
+    assert again.selection == full.selection
 
 
 def test_a_full_disk_on_the_trace_is_one_line_and_the_run_resumes(tmp_path, causal, task, monkeypatch):
@@ -543,4 +544,4 @@ def test_a_full_disk_on_the_trace_is_one_line_and_the_run_resumes(tmp_path, caus
     monkeypatch.setattr(P, "open", real_open)
     broken = next(f for f in (tmp_path / "runs" / "tiny" / "random").iterdir() if not (f / "result.json").exists())
     resumed = run_search(spec, lm=causal, data=task, resume=broken)
-    assert resumed["scores"] == full["scores"] and resumed["selection"] == full["selection"]
+    assert resumed.scores == full.scores and resumed.selection == full.selection

@@ -231,11 +231,11 @@ def test_a_search_reads_every_candidate_by_its_rule_and_reports_it(causal, task,
     spec = SearchSpec(task="tiny", strategy=strategy, params={**params, "rule": rule, "gate": False}, budget=1500,
                       out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
-    found = load_prompt(Path(result["run_dir"]) / "prompt.json")
+    found = load_prompt(Path(result.run_dir) / "prompt.json")
     assert isinstance(found, Prompt) and found.rule.name == rule and found.rule.fitted
     # the reported test score is the saved prompt's, read by its rule
-    assert Evaluator(causal, task.task).score(found, task.test).score == pytest.approx(result["scores"]["test"])
-    assert result["variant"].count(f"rule={rule}") == 1
+    assert Evaluator(causal, task.task).score(found, task.test).score == pytest.approx(result.scores.test)
+    assert result.variant.count(f"rule={rule}") == 1
     from autoprompt.results.leaderboard import row_from_result  # noqa: PLC0415
 
     assert row_from_result(result)["rule"] == rule
@@ -249,11 +249,11 @@ def test_a_warm_start_keeps_its_rule_unless_the_search_names_one(causal, task, t
     save_prompt(start, tmp_path / "start.json")
     spec = SearchSpec(task="tiny", strategy="verbalizer", params={"gate": False}, budget=1500,
                       out=str(tmp_path / "runs"), start=str(tmp_path / "start.json"))
-    kept = load_prompt(Path(run_search(spec, lm=causal, data=task)["run_dir"]) / "prompt.json")
+    kept = load_prompt(Path(run_search(spec, lm=causal, data=task).run_dir) / "prompt.json")
     assert kept.rule.name == "channel"
     spec = SearchSpec(task="tiny", strategy="verbalizer", params={"gate": False, "rule": "direct"}, budget=1500,
                       out=str(tmp_path / "runs"), start=str(tmp_path / "start.json"))
-    assert load_prompt(Path(run_search(spec, lm=causal, data=task)["run_dir"]) / "prompt.json").rule.name == "direct"
+    assert load_prompt(Path(run_search(spec, lm=causal, data=task).run_dir) / "prompt.json").rule.name == "direct"
 
 
 def test_a_rule_a_search_cannot_use_is_refused_before_any_work(causal, masked, task, tmp_path):
@@ -277,12 +277,12 @@ def test_the_rule_strategy_cross_fits_each_rule_and_reports_the_best_fitted_on_a
 
     result = run_search(SearchSpec(task="tiny", strategy="rule", params={"gate": False}, budget=3000,
                                    out=str(tmp_path)), lm=causal, data=task)
-    ranked = result["details"]["rules"]
+    ranked = result.details["rules"]
     assert {(r["rule"], r["calibration"]) for r in ranked} == {(r, c) for r in ("direct", "channel", "centroid")
                                                               for c in ("none", "prior")}
     assert all(len(r["folds"]) == 2 for r in ranked)
     assert ranked == sorted(ranked, key=lambda r: -r["cross_fitted_objective"])
-    found = load_prompt(Path(result["run_dir"]) / "prompt.json")
+    found = load_prompt(Path(result.run_dir) / "prompt.json")
     assert found.rule.name == ranked[0]["rule"] and found.rule.fitted
     pair = next(r for r in ranked if (r["rule"], r["calibration"]) == (found.rule.name, found.calibration.method))
     assert pair["cross_fitted_objective"] == pytest.approx(ranked[0]["cross_fitted_objective"], abs=1e-5)  # or a tie
@@ -291,7 +291,7 @@ def test_the_rule_strategy_cross_fits_each_rule_and_reports_the_best_fitted_on_a
         assert again.rule.centroids == found.rule.centroids
     on_masked = run_search(SearchSpec(task="tiny", strategy="rule", params={"gate": False}, budget=3000,
                                       out=str(tmp_path)), lm=masked, data=task)
-    assert {r["rule"] for r in on_masked["details"]["rules"]} == {"direct", "centroid"}
+    assert {r["rule"] for r in on_masked.details["rules"]} == {"direct", "centroid"}
 
 
 def test_rules_are_for_classification(causal):
@@ -342,7 +342,7 @@ def test_the_verbalizer_search_under_channel_ranks_words_by_how_they_read_before
     spec = SearchSpec(task="tiny", strategy="verbalizer", params={"rule": "channel", "k": 3, "gate": False},
                       budget=3000, out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
-    trace = [json.loads(line) for line in (Path(result["run_dir"]) / "trace.jsonl").read_text().splitlines()]
+    trace = [json.loads(line) for line in (Path(result.run_dir) / "trace.jsonl").read_text().splitlines()]
     ranked = next(t["ranked"] for t in trace if t.get("phase") == "rank")
     manual = task.task.default_prompt
     examples, labels = task.train, torch.tensor([ex.label for ex in task.train])

@@ -13,7 +13,7 @@ import torch
 
 from autoprompt import AutopromptError, Budget, BudgetExhausted, Evaluator, search
 from autoprompt.prompts import Prompt, Template
-from autoprompt.results.record import RunRecord
+from autoprompt.results.record import Interrupted, RunRecord
 from autoprompt.search import (
     Capability,
     SearchContext,
@@ -108,23 +108,23 @@ def test_resume_equals_uninterrupted(causal, task, tmp_path):
     full = run_search(spec, lm=causal, data=task)
     spec_b = SearchSpec(task="tiny", strategy="gradient", params=params, budget=400, seed=5, out=str(tmp_path / "b"))
     part = run_search(spec_b, lm=causal, data=task, stop_after=1)
-    assert part["interrupted"] and part["step"] == 1
+    assert isinstance(part, Interrupted) and part.step == 1
     # a half-written line after the checkpoint (killed mid-append) is dropped on resume
-    with open(Path(part["run_dir"]) / "trace.jsonl", "a") as f:
+    with open(Path(part.run_dir) / "trace.jsonl", "a") as f:
         f.write('{"step": 2, "bro')
-    resumed = run_search(spec_b, lm=causal, data=task, resume=part["run_dir"])
-    assert resumed["prompt_fingerprint"] == full["prompt_fingerprint"]
-    assert resumed["scores"] == full["scores"] and resumed["budget"] == full["budget"]
-    assert resumed["steps"] == full["steps"]
-    trace = [json.loads(line) for line in (Path(part["run_dir"]) / "trace.jsonl").read_text().splitlines()]
-    assert [t["step"] for t in trace] == list(range(1, full["steps"] + 1))
+    resumed = run_search(spec_b, lm=causal, data=task, resume=part.run_dir)
+    assert resumed.prompt_fingerprint == full.prompt_fingerprint
+    assert resumed.scores == full.scores and resumed.budget == full.budget
+    assert resumed.steps == full.steps
+    trace = [json.loads(line) for line in (Path(part.run_dir) / "trace.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in trace] == list(range(1, full.steps + 1))
 
 
 def test_run_artifacts(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="gradient", params={"num_candidates": 3, "batch_size": 6}, budget=300,
                       out=str(tmp_path))
     result = run_search(spec, lm=causal, data=task)
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     for name in ("spec.json", "trace.jsonl", "prompt.json", "result.json", "checkpoint.json"):
         assert (run_dir / name).is_file(), name
     saved = json.loads((run_dir / "result.json").read_text())
@@ -161,22 +161,22 @@ def test_manual_baseline_is_scored_once_per_process(causal, task, tmp_path, monk
     second = run_search(SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=150, seed=1,
                                    out=str(tmp_path)), lm=causal, data=task)
     assert before == 1 and scored.count(manual) == 1  # the second run reused the baseline
-    assert second["baseline"] == first["baseline"]
+    assert second.baseline == first.baseline
 
 
 def test_corrupt_checkpoint_is_one_line(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="gradient", params={"num_candidates": 3, "batch_size": 6}, budget=300,
                       out=str(tmp_path))
     part = run_search(spec, lm=causal, data=task, stop_after=1)
-    (Path(part["run_dir"]) / "checkpoint.json").write_text("{not json")
+    (Path(part.run_dir) / "checkpoint.json").write_text("{not json")
     with pytest.raises(AutopromptError, match="corrupt"):
-        run_search(spec, lm=causal, data=task, resume=part["run_dir"])
+        run_search(spec, lm=causal, data=task, resume=part.run_dir)
 
 
 def test_budget_counts_backwards_double(causal, task):
     spent = check_strategy("gradient", {"num_candidates": 2, "batch_size": 4, "accumulation_steps": 2},
-                           budget=200, lm=causal, data=task)["budget"]
-    assert spent["used"] == spent["forwards"] + 2 * spent["backwards"] and spent["backwards"] > 0
+                           budget=200, lm=causal, data=task).budget
+    assert spent.used == spent.forwards + 2 * spent.backwards and spent.backwards > 0
 
 
 def test_model_untouched_by_gradient_search(causal, task, tmp_path):
@@ -213,12 +213,12 @@ def test_ctrl_c_names_the_run_folder_to_resume(causal, task, tmp_path):
     with pytest.raises(SearchInterrupted) as stop:
         run_search(spec, lm=causal, data=task, on_step=interrupt)
     assert (Path(stop.value.run_dir) / "checkpoint.json").is_file()
-    assert run_search(spec, lm=causal, data=task, resume=stop.value.run_dir)["steps"] >= 1
+    assert run_search(spec, lm=causal, data=task, resume=stop.value.run_dir).steps >= 1
 
 
 def test_a_run_from_before_a_parameter_existed_is_not_reused(causal, task, tmp_path):
     spec = SearchSpec(task="tiny", strategy="random", params=SMALL["random"], budget=300, out=str(tmp_path))
-    run_dir = Path(run_search(spec, lm=causal, data=task)["run_dir"])
+    run_dir = Path(run_search(spec, lm=causal, data=task).run_dir)
     assert search.find_run(spec) == run_dir and search.finished_result(spec) is not None
     old = json.loads((run_dir / "spec.json").read_text())
     del old["params"]["rescore_examples"]  # as an older version of the strategy wrote it
@@ -389,7 +389,7 @@ def test_a_step_that_fails_half_way_leaves_the_state_as_it_was(task, tmp_path):
                             lm=tiny_causal_lm(), data=task)
     finally:
         search.unregister("scribbler")
-    assert result["details"]["marks"] == [0] and result["steps"] == 1
+    assert result.details["marks"] == [0] and result.steps == 1
 
 
 def test_a_result_from_before_the_record_reads_with_defaults():
@@ -413,8 +413,8 @@ def test_a_search_whose_steps_cost_nothing_stops_with_a_warning(tmp_path, tiny_m
                       params={"num_candidates": 2, "num_triggers": 1, "rescore_examples": 4}, budget=300,
                       out=str(tmp_path / "runs"))
     result = run_search(spec)
-    assert any("cost no budget" in w for w in result["warnings"]) and result["budget"]["used"] < 300
-    assert result["steps"] >= IDLE_STEPS
+    assert any("cost no budget" in w for w in result.warnings) and result.budget.used < 300
+    assert result.steps >= IDLE_STEPS
 
 
 @dataclasses.dataclass

@@ -162,10 +162,10 @@ def test_on_random_labels_every_strategy_reports_the_manual_prompt(name, causal,
     data = _random_label_task()
     result = run_search(SearchSpec(task="tiny", strategy=name, params=SMALL.get(name, {}), budget=1500,
                                    out=str(tmp_path)), lm=causal, data=data)
-    assert result["prompt_fingerprint"] == data.task.default_prompt.fingerprint, result["selection"]
-    assert result["selection"]["reliable"] is False
-    assert result["scores"] == {"dev": result["baseline"]["dev"], "test": result["baseline"]["test"]}
-    assert result["deltas"]["test"]["delta"] == 0
+    assert result.prompt_fingerprint == data.task.default_prompt.fingerprint, result.selection
+    assert result.selection["reliable"] is False
+    assert (result.scores.dev, result.scores.test) == (result.baseline.dev, result.baseline.test)
+    assert result.deltas["test"]["delta"] == 0
 
 
 def test_a_saved_calibrated_prompt_scores_alike_everywhere(tmp_path, causal, tiny_model_dir):
@@ -208,15 +208,15 @@ def test_gradient_triggers_are_text_that_encodes_back(causal, task, tmp_path):
     assert set(allowed) <= set(causal.word_start_tokens().nonzero()[:, 0].tolist())
     result = run_search(SearchSpec(task="tiny", strategy="gradient", budget=400, out=str(tmp_path),
                                    params={**SMALL["gradient"], "gate": False, "fluency": 0.5}), lm=causal, data=task)
-    ids = result["prompt"]["trigger_ids"]
-    assert result["triggers"] == [causal.tokenizer.decode([i]) for i in ids]
-    assert result["trigger_text"] == causal.tokenizer.decode(ids) and "Ġ" not in result["trigger_text"]
-    trace = [json.loads(line) for line in open(f"{result['run_dir']}/trace.jsonl")]
+    ids = result.prompt["trigger_ids"]
+    assert result.triggers == [causal.tokenizer.decode([i]) for i in ids]
+    assert result.trigger_text == causal.tokenizer.decode(ids) and "Ġ" not in result.trigger_text
+    trace = [json.loads(line) for line in open(f"{result.run_dir}/trace.jsonl")]
     assert all("fluency_nll" in row and row["fluency_nll"] > 0 for row in trace)
 
 
 def test_gradient_ensemble_is_one_artifact(causal, task, tmp_path):
     result = run_search(SearchSpec(task="tiny", strategy="gradient", budget=600, out=str(tmp_path),
                                    params={**SMALL["gradient"], "gate": False, "ensemble": 3}), lm=causal, data=task)
-    candidates = result["selection"]["candidates"]
+    candidates = result.selection["candidates"]
     assert any("ensemble" in c["prompt"] and len(c["prompt"]["ensemble"]) == 3 for c in candidates)

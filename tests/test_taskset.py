@@ -64,8 +64,8 @@ def test_one_shared_prefix_learns_a_planted_problem_of_both_members_from_their_u
     params = {"steps": 40, "eval_every": 10, "lr": 0.05, "patience": 0, "batch_size": 8, "gate": False}
     result = run_search(SearchSpec(task="a,b", strategy="prefix", params=params, budget=10_000, out=str(tmp_path)),
                         lm=causal, data=data)
-    assert set(result["members"]) == {"a", "b"}
-    for name, member in result["members"].items():  # each member on its own test, next to its own manual prompt
+    assert set(result.members) == {"a", "b"}
+    for name, member in result.members.items():  # each member on its own test, next to its own manual prompt
         assert member["manual_test"] < 0.25 and member["test"] == 1.0, name
         assert member["n"] == len(members[name].test)
         assert member["delta"]["delta"] == pytest.approx(member["test"] - member["manual_test"])
@@ -91,18 +91,18 @@ def test_a_per_task_part_learns_what_one_shared_prefix_cannot(causal, opposed, t
     shared = run_search(SearchSpec(task="a,b", strategy="prefix", params=params, budget=10_000,
                                    out=str(tmp_path / "shared")), lm=causal, data=data)
     # the same inputs get the same answer: what one member gains the other loses
-    assert shared["members"]["a"]["test"] + shared["members"]["b"]["test"] == pytest.approx(1.0)
+    assert shared.members["a"]["test"] + shared.members["b"]["test"] == pytest.approx(1.0)
     own = run_search(SearchSpec(task="a,b", strategy="prefix", params={**params, "task_tokens": 2}, budget=10_000,
                                 out=str(tmp_path / "own")), lm=causal, data=data)
-    assert own["members"]["a"]["test"] == 1.0 and own["members"]["b"]["test"] == 1.0
-    parts = own["details"]["task_parameters"]
-    assert set(parts) == {"a", "b"} and parts["a"] == 2 * own["details"]["trainable_parameters"] // (10 + 2 * 2)
+    assert own.members["a"]["test"] == 1.0 and own.members["b"]["test"] == 1.0
+    parts = own.details["task_parameters"]
+    assert set(parts) == {"a", "b"} and parts["a"] == 2 * own.details["trainable_parameters"] // (10 + 2 * 2)
 
-    prompt = load_prompt(f"{own['run_dir']}/prompt.json")  # saved with both parts, in member order
+    prompt = load_prompt(f"{own.run_dir}/prompt.json")  # saved with both parts, in member order
     assert prompt.task_names == ("a", "b")
     for name, member in opposed.items():
         score = Evaluator(causal, member.task).score(prompt.for_task(name), member.test).score
-        assert score == own["members"][name]["test"]
+        assert score == own.members[name]["test"]
         rows = predict(prompt, [ex.fields for ex in member.test[:3]], model=causal, member=name)
         assert [r["label"] for r in rows] == [member.task.labels[ex.label] for ex in member.test[:3]]
     with pytest.raises(AutopromptError, match="per-task parts for a, b; pick the inputs' task with `member`"):

@@ -36,7 +36,7 @@ def run_dir(tmp_path, tiny_model_dir) -> Path:
     spec = toy_task_file(tmp_path)
     result = api.search(str(spec), "gradient", ["num_candidates=3", "batch_size=4"], model=str(tiny_model_dir),
                         budget=150, out=tmp_path / "runs")
-    return Path(result["run_dir"])
+    return Path(result.run_dir)
 
 
 def with_prompt(run_dir: Path, prompt: Prompt) -> Path:

@@ -60,8 +60,8 @@ def test_recovers_planted_words(method, kind, tmp_path):
     data = planted_task(lm, template, positive="good", negative="bad")
     result = run_search(SearchSpec(task="planted", strategy="verbalizer", params={"method": method, "k": 5},
                                    budget=2000, out=str(tmp_path)), lm=lm, data=data)
-    assert result["prompt"]["verbalizer"] == {"negative": ["bad"], "positive": ["good"]}
-    assert result["scores"]["dev"] > result["baseline"]["dev"]
+    assert result.prompt["verbalizer"] == {"negative": ["bad"], "positive": ["good"]}
+    assert result.scores.dev > result.baseline.dev
 
 
 def test_composes_with_gradient_both_ways(causal, task, tmp_path):
@@ -70,15 +70,15 @@ def test_composes_with_gradient_both_ways(causal, task, tmp_path):
                                   out=str(tmp_path)), lm=causal, data=task)
     trig = run_search(SearchSpec(task="tiny", strategy="gradient", budget=200, out=str(tmp_path),
                                  params={"num_candidates": 3, "batch_size": 6, "gate": False,
-                                         "verbalizer": f"{words['run_dir']}/prompt.json"}), lm=causal, data=task)
-    assert trig["prompt"]["verbalizer"] == words["prompt"]["verbalizer"]
+                                         "verbalizer": f"{words.run_dir}/prompt.json"}), lm=causal, data=task)
+    assert trig.prompt["verbalizer"] == words.prompt["verbalizer"]
     # and the other way round: label words for a prompt that already has triggers
     tpl = "{sentence} [T] [T] It was [P]"
     first = run_search(SearchSpec(task="tiny", strategy="gradient", budget=200, out=str(tmp_path),
                                   params={"num_candidates": 3, "batch_size": 6, "template": tpl,
                                           "gate": False}), lm=causal, data=task)
     then = run_search(SearchSpec(task="tiny", strategy="verbalizer", budget=200, out=str(tmp_path),
-                                 params={"k": 4, "gate": False, "prompt": f"{first['run_dir']}/prompt.json"}),
+                                 params={"k": 4, "gate": False, "prompt": f"{first.run_dir}/prompt.json"}),
                       lm=causal, data=task)
-    assert then["prompt"]["template"] == tpl
-    assert then["prompt"]["trigger_ids"] == first["prompt"]["trigger_ids"]
+    assert then.prompt["template"] == tpl
+    assert then.prompt["trigger_ids"] == first.prompt["trigger_ids"]

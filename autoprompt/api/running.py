@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprompt.backends import ScoringModel
 from autoprompt.backends.aliases import DEFAULT_MODEL
 from autoprompt.backends.precision import resolve_dtype
 from autoprompt.backends.store import check_device_map
 from autoprompt.errors import AutopromptError
+from autoprompt.results.record import Interrupted, RunRecord
+
+if TYPE_CHECKING:
+    from autoprompt.search import SearchSpec
 
 
 def import_runs(folder: str | Path, db: str | Path | None = None) -> tuple[int, int]:
@@ -39,20 +43,20 @@ def search(
     data_dir: str | Path | None = None,
     test_limit: int | None = None,
     resume: str | Path | None = None,
-    dry_run: bool = False,
     db: str | Path | None = None,
     progress: bool = False,
     start: str | Path | None = None,
     dtype: str = "fp32",
     device_map: str | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Search for a prompt for ``task`` and score it and the manual prompt on dev and test.
 
-    Returns ``result.json``'s content (with ``dry_run``: the budget and a time estimate instead).
-    ``strategy`` defaults to ``gradient``.
+    Returns the finished run, recorded in the leaderboard (`RunRecord`; its ``to_json()`` is the run
+    folder's ``result.json``). ``strategy`` defaults to ``gradient``.
     ``resume`` continues a run folder with the spec it was started with; giving any setting that
     would change that spec is an error. ``params`` are the strategy's hyper-parameters, as a dict
-    or as ``["k=v", ...]``. See `autoprompt.search.run_search` for the rest.
+    or as ``["k=v", ...]``. See `autoprompt.search.run_search` for the rest, and `estimate` for the
+    budget and time a search would take.
 
     ``strategy`` may be a pipeline, ``"verbalizer,demos,gradient"``, or ``"auto"``
     (`autoprompt.search.pipeline`): ``params`` then hold ``stage.param`` entries and the pipeline's
@@ -63,16 +67,7 @@ def search(
     device over the GPUs, then the CPU, then disk (accelerate).
     """
     from autoprompt.results.recording import record_finished  # noqa: PLC0415
-    from autoprompt.search import (  # noqa: PLC0415
-        RunDir,
-        SearchSpec,
-        estimate,
-        estimate_pipeline,
-        is_pipeline,
-        parse_params,
-        run_pipeline,
-        run_search,
-    )
+    from autoprompt.search import RunDir, SearchSpec, is_pipeline, run_pipeline, run_search  # noqa: PLC0415
 
     if resume is not None:
         given = {"task": task, "strategy": strategy, "budget": budget, "params": params, "shots": shots,
@@ -84,24 +79,63 @@ def search(
                                   f"{', '.join(conflicting)} cannot change it: leave them out, or start a new run")
         folder = RunDir(resume)
         run = run_pipeline if is_pipeline(folder.spec().strategy) else run_search
-        return record_finished(run(SearchSpec("", ""), resume=resume, progress=progress), db,
-                               folder.resumed_spec().out)
+        return _finished(record_finished(run(SearchSpec("", ""), resume=resume, progress=progress), db,
+                                         folder.resumed_spec().out))
+    spec = _spec(task, strategy, params, model, shots, data_seed, seed, budget, max_seconds, out, data_dir,
+                 test_limit, start, dtype, device_map)
+    run = run_pipeline if is_pipeline(spec.strategy) else run_search
+    return _finished(record_finished(run(spec, progress=progress), db, spec.out))
+
+
+def estimate(
+    task: str,
+    strategy: str | None = None,
+    params: Mapping[str, Any] | Sequence[str] = (),
+    *,
+    model: str = DEFAULT_MODEL,
+    shots: int | None = None,
+    data_seed: int = 13,
+    seed: int = 0,
+    budget: int | None = None,
+    max_seconds: float | None = None,
+    out: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    test_limit: int | None = None,
+    start: str | Path | None = None,
+    dtype: str = "fp32",
+    device_map: str | None = None,
+) -> dict[str, Any]:
+    """What `search` with these arguments would spend, searching nothing: the budget, its minimum, the
+    steps and a time estimate measured on this machine (a pipeline: each stage's, `search --dry-run`)."""
+    from autoprompt.search import estimate as estimate_search  # noqa: PLC0415
+    from autoprompt.search import estimate_pipeline, is_pipeline  # noqa: PLC0415
+
+    spec = _spec(task, strategy, params, model, shots, data_seed, seed, budget, max_seconds, out, data_dir,
+                 test_limit, start, dtype, device_map)
+    return estimate_pipeline(spec) if is_pipeline(spec.strategy) else estimate_search(spec)
+
+
+def _spec(task: str | None, strategy: str | None, params: Mapping[str, Any] | Sequence[str], model: str,
+          shots: int | None, data_seed: int, seed: int, budget: int | None, max_seconds: float | None,
+          out: str | Path, data_dir: str | Path | None, test_limit: int | None, start: str | Path | None,
+          dtype: str, device_map: str | None) -> SearchSpec:
+    from autoprompt.search import SearchSpec, parse_params  # noqa: PLC0415
+
     if not task:
         raise AutopromptError("give a `task` (or `resume` a run folder)")
     given_params = dict(params) if isinstance(params, Mapping) else parse_params(params)
     check_device_map(device_map)
-    spec = SearchSpec(task=task, strategy=strategy or "gradient", params=given_params, model=model, shots=shots,
+    return SearchSpec(task=task, strategy=strategy or "gradient", params=given_params, model=model, shots=shots,
                       data_seed=data_seed, seed=seed, budget=budget, max_seconds=max_seconds, out=str(out),
                       data_dir=str(data_dir) if data_dir else None, test_limit=test_limit,
                       start=str(Path(start).resolve()) if start is not None else None, dtype=dtype,
                       device_map=device_map)
-    if is_pipeline(spec.strategy):
-        if dry_run:
-            return estimate_pipeline(spec)
-        return record_finished(run_pipeline(spec, progress=progress), db, spec.out)
-    if dry_run:
-        return estimate(spec)
-    return record_finished(run_search(spec, progress=progress), db, spec.out)
+
+
+def _finished(result: RunRecord | Interrupted) -> RunRecord:
+    # without a step limit a search finishes or raises (an interruption is `SearchInterrupted`)
+    assert isinstance(result, RunRecord)
+    return result
 
 
 def tune(

@@ -69,6 +69,7 @@ def search(
 
     Writes runs/<task>/<strategy>/<run-id>/ with spec.json, trace.jsonl, prompt.json, result.json.
     """
+    from autoprompt.api import estimate  # noqa: PLC0415
     from autoprompt.api import search as run  # noqa: PLC0415
 
     if resume is not None:  # a resume runs the spec it was started with: a setting given now would be ignored
@@ -80,11 +81,13 @@ def search(
             raise AutopromptError(f"resuming continues a run with the spec it was started with; {', '.join(changed)} "
                                   "cannot change it: leave them out, or start a new run")
     settings: dict[str, Any] = {
-        "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir, "db": db,
+        "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir,
         "start": start, "dtype": dtype, "device_map": device_map}
     if dry_run:
-        plan = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
-                   test_limit=test_limit, dry_run=True, **settings)
+        if not task:
+            raise AutopromptError("give a `task` (or `resume` a run folder)")
+        plan = estimate(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
+                        test_limit=test_limit, **settings)
         if as_json:
             return print_json(plan)
         if "stages" in plan:
@@ -95,19 +98,18 @@ def search(
             f"about {plan['estimated_search_s']:.0f} s of search "
             f"({plan['seconds_per_forward'] * 1000:.1f} ms per example-forward measured here)", highlight=False)
     try:
-        result = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
-                     test_limit=test_limit, resume=resume, progress=True, **settings)
+        finished = run(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
+                       test_limit=test_limit, resume=resume, progress=True, db=db, **settings)
     except SearchInterrupted as stop:
         err.print("interrupted: the last step is checkpointed; continue with "
                   f"`autoprompt search --resume {stop.run_dir}`")
         raise typer.Exit(130) from None
-    finished = RunRecord.from_json(result)
     if not finished.recorded and finished.leaderboard is not None:
         err.print(f"the run is complete in {finished.run_dir}; once the database is fixed, add it with "
                   f"`autoprompt leaderboard import {finished.run_dir} --db {finished.leaderboard['db']}`",
                   highlight=False, soft_wrap=True)
     if as_json:
-        return print_json(result)
+        return print_json(finished.to_json())
     _show_run(finished)
     return None
 
@@ -157,7 +159,7 @@ def _show_run(run: RunRecord) -> None:
     if run.deltas:
         table.add_row("found − manual (95% CI)", *(f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                                                    for d in (run.deltas["dev"], run.deltas["test"])))
-    start = run.extra.get("start")
+    start = run.start
     if start:
         d = start["deltas"]["test"]
         out.print(f"start prompt ({start['path']}): dev {start['dev']:.4f}, test {start['test']:.4f}; found − start "
@@ -186,12 +188,12 @@ def _show_run(run: RunRecord) -> None:
     if auto:
         out.print(f"auto ({', '.join(s['strategy'] for s in auto['stages'])}): {'; '.join(auto['reasons'])}",
                   highlight=False, markup=False)
-    generation = run.extra.get("generation")
+    generation = run.generation
     if generation:
         found, base = generation["found"], generation["baseline"]
         out.print(f"test ROUGE-L {found['rougeL']:.2f} (manual {base['rougeL']:.2f}); outputs next to the manual "
                   f"prompt's: {generation['outputs']}", highlight=False)
-    for name, member in run.extra.get("members", {}).items():
+    for name, member in (run.members or {}).items():
         delta = member["delta"]
         out.print(f"member {name}: test {member['test']:.4f} vs its manual prompt {member['manual_test']:.4f} "
                   f"({delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}], n={member['n']})",

@@ -169,7 +169,8 @@ def _objective(run: SuiteRun, trial: Trial, lm: Any, worker: str) -> float:
         return float("nan")  # optuna records a NaN value as FAILED
     spec = cells[cell]
     folder = find_run(spec)
-    result = RunRecord.from_json(run_search(spec, lm=lm, resume=folder))
+    result = run_search(spec, lm=lm, resume=folder)
+    assert isinstance(result, RunRecord)  # no step limit: the run finishes (or raises)
     trial.set_user_attr("run_dir", result.run_dir)
     if not lb.record_cell(result, run.suite.name, cell, worker, run.db):
         trial.set_user_attr(SURPLUS, True)  # another worker finished it first: its row stands

@@ -193,7 +193,7 @@ def row_from_result(result: RunRecord | dict[str, Any], variant_of: VariantOf | 
         "prompt_path": str(run_dir / "prompt.json"), "prompt_fingerprint": run.prompt_fingerprint,
         "prompt_text": run.shown_prompt, "run_dir": str(run_dir), "finished_at": run.finished_at,
         "model_licence": run.model_licence, "source_model": run.source_model,
-        "start_fingerprint": (run.extra.get("start") or {}).get("fingerprint"),
+        "start_fingerprint": (run.start or {}).get("fingerprint"),
         "stages": json.dumps([{k: s[k] for k in ("strategy", "budget", "gain", "passed")}
                               for s in run.details["stages"]]) if run.details.get("stages") else None,
         "rule": _rule_of(run.prompt), "search_dtype": run.search_dtype,

@@ -93,13 +93,17 @@ class RunRecord:
     source_model: str | None = None             # a transferred prompt: the model it was found on
     leaderboard: dict[str, Any] | None = None   # set when the leaderboard could not record the run
     search_dtype: str = "fp32"                  # what the search's steps computed in (its scores: fp32)
+    start: dict[str, Any] | None = None         # a warm start: its path, fingerprint, scores and the gain over it
+    generation: dict[str, Any] | None = None    # a generation task: ROUGE-L, likelihoods, decoding, outputs file
+    members: dict[str, Any] | None = None       # a task set: each member's test next to its own manual prompt
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         for name in ("scores", "baseline", "budget", "backbone"):
             out[name] = asdict(out[name]) if out[name] is not None else None
-        for name in ("lama", "leaderboard", "backbone", "model_licence", "source_model"):
+        for name in ("lama", "leaderboard", "backbone", "model_licence", "source_model", "start", "generation",
+                     "members"):
             if out[name] is None:
                 del out[name]
         return {**out, **self.extra}
@@ -150,6 +154,7 @@ class RunRecord:
             run_dir=data.get("run_dir") or "", finished_at=data.get("finished_at"),
             lama=data.get("lama"), model_licence=data.get("model_licence"), source_model=data.get("source_model"),
             leaderboard=data.get("leaderboard"), search_dtype=data.get("search_dtype") or "fp32",
+            start=data.get("start"), generation=data.get("generation"), members=data.get("members"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -174,3 +179,17 @@ class RunRecord:
         if self.triggers:  # older results hold raw pieces and no decoded text
             return f"{self.prompt_text}  (triggers: {' '.join(self.triggers)})"
         return self.prompt_text
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A search or pipeline stopped after ``step`` steps of this call (``stop_after``); its last step is
+    checkpointed, and resuming ``run_dir`` continues it (inside ``stage``, for a pipeline)."""
+
+    run_dir: str
+    step: int
+    stage: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interrupted": True, "run_dir": self.run_dir, "step": self.step,
+                **({"stage": self.stage} if self.stage is not None else {})}

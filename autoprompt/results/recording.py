@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from autoprompt import events
 from autoprompt.errors import AutopromptError
 from autoprompt.results.leaderboard import record
-from autoprompt.results.record import RunRecord
+from autoprompt.results.record import Interrupted, RunRecord
 from autoprompt.search.registry import variant
 from autoprompt.search.runs import RunDir
 
@@ -39,14 +38,13 @@ def record_run(result: RunRecord, db: str | Path) -> bool:
     return True
 
 
-def record_finished(result: dict[str, Any], db: str | Path | None, out: str | Path) -> dict[str, Any]:
+def record_finished(result: RunRecord | Interrupted, db: str | Path | None, out: str | Path) -> RunRecord | Interrupted:
     """Record what `run_search` or `run_pipeline` returned (an interrupted run is left as it is; a run
     already recorded is a no-op). Where the leaderboard cannot take it, the run folder's
     ``result.json`` is rewritten to say why; returns the result as recorded."""
-    if result.get("interrupted"):
+    if isinstance(result, Interrupted):
         return result
-    finished = RunRecord.from_json(result)
-    finished.variant = finished.variant or variant(finished.strategy, finished.params)
-    if not record_run(finished, leaderboard_db(db, out)):
-        RunDir(finished.run_dir).write_result(finished.to_json())
-    return finished.to_json()
+    result.variant = result.variant or variant(result.strategy, result.params)
+    if not record_run(result, leaderboard_db(db, out)):
+        RunDir(result.run_dir).write_result(result.to_json())
+    return result

@@ -168,8 +168,9 @@ def finish(run: SearchRun, progress: bool = False, decided: Selection | None = N
         protocol=data.protocol, versions=versions(), run_dir=str(run.folder.path),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         model_licence=lm.licence, search_dtype=run.dtype, **data.task.kind_spec.search_fields(found_test, base_test),
-        extra={**extra_start, **_generation_summary(run, final, found_test, base_test, test),
-               **_members(run, best, found_test, progress)},
+        # the optional fields, each where it applies: start, generation, members
+        **extra_start, **_generation_summary(run, final, found_test, base_test, test),
+        **_members(run, best, found_test, progress),
     )
 
 

@@ -24,7 +24,7 @@ from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError, BudgetExhausted, SearchInterrupted
 from autoprompt.io import check_writable_folder
 from autoprompt.prompts import Prompt, Rule, load_prompt
-from autoprompt.results.record import RunRecord
+from autoprompt.results.record import Interrupted, RunRecord
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.search.base import Searcher
@@ -52,12 +52,12 @@ def run_search(
     progress: bool = False,
     stop_after: int | None = None,
     on_step: OnStep | None = None,
-    stage_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> RunRecord | Interrupted:
     """Run (or resume) a search and write its artifacts (recording it is the caller's:
     `autoprompt.results.recording.record_finished`).
 
-    Returns ``result.json``'s content (or ``{"interrupted": True, ...}`` after ``stop_after``).
+    Returns the finished run (`RunRecord`: ``result.json``'s content, typed), or `Interrupted` after
+    ``stop_after`` steps.
 
     Args:
         spec: what to run.
@@ -68,17 +68,33 @@ def run_search(
         stop_after: stop after this many steps of this call (for tests of interruption).
         on_step: called after every checkpointed step with (step, ``{"best_dev", "budget"}``); an
             exception it raises stops the run there, checkpoint intact (a tuner prunes this way).
-        stage_dir: run as one stage of a pipeline (`autoprompt.search.pipeline`) in this folder: the
-            gate decides against the stage's start on ``data.dev`` (the pipeline's held-out part of
-            train) and writes ``stage.json``; nothing reads test, nothing is recorded.
     """
+    outcome = _run(spec, lm, data, resume, progress, stop_after, on_step, None)
+    assert not isinstance(outcome, dict)  # only a stage returns its summary
+    return outcome
+
+
+def run_stage(spec: SearchSpec, stage_dir: Path, *, lm: ScoringModel, data: TaskData, resume: str | Path | None,
+              progress: bool, stop_after: int | None, on_step: OnStep | None) -> dict[str, Any] | Interrupted:
+    """Run (or resume) one stage of a pipeline (`autoprompt.search.pipeline`) in ``stage_dir``: the gate
+    decides against the stage's start on ``data.dev`` (the pipeline's held-out part of train) and
+    writes ``stage.json``, whose content it returns; nothing reads test, nothing is recorded. The
+    pipeline holds its folder's lock."""
+    outcome = _run(spec, lm, data, resume, progress, stop_after, on_step, stage_dir)
+    assert not isinstance(outcome, RunRecord)  # a stage finishes with its summary
+    return outcome
+
+
+def _run(spec: SearchSpec, lm: ScoringModel | None, data: TaskData | None, resume: str | Path | None, progress: bool,
+         stop_after: int | None, on_step: OnStep | None,
+         stage_dir: Path | None) -> RunRecord | Interrupted | dict[str, Any]:
     started = time.perf_counter()
     folder = RunDir(resume) if resume is not None else None
     if folder is not None:
         spec = folder.spec() if stage_dir is not None else folder.resumed_spec()
         done = folder.stage_result() if stage_dir is not None else folder.result()
         if done is not None:  # finished: nothing to run (the caller records it, a no-op if it is)
-            return done if stage_dir is not None else RunRecord.from_json(done).to_json()
+            return done if stage_dir is not None else RunRecord.from_json(done)
     if "," in spec.strategy or spec.strategy == "auto":
         raise AutopromptError(f"{spec.strategy} is a pipeline, not one strategy: run it with "
                               "autoprompt.search.run_pipeline (or autoprompt.api.search)")
@@ -121,14 +137,14 @@ def run_search(
     else:
         _start(run, minimum)
     if not _steps(run, progress, stop_after, on_step):
-        return {"interrupted": True, "run_dir": str(folder.path), "step": run.steps}
+        return Interrupted(str(folder.path), run.steps)
     if stage_dir is not None:
         summary = finish_stage(run)
         folder.write_stage_result(summary)
         return summary
     result = finish(run, progress)
     folder.write_result(result.to_json())
-    return result.to_json()
+    return result
 
 
 def load_start(path: str, task: Task, searcher: Searcher[Any]) -> Prompt:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,13 @@ from autoprompt.backends.store import load_model
 from autoprompt.errors import AutopromptError, SearchInterrupted
 from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
 from autoprompt.prompts import AnyPrompt, Prompt, load_prompt
+from autoprompt.results.record import Interrupted, RunRecord
 from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.generation import scoring_forwards
 from autoprompt.search.auto import AutoPlan, plan_auto
 from autoprompt.search.estimate import seconds_per_forward
 from autoprompt.search.final_gate import Pipeline, final_record, offered_prompts, out_of_fold_gate
-from autoprompt.search.loop import limit_test, load_start, run_search
+from autoprompt.search.loop import limit_test, load_start, run_stage
 from autoprompt.search.parts import present_parts
 from autoprompt.search.registry import create
 from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
@@ -164,19 +165,19 @@ def _auto_params(stages: list[Stage]) -> dict[str, Any]:
 @locked_on_resume
 def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: TaskData | None = None,
                  resume: str | Path | None = None, progress: bool = False, stop_after: int | None = None,
-                 on_step: Any = None) -> dict[str, Any]:
-    """Run (or resume) a pipeline; returns ``result.json``'s content, as `run_search` does (and, as
+                 on_step: Any = None) -> RunRecord | Interrupted:
+    """Run (or resume) a pipeline; returns the finished run (`RunRecord`), as `run_search` does (and, as
     there, recording it is the caller's).
 
     ``stop_after`` and ``on_step`` apply to each stage's steps (an interrupted stage returns
-    ``{"interrupted": True, ...}``; `resume` continues inside it).
+    `Interrupted` with its stage; `resume` continues inside it).
     """
     started = time.perf_counter()
     folder = RunDir(resume) if resume is not None else None
     if folder is not None:
         spec = folder.resumed_spec()  # a resumed pipeline runs the spec it was started with, recorded where it is
         if (done := folder.result()) is not None:
-            return done
+            return RunRecord.from_json(done)
         check_writable_folder(folder.path, "run folder")  # read-only, or a full disk: say so before any work
     else:
         check_writable_folder(spec.out, "run folder")
@@ -206,15 +207,15 @@ def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: Task
         return _crossfit(runner, data, settings, start, before, spent, started)
     fit, check = split_train(data.train, settings.holdout, spec.seed)
     summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
-    if summaries is None:
-        return runner.interrupted
+    if isinstance(summaries, Interrupted):
+        return summaries
     offered = offered_prompts(summaries, start or data.task.default_prompt, settings.ensemble)
     protocol = {"stages_fit_on": len(fit), "stages_checked_on": len(check), "final_gate_on": "dev",
                 "holdout": settings.holdout}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, plan)
     result = final_record(pipeline, offered, summaries, start, before, started, progress)
     folder.write_result(result.to_json())
-    return result.to_json()
+    return result
 
 
 @dataclass
@@ -229,10 +230,10 @@ class _StageRunner:
     progress: bool
     stop_after: int | None
     on_step: Any
-    interrupted: dict[str, Any] = field(default_factory=dict)
 
-    def run(self, view: TaskData, base: Path, total: int, spent: int, tag: str = "") -> list[dict[str, Any]] | None:
-        """Each stage's summary (``stage.json``), or None if a stage was interrupted (`interrupted` says where)."""
+    def run(self, view: TaskData, base: Path, total: int, spent: int,
+            tag: str = "") -> list[dict[str, Any]] | Interrupted:
+        """Each stage's summary (``stage.json``), or where a stage was interrupted."""
         spec, plan = self.spec, self.plan
         previous = spec.start
         summaries: list[dict[str, Any]] = []
@@ -248,16 +249,14 @@ class _StageRunner:
                                     start=str(Path(previous).resolve()) if previous else None, dtype=spec.dtype)
             resume = path if (path / "spec.json").is_file() else None
             try:
-                summary = run_search(stage_spec, lm=self.lm, data=view, resume=resume, progress=self.progress,
-                                     stop_after=self.stop_after, on_step=self.on_step, stage_dir=path)
+                summary = run_stage(stage_spec, path, lm=self.lm, data=view, resume=resume, progress=self.progress,
+                                    stop_after=self.stop_after, on_step=self.on_step)
             except SearchInterrupted:
                 raise SearchInterrupted(str(self.folder.path)) from None
             except AutopromptError as err:
                 raise AutopromptError(f"stage {i + 1}{tag} ({stage.strategy}): {err}") from None
-            if summary.get("interrupted"):
-                self.interrupted = {"interrupted": True, "run_dir": str(self.folder.path), "stage": i + 1,
-                                    "step": summary["step"]}
-                return None
+            if isinstance(summary, Interrupted):
+                return Interrupted(str(self.folder.path), summary.step, stage=i + 1)
             summaries.append({**summary, "stage": i + 1, "budget_given": budget})
             spent += int(summary["budget"]["used"])
             previous = str(path / "prompt.json")
@@ -265,7 +264,7 @@ class _StageRunner:
 
 
 def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, start: Prompt | None, before: str,
-              spent: int, started: float) -> dict[str, Any]:
+              spent: int, started: float) -> RunRecord | Interrupted:
     """Cross-fitting: the labelled examples (train and dev) are split in two folds; the stages run on
     each fold (its own fit and check parts), and the gate weighs each fold's prompt on the *other* fold,
     pooled over every labelled example against the start. Each example is scored by a prompt that never
@@ -282,8 +281,8 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
         fold_total = spent + (total - spent) // (3 - k)  # half of what is left, then the rest
         fold = runner.run(stage_data(data, fit, check), folder.path / "stages" / f"fold{k}", fold_total, spent,
                           tag=f" of fold {k}")
-        if fold is None:
-            return runner.interrupted
+        if isinstance(fold, Interrupted):
+            return fold
         spent += sum(int(s["budget"]["used"]) for s in fold)
         summaries += [{**s, "fold": k} for s in fold]
         found.append(load_prompt(Path(fold[-1]["run_dir"]) / "prompt.json"))
@@ -294,7 +293,7 @@ def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, 
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, runner.plan)
     result = final_record(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
     runner.folder.write_result(result.to_json())
-    return result.to_json()
+    return result
 
 
 __all__ = ["AutoPlan", "estimate_pipeline", "is_pipeline", "plan_pipeline", "run_pipeline"]

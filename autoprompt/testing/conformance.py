@@ -25,6 +25,7 @@ from autoprompt.prompts import (
     prompt_from_json,
     save_prompt,
 )
+from autoprompt.results.record import Interrupted, RunRecord
 from autoprompt.search import SearchSpec, create, run_search
 from autoprompt.search.parts import kept_parts_differ, present_parts
 from autoprompt.tasks.base import Example, TaskData
@@ -47,7 +48,7 @@ def _with_test_sentinel(data: TaskData) -> tuple[TaskData, list[str]]:
 
 
 def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int = 300,
-                   lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+                   lm: FrozenLM | None = None, data: TaskData | None = None) -> RunRecord:
     """Assert the contract of a strategy; returns the first run's result.
 
     * returns a valid prompt that survives a JSON round trip;
@@ -66,10 +67,10 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
         sentinel, readers = _with_test_sentinel(data)
         with tempfile.TemporaryDirectory() as out:
             spec = SearchSpec(task=data.task.name, strategy=name, params=dict(params), budget=budget, seed=3, out=out)
-            results.append(run_search(spec, lm=lm, data=sentinel))
+            results.append(_finished(run_search(spec, lm=lm, data=sentinel)))
             assert set(readers) <= {"finish"}, f"{name}'s search read the test split ({readers})"
-            prompt = load_prompt(Path(results[-1]["run_dir"]) / "prompt.json")  # the artifact as written
-            assert prompt.fingerprint == results[-1]["prompt_fingerprint"]
+            prompt = load_prompt(Path(results[-1].run_dir) / "prompt.json")  # the artifact as written
+            assert prompt.fingerprint == results[-1].prompt_fingerprint
             with tempfile.TemporaryDirectory() as tmp:  # ... saved again and read back (tensors too)
                 save_prompt(prompt, Path(tmp) / "prompt.json")
                 assert load_prompt(Path(tmp) / "prompt.json").fingerprint == prompt.fingerprint, \
@@ -77,9 +78,9 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
             if not any(m.soft for m in getattr(prompt, "members", (prompt,))):
                 assert prompt_from_json(prompt.to_json()) == prompt, f"{name}'s prompt does not survive JSON"
     first, second = results
-    assert first["prompt_fingerprint"] == second["prompt_fingerprint"], f"{name} is not reproducible from its seed"
-    assert first["scores"] == second["scores"]
-    assert first["budget"]["used"] <= budget
+    assert first.prompt_fingerprint == second.prompt_fingerprint, f"{name} is not reproducible from its seed"
+    assert first.scores == second.scores
+    assert first.budget.used <= budget
     assert weights_checksum(lm.model) == before, f"{name} changed the model's weights"
     assert not any(p.requires_grad for p in lm.model.parameters())
     return first
@@ -100,9 +101,9 @@ def check_minimum_budget(name: str, params: dict[str, Any] | None = None, lm: Fr
     minimum = create(name, params).minimum_budget(len(data.train), len(data.dev) if dev_cost is None else dev_cost)
     with tempfile.TemporaryDirectory() as out:
         spec = SearchSpec(task=data.task.name, strategy=name, params=dict(params), budget=minimum, out=out)
-        result = run_search(spec, lm=lm, data=data)
-        assert result["steps"] >= 1, f"{name}'s minimum budget {minimum} bought no search step"
-        assert not any("0 search steps" in w for w in result["warnings"]), result["warnings"]
+        result = _finished(run_search(spec, lm=lm, data=data))
+        assert result.steps >= 1, f"{name}'s minimum budget {minimum} bought no search step"
+        assert not any("0 search steps" in w for w in result.warnings), result.warnings
         spec.budget = minimum - 1
         try:
             run_search(spec, lm=lm, data=data)
@@ -135,7 +136,7 @@ def warm_start_for(name: str, params: dict[str, Any], lm: FrozenLM, data: TaskDa
 
 
 def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: int = 300,
-                     lm: FrozenLM | None = None, data: TaskData | None = None) -> dict[str, Any]:
+                     lm: FrozenLM | None = None, data: TaskData | None = None) -> RunRecord:
     """Assert that a strategy started from a saved prompt keeps every part it does not search.
 
     The start holds every part the strategy declares it carries (`warm_start_for`); the run is
@@ -156,11 +157,12 @@ def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: in
         ungated = {**params, "gate": False} if searcher.gated else params
         spec = SearchSpec(task=data.task.name, strategy=name, params=ungated, budget=budget, seed=3, out=out,
                           start=str(path))
-        result = run_search(spec, lm=lm, data=data)
-        found = load_prompt(Path(result["run_dir"]) / "prompt.json")
+        result = _finished(run_search(spec, lm=lm, data=data))
+        found = load_prompt(Path(result.run_dir) / "prompt.json")
         changed = kept_parts_differ(start, found, searcher.searches)
         assert not changed, f"{name} changed the start's {changed}, which it does not search"
-        assert result["start"]["fingerprint"] == start.fingerprint, f"{name}'s result does not name its start"
+        named = result.start["fingerprint"] if result.start is not None else None
+        assert named == start.fingerprint, f"{name}'s result does not name its start"
         lost = {"triggers", "demos"} - searcher.searches - searcher.carries
         if lost:  # a start it cannot build on is refused before any work, naming the part
             other = warm_start_for("manual", {}, lm, data)
@@ -172,4 +174,9 @@ def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: in
                 assert "cannot keep the start prompt's" in str(err), str(err)
             else:
                 raise AssertionError(f"{name} accepted a start holding {sorted(lost)}, which it cannot keep")
+    return result
+
+
+def _finished(result: RunRecord | Interrupted) -> RunRecord:
+    assert isinstance(result, RunRecord), f"the run stopped early: {result}"
     return result
