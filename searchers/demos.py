@@ -61,6 +61,8 @@ class Demos(Searcher[DemosState]):
         verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name = "demos"
     searches = frozenset({"demos"})
     carries = frozenset({"template", "triggers", "verbalizer"})

@@ -22,6 +22,8 @@ class Manual(Searcher[ManualState]):
         verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name = "manual"
     gated = False  # the baseline reports the prompt it was given
     carries = frozenset({"template", "triggers", "verbalizer", "demos", "soft"})

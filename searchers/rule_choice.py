@@ -46,6 +46,8 @@ class RuleChoice(Searcher[RuleState]):
         standardise: ``centroid``: measure in per-dimension standardised units (see `Rule`).
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name = "rule"
     summary = "the decision rule: direct, channel (Min et al. 2022) or centroid (Hidden Calibration), cross-fitted"
     carries = frozenset({"template", "triggers", "verbalizer", "demos", "soft"})

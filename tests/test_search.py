@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from autoprompt import AutopromptError, Budget, BudgetExhausted, Evaluator, search
-from autoprompt.prompts import Prompt, Template
+from autoprompt.prompts import Calibration, Prompt, Template, Verbalizer, load_prompt
 from autoprompt.results.record import Interrupted, RunRecord
 from autoprompt.search import (
     Capability,
@@ -29,6 +29,7 @@ from autoprompt.search import (
 )
 from autoprompt.tasks.base import examples_fingerprint
 from autoprompt.testing.conformance import check_minimum_budget, check_strategy
+from autoprompt.testing.tiny import NEGATIVE, POSITIVE
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"manual": {}, "random": {"num_candidates": 3, "rescore_examples": 6},
@@ -390,6 +391,51 @@ def test_a_step_that_fails_half_way_leaves_the_state_as_it_was(task, tmp_path):
     finally:
         search.unregister("scribbler")
     assert result.details["marks"] == [0] and result.steps == 1
+
+
+@dataclasses.dataclass
+class _PlainWords(Searcher):
+    """Proposes other label words and never calibrates: the core reads them by the search's calibration."""
+
+    name: ClassVar[str] = "plainwords"
+    summary: ClassVar[str] = "other label words, uncalibrated"
+
+    def start(self, ctx: SearchContext) -> dict:
+        return {"best_dev": 0.0}
+
+    def step(self, ctx: SearchContext, state: dict) -> dict:
+        return {**state, "done": True}
+
+    def best(self, ctx: SearchContext, state: dict) -> Prompt:
+        words = dict(zip(ctx.task.labels, ([NEGATIVE[1]], [POSITIVE[1]]), strict=True))
+        return dataclasses.replace(ctx.start, verbalizer=Verbalizer(words))
+
+
+@dataclasses.dataclass
+class _SelfCalibrated(_PlainWords):
+    name: ClassVar[str] = "selfcalibrated"
+    calibrates: ClassVar[bool] = True  # says it calibrates itself (it does not): the core leaves it alone
+
+
+@pytest.mark.parametrize("strategy", [_PlainWords, _SelfCalibrated])
+def test_the_core_calibrates_candidates_a_strategy_left_uncalibrated(strategy, causal, task, tmp_path):
+    search.register(strategy)
+    try:
+        result = run_search(SearchSpec(task.task.name, strategy.name, params={"gate": False}, budget=500,
+                                       out=str(tmp_path)), lm=causal, data=task)
+    finally:
+        search.unregister(strategy.name)
+    reported = load_prompt(Path(result.run_dir) / "prompt.json")
+    assert reported.verbalizer.words[task.task.labels[1]] == (POSITIVE[1],)
+    if strategy is _SelfCalibrated:
+        assert not reported.calibration.active
+        return
+    # the search's calibration (prior, the default), estimated on all of train as ctx.calibrate does
+    assert reported.calibration.method == "prior" and reported.calibration.active
+    plain = dataclasses.replace(reported, calibration=Calibration())
+    expected = Evaluator(causal, task.task).calibrate([plain], "prior", task.train)[0]
+    assert expected.calibration.log_prior is not None
+    assert reported.calibration.log_prior == pytest.approx(dict(expected.calibration.log_prior), abs=1e-6)
 
 
 def test_a_result_from_before_the_record_reads_with_defaults():

@@ -33,8 +33,10 @@ The rules of the contract, all of them:
 6. A strategy sees ``ctx.train`` and ``ctx.dev``, never test; `fitted` says which train examples it
    fitted on (the rest join dev in the final selection).
 7. `candidates` and `best` may be called on the start state (no step taken) and must answer there.
-8. Candidates are read by the search's rule and calibration: score them through ``ctx.calibrate``
-   (the core re-scores the top `final_candidates` on fresh data and gates them against the start).
+8. Candidates are read by the search's rule and calibration. The core fits both to what `candidates`
+   returns (on all of train) before re-scoring the top `final_candidates` on fresh data and gating them
+   against the start; a strategy that ranks on calibrated scores inside its steps calls ``ctx.calibrate``
+   itself and says so (``calibrates = True``), and the core leaves its candidates as they are.
 9. A warm start (``ctx.start``) keeps every part the strategy does not `searches`; `carries` names the
    parts it can keep, and a start with any other part is refused before the search begins.
 10. A strategy is registered by the ``autoprompt.searchers`` entry-point group or `register` with an
@@ -120,6 +122,10 @@ class Searcher(ABC, Generic[S]):
     gated: ClassVar[bool] = True
     #: how many of `candidates` the core re-scores at the end
     final_candidates: ClassVar[int] = 3
+    #: whether the strategy reads its candidates by the search's rule and calibration itself (it ranks on
+    #: calibrated scores inside its steps, fitted on inputs of its choosing); if not, the core does it for
+    #: what `candidates` returns, fitted on all of train, before the gate
+    calibrates: ClassVar[bool] = False
     #: the task kinds the strategy searches (`Task.kind`): label-word strategies need classes
     task_kinds: ClassVar[tuple[str, ...]] = ("classification", "ranking")
     #: whether it fits on train examples of every class (label-word statistics): a train split

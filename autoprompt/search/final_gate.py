@@ -101,6 +101,8 @@ class FinalGate(Searcher[SearchState]):
     (its stages did) and offers their prompts to the gate. Every train example was seen by some
     stage, so the gate reads dev alone."""
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name: ClassVar[str] = "pipeline"
     summary: ClassVar[str] = "the stages' prompts, gated once on dev"
     final_candidates: ClassVar[int] = 16

@@ -75,6 +75,8 @@ def _gate(run: SearchRun, decided: Selection | None = None) -> tuple[AnyPrompt, 
         return decided.chosen, decided
     holdout = _selection_examples(run)
     candidates = run.searcher.candidates(run.ctx, run.state)[: run.searcher.final_candidates]
+    if not run.searcher.calibrates:  # read by the search's rule and calibration, fitted on all of train
+        candidates = run.ctx.calibrate(candidates)
     if not run.searcher.gated:
         return candidates[0], None
     against = "manual prompt" if run.ctx.warm_start is None else "start prompt"

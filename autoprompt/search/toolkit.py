@@ -103,6 +103,8 @@ class TriggerSearch(Searcher[T]):
         verbalizer: label words (JSON) or a ``prompt.json`` whose verbalizer to use.
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     searches = frozenset({"triggers"})
     carries = frozenset({"template", "verbalizer", "demos"})
 

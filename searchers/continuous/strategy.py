@@ -76,6 +76,8 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
     log-likelihood (per token, the end-of-sequence token included); ``loss`` does not apply.
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name = "ptuning"
     summary = "continuous prompts, frozen backbone: prompt tuning, P-tuning (LSTM/MLP encoder), P-tuning v2 prefix"
     default_budget = 5000

@@ -40,6 +40,8 @@ class Paraphrase(Searcher[ParaphraseState]):
         generator: another model to paraphrase with (default: the scored model).
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name = "paraphrase"
     searches = frozenset({"template"})
     carries = frozenset({"verbalizer", "demos"})

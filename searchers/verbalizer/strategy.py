@@ -44,6 +44,8 @@ class VerbalizerSearch(Searcher[VerbalizerState]):
         template: a template instead of the task's manual one.
     """
 
+    calibrates = True  # ranks on calibrated scores inside its steps (ctx.calibrate)
+
     name = "verbalizer"
     needs_every_class = True
     searches = frozenset({"verbalizer"})
