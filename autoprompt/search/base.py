@@ -1,5 +1,6 @@
 """The strategy contract: `Searcher` (what a strategy implements) and `SearchState` (what its state holds);
-what it sees is in `autoprompt.search.context` (`SearchContext`, `StrategyModel`).
+what it sees is `SearchContext` (`autoprompt.search.context`), its read-only model `StrategyModel`
+(`autoprompt.search.model_view`) and its family's capability objects (`autoprompt.search.capabilities`).
 
 A strategy is a dataclass whose fields are its hyper-parameters, generic over the state it owns::
 
