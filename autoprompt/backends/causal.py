@@ -105,8 +105,10 @@ class CausalLM(SharedPrefix, FrozenLM):
             )
 
     def _forward(self, ids: Tensor | None, attn: Tensor, positions: Tensor, cache: Any = None,
-                 keep: int | Tensor | None = None, inputs_embeds: Tensor | None = None) -> tuple[Tensor, Any]:
-        """One forward with explicit positions; ``keep`` = sequence indices whose logits are needed."""
+                 keep: int | Tensor | None = None, inputs_embeds: Tensor | None = None,
+                 use_cache: bool = True) -> tuple[Tensor, Any]:
+        """One forward with explicit positions; ``keep`` = sequence indices whose logits are needed;
+        without ``use_cache`` no key/value cache is built for the rows (a given prefix is still read)."""
         extra: dict[str, Any] = {}
         if keep is not None and self.keep_arg:
             extra["logits_to_keep"] = keep
@@ -114,15 +116,16 @@ class CausalLM(SharedPrefix, FrozenLM):
             extra[self.cache_arg] = cache
         with self._autocast():
             out = self.model(input_ids=ids if inputs_embeds is None else None, inputs_embeds=inputs_embeds,
-                             attention_mask=attn, position_ids=positions, use_cache=True, **extra)
+                             attention_mask=attn, position_ids=positions, use_cache=use_cache, **extra)
         logits = out.logits
         if keep is not None and not self.keep_arg:
             logits = logits[:, keep] if isinstance(keep, Tensor) else logits[:, -keep:]
-        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
+        new_cache = out.get("cache", out.get("past_key_values"))
         return upcast(logits), new_cache
 
     def _last_logprobs(self, ids: Tensor, attn: Tensor, positions: Tensor, cache: Any = None,
-                       inputs_embeds: Tensor | None = None, left: bool | None = None) -> tuple[Tensor, Any]:
+                       inputs_embeds: Tensor | None = None, left: bool | None = None,
+                       use_cache: bool = True) -> tuple[Tensor, Any]:
         """Log-probs after each row's last real token ``[B, V]`` and the updated cache.
 
         ``left``: the rows of ``ids`` are left-padded (default: so when there is no cache).
@@ -130,14 +133,16 @@ class CausalLM(SharedPrefix, FrozenLM):
         if left is None:
             left = self.left and cache is None
         if left:
-            logits, cache = self._forward(ids, attn, positions, cache=cache, keep=1, inputs_embeds=inputs_embeds)
+            logits, cache = self._forward(ids, attn, positions, cache=cache, keep=1, inputs_embeds=inputs_embeds,
+                                          use_cache=use_cache)
             return logits[:, -1].log_softmax(-1), cache
         # right padding (or a suffix after a cache): keep only the distinct last positions
         width = attn.shape[1] if cache is None else ids.shape[1]
         real = attn.sum(-1) if cache is None else attn[:, -width:].sum(-1)
         last = real - 1                                                              # [B]
         keep = torch.unique(last)
-        logits, cache = self._forward(ids, attn, positions, cache=cache, keep=keep, inputs_embeds=inputs_embeds)
+        logits, cache = self._forward(ids, attn, positions, cache=cache, keep=keep, inputs_embeds=inputs_embeds,
+                                      use_cache=use_cache)
         column = torch.searchsorted(keep, last)
         return logits[torch.arange(len(last), device=self.device), column].log_softmax(-1), cache
 
@@ -210,13 +215,16 @@ class CausalLM(SharedPrefix, FrozenLM):
     def head_features(self, batch: Sequence[Encoded], soft: SoftPrompt | None = None) -> Tensor:
         captured, handle = self._lm_head_input()
         try:
-            self.prompt_state(batch, None, soft, left=True)  # left-padded: the head reads the last column only
+            # left-padded: the head reads the last column only; no key/value cache is kept for continuing
+            # (for 32 rows of 200 tokens it would be 290 MB of smollm2's memory, never read)
+            self.prompt_state(batch, None, soft, left=True, use_cache=False)
         finally:
             handle.remove()
         return captured["h"][:, -1]                                                          # [B, H]
 
     def prompt_state(self, batch: Sequence[Encoded], vectors: Tensor | None = None,
-                     soft: SoftPrompt | None = None, left: bool | None = None) -> tuple[Tensor, Any, Tensor]:
+                     soft: SoftPrompt | None = None, left: bool | None = None,
+                     use_cache: bool = True) -> tuple[Tensor, Any, Tensor]:
         """One forward of the prompts: next-token log-probs ``[B, V]``, the key/value cache and its
         attention mask ``[B, P + L]`` (a prefix's positions first), for continuing each row.
 
@@ -235,7 +243,7 @@ class CausalLM(SharedPrefix, FrozenLM):
             attn = torch.cat([attn.new_ones(len(batch), soft.prefix_length), attn], dim=1)   # [B, P + L]
             positions = positions + soft.prefix_length
         logp_first, cache = self._last_logprobs(ids, attn, positions, cache=cache, inputs_embeds=embeds,
-                                                left=left)                                 # [B, V]
+                                                left=left, use_cache=use_cache)            # [B, V]
         return logp_first, cache, attn
 
     def _word_scores(self, logp_first: Tensor, cache: Any, attn: Tensor, words: WordTable,
