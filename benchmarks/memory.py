@@ -25,8 +25,9 @@ from autoprompt.results.versions import versions
 
 CLI = [str(Path(sys.executable).parent / "autoprompt")]  # the console script of this environment
 JOBS = {
-    "search (README main job)": ["search", "--task", "sst2", "--shots", "16", "--data-seed", "13",
-                                 "--strategy", "gradient"],
+    "search auto (README main job)": ["search", "--task", "sst2", "--shots", "16", "--data-seed", "13",
+                                      "--strategy", "auto"],
+    "search gradient": ["search", "--task", "sst2", "--shots", "16", "--data-seed", "13", "--strategy", "gradient"],
     "search ptuning (training, backward)": ["search", "--task", "sst2", "--shots", "16", "--data-seed", "13",
                                             "--strategy", "ptuning"],
     "evaluate sst2 test": ["evaluate", "--task", "sst2", "--split", "test", "--json"],
