@@ -11,7 +11,7 @@ from autoprompt.backends.aliases import DEFAULT_MODEL
 from autoprompt.backends.precision import resolve_dtype
 from autoprompt.backends.store import check_device_map
 from autoprompt.errors import AutopromptError
-from autoprompt.results.record import Interrupted, RunRecord
+from autoprompt.results.record import RunRecord, finished
 
 if TYPE_CHECKING:
     from autoprompt.search import SearchSpec
@@ -79,16 +79,16 @@ def search(
                                   f"{', '.join(conflicting)} cannot change it: leave them out, or start a new run")
         folder = RunDir(resume)
         run = run_pipeline if is_pipeline(folder.spec().strategy) else run_search
-        return _finished(record_finished(run(SearchSpec("", ""), resume=resume, progress=progress), db,
-                                         folder.resumed_spec().out))
+        return finished(record_finished(run(SearchSpec("", ""), resume=resume, progress=progress), db,
+                                        folder.resumed_spec().out))
     spec = _spec(task, strategy, params, model, shots, data_seed, seed, budget, max_seconds, out, data_dir,
                  test_limit, start, dtype, device_map)
     run = run_pipeline if is_pipeline(spec.strategy) else run_search
-    return _finished(record_finished(run(spec, progress=progress), db, spec.out))
+    return finished(record_finished(run(spec, progress=progress), db, spec.out))
 
 
 def estimate(
-    task: str,
+    task: str | None,
     strategy: str | None = None,
     params: Mapping[str, Any] | Sequence[str] = (),
     *,
@@ -130,12 +130,6 @@ def _spec(task: str | None, strategy: str | None, params: Mapping[str, Any] | Se
                       data_dir=str(data_dir) if data_dir else None, test_limit=test_limit,
                       start=str(Path(start).resolve()) if start is not None else None, dtype=dtype,
                       device_map=device_map)
-
-
-def _finished(result: RunRecord | Interrupted) -> RunRecord:
-    # without a step limit a search finishes or raises (an interruption is `SearchInterrupted`)
-    assert isinstance(result, RunRecord)
-    return result
 
 
 def tune(

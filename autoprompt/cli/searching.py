@@ -84,8 +84,6 @@ def search(
         "model": model, "data_seed": data_seed, "seed": seed, "out": out_dir, "data_dir": data_dir,
         "start": start, "dtype": dtype, "device_map": device_map}
     if dry_run:
-        if not task:
-            raise AutopromptError("give a `task` (or `resume` a run folder)")
         plan = estimate(task, strategy, param or [], shots=shots, budget=budget, max_seconds=max_seconds,
                         test_limit=test_limit, **settings)
         if as_json:

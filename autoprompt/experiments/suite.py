@@ -33,7 +33,7 @@ from autoprompt.experiments.tune import storage_url
 from autoprompt.experiments.workers import STARTED, SURPLUS, fail_orphans, open_rdb_study, run_one_trial, run_processes
 from autoprompt.io import check_writable_folder
 from autoprompt.results import leaderboard as lb
-from autoprompt.results.record import RunRecord
+from autoprompt.results.record import finished
 from autoprompt.search import SearchSpec, find_run, run_search
 
 if TYPE_CHECKING:
@@ -169,8 +169,7 @@ def _objective(run: SuiteRun, trial: Trial, lm: Any, worker: str) -> float:
         return float("nan")  # optuna records a NaN value as FAILED
     spec = cells[cell]
     folder = find_run(spec)
-    result = run_search(spec, lm=lm, resume=folder)
-    assert isinstance(result, RunRecord)  # no step limit: the run finishes (or raises)
+    result = finished(run_search(spec, lm=lm, resume=folder))
     trial.set_user_attr("run_dir", result.run_dir)
     if not lb.record_cell(result, run.suite.name, cell, worker, run.db):
         trial.set_user_attr(SURPLUS, True)  # another worker finished it first: its row stands

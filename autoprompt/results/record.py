@@ -193,3 +193,10 @@ class Interrupted:
     def to_json(self) -> dict[str, Any]:
         return {"interrupted": True, "run_dir": self.run_dir, "step": self.step,
                 **({"stage": self.stage} if self.stage is not None else {})}
+
+
+def finished(result: RunRecord | Interrupted) -> RunRecord:
+    """``result`` as the finished run it is: a search given no step limit (``stop_after``) finishes or
+    raises, so only a caller that stops it early sees `Interrupted`."""
+    assert isinstance(result, RunRecord), f"the run stopped early: {result}"
+    return result

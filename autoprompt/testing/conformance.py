@@ -25,7 +25,7 @@ from autoprompt.prompts import (
     prompt_from_json,
     save_prompt,
 )
-from autoprompt.results.record import Interrupted, RunRecord
+from autoprompt.results.record import RunRecord, finished
 from autoprompt.search import SearchSpec, create, run_search
 from autoprompt.search.parts import kept_parts_differ, present_parts
 from autoprompt.tasks.base import Example, TaskData
@@ -67,7 +67,7 @@ def check_strategy(name: str, params: dict[str, Any] | None = None, budget: int 
         sentinel, readers = _with_test_sentinel(data)
         with tempfile.TemporaryDirectory() as out:
             spec = SearchSpec(task=data.task.name, strategy=name, params=dict(params), budget=budget, seed=3, out=out)
-            results.append(_finished(run_search(spec, lm=lm, data=sentinel)))
+            results.append(finished(run_search(spec, lm=lm, data=sentinel)))
             assert set(readers) <= {"finish"}, f"{name}'s search read the test split ({readers})"
             prompt = load_prompt(Path(results[-1].run_dir) / "prompt.json")  # the artifact as written
             assert prompt.fingerprint == results[-1].prompt_fingerprint
@@ -101,7 +101,7 @@ def check_minimum_budget(name: str, params: dict[str, Any] | None = None, lm: Fr
     minimum = create(name, params).minimum_budget(len(data.train), len(data.dev) if dev_cost is None else dev_cost)
     with tempfile.TemporaryDirectory() as out:
         spec = SearchSpec(task=data.task.name, strategy=name, params=dict(params), budget=minimum, out=out)
-        result = _finished(run_search(spec, lm=lm, data=data))
+        result = finished(run_search(spec, lm=lm, data=data))
         assert result.steps >= 1, f"{name}'s minimum budget {minimum} bought no search step"
         assert not any("0 search steps" in w for w in result.warnings), result.warnings
         spec.budget = minimum - 1
@@ -157,7 +157,7 @@ def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: in
         ungated = {**params, "gate": False} if searcher.gated else params
         spec = SearchSpec(task=data.task.name, strategy=name, params=ungated, budget=budget, seed=3, out=out,
                           start=str(path))
-        result = _finished(run_search(spec, lm=lm, data=data))
+        result = finished(run_search(spec, lm=lm, data=data))
         found = load_prompt(Path(result.run_dir) / "prompt.json")
         changed = kept_parts_differ(start, found, searcher.searches)
         assert not changed, f"{name} changed the start's {changed}, which it does not search"
@@ -174,9 +174,4 @@ def check_warm_start(name: str, params: dict[str, Any] | None = None, budget: in
                 assert "cannot keep the start prompt's" in str(err), str(err)
             else:
                 raise AssertionError(f"{name} accepted a start holding {sorted(lost)}, which it cannot keep")
-    return result
-
-
-def _finished(result: RunRecord | Interrupted) -> RunRecord:
-    assert isinstance(result, RunRecord), f"the run stopped early: {result}"
     return result

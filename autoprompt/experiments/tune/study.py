@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from autoprompt.errors import AutopromptError
 from autoprompt.io import check_writable_folder, path_part
-from autoprompt.results.record import RunRecord
+from autoprompt.results.record import finished
 from autoprompt.results.recording import record_finished
 
 if TYPE_CHECKING:  # for annotations only: optuna and matplotlib are imported lazily, where used
@@ -97,15 +97,13 @@ def objective(config: TuneConfig, trial: Trial) -> float:
                 raise optuna.TrialPruned(f"pruned at seed {data_seed}, step {step}")
 
         try:
-            result = record_finished(run_search(spec, on_step=report), config.leaderboard, out)
+            result = finished(record_finished(run_search(spec, on_step=report), config.leaderboard, out))
         except AutopromptError as err:  # e.g. a NaN loss at a too-large lr: this trial fails, the study goes on
             trial.set_user_attr("error", str(err))
             return float("nan")
-        assert isinstance(result, RunRecord)  # no step limit: the run finishes (or raises)
-        finished = result
-        devs.append(finished.scores.dev)
-        tests.append(finished.scores.test)
-        runs.append(finished.run_dir)
+        devs.append(result.scores.dev)
+        tests.append(result.scores.test)
+        runs.append(result.run_dir)
         trial.set_user_attr("runs", runs)
         trial.set_user_attr("dev_per_seed", devs)
         trial.set_user_attr("test_per_seed", tests)  # recorded, never optimised
