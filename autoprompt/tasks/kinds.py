@@ -105,9 +105,7 @@ class Generation(TaskKind):
     generates = True
 
     def check(self, task: Task) -> None:
-        if task.metric not in self.metrics:
-            raise AutopromptError(f"task {task.name}: a generation task cannot use metric {task.metric!r}; "
-                                  "generation tasks use bleu")
+        super().check(task)
         if task.labels or task.verbalizer:
             raise AutopromptError(f"task {task.name}: a generation task has no labels or label words")
 
