@@ -1,5 +1,5 @@
-"""The end of a pipeline: one gate for all its stages (`final_record`), and the out-of-fold gate of a
-cross-fitted one (`out_of_fold_gate`).
+"""The end of a pipeline: one gate for all its stages (`final_record`); a cross-fitted pipeline's
+out-of-fold gate is `autoprompt.search.crossfit`'s.
 
 The final gate weighs the last stage's prompt, the earlier stages' prompts and their ensemble
 (`offered`) against the manual prompt (or the warm start) on dev, read once, with its threshold
@@ -13,9 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
-
-import torch
+from typing import Any, ClassVar
 
 from autoprompt.backends import ScoringModel
 from autoprompt.backends.precision import resolve_dtype
@@ -28,7 +26,7 @@ from autoprompt.search.context import SearchContext
 from autoprompt.search.finish import SearchRun, finish
 from autoprompt.search.model_view import ModelView
 from autoprompt.search.runs import RunDir, SearchSpec
-from autoprompt.search.selection import Objective, Selection, objective_values, paired_gain
+from autoprompt.search.selection import Selection
 from autoprompt.search.stages import PipelineSettings
 from autoprompt.tasks.base import Example, TaskData
 
@@ -47,35 +45,6 @@ class Pipeline:
 
 
 
-def out_of_fold_gate(ev: Evaluator, found: list[AnyPrompt], others: tuple[list[Example], list[Example]],
-                      reference: Prompt, settings: PipelineSettings, against: str) -> Selection:
-    """The core's paired gate on out-of-fold objective values: fold k's prompt on the other fold's
-    examples, pooled, against ``reference`` on the same examples; passed, the folds' ensemble is chosen."""
-    objective = cast(Objective, settings.objective)
-    mine, base = [], []
-    for prompt, examples in zip(found, others, strict=True):
-        scored, ref = ev.score_many([prompt, reference], examples)
-        mine.append(objective_values(scored, objective))
-        base.append(objective_values(ref, objective))
-    values, reference_values = torch.cat(mine), torch.cat(base)
-    gain, se = paired_gain(values, reference_values)
-    n = len(values)
-    distinct = list({p.fingerprint: p for p in found if p.fingerprint != reference.fingerprint}.values())
-    chosen: AnyPrompt = _ensemble_of(distinct, "cross-fitted folds") or (distinct[0] if distinct else reference)
-    passed = bool(distinct) and gain > 0 and gain > settings.min_gain * se
-    rows = [{"fingerprint": p.fingerprint, "template": p.template.source, "fold": k + 1, "manual": False,
-             "objective": round(float(v.mean()), 6), "prompt": p.to_json()} for k, (p, v) in enumerate(zip(
-                 found, mine, strict=True))]
-    if passed:
-        message = (f"found prompts beat the {against} out of fold on {n} labelled examples: {gain:+.4f} "
-                   f"{objective} ({gain / se:.1f} paired standard errors); reporting the folds' ensemble")
-        return Selection(chosen, True, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
-    message = (f"no reliable improvement found: out of fold the found prompts gain {gain:+.4f} {objective} ± "
-               f"{se:.4f} over the {against} on {n} labelled examples, within {settings.min_gain:g} standard "
-               f"error(s); reporting the {against}")
-    return Selection(reference, False, chosen, gain, se, n, objective, settings.min_gain, rows, message, against)
-
-
 def offered_prompts(summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> list[AnyPrompt]:
     """What the final gate weighs: the last stage's prompt first, then each earlier stage's, then
     their equal-weight ensemble (only prompts that differ from the start and from each other)."""
@@ -85,11 +54,11 @@ def offered_prompts(summaries: list[dict[str, Any]], start: Prompt, ensemble: bo
         if prompt.fingerprint != start.fingerprint:
             prompts.setdefault(prompt.fingerprint, prompt)
     found = list(prompts.values())
-    joint = _ensemble_of(found, "stages")
+    joint = ensemble_of(found, "stages")
     return [*found, joint] if ensemble and joint is not None else found
 
 
-def _ensemble_of(prompts: Sequence[AnyPrompt], kind: str) -> Ensemble | None:
+def ensemble_of(prompts: Sequence[AnyPrompt], kind: str) -> Ensemble | None:
     """The equal-weight ensemble of the single prompts among ``prompts`` (None for fewer than two)."""
     singles = tuple(p for p in prompts if isinstance(p, Prompt))
     return Ensemble(singles, (1.0,) * len(singles), {"kind": kind}) if len(singles) > 1 else None

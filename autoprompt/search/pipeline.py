@@ -12,7 +12,7 @@ is read once:
 * dev is read once, by the pipeline's final gate (`autoprompt.search.final_gate`).
 
 With ``crossfit=true`` (``auto``'s choice where dev is small) train and dev form two folds, the
-stages run on each, and each fold's prompt is gated on the other fold, pooled (`_crossfit`).
+stages run on each, and each fold's prompt is gated on the other fold, pooled (`autoprompt.search.crossfit`).
 
 The run folder holds ``pipeline.json`` (the stages, their budgets, the auto features), one
 sub-folder per stage under ``stages/`` (each a run folder with its own checkpoints and
@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,16 @@ from autoprompt import events
 from autoprompt.backends import ScoringModel
 from autoprompt.backends.aliases import default_budget
 from autoprompt.backends.store import load_model
-from autoprompt.errors import AutopromptError, SearchInterrupted
-from autoprompt.io import atomic_write_json, check_writable_folder, path_part, read_json
-from autoprompt.prompts import AnyPrompt, Prompt, load_prompt
+from autoprompt.errors import AutopromptError
+from autoprompt.io import atomic_write_json, check_writable_folder, read_json
+from autoprompt.prompts import Prompt
 from autoprompt.results.record import Interrupted, RunRecord
-from autoprompt.scoring.evaluator import Evaluator
 from autoprompt.scoring.generation import scoring_forwards
 from autoprompt.search.auto import AutoPlan, plan_auto
+from autoprompt.search.crossfit import run_crossfit
 from autoprompt.search.estimate import seconds_per_forward
-from autoprompt.search.final_gate import Pipeline, final_record, offered_prompts, out_of_fold_gate
-from autoprompt.search.loop import limit_test, load_start, run_stage
+from autoprompt.search.final_gate import Pipeline, final_record, offered_prompts
+from autoprompt.search.loop import limit_test, load_start
 from autoprompt.search.parts import present_parts
 from autoprompt.search.registry import create
 from autoprompt.search.runs import RunDir, SearchSpec, locked_on_resume
@@ -51,6 +50,7 @@ from autoprompt.search.stages import (
     PIPELINE_PARAMS,
     PipelineSettings,
     Stage,
+    StageRunner,
     check_flow,
     is_pipeline,
     parse_stages,
@@ -103,7 +103,7 @@ def plan_pipeline(spec: SearchSpec, data: TaskData, lm: ScoringModel | None = No
         raise AutopromptError(
             f"budget {total} is below the sum of the stages' minimums ({' + '.join(map(str, minimums))} = "
             f"{sum(minimums)} example-forwards on {len(fit)} fit and {len(check)} check examples"
-            + (", once per fold" if runs == 2 else "")
+            + (", once per fold" if crossfit else "")
             + (f", after {spent_on_plan} spent choosing the stages" if spent_on_plan else "")
             + f"); give a budget of at least {minimums_all + spent_on_plan}")
     return {"stages": [{"strategy": s.strategy, "params": s.params} for s in stages],
@@ -202,9 +202,9 @@ def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: Task
     stages = [Stage(s["strategy"], s["params"]) for s in plan["stages"]]
     before = lm.weights_checksum()
     spent = int(plan.get("spent_choosing", 0))
-    runner = _StageRunner(spec, lm, folder, stages, plan, progress, stop_after, on_step)
+    runner = StageRunner(spec, lm, folder, stages, plan, progress, stop_after, on_step)
     if plan.get("crossfit"):
-        return _crossfit(runner, data, settings, start, before, spent, started)
+        return run_crossfit(runner, data, settings, start, before, spent, started)
     fit, check = split_train(data.train, settings.holdout, spec.seed)
     summaries = runner.run(stage_data(data, fit, check), folder.path / "stages", plan["total_budget"], spent)
     if isinstance(summaries, Interrupted):
@@ -215,84 +215,6 @@ def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: Task
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, plan)
     result = final_record(pipeline, offered, summaries, start, before, started, progress)
     folder.write_result(result.to_json())
-    return result
-
-
-@dataclass
-class _StageRunner:
-    """Runs a list of stages on one view of the data, each from the previous stage's prompt."""
-
-    spec: SearchSpec
-    lm: ScoringModel
-    folder: RunDir
-    stages: list[Stage]
-    plan: dict[str, Any]
-    progress: bool
-    stop_after: int | None
-    on_step: Any
-
-    def run(self, view: TaskData, base: Path, total: int, spent: int,
-            tag: str = "") -> list[dict[str, Any]] | Interrupted:
-        """Each stage's summary (``stage.json``), or where a stage was interrupted."""
-        spec, plan = self.spec, self.plan
-        previous = spec.start
-        summaries: list[dict[str, Any]] = []
-        for i, stage in enumerate(self.stages):
-            path = base / f"{i + 1}-{path_part(stage.strategy)}"
-            budget = stage_budgets(total, spent, plan["minimums"][i:], plan["weights"][i:])
-            # a time limit is the whole pipeline's: a stage gets what the stages before it left
-            seconds = (max(1e-3, spec.max_seconds - sum(s["wall_s"] for s in summaries))
-                       if spec.max_seconds is not None else None)
-            stage_spec = SearchSpec(task=spec.task, strategy=stage.strategy, params=dict(stage.params),
-                                    model=spec.model, shots=spec.shots, data_seed=spec.data_seed, seed=spec.seed,
-                                    budget=budget, max_seconds=seconds, out=str(base), data_dir=spec.data_dir,
-                                    start=str(Path(previous).resolve()) if previous else None, dtype=spec.dtype)
-            resume = path if (path / "spec.json").is_file() else None
-            try:
-                summary = run_stage(stage_spec, path, lm=self.lm, data=view, resume=resume, progress=self.progress,
-                                    stop_after=self.stop_after, on_step=self.on_step)
-            except SearchInterrupted:
-                raise SearchInterrupted(str(self.folder.path)) from None
-            except AutopromptError as err:
-                raise AutopromptError(f"stage {i + 1}{tag} ({stage.strategy}): {err}") from None
-            if isinstance(summary, Interrupted):
-                return Interrupted(str(self.folder.path), summary.step, stage=i + 1)
-            summaries.append({**summary, "stage": i + 1, "budget_given": budget})
-            spent += int(summary["budget"]["used"])
-            previous = str(path / "prompt.json")
-        return summaries
-
-
-def _crossfit(runner: _StageRunner, data: TaskData, settings: PipelineSettings, start: Prompt | None, before: str,
-              spent: int, started: float) -> RunRecord | Interrupted:
-    """Cross-fitting: the labelled examples (train and dev) are split in two folds; the stages run on
-    each fold (its own fit and check parts), and the gate weighs each fold's prompt on the *other* fold,
-    pooled over every labelled example against the start. Each example is scored by a prompt that never
-    saw it, and the gate has twice dev's examples. Passed: the ensemble of the two folds' prompts."""
-    spec, folder, lm = runner.spec, runner.folder, runner.lm
-    labelled = data.train + data.dev
-    one, two = split_train(labelled, 0.5, spec.seed + 1)
-    total = runner.plan["total_budget"]
-    reference = start or data.task.default_prompt
-    found: list[AnyPrompt] = []
-    summaries: list[dict[str, Any]] = []
-    for k, own in enumerate((one, two), 1):
-        fit, check = split_train(own, settings.holdout, spec.seed)
-        fold_total = spent + (total - spent) // (3 - k)  # half of what is left, then the rest
-        fold = runner.run(stage_data(data, fit, check), folder.path / "stages" / f"fold{k}", fold_total, spent,
-                          tag=f" of fold {k}")
-        if isinstance(fold, Interrupted):
-            return fold
-        spent += sum(int(s["budget"]["used"]) for s in fold)
-        summaries += [{**s, "fold": k} for s in fold]
-        found.append(load_prompt(Path(fold[-1]["run_dir"]) / "prompt.json"))
-    decided = out_of_fold_gate(Evaluator(lm, data.task), found, (two, one), reference, settings,
-                                "start prompt" if start is not None else "manual prompt")
-    protocol = {"crossfit": True, "folds": [len(one), len(two)], "holdout": settings.holdout,
-                "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
-    pipeline = Pipeline(spec, data, lm, folder, settings, protocol, runner.plan)
-    result = final_record(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
-    runner.folder.write_result(result.to_json())
     return result
 
 

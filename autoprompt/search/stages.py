@@ -1,7 +1,8 @@
 """What a pipeline is made of: its stages and settings (``stage.param`` and the pipeline's own
 parameters), the data each stage may see (a fixed, stratified split of train into fit and check
 parts: stages never see dev or test), each stage's budget, and which prompt parts may flow from one
-stage to the next (`check_flow`). `autoprompt.search.pipeline` runs them."""
+stage to the next (`check_flow`), and `StageRunner`, which runs a list of stages on one view of the
+data. `autoprompt.search.pipeline` drives a whole pipeline."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from autoprompt.errors import AutopromptError
+from autoprompt.backends import ScoringModel
+from autoprompt.errors import AutopromptError, SearchInterrupted
+from autoprompt.io import path_part
+from autoprompt.results.record import Interrupted
 from autoprompt.search.auto import EFFORTS
 from autoprompt.search.base import Searcher
+from autoprompt.search.loop import run_stage
 from autoprompt.search.registry import create, get_strategy, parse_bool
+from autoprompt.search.runs import RunDir, SearchSpec
 from autoprompt.tasks.base import Example, TaskData
 
 #: parameters of the pipeline itself (the rest go to its stages, as ``stage.param`` or to every
@@ -179,3 +186,48 @@ def check_flow(searchers: Sequence[Searcher[Any]], present: set[str]) -> None:
                                   "the pipeline, or drop one of them")
         for part in searcher.searches:
             origin[part] = f"stage {i} ({searcher.name})"
+
+
+@dataclass
+class StageRunner:
+    """Runs a list of stages on one view of the data, each from the previous stage's prompt."""
+
+    spec: SearchSpec
+    lm: ScoringModel
+    folder: RunDir
+    stages: list[Stage]
+    plan: dict[str, Any]
+    progress: bool
+    stop_after: int | None
+    on_step: Any
+
+    def run(self, view: TaskData, base: Path, total: int, spent: int,
+            tag: str = "") -> list[dict[str, Any]] | Interrupted:
+        """Each stage's summary (``stage.json``), or where a stage was interrupted."""
+        spec, plan = self.spec, self.plan
+        previous = spec.start
+        summaries: list[dict[str, Any]] = []
+        for i, stage in enumerate(self.stages):
+            path = base / f"{i + 1}-{path_part(stage.strategy)}"
+            budget = stage_budgets(total, spent, plan["minimums"][i:], plan["weights"][i:])
+            # a time limit is the whole pipeline's: a stage gets what the stages before it left
+            seconds = (max(1e-3, spec.max_seconds - sum(s["wall_s"] for s in summaries))
+                       if spec.max_seconds is not None else None)
+            stage_spec = SearchSpec(task=spec.task, strategy=stage.strategy, params=dict(stage.params),
+                                    model=spec.model, shots=spec.shots, data_seed=spec.data_seed, seed=spec.seed,
+                                    budget=budget, max_seconds=seconds, out=str(base), data_dir=spec.data_dir,
+                                    start=str(Path(previous).resolve()) if previous else None, dtype=spec.dtype)
+            resume = path if (path / "spec.json").is_file() else None
+            try:
+                summary = run_stage(stage_spec, path, lm=self.lm, data=view, resume=resume, progress=self.progress,
+                                    stop_after=self.stop_after, on_step=self.on_step)
+            except SearchInterrupted:
+                raise SearchInterrupted(str(self.folder.path)) from None
+            except AutopromptError as err:
+                raise AutopromptError(f"stage {i + 1}{tag} ({stage.strategy}): {err}") from None
+            if isinstance(summary, Interrupted):
+                return Interrupted(str(self.folder.path), summary.step, stage=i + 1)
+            summaries.append({**summary, "stage": i + 1, "budget_given": budget})
+            spent += int(summary["budget"]["used"])
+            previous = str(path / "prompt.json")
+        return summaries
