@@ -15,8 +15,10 @@ from autoprompt.results.record import Interrupted
 from autoprompt.scoring.scores import EvalResult
 from autoprompt.search import SearchContext, SearchSpec, create, run_search
 from autoprompt.searchers.continuous import dev_loss, improves
+from autoprompt.searchers.continuous.passes import passes
 from autoprompt.tasks.base import Example, TaskData
 from autoprompt.testing.conformance import check_strategy
+from autoprompt.testing.tiny import tiny_generation_task
 
 FAST = {"steps": 6, "eval_every": 2, "batch_size": 4}
 
@@ -336,3 +338,20 @@ def test_a_head_prompt_is_saved_predicts_and_refuses_a_generation_task(causal, t
 def test_settings_a_head_would_ignore_are_refused(params, message):
     with pytest.raises(AutopromptError, match=message):
         create("prefix", params)
+
+
+@pytest.mark.parametrize(("mode", "kind"), [("prompt", "classification"), ("prefix", "classification"),
+                                            ("prefix", "generation")])
+def test_a_batch_split_into_passes_trains_as_the_whole_batch(mode, kind, causal, task):
+    """Passes of a few tokens add up to the batch's gradient (on a generation task weighted by each
+    example's reference tokens): the trained prompt is the same."""
+    data = task if kind == "classification" else tiny_generation_task()
+    steps = FAST if kind == "classification" else {**FAST, "steps": 2}
+    trained = {}
+    for tokens in (1, 100_000):  # every example its own pass; the whole batch in one
+        searcher = create("ptuning", {"mode": mode, **steps, "pass_tokens": tokens})
+        ctx = context(causal, data)
+        assert len(passes(causal, searcher._prompt(ctx, None), data.train[:4], tokens)) == (4 if tokens == 1 else 1)
+        trained[tokens] = train(searcher, ctx)["params"]
+    for name, value in trained[1].items():
+        torch.testing.assert_close(value, trained[100_000][name], atol=1e-5, rtol=1e-4)

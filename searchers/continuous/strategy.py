@@ -17,6 +17,7 @@ from autoprompt import AnyPrompt, AutopromptError, Example, Prompt, SoftPrompt
 from autoprompt.search import SearchContext, Searcher, SearchState, SoftTraining, hyper
 
 from .building import MODE_DEFAULTS, Mode, PromptBuilding
+from .passes import loss_weights, passes
 from .readout import detached, dev_loss, improves, nearest_token_readout
 
 
@@ -55,6 +56,10 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
         warmup: fraction of ``steps`` with a linear warm-up (then linear decay to zero).
         steps: optimiser steps at most.
         batch_size: train examples per optimiser step.
+        pass_tokens: at most this many input tokens per forward/backward pass: a batch is split into
+            passes whose gradients add up to the batch's (the same update, up to float rounding; the
+            activations kept for backward are a pass's, not the batch's). An example longer than
+            this is a pass of its own.
         eval_every: optimiser steps between ``dev`` evaluations (one search step).
         patience: ``dev`` evaluations without a gain before stopping early (0: never).
         clip: gradient-norm clipping (0: off).
@@ -104,6 +109,9 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
     warmup: float = 0.1
     steps: int = hyper(150, low=1)
     batch_size: int = hyper(8, low=1)
+    # 128 tokens (2-3 16-shot SST-2 examples) keeps a search's peak under 1.5 GiB on smollm2-135m:
+    # activations are about 1.2 MiB a token there (benchmarks/memory.py)
+    pass_tokens: int = 128
     eval_every: int = hyper(15, low=1)
     patience: int = 4
     clip: float = 1.0
@@ -191,18 +199,22 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
             batch = self._batch(ctx, k)
             for group in opt.param_groups:
                 group["lr"] = self._lr(k)
-            loss = self._loss(ctx, prompt, batch, module())
-            if not torch.isfinite(loss):
-                raise AutopromptError(f"ptuning: the loss became {loss.item()} at optimiser step {k} "
-                                      f"(lr={self.learning_rate}); the last good checkpoint is kept; lower `lr` or "
-                                      "set `clip=1`",
-                                      params=("lr", "clip"))
             opt.zero_grad()
-            loss.backward()
+            loss = 0.0
+            weights = loss_weights(ctx, prompt, batch)
+            for part in passes(ctx.lm, prompt, batch, self.pass_tokens):
+                part_loss = self._loss(ctx, prompt, part, module())
+                if not torch.isfinite(part_loss):
+                    raise AutopromptError(f"ptuning: the loss became {part_loss.item()} at optimiser step {k} "
+                                          f"(lr={self.learning_rate}); the last good checkpoint is kept; lower `lr` "
+                                          "or set `clip=1`", params=("lr", "clip"))
+                share = sum(weights[id(ex)] for ex in part) / sum(weights.values())  # the batch mean's part
+                (part_loss * share).backward()
+                loss += part_loss.item() * share
             if self.clip > 0:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip)
             opt.step()
-            losses.append(round(loss.item(), 6))
+            losses.append(round(loss, 6))
             k += 1
         losses = losses[-max(self.flat_steps, self.eval_every):]
         recent = losses[-self.flat_steps:]
