@@ -41,12 +41,13 @@ from autoprompt.search import SearchSpec, finished_result, run_search
 from autoprompt.tasks import load_task
 
 
-def ours(task: str, mode: str, data_seed: int, out: str, lm) -> dict:
+def ours(task: str, mode: str, data_seed: int, out: str, lm, dtype: str = "fp32") -> dict:
     spec = SearchSpec(task=task, strategy="ptuning", params={"mode": mode}, shots=16, data_seed=data_seed, seed=0,
-                      out=out)
+                      out=out, dtype=dtype)
     r = finished_result(spec) or run_search(spec, lm=lm).to_json()
     trace = (Path(r["run_dir"]) / "trace.jsonl").read_text().splitlines()
-    return {"method": f"autoprompt {mode}", "data_seed": data_seed, "test": round(r["scores"]["test"], 4),
+    return {"method": f"autoprompt {mode}" + (f" ({dtype})" if dtype != "fp32" else ""), "data_seed": data_seed,
+            "dtype": r.get("search_dtype", dtype), "test": round(r["scores"]["test"], 4),
             "manual_test": round(r["baseline"]["test"], 4), "dev": round(r["scores"]["dev"], 4),
             "trainable_parameters": r["details"]["trainable_parameters"], "wall_s": r["wall_s"],
             "train_s": json.loads(trace[-1])["time_s"],  # the training loop with its dev evaluations
@@ -170,11 +171,14 @@ def main() -> None:
     parser.add_argument("--peft", default="", help="PEFT methods to compare: prompt,ptuning")
     parser.add_argument("--out", default="runs-benchmark")
     parser.add_argument("--tag", default="", help="results file suffix: a fresh side-by-side run keeps its own rows")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                        help="what our runs train in (PEFT's stay fp32); scores are fp32 either way")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
     path = Path(__file__).parent / "results" / f"ptuning_{args.task}{'_' + args.tag if args.tag else ''}.json"
     for data_seed in map(int, args.seeds.split(",")):
-        jobs = [(f"autoprompt {m}", lambda m=m, s=data_seed: ours(args.task, m, s, args.out, lm))
+        tag = f" ({args.dtype})" if args.dtype != "fp32" else ""
+        jobs = [(f"autoprompt {m}{tag}", lambda m=m, s=data_seed: ours(args.task, m, s, args.out, lm, args.dtype))
                 for m in filter(None, args.modes.split(","))]
         jobs += [(f"peft {m}", lambda m=m, s=data_seed: peft_run(args.task, m, s, lm))
                  for m in filter(None, args.peft.split(","))]
