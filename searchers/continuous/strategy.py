@@ -111,7 +111,7 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
     batch_size: int = hyper(8, low=1)
     # 128 tokens (2-3 16-shot SST-2 examples) keeps a search's peak under 1.5 GiB on smollm2-135m:
     # activations are about 1.2 MiB a token there (benchmarks/memory.py)
-    pass_tokens: int = 128
+    pass_tokens: int = hyper(128, low=1)
     eval_every: int = hyper(15, low=1)
     patience: int = 4
     clip: float = 1.0
