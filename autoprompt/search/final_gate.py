@@ -44,7 +44,6 @@ class Pipeline:
     plan: dict[str, Any]
 
 
-
 def offered_prompts(summaries: list[dict[str, Any]], start: Prompt, ensemble: bool) -> list[AnyPrompt]:
     """What the final gate weighs: the last stage's prompt first, then each earlier stage's, then
     their equal-weight ensemble (only prompts that differ from the start and from each other)."""
