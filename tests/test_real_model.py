@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -12,11 +14,21 @@ from autoprompt.results.record import RunRecord
 pytestmark = pytest.mark.real_model
 
 
-def first_of_test(data: TaskData, n: int = 64) -> TaskData:
-    """The same splits with only the first ``n`` test examples: a search test checks the gate, which
-    reads dev (or every labelled example), and the final test scoring of the full split would double
-    its run time on a CPU."""
-    return TaskData(data.task, data.protocol, {**data.loaders, "test": lambda: data.loaders["test"]()[:n]})
+def half_shots(data: TaskData, test: int = 32) -> TaskData:
+    """Eight train and eight dev examples per class of the 16-shot split, and the first ``test`` test
+    examples: a search test checks the gate, which reads dev (or every labelled example), and a search's
+    cost on a CPU is the size of the splits it scores (a cross-fitted pipeline runs every stage twice)."""
+    def first_eight(examples: list) -> list:
+        kept, seen = [], Counter()
+        for ex in examples:
+            seen[ex.label] += 1
+            if seen[ex.label] <= 8:
+                kept.append(ex)
+        return kept
+
+    return TaskData(data.task, data.protocol, {**data.loaders, "train": lambda: first_eight(data.loaders["train"]()),
+                                               "dev": lambda: first_eight(data.loaders["dev"]()),
+                                               "test": lambda: data.loaders["test"]()[:test]})
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +69,10 @@ def test_lama_ranking_metrics(smollm2, data_dir):
     assert "majority_p@1" in result.extra and "vocab_p@1" in result.extra
 
 
-def test_gradient_search_on_sst2_16shot(smollm2, data_dir, tmp_path):
+def test_gradient_search_on_sst2(smollm2, data_dir, tmp_path):
     from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
 
-    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
+    data = half_shots(load_task("sst2", data_dir, shots=16, data_seed=13))
     spec = SearchSpec(task="sst2", strategy="gradient", params={"batch_size": 8, "num_candidates": 6},
                       shots=16, data_seed=13, budget=500, seed=0, out=str(tmp_path))
     result = run_search(spec, lm=smollm2, data=data)
@@ -72,10 +84,10 @@ def test_gradient_search_on_sst2_16shot(smollm2, data_dir, tmp_path):
         assert (folder / name).is_file()
 
 
-def test_verbalizer_likelihood_on_sst2_16shot(smollm2, data_dir, tmp_path):
+def test_verbalizer_likelihood_on_sst2(smollm2, data_dir, tmp_path):
     from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
 
-    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
+    data = half_shots(load_task("sst2", data_dir, shots=16, data_seed=13))
     spec = SearchSpec(task="sst2", strategy="verbalizer", params={"method": "likelihood", "k": 8, "n_pairs": 8},
                       shots=16, data_seed=13, seed=0, out=str(tmp_path))
     result = run_search(spec, lm=smollm2, data=data)
@@ -84,25 +96,26 @@ def test_verbalizer_likelihood_on_sst2_16shot(smollm2, data_dir, tmp_path):
     assert_the_gate_held(result)
 
 
-def test_paraphrase_on_sst2_16shot(smollm2, data_dir, tmp_path):
+def test_paraphrase_on_sst2(smollm2, data_dir, tmp_path):
     from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
 
-    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
-    spec = SearchSpec(task="sst2", strategy="paraphrase", shots=16, data_seed=13, seed=0, budget=400,
-                      params={"num_paraphrases": 2, "beam": 1, "score_examples": 16}, out=str(tmp_path))
+    data = half_shots(load_task("sst2", data_dir, shots=16, data_seed=13))
+    spec = SearchSpec(task="sst2", strategy="paraphrase", shots=16, data_seed=13, seed=0, budget=200,
+                      params={"num_paraphrases": 2, "beam": 1, "sources": "manual,paraphrase"}, out=str(tmp_path))
     result = run_search(spec, lm=smollm2, data=data)
     assert_the_gate_held(result)
     trace = (tmp_path / "sst2" / "paraphrase").glob("*/trace.jsonl")
     assert any('"generated"' in path.read_text() for path in trace)
+    assert result.steps >= 1
 
 
 @pytest.mark.parametrize("mode", ["prompt", "prefix"])
-def test_ptuning_on_sst2_16shot(mode, smollm2, data_dir, tmp_path, weights_kept):
+def test_ptuning_on_sst2(mode, smollm2, data_dir, tmp_path, weights_kept):
     from autoprompt.search import SearchSpec, run_search  # noqa: PLC0415
 
-    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13))
+    data = half_shots(load_task("sst2", data_dir, shots=16, data_seed=13))
     spec = SearchSpec(task="sst2", strategy="ptuning", shots=16, data_seed=13, seed=0, budget=800,
-                      params={"mode": mode, "steps": 20}, out=str(tmp_path))
+                      params={"mode": mode, "steps": 12}, out=str(tmp_path))
     with weights_kept(smollm2):
         result = run_search(spec, lm=smollm2, data=data)
     assert_the_gate_held(result)
@@ -158,12 +171,13 @@ def test_gemma_encoding_is_the_tokenization_of_the_rendered_text(gemma, data_dir
             assert gemma.tokenize(text + segments[at].space + word) == (*gemma.tokenize(text), *words[0])
 
 
-def test_auto_on_sst2_16shot_chains_stages_and_gates_once(smollm2, data_dir, tmp_path):
-    """`auto` light on real SST-2: the stages it chose ran within the budget, each from the previous
-    stage's prompt, and what it reports is what the one final gate on dev allows."""
+def test_auto_on_sst2_chains_stages_and_gates_once(smollm2, data_dir, tmp_path):
+    """`auto` light on real SST-2 (8 train and 8 dev sentences per class): the stages it chose ran within
+    the budget, each from the previous stage's prompt, and what it reports is what the one final gate allows."""
     from autoprompt.search import SearchSpec, run_pipeline  # noqa: PLC0415
 
-    data = first_of_test(load_task("sst2", data_dir, shots=16, data_seed=13), 32)
+    data = half_shots(load_task("sst2", data_dir, shots=16, data_seed=13))
+    assert (len(data.train), len(data.dev)) == (16, 16) and {ex.label for ex in data.train} == {0, 1}
     # the rule stage weighs direct and centroid here: the channel rule's real-model path, the costliest
     # to run, is checked by test_rules_read_real_scores_and_trec_centroids_beat_chance
     result = run_pipeline(SearchSpec(task="sst2", strategy="auto", shots=16, data_seed=13, out=str(tmp_path),
@@ -173,7 +187,7 @@ def test_auto_on_sst2_16shot_chains_stages_and_gates_once(smollm2, data_dir, tmp
     chosen = [s["strategy"] for s in auto["stages"]]
     assert [(s["fold"], s["strategy"]) for s in result.details["stages"]] == [(k, n) for k in (1, 2) for n in chosen]
     assert result.budget.used <= result.budget.limit == 4000
-    # 32 dev examples: auto cross-fits the gate, so every labelled example is evidence
+    # 16 dev examples: auto cross-fits the gate, so every labelled example is evidence
     assert auto["crossfit"] and result.details["protocol"]["crossfit"]
     assert result.split_sizes["selection"] == len(data.train) + len(data.dev)
     assert_the_gate_held(result)

@@ -112,33 +112,34 @@ def storages() -> list:
 
 
 @pytest.mark.parametrize("storage", storages(), ids=["sqlite", "postgresql"])
-def test_two_workers_and_a_killed_one_do_every_cell_exactly_once(storage, tmp_path, tiny_model_dir):
-    suites = write_suite(tmp_path, tiny_model_dir, budget=3000)
+def test_two_workers_and_a_killed_one_do_every_cell_exactly_once(storage, tmp_path, tiny_model_dir, holding):
+    suites = write_suite(tmp_path, tiny_model_dir)
+    suites.write_text(suites.read_text().split("[tiny.strategies.random]")[0] + "[tiny.strategies.hold]\n")
     study = f"suite-tiny-{os.getpid()}-{int(time.time())}"
     url = storage if storage != "sqlite" else f"sqlite:///{tmp_path / 'study.db'}"
     args = ["suite", "run", "tiny", "--suites", str(suites), "--storage", url, "--db", url, "--study", study,
             "--heartbeat", "1", "--grace", "3"]
     command = [sys.executable, "-c", "from autoprompt.cli import main; main()", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = tmp_path / "survivor.log"  # what the survivor printed, shown if it fails
     with log.open("w") as stderr:
-        victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        survivor = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=holding.env)
+        survivor = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=holding.env)
     deadline = time.time() + 180
-    while time.time() < deadline:  # until both workers are inside a cell's search
+    while time.time() < deadline and survivor.poll() is None:  # until both wait inside a `hold` cell's search
         try:
             running = optuna.load_study(study_name=study, storage=url).get_trials(states=(TrialState.RUNNING,))
         except KeyError:
             running = []
-        if len({t.params.get("cell") for t in running if t.params.get("cell")}) >= 2:
+        held = {t.params["cell"] for t in running if t.params.get("cell", "").endswith("/hold")}
+        if len(held) >= 2:
             break
         time.sleep(0.2)
     else:
         victim.kill()
         survivor.kill()
         pytest.fail(f"the two workers were never inside a cell at once; the survivor said:\n{log.read_text()[-3000:]}")
-    victim_cells = {t.params["cell"] for t in running}
     os.kill(victim.pid, signal.SIGKILL)
+    holding.release()
     try:
         assert survivor.wait(timeout=600) == 0, log.read_text()[-3000:]
     except subprocess.TimeoutExpired:
@@ -150,7 +151,7 @@ def test_two_workers_and_a_killed_one_do_every_cell_exactly_once(storage, tmp_pa
     assert len(rows) == len(suite.cells()) == len({r["run_key"] for r in rows})  # none twice
     trials = optuna.load_study(study_name=study, storage=url).get_trials()
     killed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
-    assert killed and {t.params["cell"] for t in killed} <= victim_cells
+    assert len(killed) == 1 and killed[0].params["cell"] in held
     retried = [t for t in trials if "failed_trial" in t.system_attrs]
     assert any(t.params["cell"] == trials[t.system_attrs["failed_trial"]].params["cell"] for t in retried)
 

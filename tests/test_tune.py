@@ -57,25 +57,32 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_model_dir, monkeypatc
         study_name=cfg.study, storage=cfg.storage).get_trials() if t.state == TrialState.COMPLETE)
 
 
-def test_a_killed_worker_leaves_the_study_consistent(tmp_path, tiny_model_dir):
-    cfg = config(tmp_path, tiny_model_dir, n_trials=3, budget=3000, heartbeat=1, grace=3)
-    args = ["tune", "--task", cfg.task, "--strategy", "random", "--n-trials", "3", "--model", cfg.model,
-            "--budget", "3000", "--out", cfg.out, "--study", cfg.study, "--heartbeat", "1", "--grace", "3",
-            "--db", cfg.db, "--param", "rescore_examples=4", "--space", str(write_space(tmp_path))]
+def test_a_killed_worker_leaves_the_study_consistent(tmp_path, tiny_model_dir, holding):
+    cfg = config(tmp_path, tiny_model_dir, n_trials=3, heartbeat=1, grace=3)
+    space = tmp_path / "hold.toml"  # two parameters: a worker killed mid-draw has drawn fewer
+    space.write_text('[rounds]\ntype = "int"\nlow = 1\nhigh = 3\n\n[min_gain]\ntype = "float"\nlow = 0\nhigh = 2\n')
+    args = ["tune", "--task", cfg.task, "--strategy", "hold", "--n-trials", "3", "--model", cfg.model,
+            "--budget", "500", "--out", cfg.out, "--study", cfg.study, "--heartbeat", "1", "--grace", "3",
+            "--db", cfg.db, "--space", str(space)]
     command = [sys.executable, "-c", "from autoprompt.cli import main; main()", *args]
-    victim, survivor = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        for _ in range(2))
+    victim, survivor = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         env=holding.env) for _ in range(2))
     deadline = time.time() + 120
-    while time.time() < deadline:  # wait until both workers have drawn their parameters and are searching
+    while time.time() < deadline and survivor.poll() is None:  # until both workers wait inside a search
         try:
             running = optuna.load_study(study_name=cfg.study, storage=cfg.storage).get_trials(
                 states=(TrialState.RUNNING,))
         except KeyError:
             running = []
-        if len([t for t in running if len(t.params) == len(SPACE)]) >= 2:
+        if len([t for t in running if len(t.params) == 2]) >= 2:
             break
         time.sleep(0.2)
+    else:
+        victim.kill()
+        survivor.kill()
+        pytest.fail("the two workers were never searching at once")
     os.kill(victim.pid, signal.SIGKILL)
+    holding.release()
     try:
         assert survivor.wait(timeout=600) == 0
     except subprocess.TimeoutExpired:
