@@ -202,13 +202,14 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
             opt.zero_grad()
             loss = 0.0
             weights = loss_weights(ctx, prompt, batch)
+            total = sum(weights.values())
             for part in passes(ctx.lm, prompt, batch, self.pass_tokens):
                 part_loss = self._loss(ctx, prompt, part, module())
                 if not torch.isfinite(part_loss):
                     raise AutopromptError(f"ptuning: the loss became {part_loss.item()} at optimiser step {k} "
                                           f"(lr={self.learning_rate}); the last good checkpoint is kept; lower `lr` "
                                           "or set `clip=1`", params=("lr", "clip"))
-                share = sum(weights[id(ex)] for ex in part) / sum(weights.values())  # the batch mean's part
+                share = sum(weights[id(ex)] for ex in part) / total  # the batch mean's part
                 (part_loss * share).backward()
                 loss += part_loss.item() * share
             if self.clip > 0:
