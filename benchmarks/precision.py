@@ -21,6 +21,7 @@ Writes ``{"speedup", "kendall_tau", "same_gate", ...}`` to ``--out`` (default
 
     python benchmarks/precision.py --quick --out /tmp/precision.json   # under 10 minutes here
     python benchmarks/precision.py --seeds 13,21,42                      # gradient and auto light, 3 seeds
+    python benchmarks/precision.py --seeds 13,21,42 --strategies auto --out benchmarks/results/precision_auto.json
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="seed 13, fewer candidates, gradient only (< 10 min)")
     parser.add_argument("--seeds", default="13")
     parser.add_argument("--out", default=str(RESULTS / "precision.json"))
+    parser.add_argument("--strategies", default="gradient,auto", help="the searches timed: gradient, auto or both")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     lm = load_model("smollm2-135m")
@@ -188,9 +190,11 @@ def main() -> None:
     rescore = rescoring(lm, data, sets)
     print(f"re-scoring: {rescore['candidates_per_s']}, speedup {rescore['speedup']:.2f}, "
           f"tau {rescore['kendall_tau']:.3f} {rescore['kendall_tau_per_step']}", flush=True)
-    plan: list[tuple[str, dict[str, Any], int | None]] = [
-        ("gradient", {"num_candidates": 8, "rescore_examples": 16}, 600 if args.quick else 3000)]
-    if not args.quick:
+    wanted = {s.strip() for s in args.strategies.split(",")}
+    plan: list[tuple[str, dict[str, Any], int | None]] = []
+    if "gradient" in wanted:
+        plan.append(("gradient", {"num_candidates": 8, "rescore_examples": 16}, 600 if args.quick else 3000))
+    if "auto" in wanted and not args.quick:
         plan.append(("auto", {"auto.effort": "light"}, None))
     seeds = [13] if args.quick else [int(s) for s in args.seeds.split(",")]
     runs = searches(lm, seeds, plan)

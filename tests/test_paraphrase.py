@@ -40,6 +40,21 @@ def test_broken_rewrites_are_dropped_and_counted(causal, task, monkeypatch):
     assert set(state["pool"]) == {"{sentence} It was [P]", "{sentence} Overall it was [P]"}
 
 
+def test_a_budget_bound_step_scores_what_it_can_also_watch_on_dev(causal, task, monkeypatch):
+    """The step's last templates are capped by the budget left *after* the dev watch that follows,
+    so a budget-bound step lands instead of running out half-way (and being lost)."""
+    searcher = create("paraphrase", {"sources": "manual,paraphrase", "score_examples": 8})
+    rewrites = [f"{{sentence}} {word} it was [P]" for word in ("So", "Overall", "Honestly", "Really", "Well", "Yes")]
+    monkeypatch.setattr(type(searcher), "rewrite", lambda self, ctx, template, salt: list(rewrites))
+    probe = context(causal, task)
+    searcher.start(probe)
+    # after the start, 60 forwards: 3 new templates on 8 train + the 3 watched on 12 dev = 60; 4 would be 68
+    ctx = context(causal, task, budget=probe.budget.used + 60)
+    state = searcher.step(ctx, searcher.start(ctx))
+    assert len(state["pool"]) == 4 and set(state["dev"]) == set(state["pool"])
+    assert ctx.budget.used == ctx.budget.max_forwards
+
+
 def test_every_candidate_keeps_its_slots(causal, task):
     ctx = context(causal, task)
     searcher = create("paraphrase", {"num_paraphrases": 4, "score_examples": 8})

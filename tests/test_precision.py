@@ -12,10 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autoprompt import Evaluator, Prompt, load_prompt
+from autoprompt import AutopromptError, Evaluator, Prompt, load_prompt
+from autoprompt.api import evaluate
 from autoprompt.backends import precision
 from autoprompt.cli import app
-from autoprompt.search import SearchContext, Searcher, SearchSpec, register, run_search, unregister
+from autoprompt.search import SearchContext, Searcher, SearchSpec, register, run_pipeline, run_search, unregister
+from autoprompt.search import finish as finish_module
+from autoprompt.search.selection import choose
 from autoprompt.testing.tiny import tiny_causal_lm, toy_task_file
 
 
@@ -68,6 +71,29 @@ def test_the_steps_compute_in_bf16_and_the_gate_in_fp32(task, tmp_path, weights_
     assert _Probe.seen == {"start": {"bf16"}, "step": {"bf16"}, "scores": {"torch.float32"}, "gate": {"fp32"}}
     assert result.search_dtype == "bf16" and result.variant.endswith(" bf16")
     assert next(lm.model.parameters()).dtype == torch.float32 and lm.compute_dtype == "fp32"
+
+
+def test_a_bf16_pipeline_gates_its_stages_and_itself_in_fp32(task, tmp_path, monkeypatch):
+    """Every gate reads fp32, a pipeline's stage gates too: they decide near the threshold, and in
+    bf16 they flipped on 2 of 3 SST-2 seeds (`results/precision_auto_stage_gates_bf16.json`)."""
+    lm = tiny_causal_lm("llama")
+    gates: list[str] = []
+
+    def recording(*args, **kwargs):
+        gates.append(lm.compute_dtype)
+        return choose(*args, **kwargs)
+
+    monkeypatch.setattr(finish_module, "choose", recording)
+    register(_Probe)
+    try:
+        _Probe.seen.clear()
+        result = run_pipeline(SearchSpec(task="tiny", strategy="probe,probe", budget=500, out=str(tmp_path),
+                                       dtype="bf16"), lm=lm, data=task)
+    finally:
+        unregister("probe")
+    assert _Probe.seen["gate"] == {"fp32"} and _Probe.seen["step"] == {"bf16"}
+    assert gates == ["fp32", "fp32", "fp32"] and result.search_dtype == "bf16"
+    assert lm.compute_dtype == "fp32"
 
 
 def test_a_bf16_search_reports_fp32_scores_of_the_prompt_it_saved(causal, task, tmp_path):
@@ -143,3 +169,14 @@ def test_evaluate_is_fp32_unless_asked_and_says_what_it_computed_in(tmp_path, ti
     assert (a["dtype"], b["dtype"]) == ("fp32", "bf16") and a["n"] == b["n"]
     bad = runner.invoke(app, [*argv, "--dtype", "half"])
     assert bad.exit_code == 2 and "unknown --dtype 'half'" in bad.output
+
+
+def test_the_lama_suite_computes_every_relation_in_the_dtype_asked(data_dir):
+    lm = tiny_causal_lm()
+    result = evaluate("lama", model=lm, limit=1, dtype="bf16", data_dir=data_dir)
+    assert result["dtype"] == "bf16" and {row["dtype"] for row in result["relations"]} == {"bf16"}
+    assert len(result["relations"]) == 41 and result["n"] == 41
+    with pytest.raises(AutopromptError, match=r"^`lama` ranks each relation's objects with its own prompt; pick one"):
+        evaluate("lama", model=lm, limit=1, rule="centroid", data_dir=data_dir)
+    with pytest.raises(AutopromptError, match=r"^unknown `dtype` 'fp16'"):
+        evaluate("lama", model=lm, limit=1, dtype="fp16", data_dir=data_dir)

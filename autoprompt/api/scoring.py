@@ -100,7 +100,8 @@ def evaluate(
     if str(task).lower() == "lama":
         return _evaluate_lama_suite(template=template, verbalizer=verbalizer, prompt=prompt, model=model,
                                     split=split, limit=limit, batch_size=batch_size, data_dir=data_dir,
-                                    progress=progress)
+                                    progress=progress, calibration=calibration, rule=rule, dtype=dtype,
+                                    device_map=device_map)
     started = time.perf_counter()
     resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
     check_device_map(device_map)
@@ -219,19 +220,25 @@ def predict(
 
 
 def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, model: str | ScoringModel, split: str,
-                         limit: int | None, batch_size: int, data_dir: Any, progress: bool) -> dict[str, Any]:
+                         limit: int | None, batch_size: int, data_dir: Any, progress: bool, calibration: str | None,
+                         rule: str | None, dtype: str, device_map: str | None) -> dict[str, Any]:
     if template is not None or verbalizer is not None or prompt is not None:
         raise AutopromptError("`lama` runs each relation's own template; pick one relation (lama:P19) to override it")
+    if calibration is not None or rule is not None:
+        raise AutopromptError("`lama` ranks each relation's objects with its own prompt; pick one relation "
+                              "(lama:P19) to set a calibration or a rule")
+    resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
+    check_device_map(device_map)
     root = resolve_data_dir(data_dir)
     if root is None:
         raise AutopromptError("LAMA needs the local data folder; set AUTOPROMPT_DATA_DIR or `data_dir`")
-    lm = load_model(model) if isinstance(model, str) else model
+    lm = load_model(model, device_map=device_map) if isinstance(model, str) else model
     started = time.perf_counter()
     rows = [evaluate(f"lama:{rel}", model=lm, split=split, limit=limit, batch_size=batch_size,
-                     data_dir=root, progress=progress) for rel in lama_relations(root)]
+                     data_dir=root, progress=progress, dtype=dtype) for rel in lama_relations(root)]
     mean = sum(r["score"] for r in rows) / len(rows)
     return {"task": "lama", "split": split, "model": lm.name, "n": sum(r["n"] for r in rows), "metric": "lama",
-            "score": mean, "relations": rows, "limit": limit,
+            "score": mean, "relations": rows, "limit": limit, "dtype": rows[0]["dtype"] if rows else dtype,
             "wall_s": round(time.perf_counter() - started, 3), "versions": versions()}
 
 

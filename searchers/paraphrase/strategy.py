@@ -112,8 +112,13 @@ class Paraphrase(Searcher[ParaphraseState]):
 
     # ---- the strategy -------------------------------------------------------------------------
 
-    def _score(self, ctx: SearchContext, state: ParaphraseState, texts: list[str]) -> list[str]:
-        """Score new valid templates on the train sample; returns those added to the pool."""
+    def _score(self, ctx: SearchContext, state: ParaphraseState, texts: list[str], also: int = 0) -> list[str]:
+        """Score new valid templates on the train sample; returns those added to the pool.
+
+        As many as the budget left pays for, counting the dev watch that follows (`_beam_on_dev`: up to
+        ``max(beam, ensemble_k)`` of them, plus ``also`` listed ones), so that a step never runs out
+        half-way and is lost.
+        """
         fresh, seen = [], set(state["pool"])
         for text in texts:
             template = self.valid(ctx, text)
@@ -123,9 +128,12 @@ class Paraphrase(Searcher[ParaphraseState]):
                 fresh.append(template)
                 seen.add(template.source)
         if fresh:
-            sample = self._sample(ctx)
-            affordable = int(ctx.budget_left // len(sample))
-            fresh = fresh[: max(1, affordable)]  # what the budget pays for (at least one, or stop)
+            sample, watched = self._sample(ctx), max(self.beam, self.ensemble_k) + also
+            affordable = len(fresh)
+            while affordable > 1 and affordable * len(sample) + min(affordable, watched) * len(ctx.dev) \
+                    > ctx.budget_left:
+                affordable -= 1
+            fresh = fresh[:affordable]  # what the budget pays for (at least one, or the step ends the search)
             prompts = ctx.calibrate([starting_prompt(ctx, t.source) for t in fresh], inputs=sample)
             for template, score in zip(fresh, ctx.objective_scores(prompts, sample), strict=True):
                 state["pool"][template.source] = score
@@ -158,12 +166,12 @@ class Paraphrase(Searcher[ParaphraseState]):
     def start(self, ctx: SearchContext) -> ParaphraseState:
         state: ParaphraseState = {"pool": {}, "dev": {}, "beam": [], "dropped": 0, "round": 0}
         seeds = self.seeds(ctx)
-        self._score(ctx, state, seeds)
+        # the manual and listed templates always compete on dev: a search never reports worse
+        listed = seeds[: 1 + len((self.templates or "").split("||"))]
+        self._score(ctx, state, seeds, also=len(listed))
         if not state["pool"]:
             raise AutopromptError("paraphrase: no valid seed template; add manual to sources or give templates")
-        # the manual and listed templates always compete on dev: a search never reports worse
-        listed = tuple(t for t in seeds[: 1 + len((self.templates or "").split("||"))] if t in state["pool"])
-        self._beam_on_dev(ctx, state, also=listed)
+        self._beam_on_dev(ctx, state, also=tuple(t for t in listed if t in state["pool"]))
         return state
 
     def step(self, ctx: SearchContext, state: ParaphraseState) -> ParaphraseState:
