@@ -355,3 +355,13 @@ def test_a_batch_split_into_passes_trains_as_the_whole_batch(mode, kind, causal,
         trained[tokens] = train(searcher, ctx)["params"]
     for name, value in trained[1].items():
         torch.testing.assert_close(value, trained[100_000][name], atol=1e-5, rtol=1e-4)
+
+
+def test_the_pass_size_defaults_to_the_precision_the_model_computes_in(causal, task):
+    """128 tokens in fp32 (the memory target), 512 in bf16 (speed: small bf16 passes cost most); a
+    value given is kept in both."""
+    ctx = context(causal, task)
+    default, given = create("ptuning", dict(FAST)), create("ptuning", {**FAST, "pass_tokens": 64})
+    assert default._pass_tokens(ctx) == 128 and given._pass_tokens(ctx) == 64
+    with causal.computing_in("bf16"):
+        assert default._pass_tokens(ctx) == 512 and given._pass_tokens(ctx) == 64

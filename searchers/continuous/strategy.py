@@ -59,7 +59,7 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
         pass_tokens: at most this many input tokens per forward/backward pass: a batch is split into
             passes whose gradients add up to the batch's (the same update, up to float rounding; the
             activations kept for backward are a pass's, not the batch's). An example longer than
-            this is a pass of its own.
+            this is a pass of its own. Default: 128 in fp32, 512 in bf16.
         eval_every: optimiser steps between ``dev`` evaluations (one search step).
         patience: ``dev`` evaluations without a gain before stopping early (0: never).
         clip: gradient-norm clipping (0: off).
@@ -109,9 +109,11 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
     warmup: float = 0.1
     steps: int = hyper(150, low=1)
     batch_size: int = hyper(8, low=1)
-    # 128 tokens (2-3 16-shot SST-2 examples) keeps a search's peak under 1.5 GiB on smollm2-135m:
-    # activations are about 1.2 MiB a token there (benchmarks/memory.py)
-    pass_tokens: int = hyper(128, low=1)
+    # None: 128 tokens in fp32 (2-3 16-shot SST-2 examples), which keeps a search's peak under 1.5 GiB on
+    # smollm2-135m (activations are about 1.2 MiB a token there, benchmarks/memory.py); 512 in bf16,
+    # the speed setting (it holds a bf16 copy of the weights anyway), where small passes cost most:
+    # 1.17 -> 0.74 s an optimiser step on 16-shot SST-2 train, 2 threads (benchmarks/ptuning_passes.py)
+    pass_tokens: int | None = hyper(None, low=1)
     eval_every: int = hyper(15, low=1)
     patience: int = 4
     clip: float = 1.0
@@ -179,6 +181,12 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
             return self.learning_rate * (k + 1) / warm
         return self.learning_rate * max(0.0, (self.steps - k) / max(1, self.steps - warm))
 
+    def _pass_tokens(self, ctx: SearchContext) -> int:
+        """``pass_tokens``, or its default for the precision the model computes in."""
+        if self.pass_tokens is not None:
+            return self.pass_tokens
+        return 512 if ctx.lm.compute_dtype == "bf16" else 128
+
     def _batch(self, ctx: SearchContext, k: int) -> list[Example]:
         """Batch ``k``: epochs are seeded shuffles of train, so batches repeat exactly on resume."""
         per_epoch = max(1, len(ctx.train) // self.batch_size)
@@ -203,7 +211,7 @@ class PTuning(Searcher[PTuningState], PromptBuilding):
             loss = 0.0
             weights = loss_weights(ctx, prompt, batch)
             total = sum(weights.values())
-            for part in passes(ctx.lm, prompt, batch, self.pass_tokens):
+            for part in passes(ctx.lm, prompt, batch, self._pass_tokens(ctx)):
                 part_loss = self._loss(ctx, prompt, part, module())
                 if not torch.isfinite(part_loss):
                     raise AutopromptError(f"ptuning: the loss became {part_loss.item()} at optimiser step {k} "
