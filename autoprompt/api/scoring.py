@@ -97,14 +97,14 @@ def evaluate(
     """
     if limit is not None and limit < 1:
         raise AutopromptError(f"limit {limit} leaves nothing to score; give a positive number")
+    resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
+    check_device_map(device_map)
     if str(task).lower() == "lama":
         return _evaluate_lama_suite(template=template, verbalizer=verbalizer, prompt=prompt, model=model,
                                     split=split, limit=limit, batch_size=batch_size, data_dir=data_dir,
                                     progress=progress, calibration=calibration, rule=rule, dtype=dtype,
                                     device_map=device_map)
     started = time.perf_counter()
-    resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
-    check_device_map(device_map)
     data = load_task(task, data_dir, shots, data_seed, model if isinstance(model, str) else model.name)
     chosen = build_prompt(data, template, verbalizer, prompt)
     examples = data.split(split) if limit is None else stratified_sample(data.split(split), limit)
@@ -227,8 +227,6 @@ def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, 
     if calibration is not None or rule is not None:
         raise AutopromptError("`lama` ranks each relation's objects with its own prompt; pick one relation "
                               "(lama:P19) to set a calibration or a rule")
-    resolve_dtype(dtype, "cpu")  # an unknown dtype is refused before any work
-    check_device_map(device_map)
     root = resolve_data_dir(data_dir)
     if root is None:
         raise AutopromptError("LAMA needs the local data folder; set AUTOPROMPT_DATA_DIR or `data_dir`")
@@ -238,7 +236,7 @@ def _evaluate_lama_suite(*, template: str | None, verbalizer: Any, prompt: Any, 
                      data_dir=root, progress=progress, dtype=dtype) for rel in lama_relations(root)]
     mean = sum(r["score"] for r in rows) / len(rows)
     return {"task": "lama", "split": split, "model": lm.name, "n": sum(r["n"] for r in rows), "metric": "lama",
-            "score": mean, "relations": rows, "limit": limit, "dtype": rows[0]["dtype"] if rows else dtype,
+            "score": mean, "relations": rows, "limit": limit, "dtype": resolve_dtype(dtype, lm.device),
             "wall_s": round(time.perf_counter() - started, 3), "versions": versions()}
 
 

@@ -77,6 +77,11 @@ class Paraphrase(Searcher[ParaphraseState]):
         """The train examples every template is scored on: the same draw all run, so scores compare."""
         return ctx.sample(ctx.train, self.score_examples, salt="score", fixed=True)
 
+    @property
+    def watched(self) -> int:
+        """How many of the best templates by train are watched on dev (the beam and the ensemble's members)."""
+        return max(self.beam, self.ensemble_k)
+
     def _sources(self) -> list[str]:
         return [s.strip() for s in self.sources.split(",") if s.strip()]
 
@@ -116,8 +121,7 @@ class Paraphrase(Searcher[ParaphraseState]):
         """Score new valid templates on the train sample; returns those added to the pool.
 
         As many as the budget left pays for, counting the dev watch that follows (`_beam_on_dev`: up to
-        ``max(beam, ensemble_k)`` of them, plus ``also`` listed ones), so that a step never runs out
-        half-way and is lost.
+        `watched` of them, plus ``also`` listed ones), so that a step never runs out half-way and is lost.
         """
         fresh, seen = [], set(state["pool"])
         for text in texts:
@@ -128,7 +132,7 @@ class Paraphrase(Searcher[ParaphraseState]):
                 fresh.append(template)
                 seen.add(template.source)
         if fresh:
-            sample, watched = self._sample(ctx), max(self.beam, self.ensemble_k) + also
+            sample, watched = self._sample(ctx), self.watched + also
             affordable = len(fresh)
             while affordable > 1 and affordable * len(sample) + min(affordable, watched) * len(ctx.dev) \
                     > ctx.budget_left:
@@ -143,7 +147,7 @@ class Paraphrase(Searcher[ParaphraseState]):
         """Move the beam to the best on train and watch it (and ``also``) on dev (``best_dev``)."""
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         state["beam"] = ranked[: self.beam]
-        wanted = [*also, *ranked[: max(self.beam, self.ensemble_k)]]
+        wanted = [*also, *ranked[: self.watched]]
         todo = [t for t in dict.fromkeys(wanted) if t in state["pool"] and t not in state["dev"]]
         sample = self._sample(ctx)
         prompts = ctx.calibrate([starting_prompt(ctx, t) for t in todo], inputs=sample)
@@ -156,7 +160,7 @@ class Paraphrase(Searcher[ParaphraseState]):
         # start: every seed template (manual, listed, mined) on the scoring sample, the beam's and the
         # ensemble's on dev; a step: the beam's rewrites generated (a masked generator spends one per
         # word, about 8), at least one new template on the sample, and the beam on dev
-        sample, watched = min(self.score_examples, train), max(self.beam, self.ensemble_k)
+        sample, watched = min(self.score_examples, train), self.watched
         sources = self._sources()
         seeds = ("manual" in sources) + len([t for t in (self.templates or "").split("||") if t.strip()]) \
             + (self.num_mined if "mine" in sources else 0)
@@ -193,8 +197,7 @@ class Paraphrase(Searcher[ParaphraseState]):
         """The best templates by train objective, calibrated; an ensemble of them first unless ``top1``."""
         ranked = sorted(state["pool"], key=lambda t: -state["pool"][t])
         sample = self._sample(ctx)
-        singles = ctx.calibrate([starting_prompt(ctx, t) for t in ranked[: max(self.ensemble_k, self.beam)]],
-                                inputs=sample)
+        singles = ctx.calibrate([starting_prompt(ctx, t) for t in ranked[: self.watched]], inputs=sample)
         if self.select == "top1" or len(singles) == 1:
             return list(singles)
         members = tuple(singles[: self.ensemble_k])
