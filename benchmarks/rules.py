@@ -15,8 +15,9 @@ Two parts:
 
     python benchmarks/rules.py --part heldout --tasks sst2,trec --splits 1,2
     python benchmarks/rules.py --part report --tasks sst2,sst2-cloze,trec,rte --seeds 13,21,42
-    python benchmarks/rules.py --part report --tasks agnews --test-limit 1000
-    python benchmarks/rules.py --part report --tasks sst2-found,trec-found --demos 0
+    python benchmarks/rules.py --part report --tasks agnews --demos 0 --test-limit 1000 \
+        --variants direct,channel,centroid
+    python benchmarks/rules.py --part report --tasks sst2-found,trec-found,rte-found --demos 0
 
 ``<task>-found`` rows read the prompt `auto`'s demonstrations stage found on the same split (compose.py's
 report runs), each rule fitted on the split's train.
@@ -75,7 +76,9 @@ def found_prompt(task: str, split: str) -> Prompt:
     uncalibrated, from the run folders of compose.py's report (``<task>/<seed>/auto (with rule
     stage)``); the row records the prompt itself."""
     cell = f"{task}/{split.removeprefix('seed-')}/{FOUND_FROM}"
-    row = load_cells(RESULTS / "compose_report.jsonl").get(cell)
+    cells = load_cells(RESULTS / "compose_report.jsonl")
+    # AG News's runs scored a seeded sample of test: their cells end in /test<limit>
+    row = cells.get(cell) or next((r for k, r in cells.items() if k.startswith(cell + "/test")), None)
     if row is None:
         raise SystemExit(f"no compose.py report row {cell!r}: run compose.py --part report --pipelines auto first")
     stages = json.loads((Path(row["run_dir"]) / "result.json").read_text())["details"]["stages"]

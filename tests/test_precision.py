@@ -125,6 +125,30 @@ def test_bf16_class_scores_stay_close_to_fp32(causal, task):
     assert agree >= 0.95
 
 
+def test_the_bf16_copy_casts_every_weight_but_shares_the_fp32_head():
+    """The CPU's bf16 stand-in (built weight by weight, for its peak memory: `benchmarks/memory.py`):
+    every weight its own bf16 cast of the fp32 one, the input embedding included; the LM head the fp32
+    weight itself; the frozen model untouched."""
+    from autoprompt.backends.weights import bf16_body, weights_checksum  # noqa: PLC0415
+
+    lm = tiny_causal_lm()
+    model = lm.model
+    before = weights_checksum(model)
+    body = bf16_body(model)
+    head, fp32_head = body.get_output_embeddings(), model.get_output_embeddings()
+    assert head.weight is fp32_head.weight
+    own = dict(model.named_parameters())
+    for name, p in body.named_parameters():
+        if p is fp32_head.weight:
+            continue
+        assert p.dtype == torch.bfloat16 and not p.requires_grad, name
+        assert torch.equal(p, own[name].detach().to(torch.bfloat16)), name
+        assert p.data_ptr() != own[name].data_ptr(), name
+    assert body.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert all(b.dtype == torch.bfloat16 for b in body.buffers() if b.is_floating_point())
+    assert weights_checksum(model) == before and all(p.dtype == torch.float32 for p in model.parameters())
+
+
 @pytest.mark.real_model
 def test_bf16_ranks_trigger_prompts_on_sst2_as_fp32_does(data_dir):
     """16 random three-trigger prompts on SST-2's 32 train sentences (split 13): Kendall's tau between

@@ -71,7 +71,12 @@ def bf16_body(model: torch.nn.Module) -> torch.nn.Module:
     not copied) and reads the hidden state in fp32: class scores are differences of log-probs over the
     whole vocabulary, and bf16 logits (3 significant digits) would blur them most (measured on SST-2,
     16 trigger prompts: Kendall's tau of the mean margins vs fp32 0.88 with a bf16 head)."""
-    body = copy.deepcopy(model).to(torch.bfloat16)
+    # each weight is cast as it is copied: a whole fp32 copy cast afterwards peaked 311 MiB higher on
+    # smollm2-135m (1,490 vs 1,179 MiB, the copy alone)
+    memo: dict[int, Any] = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+                            for p in model.parameters() if p.is_floating_point()}
+    memo.update({id(b): b.to(torch.bfloat16) for b in model.buffers() if b.is_floating_point()})
+    body = copy.deepcopy(model, memo)
     head, fp32_head = body.get_output_embeddings(), model.get_output_embeddings()  # type: ignore[operator]
     if isinstance(head, torch.nn.Linear) and isinstance(fp32_head, torch.nn.Linear):
         head.weight = fp32_head.weight
