@@ -126,7 +126,7 @@ def test_bf16_class_scores_stay_close_to_fp32(causal, task):
 
 
 def test_the_bf16_copy_casts_every_weight_but_shares_the_fp32_head():
-    """The CPU's bf16 stand-in (built weight by weight, for its peak memory: `benchmarks/memory.py`):
+    """The CPU's bf16 stand-in (built weight by weight for its peak memory; figures in benchmarks/README.md):
     every weight its own bf16 cast of the fp32 one, the input embedding included; the LM head the fp32
     weight itself; the frozen model untouched."""
     from autoprompt.backends.weights import bf16_body, weights_checksum  # noqa: PLC0415
