@@ -36,9 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import load_cells, mean_std
 
-from autoprompt import TaskData, load_model, load_task
+from autoprompt import Evaluator, TaskData, load_model, load_prompt, load_task
 from autoprompt.io import atomic_write_json
 from autoprompt.search import SearchSpec, limit_test, run_pipeline
+from autoprompt.search.selection import bootstrap_delta
 from autoprompt.tasks import LMBFF_SEEDS, Example
 
 RESULTS = Path(__file__).parent / "results"
@@ -97,6 +98,13 @@ def run_cell(lm: Any, data: TaskData, task: str, strategy: str, params: dict[str
     # every row is a pipeline (one stage is a pipeline too: same data use, one gate on dev at the end)
     result = run_pipeline(spec, lm=lm, data=data, resume=resume).to_json()
     stages = result["details"].get("stages", [])
+    refit = result["details"].get("refit")
+    if refit:  # the prompt the final gate passed, before its statistics were refitted: what refitting gave
+        ev = Evaluator(lm, data.task)
+        gated = ev.score(load_prompt(refit["gated_prompt"]), data.test)
+        found = ev.score(load_prompt(Path(result["run_dir"]) / "prompt.json"), data.test)
+        refit = {"on": refit["on"], "what": refit["what"], "gated_test": gated.score,
+                 "delta": bootstrap_delta(found, gated, seed=0)}
     return {"test": result["scores"]["test"], "manual_test": result["baseline"]["test"],
             "dev": result["scores"]["dev"], "manual_dev": result["baseline"]["dev"],
             "gain": result["deltas"]["test"]["delta"], "ci95": result["deltas"]["test"]["ci95"],
@@ -106,7 +114,7 @@ def run_cell(lm: Any, data: TaskData, task: str, strategy: str, params: dict[str
             "stages": [{"strategy": s["strategy"], "passed": s["passed"], "gain": round(s["gain"], 4),
                         "ci95": s["ci95"], "budget": s["budget"]} for s in stages],
             "chosen": [s["strategy"] for s in (result["details"].get("auto") or {}).get("stages", [])] or None,
-            "prompt": result["prompt_text"], "run_dir": result["run_dir"]}
+            "prompt": result["prompt_text"], "run_dir": result["run_dir"], "refit": refit}
 
 
 def _pipelines(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -200,6 +208,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                  "test": mean_std(r["test"] for r in members), "manual": mean_std(r["manual_test"] for r in members),
                  "gains": [{"split": r["split"], "gain": round(r["gain"], 4), "ci95": r["ci95"]} for r in members],
                  "gate_passed": sum(bool(r["reliable"]) for r in members),
+                 # the prompts as the final gate passed them, before `refit` (where it refitted nothing: the same)
+                 "gated": mean_std((r.get("refit") or {}).get("gated_test", r["test"]) for r in members),
+                 "refitted": sum(bool(r.get("refit")) for r in members),
                  "stage_gates": {k: f"{sum(v)}/{len(v)}" for k, v in stage_pass.items()},
                  "budget_median": statistics.median(r["budget"] for r in members),
                  "wall_s_median": statistics.median(r["wall_s"] for r in members),

@@ -105,6 +105,24 @@ class Fitting(ABC):
                        for m in members)
         return Ensemble(fitted, prompt.weights, prompt.meta) if isinstance(prompt, Ensemble) else fitted[0]
 
+    def refit(self, prompt: P, examples: Sequence[Example]) -> P:
+        """``prompt`` with every statistic it estimated from data re-estimated on ``examples``, every
+        choice kept (template, label words, demonstrations, rule and its options, calibration method):
+        a fitted rule's centroids, spread and temperature (labels read), then the class prior of a
+        ``prior`` calibration (labels unused) or a ``contextual`` one (its content-free inputs, under the
+        refitted rule). A member with nothing fitted is returned as it is; charges the budget."""
+        done: dict[str, Prompt] = {}
+        for m in distinct_singles([prompt]):
+            fitted_rule = not m.rule.direct and m.rule.fitted
+            if not fitted_rule and not m.calibration.active:
+                done[m.fingerprint] = m
+                continue
+            fresh = m.uncalibrated
+            if fitted_rule:
+                fresh = self._fit(fresh.with_rule(m.rule.unfitted()), examples)
+            done[m.fingerprint] = self.calibrate([fresh], m.calibration.method, examples)[0]
+        return rebuilt([prompt], done)[0]
+
     def _fit(self, prompt: Prompt, examples: Sequence[Example] | None) -> Prompt:
         """``prompt`` with its rule fitted on labelled ``examples`` (charged): a centroid rule's centroids and
         temperature, a channel rule's temperature (without examples it scores at temperature 1)."""

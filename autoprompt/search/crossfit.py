@@ -4,7 +4,8 @@ Train and dev together are split into two stratified folds; the stages run on ea
 fit and check parts, `autoprompt.search.stages.split_train`), and the gate weighs each fold's prompt
 on the *other* fold, pooled against the start (`out_of_fold_gate`): each example is scored by a
 prompt that never saw it, and the gate has twice dev's examples. Passed, the folds' ensemble is
-reported: the prompts the gate judged, each on the examples it never saw.
+reported: the prompts the gate judged, with their fitted statistics (centroids, calibration priors)
+re-estimated on all the labelled examples (``refit``, `autoprompt.search.finish`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def run_crossfit(runner: StageRunner, data: TaskData, settings: PipelineSettings
     protocol = {"crossfit": True, "folds": [len(one), len(two)], "holdout": settings.holdout,
                 "final_gate_on": f"out of fold, {len(labelled)} labelled examples (train and dev)"}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, runner.plan)
-    result = final_record(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided)
+    result = final_record(pipeline, [decided.chosen], summaries, start, before, started, runner.progress, decided,
+                          seen=labelled)
     runner.folder.write_result(result.to_json())
     return result
 

@@ -114,7 +114,10 @@ STAGE_FIELDS = ("stage", "fold", "strategy", "params", "budget_given", "passed",
 
 
 def final_record(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str, Any]], start: Prompt | None,
-           before: str, started: float, progress: bool, decided: Selection | None = None) -> RunRecord:
+                 before: str, started: float, progress: bool, decided: Selection | None = None,
+                 seen: Sequence[Example] = ()) -> RunRecord:
+    """The pipeline's gate (or its out-of-fold ``decided``), scores and record; ``seen``: every example the
+    stages could see, on which a passed prompt's fitted statistics are re-estimated (``refit``)."""
     stages = [{**{k: s[k] for k in STAGE_FIELDS if k in s}, "budget": s["budget"]["used"]} for s in summaries]
     min_gain = corrected_min_gain(p.settings.min_gain, len(offered))
     gate = FinalGate(objective=p.settings.objective, min_gain=min_gain,  # type: ignore[arg-type]
@@ -132,4 +135,4 @@ def final_record(p: Pipeline, offered: list[AnyPrompt], summaries: list[dict[str
     run = SearchRun(p.spec, gate, p.data, p.lm, p.folder, ctx, budget, {"done": True},
                     sum(s["steps"] for s in summaries), before, started, 0.0,
                     [w for s in summaries for w in s["warnings"]], dtype=resolve_dtype(p.spec.dtype, p.lm.device))
-    return finish(run, progress, decided)
+    return finish(run, progress, decided, refit_on=seen if p.settings.refit else ())

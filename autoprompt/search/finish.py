@@ -22,7 +22,7 @@ import torch
 from autoprompt.backends import GradientModel, ScoringModel
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_bytes
-from autoprompt.prompts import AnyPrompt, Prompt
+from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, save_prompt
 from autoprompt.results.record import Backbone, Baseline, DevTest, RunRecord, Spent
 from autoprompt.results.versions import versions
 from autoprompt.scoring.budget import Budget
@@ -85,6 +85,29 @@ def _gate(run: SearchRun, decided: Selection | None = None) -> tuple[AnyPrompt, 
     return selection.chosen, selection
 
 
+def _refitted(run: SearchRun, chosen: AnyPrompt, selection: Selection | None,
+              examples: Sequence[Example]) -> tuple[AnyPrompt, dict[str, Any]]:
+    """``chosen`` with its fitted statistics (a rule's centroids and temperature, a calibration prior)
+    re-estimated on ``examples`` once the gate has passed it, every choice kept; and what ``details``
+    records of it (the gated prompt itself is kept as ``gated_prompt.json``).
+
+    Why: a pipeline's stages fit on part of what they may see (the fit half of train, or of a fold) so
+    that their gates judge on the rest; once the gate has judged, the estimates are made again from all
+    of it (as cross-validation refits the chosen model on all the data). No example beyond
+    ``examples`` is read, so the final gate's evidence stays read once."""
+    fitted = [m for m in (chosen.members if isinstance(chosen, Ensemble) else (chosen,))
+              if m.calibration.active or not m.rule.direct]
+    if not examples or selection is None or not selection.reliable or not fitted:
+        return chosen, {}
+    refit = run.ctx.evaluator.refit(chosen, examples)
+    gated = run.folder.path / "gated_prompt.json"
+    save_prompt(_stamped(run, chosen), gated)  # its soft tensors, if any, are prompt.json's: refitting keeps them
+    return refit, {"refit": {"on": len(examples), "gated_fingerprint": chosen.fingerprint, "gated_prompt": str(gated),
+                             "what": sorted({part for m in fitted for part in (
+                                 [f"{m.rule.name} rule"] if not m.rule.direct else []) + (
+                                 [f"{m.calibration.method} calibration"] if m.calibration.active else [])})}}
+
+
 def _stamped(run: SearchRun, prompt: AnyPrompt) -> AnyPrompt:
     spec = run.spec
     return prompt.with_meta({"strategy": spec.strategy, "task": run.data.task.name, "model": run.lm.name,
@@ -114,18 +137,24 @@ def finish_stage(run: SearchRun) -> dict[str, Any]:
             "details": run.searcher.details(run.ctx, run.state), "warnings": run.warnings}
 
 
-def finish(run: SearchRun, progress: bool = False, decided: Selection | None = None) -> RunRecord:
+def finish(run: SearchRun, progress: bool = False, decided: Selection | None = None,
+           refit_on: Sequence[Example] = ()) -> RunRecord:
     """Gate (unless the core already ``decided``), write ``prompt.json``, score on dev and test, and
-    return the run's record."""
+    return the run's record.
+
+    ``refit_on``: where the gate passed, the chosen prompt's fitted statistics are re-estimated on these
+    examples before it is reported (`_refitted`; a pipeline passes every example its stages could see).
+    """
     spec, data, lm = run.spec, run.data, run.lm
     manual = data.task.default_prompt
     backbone_after = _backbone_after(run)
     best, selection = _gate(run, decided)
     selection_json = selection.to_json() if selection is not None else {
         "reliable": None, "message": f"{spec.strategy}: no selection"}
+    best, refit = _refitted(run, best, selection, refit_on)
     best = _stamped(run, best)
     run.folder.write_prompt(best)
-    details = run.searcher.details(run.ctx, run.state)
+    details = {**run.searcher.details(run.ctx, run.state), **refit}
     selection_n = len(_selection_examples(run)) if decided is None else decided.n
 
     final = Evaluator(lm, data.task, majority_label=data.protocol.get("majority_label"))

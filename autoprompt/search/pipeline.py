@@ -213,7 +213,7 @@ def run_pipeline(spec: SearchSpec, *, lm: ScoringModel | None = None, data: Task
     protocol = {"stages_fit_on": len(fit), "stages_checked_on": len(check), "final_gate_on": "dev",
                 "holdout": settings.holdout}
     pipeline = Pipeline(spec, data, lm, folder, settings, protocol, plan)
-    result = final_record(pipeline, offered, summaries, start, before, started, progress)
+    result = final_record(pipeline, offered, summaries, start, before, started, progress, seen=data.train)
     folder.write_result(result.to_json())
     return result
 

@@ -28,7 +28,7 @@ from autoprompt.tasks.base import Example, TaskData
 #: parameters of the pipeline itself (the rest go to its stages, as ``stage.param`` or to every
 #: stage that has the parameter)
 PIPELINE_PARAMS = ("budget_split", "holdout", "min_gain", "stage_min_gain", "objective", "ensemble", "crossfit",
-                   "effort", "soft")
+                   "effort", "soft", "refit")
 
 
 def is_pipeline(strategy: str) -> bool:
@@ -61,6 +61,10 @@ class PipelineSettings:
             prompt on the other fold (every labelled example is evidence; twice the compute).
         effort: ``auto`` only: ``light``, ``medium`` or ``heavy`` (the total budget and stages).
         soft: ``auto`` only: allow a continuous stage (the result then holds a soft prompt).
+        refit: once the final gate passes a prompt, re-estimate its fitted statistics (a centroid or
+            channel rule's fit, a calibration prior) on every example the stages could see (train; with
+            ``crossfit``, train and dev), every choice kept; the gated prompt is kept as
+            ``gated_prompt.json``.
     """
 
     budget_split: tuple[float, ...] | None = None
@@ -72,6 +76,7 @@ class PipelineSettings:
     crossfit: bool | None = None  # None: False, or auto's choice
     effort: str = "light"
     soft: bool = False
+    refit: bool = True
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> PipelineSettings:
@@ -85,10 +90,11 @@ class PipelineSettings:
                 stage_min_gain=float(own.get("stage_min_gain", 0.0)),
                 objective=str(own.get("objective", "margin")), ensemble=parse_bool(own.get("ensemble", True)),
                 crossfit=parse_bool(own["crossfit"]) if "crossfit" in own else None,
-                effort=str(own.get("effort", "light")), soft=parse_bool(own.get("soft", False)))
+                effort=str(own.get("effort", "light")), soft=parse_bool(own.get("soft", False)),
+                refit=parse_bool(own.get("refit", True)))
         except ValueError as err:
             raise AutopromptError(f"pipeline parameter: {err}; budget_split takes comma-separated weights, "
-                                  "holdout a share of train, min_gain a number, ensemble and soft true/false") \
+                                  "holdout a share of train, min_gain a number, ensemble, soft and refit true/false") \
                 from None
         if not 0 < settings.holdout < 1:
             raise AutopromptError(f"holdout must be a share of train between 0 and 1, got {settings.holdout}")
