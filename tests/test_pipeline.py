@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from autoprompt import AutopromptError, Evaluator
 from autoprompt.cli import app
-from autoprompt.prompts import Demonstration, Demonstrations, Ensemble, Prompt, Template, save_prompt
+from autoprompt.prompts import Demonstration, Demonstrations, Ensemble, Prompt, Template, load_prompt, save_prompt
 from autoprompt.results.leaderboard import load_rows
 from autoprompt.results.recording import record_finished
 from autoprompt.search import SearchSpec, available, create, run_pipeline, run_search
@@ -299,3 +299,48 @@ def test_cli_pipeline_run_shows_each_stage_with_its_interval(tmp_path, tiny_mode
     assert result.exit_code == 0, result.output
     assert "1. verbalizer" in result.output and "2. demos" in result.output
     assert "gain over its start" in result.output and "found − manual" in result.output
+
+
+def test_refit_re_estimates_what_a_prompt_fitted_and_keeps_every_choice(causal, task):
+    ev = Evaluator(causal, task.task)
+    half, labelled = task.train[: len(task.train) // 2], task.train + task.dev
+    manual = task.task.default_prompt
+    assert ev.refit(manual, labelled) is manual  # nothing fitted: returned as it is
+    fitted = ev.calibrate(ev.fit_rule([manual], "centroid", half), "prior", half)[0]
+    refit = ev.refit(fitted, labelled)
+    by_hand = ev.calibrate(ev.fit_rule([manual], "centroid", labelled), "prior", labelled)[0]
+    assert refit.fingerprint == by_hand.fingerprint != fitted.fingerprint
+    assert refit.rule.unfitted() == fitted.rule.unfitted() and refit.calibration.method == "prior"
+    assert refit.template == fitted.template and refit.verbalizer == fitted.verbalizer
+    direct = ev.calibrate([manual], "prior", half)[0]  # a direct rule: only its prior is estimated again
+    joint = ev.refit(Ensemble((fitted, direct), (0.5, 0.5)), labelled)
+    assert [m.fingerprint for m in joint.members] == [by_hand.fingerprint,
+                                                     ev.calibrate([manual], "prior", labelled)[0].fingerprint]
+
+
+@pytest.mark.parametrize("crossfit", [False, True])
+def test_a_passed_pipeline_prompt_is_refitted_on_what_its_stages_could_see(causal, task, tmp_path, monkeypatch,
+                                                                          crossfit):
+    seen = []
+    real_refit = Evaluator.refit
+
+    def refit(self, prompt, examples):
+        seen.append({id(e) for e in examples})
+        return real_refit(self, prompt, examples)
+
+    monkeypatch.setattr(Evaluator, "refit", refit)
+    params = {"rules": "centroid", "min_gain": 0, "crossfit": str(crossfit).lower()}
+    spec = SearchSpec(task="tiny", strategy="rule,demos", params=params, budget=3000, out=str(tmp_path), seed=1)
+    result = run_pipeline(spec, lm=causal, data=task)
+    assert result.selection["reliable"]  # a centroid rule separates the tiny task's classes
+    refit_facts = result.details["refit"]
+    could_see = task.train + task.dev if crossfit else task.train  # never dev, where dev is the final gate's
+    assert seen == [{id(e) for e in could_see}] and refit_facts["on"] == len(could_see)
+    gated = load_prompt(refit_facts["gated_prompt"])
+    assert gated.fingerprint == refit_facts["gated_fingerprint"] == result.selection["chosen_fingerprint"]
+    reported = load_prompt(Path(result.run_dir) / "prompt.json")
+    assert reported.fingerprint == result.prompt_fingerprint == \
+        Evaluator(causal, task.task).refit(gated, could_see).fingerprint != gated.fingerprint
+    kept = run_pipeline(SearchSpec(task="tiny", strategy="rule,demos", params={**params, "refit": "false"},
+                                   budget=3000, out=str(tmp_path / "kept"), seed=1), lm=causal, data=task)
+    assert "refit" not in kept.details and kept.prompt_fingerprint == gated.fingerprint

@@ -96,7 +96,7 @@ def _refitted(run: SearchRun, chosen: AnyPrompt, selection: Selection | None,
     of it (as cross-validation refits the chosen model on all the data). No example beyond
     ``examples`` is read, so the final gate's evidence stays read once."""
     fitted = [m for m in (chosen.members if isinstance(chosen, Ensemble) else (chosen,))
-              if m.calibration.active or not m.rule.direct]
+              if m.calibration.active or (not m.rule.direct and m.rule.fitted)]
     if not examples or selection is None or not selection.reliable or not fitted:
         return chosen, {}
     refit = run.ctx.evaluator.refit(chosen, examples)
@@ -104,7 +104,7 @@ def _refitted(run: SearchRun, chosen: AnyPrompt, selection: Selection | None,
     save_prompt(_stamped(run, chosen), gated)  # its soft tensors, if any, are prompt.json's: refitting keeps them
     return refit, {"refit": {"on": len(examples), "gated_fingerprint": chosen.fingerprint, "gated_prompt": str(gated),
                              "what": sorted({part for m in fitted for part in (
-                                 [f"{m.rule.name} rule"] if not m.rule.direct else []) + (
+                                 [f"{m.rule.name} rule"] if not m.rule.direct and m.rule.fitted else []) + (
                                  [f"{m.calibration.method} calibration"] if m.calibration.active else [])})}}
 
 
