@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from autoprompt import AutopromptError, Evaluator
 from autoprompt.cli import app
+from autoprompt.cli.common import out as cli_out
+from autoprompt.cli.searching import _show_run as show_run
 from autoprompt.prompts import Demonstration, Demonstrations, Ensemble, Prompt, Template, load_prompt, save_prompt
 from autoprompt.results.leaderboard import load_rows
 from autoprompt.results.recording import record_finished
@@ -341,6 +343,9 @@ def test_a_passed_pipeline_prompt_is_refitted_on_what_its_stages_could_see(causa
     reported = load_prompt(Path(result.run_dir) / "prompt.json")
     assert reported.fingerprint == result.prompt_fingerprint == \
         Evaluator(causal, task.task).refit(gated, could_see).fingerprint != gated.fingerprint
+    with cli_out.capture() as shown:  # the CLI says what was refitted, on how many, and where the gated prompt is
+        show_run(result)
+    assert f"refitted after the gate: centroid rule on the {len(could_see)} examples" in shown.get()
     kept = run_pipeline(SearchSpec(task="tiny", strategy="rule,demos", params={**params, "refit": "false"},
                                    budget=3000, out=str(tmp_path / "kept"), seed=1), lm=causal, data=task)
     assert "refit" not in kept.details and kept.prompt_fingerprint == gated.fingerprint

@@ -54,7 +54,7 @@ def search(
     param: Annotated[list[str] | None, typer.Option(
         help="Strategy parameter k=v (repeatable); in a pipeline stage.k=v for one stage (demos.method=search), "
              "or the pipeline's own: budget_split=1,2 (default: the stages' default budgets), holdout=0.5, "
-             "min_gain, ensemble.")] = None,
+             "min_gain, ensemble, refit=false (report the gated prompt, its statistics not refitted).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run artifacts.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its folder.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the budget and a time estimate; search nothing.")] = False,
@@ -168,6 +168,9 @@ def _show_run(run: RunRecord) -> None:
     if run.selection.get("message"):
         out.print(run.selection["message"], highlight=False)
     details = run.details
+    if refit := details.get("refit"):
+        out.print(f"refitted after the gate: {', '.join(refit['what'])} on the {refit['on']} examples the stages could "
+                  f"see (the prompt as gated: {refit['gated_prompt']})", highlight=False, markup=False)
     words = (f"label words: {json.dumps(run.label_words, ensure_ascii=False)}" if run.label_words
              else f"a linear head of {details['head_parameters']:,} parameters (no label words)"
              if "head_parameters" in details else "generated text (no label words)")
