@@ -113,12 +113,11 @@ class Fitting(ABC):
         refitted rule). A member with nothing fitted is returned as it is; charges the budget."""
         done: dict[str, Prompt] = {}
         for m in distinct_singles([prompt]):
-            fitted_rule = not m.rule.direct and m.rule.fitted
-            if not fitted_rule and not m.calibration.active:
+            if not fitted_parts(m):
                 done[m.fingerprint] = m
                 continue
             fresh = m.uncalibrated
-            if fitted_rule:
+            if not m.rule.direct and m.rule.fitted:
                 fresh = self._fit(fresh.with_rule(m.rule.unfitted()), examples)
             done[m.fingerprint] = self.calibrate([fresh], m.calibration.method, examples)[0]
         return rebuilt([prompt], done)[0]
@@ -177,6 +176,13 @@ class Fitting(ABC):
             raise AutopromptError(f"the prompt's calibration has no prior for the label(s) {missing}; "
                                   "re-estimate it for this task")
         return torch.tensor([cal.log_prior[lab] for lab in self.task.labels])
+
+
+def fitted_parts(prompt: Prompt) -> list[str]:
+    """What ``prompt`` estimated from data, which `Fitting.refit` estimates again: a rule's fit (a centroid
+    rule's centroids, a channel rule's temperature) and an active calibration's prior."""
+    return ([f"{prompt.rule.name} rule"] if not prompt.rule.direct and prompt.rule.fitted else []) + \
+        ([f"{prompt.calibration.method} calibration"] if prompt.calibration.active else [])
 
 
 def distinct_singles(prompts: Sequence[AnyPrompt]) -> list[Prompt]:

@@ -22,11 +22,12 @@ import torch
 from autoprompt.backends import GradientModel, ScoringModel
 from autoprompt.errors import AutopromptError
 from autoprompt.io import atomic_write_bytes
-from autoprompt.prompts import AnyPrompt, Ensemble, Prompt, save_prompt
+from autoprompt.prompts import AnyPrompt, Prompt, save_prompt
 from autoprompt.results.record import Backbone, Baseline, DevTest, RunRecord, Spent
 from autoprompt.results.versions import versions
 from autoprompt.scoring.budget import Budget
 from autoprompt.scoring.evaluator import Evaluator
+from autoprompt.scoring.fitting import distinct_singles, fitted_parts
 from autoprompt.scoring.scores import EvalResult
 from autoprompt.search.base import Searcher, SearchState
 from autoprompt.search.context import SearchContext
@@ -95,17 +96,14 @@ def _refitted(run: SearchRun, chosen: AnyPrompt, selection: Selection | None,
     that their gates judge on the rest; once the gate has judged, the estimates are made again from all
     of it (as cross-validation refits the chosen model on all the data). No example beyond
     ``examples`` is read, so the final gate's evidence stays read once."""
-    fitted = [m for m in (chosen.members if isinstance(chosen, Ensemble) else (chosen,))
-              if m.calibration.active or (not m.rule.direct and m.rule.fitted)]
+    fitted = {part for m in distinct_singles([chosen]) for part in fitted_parts(m)}
     if not examples or selection is None or not selection.reliable or not fitted:
         return chosen, {}
     refit = run.ctx.evaluator.refit(chosen, examples)
     gated = run.folder.path / "gated_prompt.json"
     save_prompt(_stamped(run, chosen), gated)  # its soft tensors, if any, are prompt.json's: refitting keeps them
     return refit, {"refit": {"on": len(examples), "gated_fingerprint": chosen.fingerprint, "gated_prompt": str(gated),
-                             "what": sorted({part for m in fitted for part in (
-                                 [f"{m.rule.name} rule"] if not m.rule.direct and m.rule.fitted else []) + (
-                                 [f"{m.calibration.method} calibration"] if m.calibration.active else [])})}}
+                             "what": sorted(fitted)}}
 
 
 def _stamped(run: SearchRun, prompt: AnyPrompt) -> AnyPrompt:
