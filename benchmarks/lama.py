@@ -15,6 +15,12 @@ P@1, P@10 and MRR must be identical (the run stops otherwise). Then the trie alo
 time is projected from each relation's facts/s times its test size (a projection, labelled so;
 ``--per-relation 0`` keeps an earlier run's).
 
+``--group-columns 512,1024,...`` instead times the trie alone on ``--facts`` facts of each of the
+comma-separated ``--relation``s at each width a group of facts' packed row may reach
+(`autoprompt.backends.trie.GROUP_COLUMNS`; a huge value is one row for the whole batch, the way
+before groups), the widths interleaved over ``--repeats`` rounds, and writes
+``lama_groups_<dtype>.json``; the metrics must be identical at every width.
+
 ``--dtype bf16`` runs the trie (and the projection) in bf16, the way ``evaluate --dtype bf16`` scores;
 the baseline stays the fp32 first-token bound, and the metrics are compared instead of required equal
 (bf16 rounds the log-probs, so near-ties can swap).
@@ -37,6 +43,7 @@ import torch
 
 from autoprompt import Evaluator, load_model, load_task
 from autoprompt.backends import causal
+from autoprompt.backends import trie as packed_trie
 from autoprompt.io import atomic_write_json
 from autoprompt.results.versions import versions
 from autoprompt.tasks import lama_relations, resolve_data_dir
@@ -67,14 +74,47 @@ def timed(lm, relation: str, examples, ranking, dtype: str = "fp32") -> dict:
             "p@1": result.score, "p@10": result.extra["p@10"], "mrr": result.extra["mrr"]}
 
 
+def sweep_groups(lm, args) -> None:
+    """The trie's facts/s at each ``--group-columns`` width, interleaved so drift hits every width alike."""
+    widths = [int(w) for w in args.group_columns.split(",")]
+    rows = []
+    for relation in args.relation.split(","):
+        test = load_task(f"lama:{relation}").test
+        examples = random.Random(0).sample(test, min(args.facts, len(test)))
+        timed(lm, relation, examples[:4], causal.outranking_gold, args.dtype)  # warm-up
+        walls: dict[int, list[float]] = {w: [] for w in widths}
+        metrics = set()
+        for _ in range(args.repeats):
+            for width in widths:
+                packed_trie.GROUP_COLUMNS = width
+                run = timed(lm, relation, examples, causal.outranking_gold, args.dtype)
+                walls[width].append(run["wall_s"])
+                metrics.add((run["p@1"], run["p@10"], run["mrr"]))
+                print(relation, width, run, flush=True)
+        if len(metrics) > 1 and args.dtype == "fp32":
+            raise SystemExit(f"{relation}: the metrics differ across widths: {metrics}")
+        rows += [{"relation": relation, "facts": len(examples), "group_columns": w, "walls_s": walls[w],
+                  "best_wall_s": min(walls[w]), "facts_per_s": round(len(examples) / min(walls[w]), 3)}
+                 for w in widths]
+    command = "python benchmarks/lama.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+    atomic_write_json(RESULTS / f"lama_groups_{args.dtype}.json", {
+        "model": lm.name, "torch_threads": torch.get_num_threads(), "versions": versions(), "command": command,
+        "dtype": args.dtype, "default_group_columns": packed_trie.GROUP_COLUMNS, "rows": rows})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--relation", default="P19")
     parser.add_argument("--facts", type=int, default=96, help="seeded sample of the relation's test facts")
     parser.add_argument("--per-relation", type=int, default=32, help="facts per relation for the projection; 0 skips")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="what the trie computes in")
+    parser.add_argument("--group-columns", default="", help="comma-separated widths to time instead (see above)")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the --group-columns sweep")
     args = parser.parse_args()
     lm = load_model("smollm2-135m")
+    if args.group_columns:
+        sweep_groups(lm, args)
+        return
     trie = causal.outranking_gold
     data = load_task(f"lama:{args.relation}")
     examples = random.Random(0).sample(data.test, min(args.facts, len(data.test)))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from autoprompt import Prompt
+from autoprompt.backends import trie
 from autoprompt.testing import tiny_causal_lm
 
 CITIES = ["San Diego", "San Jose", "San Francisco", "Santa Fe", "Santa Cruz", "New York", "New Delhi", "Newark",
@@ -16,7 +17,10 @@ SUBJECTS = ["Ada Lovelace", "Alan Turing", "Marie Curie", "Grace Hopper", "Niels
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("working_memory", [None, 1])  # 1 byte: the smallest chunks, paths across forwards
-def test_trie_ranking_equals_scoring_every_word_in_full(arch, working_memory):
+@pytest.mark.parametrize("group_columns", [None, 40, 1])  # one packed row; a few facts a row; a fact a row
+def test_trie_ranking_equals_scoring_every_word_in_full(arch, working_memory, group_columns, monkeypatch):
+    if group_columns is not None:
+        monkeypatch.setattr(trie, "GROUP_COLUMNS", group_columns)
     lm = tiny_causal_lm(arch, working_memory=working_memory)
     prompt = Prompt("{subject} was born in [P]", {c: [c] for c in CITIES})
     table = lm.word_table(prompt, CITIES)
@@ -36,3 +40,14 @@ def test_trie_ranking_equals_scoring_every_word_in_full(arch, working_memory):
     torch.testing.assert_close(ranked[exact], full[exact], atol=1e-5, rtol=0)             # outranking words: exact
     assert (ranked[~exact] >= full[~exact] - 1e-5).all()                                 # the rest: upper bounds
     assert 0 < int(exact.sum()) < exact.numel()                                           # both cases occur
+
+
+def test_facts_are_grouped_so_each_packed_row_stays_within_its_columns():
+    words = [(1,), (2, 3), (2, 4, 5), (6, 7, 8, 9)]
+    open_ = torch.tensor([[False, True, True, False],    # prefixes (2,), (2, 4): 2 nodes at most
+                          [False, False, False, False],  # nothing open: in no group
+                          [False, False, False, True],   # (6,), (6, 7), (6, 7, 8): 3
+                          [False, True, False, False]])  # (2,): 1
+    assert trie._fact_groups(open_, words, width=5, columns=100) == [[0, 2, 3]]
+    assert trie._fact_groups(open_, words, width=5, columns=15) == [[0, 2], [3]]   # 7 + 8, then 6
+    assert trie._fact_groups(open_, words, width=5, columns=1) == [[0], [2], [3]]  # wider than any: one a row

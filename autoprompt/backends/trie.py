@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from autoprompt.backends.kv_cache import cache_layers, make_cache
+from autoprompt.backends.kv_cache import cache_layers, make_cache, select_rows
 
 Node = tuple[int, tuple[int, ...]]  # (fact row, token prefix)
 
@@ -100,6 +100,17 @@ def _nodes_per_forward(lm: CausalLM, columns: int) -> int:
     return max(16, min(1024, lm.working_memory // (4 * (heads * columns + 2 * vocab))))
 
 
+GROUP_COLUMNS = 1024
+"""How wide a packed row the open words of a group of facts may make (prompt columns plus nodes).
+
+A fed node attends over its whole packed row (the mask, not the arithmetic, keeps it to its own
+fact), so one row holding every fact of a batch makes each node's attention as costly as the MLP on
+relations where many objects outrank the gold one (P190: 93 nodes a fact, rows of 3,000+ columns).
+Groups of facts, each in its own row, keep that share small; much smaller groups feed too few nodes
+per forward to use the matmuls well. Chosen by timing `benchmarks/lama.py` (ranks are exact either way).
+"""
+
+
 def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words: Sequence[tuple[int, ...]],
                     gold: Sequence[int]) -> Tensor:
     """``[B, W]`` word scores from first-token scores ``first``: exact for the gold word and every
@@ -109,11 +120,11 @@ def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words
         for d in range(1, len(w)):
             children.setdefault(w[:d], []).append(w[d])
     children = {prefix: sorted(set(tokens)) for prefix, tokens in children.items()}
-    step = _nodes_per_forward(lm, attn.numel() + 2048)  # the prompts' columns and room for the nodes fed before
     trie = PackedTrie(lm, cache, attn, children)
     scores = first.clone().cpu()
     # the gold words first (their paths in one go): their scores are the bars
-    trie.feed([(b, words[g][:d]) for b, g in enumerate(gold) for d in range(1, len(words[g]))], step)
+    trie.feed([(b, words[g][:d]) for b, g in enumerate(gold) for d in range(1, len(words[g]))],
+              _nodes_per_forward(lm, attn.numel() + 2048))
     for b, g in enumerate(gold):
         w = words[g]
         scores[b, g] += sum(trie.next_logp[(b, w[:d])][w[d]] for d in range(1, len(w)))
@@ -121,15 +132,47 @@ def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words
     lengths = torch.tensor([len(w) for w in words])
     open_ = (scores >= bar[:, None]) & (lengths[None] > 1)                                     # [B, W]
     open_[torch.arange(len(gold)), torch.tensor(list(gold))] = False
+    groups = _fact_groups(open_, words, attn.shape[1], GROUP_COLUMNS)
+    for facts in groups:
+        rows = torch.tensor(facts)
+        if len(groups) > 1:  # each group in its own packed row (the gold paths fed again where shared)
+            trie = PackedTrie(lm, select_rows(cache, rows.to(attn.device)), attn[rows.to(attn.device)], children)
+        step = _nodes_per_forward(lm, trie.width + GROUP_COLUMNS)
+        scores[rows] = _walk(trie, scores[rows], bar[rows], open_[rows], words, lengths, step,
+                             facts if len(groups) == 1 else list(range(len(facts))))
+    return scores.to(first.device)
+
+
+def _fact_groups(open_: Tensor, words: Sequence[tuple[int, ...]], width: int, columns: int) -> list[list[int]]:
+    """The facts with open words, in order, in groups whose packed rows stay within ``columns``:
+    a fact counts its prompt's ``width`` and every prefix its open words could feed (an upper bound)."""
+    groups: list[list[int]] = []
+    used = columns
+    for b in open_.any(-1).nonzero().flatten().tolist():
+        cost = width + len({words[j][:d] for j in open_[b].nonzero().flatten().tolist()
+                            for d in range(1, len(words[j]))})
+        if used + cost > columns:
+            groups.append([])
+            used = 0
+        groups[-1].append(b)
+        used += cost
+    return groups
+
+
+def _walk(trie: PackedTrie, scores: Tensor, bar: Tensor, open_: Tensor, words: Sequence[tuple[int, ...]],
+          lengths: Tensor, step: int, trie_rows: list[int]) -> Tensor:
+    """``scores`` ``[G, W]`` of a group of facts (row ``i`` is ``trie_rows[i]`` in ``trie``) with every
+    ``open_`` word continued depth by depth while it can still reach its fact's ``bar``."""
     depth = 1
     while bool(open_.any()):
         pairs = open_.nonzero().tolist()
-        trie.feed([(b, words[j][:depth]) for b, j in pairs], step)
-        added = torch.tensor([trie.next_logp[(b, words[j][:depth])][words[j][depth]] for b, j in pairs])
-        b_idx, j_idx = torch.tensor(pairs).T
-        scores = scores.index_put((b_idx, j_idx), added, accumulate=True)
+        nodes = [(trie_rows[i], words[j][:depth]) for i, j in pairs]
+        trie.feed(nodes, step)
+        added = torch.tensor([trie.next_logp[node][words[j][depth]] for node, (_, j) in zip(nodes, pairs, strict=True)])
+        i_idx, j_idx = torch.tensor(pairs).T
+        scores = scores.index_put((i_idx, j_idx), added, accumulate=True)
         depth += 1
         open_ = torch.zeros_like(open_)
-        still = (scores[b_idx, j_idx] >= bar[b_idx]) & (lengths[j_idx] > depth)
-        open_[b_idx[still], j_idx[still]] = True
-    return scores.to(first.device)
+        still = (scores[i_idx, j_idx] >= bar[i_idx]) & (lengths[j_idx] > depth)
+        open_[i_idx[still], j_idx[still]] = True
+    return scores
