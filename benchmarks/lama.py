@@ -17,9 +17,8 @@ time is projected from each relation's facts/s times its test size (a projection
 
 ``--group-columns 512,1024,...`` instead times the trie alone on ``--facts`` facts of each of the
 comma-separated ``--relation``s at each width a group of facts' packed row may reach
-(`autoprompt.backends.trie.GROUP_COLUMNS`; a huge value is one row for the whole batch, the way
-before groups), the widths interleaved over ``--repeats`` rounds, and writes
-``lama_groups_<dtype>.json``; the metrics must be identical at every width.
+(`autoprompt.backends.trie.GROUP_COLUMNS`), the widths interleaved over ``--repeats`` rounds, and
+writes ``lama_groups_<dtype>.json``; in fp32 the metrics must be identical at every width.
 
 ``--dtype bf16`` runs the trie (and the projection) in bf16, the way ``evaluate --dtype bf16`` scores;
 the baseline stays the fp32 first-token bound, and the metrics are compared instead of required equal

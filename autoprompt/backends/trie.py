@@ -100,14 +100,16 @@ def _nodes_per_forward(lm: CausalLM, columns: int) -> int:
     return max(16, min(1024, lm.working_memory // (4 * (heads * columns + 2 * vocab))))
 
 
-GROUP_COLUMNS = 1024
+GROUP_COLUMNS = 2048
 """How wide a packed row the open words of a group of facts may make (prompt columns plus nodes).
 
 A fed node attends over its whole packed row (the mask, not the arithmetic, keeps it to its own
 fact), so one row holding every fact of a batch makes each node's attention as costly as the MLP on
-relations where many objects outrank the gold one (P190: 93 nodes a fact, rows of 3,000+ columns).
+relations where many objects outrank the gold one (P190: ~93 nodes a fact, rows of 3,000+ columns).
 Groups of facts, each in its own row, keep that share small; much smaller groups feed too few nodes
-per forward to use the matmuls well. Chosen by timing `benchmarks/lama.py` (ranks are exact either way).
+per forward to use the matmuls well. Timed with `benchmarks/lama.py --group-columns` (bf16, 64 facts,
+2 threads; ranks are exact at any width), P190 + P19: 34.9 s at 512, 31.9 at 1024, 29.4 at 2048; a second
+sweep 26.6 at 2048, 26.0 at 4096, 31.3 at 8192 — the narrower of the two equal ones kept.
 """
 
 
@@ -137,7 +139,7 @@ def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words
         rows = torch.tensor(facts)
         if len(groups) > 1:  # each group in its own packed row (the gold paths fed again where shared)
             trie = PackedTrie(lm, select_rows(cache, rows.to(attn.device)), attn[rows.to(attn.device)], children)
-        step = _nodes_per_forward(lm, trie.width + GROUP_COLUMNS)
+        step = _nodes_per_forward(lm, trie.width + 2048)  # room for the nodes fed before, as for the gold paths
         scores[rows] = _walk(trie, scores[rows], bar[rows], open_[rows], words, lengths, step,
                              facts if len(groups) == 1 else list(range(len(facts))))
     return scores.to(first.device)
