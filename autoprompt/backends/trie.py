@@ -6,11 +6,12 @@ bounds its full score from above, so the words are walked as a trie of token seq
 at a time, and a node (a fact and a token prefix) whose score is already below the gold word's is
 not expanded: the words under it cannot outrank the gold one.
 
-Every expanded node is one token fed once, whatever the number of words below it. All facts of a
-batch live in one packed row: the prompts' key/value caches side by side, then every fed node,
-each attending (through a custom 4D mask) to its own fact's prompt and its ancestors only. So the
-nodes of all facts at one depth run as one forward with no padding and no per-node cache copies;
+Every expanded node is one token fed once, whatever the number of words below it. A group of facts
+lives in one packed row: their prompts' key/value caches side by side, then every fed node, each
+attending (through a custom 4D mask) to its own fact's prompt and its ancestors only. So the nodes
+of a group's facts at one depth run as one forward with no padding and no per-node cache copies;
 siblings never see each other, which makes the result the same as feeding each path on its own.
+Groups (`GROUP_COLUMNS`) keep a row narrow where many words stay open.
 """
 
 from __future__ import annotations
