@@ -73,6 +73,11 @@ def timed(lm, relation: str, examples, ranking, dtype: str = "fp32") -> dict:
             "p@1": result.score, "p@10": result.extra["p@10"], "mrr": result.extra["mrr"]}
 
 
+def _command(args) -> str:
+    """The command line that reproduces this run."""
+    return "python benchmarks/lama.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+
+
 def sweep_groups(lm, args) -> None:
     """The trie's facts/s at each ``--group-columns`` width, interleaved so drift hits every width alike."""
     widths = [int(w) for w in args.group_columns.split(",")]
@@ -95,7 +100,7 @@ def sweep_groups(lm, args) -> None:
         rows += [{"relation": relation, "facts": len(examples), "group_columns": w, "walls_s": walls[w],
                   "best_wall_s": min(walls[w]), "facts_per_s": round(len(examples) / min(walls[w]), 3)}
                  for w in widths]
-    command = "python benchmarks/lama.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+    command = _command(args)
     atomic_write_json(RESULTS / f"lama_groups_{args.dtype}.json", {
         "model": lm.name, "torch_threads": torch.get_num_threads(), "versions": versions(), "command": command,
         "dtype": args.dtype, "default_group_columns": packed_trie.GROUP_COLUMNS, "rows": rows})
@@ -138,7 +143,7 @@ def main() -> None:
         relations = earlier.get("relations", [])
         relations_command = earlier.get("relations_command") or earlier.get("command")
     projected = sum(r["test_facts"] / r["facts_per_s"] for r in relations)
-    command = "python benchmarks/lama.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+    command = _command(args)
     atomic_write_json(out, {
         "model": lm.name, "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

@@ -101,6 +101,9 @@ def _nodes_per_forward(lm: CausalLM, columns: int) -> int:
     return max(16, min(1024, lm.working_memory // (4 * (heads * columns + 2 * vocab))))
 
 
+#: the columns a forward's node count is sized for beyond its row's present width: the nodes fed before
+NODE_ROOM = 2048
+
 GROUP_COLUMNS = 2048
 """How wide a packed row the open words of a group of facts may make (prompt columns plus nodes).
 
@@ -127,7 +130,7 @@ def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words
     scores = first.clone().cpu()
     # the gold words first (their paths in one go): their scores are the bars
     trie.feed([(b, words[g][:d]) for b, g in enumerate(gold) for d in range(1, len(words[g]))],
-              _nodes_per_forward(lm, attn.numel() + 2048))
+              _nodes_per_forward(lm, attn.numel() + NODE_ROOM))
     for b, g in enumerate(gold):
         w = words[g]
         scores[b, g] += sum(trie.next_logp[(b, w[:d])][w[d]] for d in range(1, len(w)))
@@ -137,12 +140,13 @@ def outranking_gold(lm: CausalLM, first: Tensor, cache: Any, attn: Tensor, words
     open_[torch.arange(len(gold)), torch.tensor(list(gold))] = False
     groups = _fact_groups(open_, words, attn.shape[1], GROUP_COLUMNS)
     for facts in groups:
-        rows = torch.tensor(facts)
+        rows, trie_rows = torch.tensor(facts), facts
         if len(groups) > 1:  # each group in its own packed row (the gold paths fed again where shared)
-            trie = PackedTrie(lm, select_rows(cache, rows.to(attn.device)), attn[rows.to(attn.device)], children)
-        step = _nodes_per_forward(lm, trie.width + 2048)  # room for the nodes fed before, as for the gold paths
-        scores[rows] = _walk(trie, scores[rows], bar[rows], open_[rows], words, lengths, step,
-                             facts if len(groups) == 1 else list(range(len(facts))))
+            on_device = rows.to(attn.device)
+            trie = PackedTrie(lm, select_rows(cache, on_device), attn[on_device], children)
+            trie_rows = list(range(len(facts)))
+        scores[rows] = _walk(trie, scores[rows], bar[rows], open_[rows], words, lengths,
+                             _nodes_per_forward(lm, trie.width + NODE_ROOM), trie_rows)
     return scores.to(first.device)
 
 
